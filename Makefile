@@ -1,0 +1,15 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what is missing.
+.PHONY: setup demo test lint
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/python -m topo.demo
+
+test: setup
+	bash scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy alg

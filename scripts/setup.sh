@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Idempotent setup for a Debian 12 machine, run as root: Debian packages, the .venv with
+# the pinned Python packages (ryu patched for eventlet 0.33), and the OVS daemons.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(openvswitch-switch pptpd pptp-linux socat iproute2 ethtool iptables
+              tcpdump tshark procps make iputils-ping)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The .venv is rebuilt when the requirement files or the ryu patch change.
+stamp_src=$(cat requirements.txt requirements-dev.txt scripts/patch_ryu.py | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp_src" ]; then
+  log "creating .venv"
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check 'setuptools<60' wheel
+  .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -r requirements-dev.txt
+  .venv/bin/python scripts/patch_ryu.py
+  echo "$stamp_src" > .venv/.setup-stamp
+fi
+
+# OVS daemons for the userspace datapath (no kernel module on these machines).
+if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
+  log "starting ovsdb-server"
+  /usr/share/openvswitch/scripts/ovs-ctl --no-ovs-vswitchd --system-id=random start >/dev/null
+fi
+if ! ovs-appctl --timeout=3 -t ovs-vswitchd version >/dev/null 2>&1; then
+  log "starting ovs-vswitchd (userspace datapath)"
+  /usr/share/openvswitch/scripts/ovs-ctl --no-ovsdb-server --no-monitor start >/dev/null 2>&1 || true
+  ovs-appctl --timeout=10 -t ovs-vswitchd version >/dev/null
+fi
+log "ready: $(ovs-vsctl --version | head -1), $(.venv/bin/python --version)"

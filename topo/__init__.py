@@ -1,0 +1,1 @@
+"""The lab: network namespaces and an OVS bridge on the userspace datapath."""
