@@ -1,0 +1,76 @@
+"""The one exception hierarchy of the ALG core.
+
+Every error the core raises is an :class:`AlgError`. Callers that feed untrusted bytes
+catch :class:`CodecError`; allocation failures are :class:`AllocationError`; a bad
+configuration is :class:`ConfigError` and names the offending key.
+"""
+
+from __future__ import annotations
+
+
+class AlgError(Exception):
+    """Base of every error raised by ``alg``."""
+
+
+class CodecError(AlgError):
+    """Bytes that are not a valid PPTP control message or enhanced GRE header."""
+
+
+class TruncatedError(CodecError):
+    """Fewer bytes than the header or the declared length needs."""
+
+
+class BadLengthError(CodecError):
+    """The Length field disagrees with the fixed length of the message type."""
+
+
+class BadMagicCookieError(CodecError):
+    """The Magic Cookie is not 0x1A2B3C4D (RFC 2637 section 1.4)."""
+
+
+class BadMessageTypeError(CodecError):
+    """The PPTP Message Type is not 1 (control); management messages are undefined."""
+
+
+class UnknownControlTypeError(CodecError):
+    """The Control Message Type is outside 1..15."""
+
+
+class ReservedFieldError(CodecError):
+    """A field that RFC 2637 says must be zero is not."""
+
+
+class BadGreHeaderError(CodecError):
+    """A GRE header that is not the enhanced GRE of RFC 2637 section 4.1."""
+
+
+class StreamError(AlgError):
+    """A control connection's byte stream cannot be followed any more."""
+
+
+class BufferLimitError(StreamError):
+    """More bytes held for one direction than the configured limit allows."""
+
+
+class AllocationError(AlgError):
+    """No free identifier (Call ID, port or public address) is left."""
+
+
+class CallIdExhaustedError(AllocationError):
+    """Every Call ID of a (public IP, server IP) pair is in use or held down."""
+
+
+class PortExhaustedError(AllocationError):
+    """Every public port (or ICMP identifier) of an address is in use."""
+
+
+class ConfigError(AlgError):
+    """A configuration value is missing or invalid.
+
+    Attributes:
+        key: the name of the offending option.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
