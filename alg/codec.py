@@ -91,6 +91,14 @@ class ControlMessage:
     def encode(self) -> bytes:
         """Serialize the whole message, header included, reserved fields as zero."""
         values = [0 if name == _RESERVED else getattr(self, name) for name, _ in self.LAYOUT]
+        for (name, code), value in zip(self.LAYOUT, values, strict=True):
+            # struct's "Ns" would silently pad a short value and truncate a long one.
+            if code.endswith("s") and (
+                not isinstance(value, bytes | bytearray) or len(value) != int(code[:-1])
+            ):
+                raise CodecError(
+                    f"cannot encode {type(self).__name__}: {name} is not {code[:-1]} bytes"
+                )
         try:
             body = self.BODY.pack(*values)
         except struct.error as exc:
@@ -515,9 +523,11 @@ def rewrite_gre_call_id(data: bytes, call_id: int) -> bytes:
     Sequence and acknowledgement numbers and the payload pass through untouched.
 
     Raises:
-        CodecError: ``data`` is not valid enhanced GRE.
+        CodecError: ``data`` is not valid enhanced GRE, or ``call_id`` is not 0..65535.
     """
     parse_gre(data)
-    return (
-        data[:GRE_CALL_ID_OFFSET] + GRE_CALL_ID.pack(call_id) + data[GRE_CALL_ID_OFFSET + 2 :]
-    )
+    try:
+        packed = GRE_CALL_ID.pack(call_id)
+    except struct.error as exc:
+        raise CodecError(f"cannot encode GRE Call ID: {exc}") from exc
+    return data[:GRE_CALL_ID_OFFSET] + packed + data[GRE_CALL_ID_OFFSET + 2 :]

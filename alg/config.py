@@ -8,6 +8,8 @@ from ipaddress import IPv4Address
 
 from alg.errors import ConfigError
 
+POLICIES = ("open", "strict")
+
 
 @dataclass(frozen=True)
 class AlgConfig:
@@ -24,6 +26,9 @@ class AlgConfig:
         port_min: lowest public port handed out when the inside port is taken.
         port_max: highest public port handed out.
         alg_enabled: False gives address-only NAT for TCP/1723 and GRE.
+        policy: ``open`` lets inside hosts start anything; ``strict`` only TCP to port
+            1723. Outside hosts never start anything.
+        tcp_closing: how long a TCP session lingers after FIN from both sides or RST.
     """
 
     public_ips: tuple[IPv4Address, ...] = (IPv4Address("203.0.113.2"),)
@@ -36,6 +41,8 @@ class AlgConfig:
     port_min: int = 1024
     port_max: int = 65535
     alg_enabled: bool = True
+    policy: str = "open"
+    tcp_closing: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.public_ips:
@@ -43,10 +50,12 @@ class AlgConfig:
         if len(set(self.public_ips)) != len(self.public_ips):
             raise ConfigError("public_ips", "addresses must be distinct")
         for field in dataclasses.fields(self):
-            if field.name.endswith("_idle") or field.name == "call_id_hold_down":
+            if field.name.endswith("_idle") or field.name in ("call_id_hold_down", "tcp_closing"):
                 value = getattr(self, field.name)
                 if not value > 0:
                     raise ConfigError(field.name, f"must be positive seconds, got {value!r}")
+        if self.policy not in POLICIES:
+            raise ConfigError("policy", f"must be one of {POLICIES}, got {self.policy!r}")
         if self.max_buffer < 1024:
             raise ConfigError("max_buffer", f"must be at least 1024 bytes, got {self.max_buffer}")
         if not 1 <= self.port_min <= self.port_max <= 65535:

@@ -44,6 +44,10 @@ class BadGreHeaderError(CodecError):
     """A GRE header that is not the enhanced GRE of RFC 2637 section 4.1."""
 
 
+class ProtocolError(AlgError):
+    """A well-formed control message the ALG will not pass (RFC 2637 roles violated)."""
+
+
 class StreamError(AlgError):
     """A control connection's byte stream cannot be followed any more."""
 

@@ -33,6 +33,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$s
   .venv/bin/python scripts/patch_ryu.py
   echo "$stamp_src" > .venv/.setup-stamp
 fi
+# The repo root on the venv's path (what an editable install does), so that
+# `ryu-manager ryu_apps/nat_gateway.py` imports alg/ and ryu_apps/ from any directory.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" > "$site/pptp_alg_repo.pth"
 
 # OVS daemons for the userspace datapath (no kernel module on these machines).
 if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
