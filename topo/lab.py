@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from topo import display
 from topo.netns import (
     CommandError,
     add_netns,
@@ -743,7 +744,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="seconds to wait for the controller (default 30)")
     sub.add_parser("down", help="remove the lab")
     sub.add_parser("status", help="show the lab; exit 0 when up, 3 when not")
+    p_display = sub.add_parser("display", help="the gateway's display commands, from the lab")
+    display.add_arguments(p_display)
     args = parser.parse_args(argv)
+    if args.command == "display":
+        state = read_state()
+        rest = state.rest_url if state is not None else display.DEFAULT_REST
+        return display.main(["--rest", rest, args.view, *(["--verbose"] if args.verbose else [])])
 
     if os.geteuid() != 0:
         print("topo.lab: needs root (namespaces and OVS)", file=sys.stderr)

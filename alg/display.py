@@ -1,0 +1,214 @@
+"""The operator's view: the seed's ``display firewall session-table`` and
+``display firewall server-map``, built from the live state of a :class:`Gateway`.
+
+Notation as in the seed: ``X[Y]`` is the address (and port, or Call ID for GRE) as the
+packet carries it on arrival, translated to ``Y``; ``+->`` marks the control session the
+ALG inspects, ``-->`` an ordinary one; Left-Time is the time before an idle entry ages
+out. Call IDs are decimal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from alg.engine import Call, CallState, Gateway
+from alg.nat import Proto
+
+VPN = "VPN:public --> public"
+
+
+def left_time(seconds: float) -> str:
+    """``HH:MM:SS`` of a non-negative number of seconds (rounded down)."""
+    total = max(0, int(seconds))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    """One line of the session table.
+
+    Attributes:
+        protocol: ``pptp`` (the inspected control connection), ``pptp-gre``, ``tcp``,
+            ``udp``, ``icmp`` or ``gre`` (ALG off).
+        source: the source as it arrives; ``source_nat``: what it becomes (or "").
+        destination: the destination as it arrives; ``destination_nat``: what it becomes.
+        inspected: True for the control connection the ALG reads (``+->``).
+        left_seconds: seconds before the entry ages out when idle.
+        packets: packets counted for the entry, when known.
+        path: for GRE, ``flow`` (the switch carries it) or ``controller``.
+    """
+
+    protocol: str
+    source: str
+    source_nat: str
+    destination: str
+    destination_nat: str
+    inspected: bool
+    left_seconds: int
+    packets: int | None = None
+    path: str | None = None
+
+    def render(self, verbose: bool = False) -> str:
+        """The entry in the seed's layout (plus counters and path when verbose)."""
+        src = self.source + (f"[{self.source_nat}]" if self.source_nat else "")
+        dst = self.destination + (f"[{self.destination_nat}]" if self.destination_nat else "")
+        arrow = "+->" if self.inspected else "-->"
+        line = f"   {self.protocol}  {VPN} {src} {arrow} {dst}"
+        if verbose:
+            extra = [f"Left-Time: {left_time(self.left_seconds)}"]
+            if self.packets is not None:
+                extra.append(f"Packets: {self.packets}")
+            if self.path is not None:
+                extra.append(f"Path: {self.path}")
+            line += "\n      " + ", ".join(extra)
+        return line
+
+
+@dataclass(frozen=True)
+class ServerMapEntry:
+    """One server-map entry of a call (each call has two).
+
+    Attributes:
+        direction: ``server-to-client`` (server-map 1, made by the Outgoing-Call-Request
+            or Incoming-Call-Reply) or ``client-to-server`` (server-map 2, made by the
+            reply that names the server's Call ID).
+        text: the ``Type: ASPF, ...`` line without the ``Zone`` suffix.
+        call_index: the call's index in the gateway (logs name it too).
+        client, public, server: the three addresses; ``client_call_id`` (a),
+            ``public_call_id`` (b), ``server_call_id`` (c).
+        left_seconds: seconds before the entry ages out if no data flows.
+        path: ``flow`` or ``controller`` once the data channel is open, else None.
+        packets: packets the switch or the controller carried for this direction.
+    """
+
+    direction: str
+    text: str
+    call_index: int
+    client: str
+    public: str
+    server: str
+    client_call_id: int
+    public_call_id: int
+    server_call_id: int | None
+    left_seconds: int
+    path: str | None
+    packets: int
+
+    def render(self, verbose: bool = False) -> str:
+        """The entry in the seed's three-line layout (plus path and packets when verbose)."""
+        lines = [
+            f"Type: ASPF, {self.text}, Zone: ---",
+            f"   Protocol: tcp(Appro: pptp-gre), Left-Time: {left_time(self.left_seconds)}",
+            "   VPN: public -> public",
+        ]
+        if verbose:
+            lines.append(f"   Path: {self.path or 'not open'}, Packets: {self.packets}")
+        return "\n".join(lines)
+
+
+def _gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
+    if call.state is not CallState.ESTABLISHED:
+        return None, None
+    conn = call.conn
+    return "flow", gateway.downstream_mode(conn.server_ip, conn.public_ip)
+
+
+def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
+    """Every call's server-map entries, oldest call first."""
+    entries = []
+    idle = gateway.config.gre_idle
+    for call in sorted(gateway.calls(), key=lambda c: c.index):
+        if call.client_call_id is None or call.public_call_id is None:
+            continue
+        conn = call.conn
+        left = int(idle - (now - call.last_data))
+        up_path, down_path = _gre_paths(gateway, call)
+        up_packets, down_packets = gateway.gre_flow_packets(call)
+        client, public, server = str(conn.client_ip), str(conn.public_ip), str(conn.server_ip)
+        common: dict[str, Any] = {
+            "call_index": call.index, "client": client, "public": public, "server": server,
+            "client_call_id": call.client_call_id, "public_call_id": call.public_call_id,
+            "server_call_id": call.server_call_id, "left_seconds": left,
+        }
+        entries.append(ServerMapEntry(
+            direction="server-to-client",
+            text=f"{server}:0 -> {public}:{call.public_call_id}[{client}:{call.client_call_id}]",
+            path=down_path, packets=down_packets + call.packets_down, **common,
+        ))
+        if call.server_call_id is not None and call.state is CallState.ESTABLISHED:
+            entries.append(ServerMapEntry(
+                direction="client-to-server",
+                text=f"{client}:0[{public}] -> {server}:{call.server_call_id}",
+                path=up_path, packets=up_packets + call.packets_up, **common,
+            ))
+    return entries
+
+
+def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
+    """The control sessions, the pptp-gre sessions once data flowed, and NAT sessions."""
+    entries = []
+    controls = {c.session.id: c for c in gateway.connections()}
+    for session in sorted(gateway.nat.sessions(), key=lambda s: s.id):
+        left = int(gateway.nat.idle_timeout(session.proto) - (now - session.last_seen))
+        conn = controls.get(session.id)
+        if session.proto is Proto.ICMP:
+            source = f"{session.inside_ip}:{session.inside_port}"
+            destination = f"{session.remote_ip}"
+        else:
+            source = f"{session.inside_ip}:{session.inside_port}"
+            destination = f"{session.remote_ip}:{session.remote_port}"
+        entries.append(SessionEntry(
+            protocol="pptp" if conn is not None else Proto(session.proto).name.lower(),
+            source=source, source_nat=f"{session.public_ip}:{session.public_port}",
+            destination=destination, destination_nat="", inspected=conn is not None,
+            left_seconds=left,
+        ))
+        if conn is None:
+            continue
+        for call in sorted(conn.calls, key=lambda c: c.index):
+            entries.extend(_gre_sessions(gateway, call, now))
+    for binding in gateway.plain_gre():
+        entries.append(SessionEntry(
+            protocol="gre", source=f"{binding.client_ip}:0", source_nat=f"{binding.public_ip}:0",
+            destination=f"{binding.server_ip}:0", destination_nat="", inspected=False,
+            left_seconds=int(gateway.config.gre_idle - (now - binding.last_seen)),
+            packets=binding.packets, path="flow",
+        ))
+    return entries
+
+
+def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry]:
+    if call.state is not CallState.ESTABLISHED:
+        return []
+    conn = call.conn
+    assert call.client_call_id is not None and call.public_call_id is not None
+    left = int(gateway.config.gre_idle - (now - call.last_data))
+    up_packets, down_packets = gateway.gre_flow_packets(call)
+    up_path, down_path = _gre_paths(gateway, call)
+    out = []
+    if down_packets + call.packets_down:
+        out.append(SessionEntry(
+            protocol="pptp-gre", source=f"{conn.server_ip}:0", source_nat="",
+            destination=f"{conn.public_ip}:{call.public_call_id}",
+            destination_nat=f"{conn.client_ip}:{call.client_call_id}", inspected=False,
+            left_seconds=left, packets=down_packets + call.packets_down, path=down_path,
+        ))
+    if up_packets + call.packets_up:
+        out.append(SessionEntry(
+            protocol="pptp-gre", source=f"{conn.client_ip}:0", source_nat=f"{conn.public_ip}:0",
+            destination=f"{conn.server_ip}:{call.server_call_id}", destination_nat="",
+            inspected=False, left_seconds=left, packets=up_packets + call.packets_up,
+            path=up_path,
+        ))
+    return out
+
+
+def render(entries: list[SessionEntry] | list[ServerMapEntry], verbose: bool = False) -> str:
+    """The entries as the display command prints them, one block per entry."""
+    return "\n".join(entry.render(verbose) for entry in entries)
+
+
+def as_json(entries: list[SessionEntry] | list[ServerMapEntry]) -> list[dict[str, Any]]:
+    """The entries as plain dicts, for REST."""
+    return [asdict(entry) for entry in entries]

@@ -1,0 +1,199 @@
+"""What goes into the core (plain packet facts) and what comes out (packets, decisions).
+
+The app decodes a packet once into one of the input types, calls the core, and turns the
+returned :class:`Output` into packet-outs and flow-mods. Nothing here knows OpenFlow.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from alg.nat import NatSession
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+
+class Direction(enum.Enum):
+    """Which way a packet travels through the gateway."""
+
+    OUTBOUND = "outbound"
+    """From an inside host toward the outside."""
+    INBOUND = "inbound"
+    """From the outside toward the public addresses."""
+
+
+@dataclass(frozen=True)
+class TcpSegment:
+    """A TCP segment's facts, as the app decoded them (or as the core builds them).
+
+    Attributes:
+        options: the raw TCP option bytes, passed through unchanged.
+    """
+
+    src_ip: IPv4Address
+    src_port: int
+    dst_ip: IPv4Address
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    payload: bytes = b""
+    options: bytes = b""
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Header fields to set on a packet before it leaves.
+
+    For ICMP echo the ports are the echo identifier (``src_port`` on requests,
+    ``dst_port`` on replies carry the same identifier value).
+    """
+
+    src_ip: IPv4Address
+    src_port: int
+    dst_ip: IPv4Address
+    dst_port: int
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send the packet that came in, with its headers translated."""
+
+    direction: Direction
+    translation: Translation
+
+
+@dataclass(frozen=True)
+class SendTcp:
+    """Send a TCP segment the core built (control connections are re-segmented)."""
+
+    direction: Direction
+    segment: TcpSegment
+
+
+@dataclass(frozen=True)
+class SendGre:
+    """Send a GRE packet: IPv4 addresses plus the GRE header and payload."""
+
+    direction: Direction
+    src_ip: IPv4Address
+    dst_ip: IPv4Address
+    gre: bytes
+
+
+Emit = Forward | SendTcp | SendGre
+
+
+class FlowKind(enum.IntEnum):
+    """What a flow entry belongs to; the app puts it in the cookie with the entry's id."""
+
+    PIPELINE = 1
+    SESSION = 2
+    GRE_UPSTREAM = 3
+    GRE_DOWNSTREAM = 4
+
+
+@dataclass(frozen=True)
+class SessionFlows:
+    """Install (or re-install) both directions' rewrite entries of a NAT session."""
+
+    session: NatSession
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
+class RemoveFlows:
+    """Delete every flow entry of ``kind`` and ``entry_id`` (by cookie)."""
+
+    kind: FlowKind
+    entry_id: int
+
+
+@dataclass(frozen=True)
+class GreUpstreamFlow:
+    """Server-map 2 on the switch: client -> server GRE leaves from the public address.
+
+    Matches ``ip_proto=47, ipv4_src=client_ip, ipv4_dst=server_ip``; sets ``ipv4_src`` to
+    ``public_ip``. Shared by every call of that (client, server) pair.
+    """
+
+    entry_id: int
+    client_ip: IPv4Address
+    server_ip: IPv4Address
+    public_ip: IPv4Address
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
+class GreDownstreamFlow:
+    """Server-map 1 on the switch, for every call of one (server, public address) pair.
+
+    Matches ``ip_proto=47, ipv4_src=server_ip, ipv4_dst=public_ip``. With ``client_ip``
+    set, the pair belongs to one call whose Call ID was kept: set ``ipv4_dst`` and output
+    (the fast path). With ``client_ip`` None, send to the controller (the slow path),
+    which demultiplexes by Call ID and rewrites it.
+    """
+
+    entry_id: int
+    server_ip: IPv4Address
+    public_ip: IPv4Address
+    client_ip: IPv4Address | None
+    idle_timeout: float
+
+
+Decision = SessionFlows | RemoveFlows | GreUpstreamFlow | GreDownstreamFlow
+
+
+@dataclass(frozen=True)
+class CallLog:
+    """A call set up or torn down, for the operator's log.
+
+    Attributes:
+        event: ``"set up"`` or ``"torn down"`` (with ``reason``).
+    """
+
+    event: str
+    call_index: int
+    client_ip: IPv4Address
+    public_ip: IPv4Address
+    server_ip: IPv4Address
+    client_call_id: int
+    public_call_id: int
+    server_call_id: int | None
+    reason: str = ""
+
+
+@dataclass
+class Output:
+    """Everything one event produced, in the order the app must act on it.
+
+    Decisions come first: the app sends flow-mods before packet-outs, so the first
+    packet of a data channel already finds its flow.
+
+    Attributes:
+        emits: packets to send.
+        decisions: flow entries to install or delete.
+        logs: calls set up or torn down.
+        errors: one line per error the operator should see (malformed message, ...).
+        drop_reason: why the input packet was dropped, when nothing was emitted for it.
+    """
+
+    emits: list[Emit] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    logs: list[CallLog] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    drop_reason: str | None = None
+
+    def extend(self, other: Output) -> None:
+        """Append ``other``'s contents to this output."""
+        self.emits.extend(other.emits)
+        self.decisions.extend(other.decisions)
+        self.logs.extend(other.logs)
+        self.errors.extend(other.errors)

@@ -1,0 +1,237 @@
+"""Reassembly of one direction of a PPTP control connection.
+
+TCP cuts the control stream wherever it likes; RFC 2637 frames messages by their Length
+field only. :class:`StreamDirection` follows one direction's byte stream by sequence
+number, hands every complete message to a rewrite function, and returns the segments to
+send on. Rewrites keep every length, so sequence and acknowledgement numbers never move.
+
+Policy (also in the README):
+
+* A segment whose bytes were already forwarded (a retransmission) is forwarded again with
+  the same rewrites applied, so an untranslated Call ID never leaves.
+* An incomplete message is held, never forwarded in part; once complete it is forwarded
+  in segments no longer than the largest segment the sender has sent.
+* Bytes beyond a gap are held (out of order) while everything held for this direction
+  stays within ``max_buffer``; a segment that would exceed it is dropped and counted, and
+  the sender's retransmission brings it again.
+* A message that fails validation (any :class:`~alg.errors.CodecError`) stops the
+  stream: :meth:`StreamDirection.feed` raises, nothing of that message is forwarded, and
+  the caller resets the connection (a stream cannot be resynchronised without Length).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alg.codec import HEADER_LENGTH, parse_header
+from alg.errors import BufferLimitError
+
+SEQ_MOD = 1 << 32
+_HALF = 1 << 31
+
+Rewrite = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class OutSegment:
+    """A run of bytes to forward.
+
+    Attributes:
+        seq: the TCP sequence number of the first byte, as on the wire.
+        payload: the bytes, rewritten where needed.
+        retransmission: True when these bytes were forwarded before.
+    """
+
+    seq: int
+    payload: bytes
+    retransmission: bool = False
+
+
+@dataclass
+class FeedResult:
+    """What one segment's payload produced.
+
+    Attributes:
+        segments: runs to forward, in sequence order.
+        dropped_bytes: bytes not kept because of the buffer limit.
+        held: bytes held after this segment (an incomplete message or beyond a gap).
+    """
+
+    segments: list[OutSegment]
+    dropped_bytes: int = 0
+    held: int = 0
+
+
+class StreamDirection:
+    """One direction's byte stream, by stream offset (bytes since the SYN).
+
+    Args:
+        isn: the initial sequence number of the sender (from its SYN).
+        max_buffer: most bytes held at once (incomplete message plus out-of-order data)
+            and most rewritten bytes remembered for retransmissions.
+    """
+
+    def __init__(self, isn: int, max_buffer: int) -> None:
+        self._base = (isn + 1) % SEQ_MOD
+        self._max_buffer = max_buffer
+        self._forwarded = 0
+        self._pending = bytearray()
+        self._out_of_order: dict[int, bytes] = {}
+        self._rewrites: list[tuple[int, bytes]] = []
+        self._acked = 0
+        self._max_segment = 0
+
+    @property
+    def forwarded(self) -> int:
+        """Stream offset up to which bytes have been forwarded."""
+        return self._forwarded
+
+    @property
+    def held(self) -> int:
+        """Bytes held: the incomplete message plus out-of-order data."""
+        return len(self._pending) + sum(len(b) for b in self._out_of_order.values())
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is held: every byte received has been forwarded."""
+        return not self._pending and not self._out_of_order
+
+    def seq_of(self, offset: int) -> int:
+        """The wire sequence number of stream offset ``offset``."""
+        return (self._base + offset) % SEQ_MOD
+
+    def offset_of(self, seq: int) -> int:
+        """The stream offset of wire sequence number ``seq``, nearest to what was seen."""
+        reference = self._forwarded
+        delta = (seq - self.seq_of(reference)) % SEQ_MOD
+        if delta >= _HALF:
+            delta -= SEQ_MOD
+        return reference + delta
+
+    def acknowledge(self, ack: int) -> None:
+        """Forget rewrites the receiver has acknowledged (``ack`` from the other side)."""
+        offset = self.offset_of(ack)
+        if self._acked < offset <= self._forwarded:
+            self._acked = offset
+            self._rewrites = [(o, b) for o, b in self._rewrites if o + len(b) > offset]
+
+    def feed(self, seq: int, payload: bytes, rewrite: Rewrite) -> FeedResult:
+        """Take one segment's payload; return what to forward.
+
+        Args:
+            seq: the segment's sequence number.
+            payload: its payload.
+            rewrite: called with each complete message, returns its same-length rewrite;
+                may raise :class:`~alg.errors.CodecError`, which propagates.
+
+        Raises:
+            CodecError: a complete or partial message is invalid (nothing of it is
+                forwarded; runs before it in this call are lost with the connection).
+            BufferLimitError: more rewritten bytes await acknowledgement than allowed.
+        """
+        result = FeedResult(segments=[])
+        if not payload:
+            return result
+        self._max_segment = max(self._max_segment, len(payload))
+        start = self.offset_of(seq)
+        end = start + len(payload)
+        if start < self._forwarded:
+            old_end = min(end, self._forwarded)
+            if old_end > self._acked:
+                keep_from = max(start, self._acked)
+                old = payload[keep_from - start : old_end - start]
+                result.segments.append(
+                    OutSegment(self.seq_of(keep_from), self._replay(keep_from, old), True)
+                )
+            if end <= self._forwarded:
+                result.held = self.held
+                return result
+            payload = payload[self._forwarded - start :]
+            start = self._forwarded
+        result.dropped_bytes = self._store(start, payload)
+        self._pull_in_order()
+        result.segments.extend(self._emit(rewrite))
+        result.held = self.held
+        return result
+
+    def check_end(self, fin_seq: int) -> bool | None:
+        """Decide whether a FIN at ``fin_seq`` may pass.
+
+        Returns:
+            True when every byte before it was forwarded, False when bytes before it are
+            still missing (drop the FIN; the sender repeats it), None when the stream
+            ends inside an incomplete message (a truncated message).
+        """
+        offset = self.offset_of(fin_seq)
+        contiguous = self._forwarded + len(self._pending)
+        if offset == self._forwarded and not self._pending:
+            return True
+        if offset == contiguous and self._pending:
+            return None
+        return False
+
+    def _store(self, start: int, payload: bytes) -> int:
+        contiguous = self._forwarded + len(self._pending)
+        if start <= contiguous:
+            self._pending += payload[contiguous - start :]
+            return 0
+        if start in self._out_of_order and len(self._out_of_order[start]) >= len(payload):
+            return 0
+        if self.held + len(payload) > self._max_buffer:
+            return len(payload)
+        self._out_of_order[start] = payload
+        return 0
+
+    def _pull_in_order(self) -> None:
+        while self._out_of_order:
+            contiguous = self._forwarded + len(self._pending)
+            ready = [o for o in self._out_of_order if o <= contiguous]
+            if not ready:
+                return
+            for offset in sorted(ready):
+                data = self._out_of_order.pop(offset)
+                contiguous = self._forwarded + len(self._pending)
+                if offset + len(data) > contiguous:
+                    self._pending += data[contiguous - offset :]
+
+    def _emit(self, rewrite: Rewrite) -> list[OutSegment]:
+        out = bytearray()
+        while len(self._pending) >= HEADER_LENGTH:
+            length, _ = parse_header(bytes(self._pending[:HEADER_LENGTH]))
+            if len(self._pending) < length:
+                break
+            message = bytes(self._pending[:length])
+            rewritten = rewrite(message)
+            if len(rewritten) != length:
+                raise AssertionError("rewrite changed a message's length")
+            if rewritten != message:
+                self._remember(self._forwarded + len(out), rewritten)
+            out += rewritten
+            del self._pending[:length]
+        if not out:
+            return []
+        first = self._forwarded
+        self._forwarded += len(out)
+        size = max(self._max_segment, HEADER_LENGTH)
+        return [
+            OutSegment(self.seq_of(first + i), bytes(out[i : i + size]))
+            for i in range(0, len(out), size)
+        ]
+
+    def _remember(self, offset: int, rewritten: bytes) -> None:
+        self._rewrites.append((offset, rewritten))
+        if sum(len(b) for _, b in self._rewrites) > self._max_buffer:
+            raise BufferLimitError(
+                f"more than {self._max_buffer} rewritten bytes await acknowledgement"
+            )
+
+    def _replay(self, start: int, data: bytes) -> bytes:
+        """Apply remembered rewrites to retransmitted bytes ``data`` at offset ``start``."""
+        out = bytearray(data)
+        end = start + len(data)
+        for offset, rewritten in self._rewrites:
+            lo, hi = max(offset, start), min(offset + len(rewritten), end)
+            if lo < hi:
+                out[lo - start : hi - start] = rewritten[lo - offset : hi - offset]
+        return bytes(out)

@@ -1,0 +1,275 @@
+"""OpenFlow 1.3 messages built from the core's decisions: pure functions, no sending.
+
+Every entry carries a cookie that names what it belongs to: ``0x50`` ('P') in the top
+byte, the :class:`~alg.events.FlowKind` in the next, the entry's id (a NAT session id or
+a GRE pair id from the core) in the low 48 bits. So entries can be deleted by what they
+belong to, shown, and recognised after a controller restart.
+
+The table (table 0 only):
+
+===========  =====================================================================
+priority     entries
+===========  =====================================================================
+1000         ARP -> controller
+900          TCP/1723 from inside ports and from the outside to a public address ->
+             controller (ALG on)
+500          NAT sessions (both directions), server-map GRE entries
+100          other IPv4 from inside ports, and from outside to a public address ->
+             controller (first packets, ICMP echo, slow-path and unknown GRE)
+0            everything else: dropped
+===========  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows, SessionFlows
+from alg.nat import Proto
+
+COOKIE_TAG = 0x50 << 56
+COOKIE_TAG_MASK = 0xFF << 56
+COOKIE_KIND_MASK = 0xFFFF << 48
+COOKIE_ID_MASK = (1 << 48) - 1
+
+PRIORITY_ARP = 1000
+PRIORITY_CONTROL = 900
+PRIORITY_SESSION = 500
+PRIORITY_PUNT = 100
+PRIORITY_DROP = 0
+
+PPTP_PORT = 1723
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+
+
+def cookie(kind: FlowKind, entry_id: int = 0) -> int:
+    """The cookie of an entry of ``kind`` with id ``entry_id``."""
+    return COOKIE_TAG | (int(kind) << 48) | (entry_id & COOKIE_ID_MASK)
+
+
+def decode_cookie(value: int) -> tuple[FlowKind, int] | None:
+    """(kind, entry id) of one of our cookies; None for anybody else's."""
+    if value & COOKIE_TAG_MASK != COOKIE_TAG:
+        return None
+    try:
+        kind = FlowKind((value >> 48) & 0xFF)
+    except ValueError:
+        return None
+    return kind, value & COOKIE_ID_MASK
+
+
+@dataclass(frozen=True)
+class L2:
+    """Where an IPv4 neighbour is: the switch port and the MAC to send to."""
+
+    port: int
+    mac: str
+
+
+def _flow(
+    dp: Any, priority: int, match: Any, actions: Sequence[Any], kind: FlowKind,
+    entry_id: int = 0, idle_timeout: float = 0, notify: bool = False,
+) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, list(actions))]
+    return parser.OFPFlowMod(
+        datapath=dp,
+        cookie=cookie(kind, entry_id),
+        command=ofp.OFPFC_ADD,
+        idle_timeout=min(int(idle_timeout), 65535),
+        priority=priority,
+        flags=ofp.OFPFF_SEND_FLOW_REM if notify else 0,
+        match=match,
+        instructions=instructions if actions else [],
+    )
+
+
+def _to_controller(dp: Any) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)
+
+
+def _route(dp: Any, gateway_mac: str, hop: L2) -> list[Any]:
+    parser = dp.ofproto_parser
+    return [
+        parser.OFPActionDecNwTtl(),
+        parser.OFPActionSetField(eth_src=gateway_mac),
+        parser.OFPActionSetField(eth_dst=hop.mac),
+        parser.OFPActionOutput(hop.port),
+    ]
+
+
+def pipeline(
+    dp: Any,
+    inside_ports: Iterable[int],
+    outside_port: int,
+    public_ips: Iterable[IPv4Address],
+    alg_enabled: bool,
+) -> list[Any]:
+    """The static entries: ARP and punts to the controller, and drop for the rest."""
+    parser = dp.ofproto_parser
+    punt = [_to_controller(dp)]
+    mods = [
+        _flow(dp, PRIORITY_ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP), punt, FlowKind.PIPELINE),
+        _flow(dp, PRIORITY_DROP, parser.OFPMatch(), [], FlowKind.PIPELINE),
+    ]
+    for port in inside_ports:
+        mods.append(_flow(
+            dp, PRIORITY_PUNT, parser.OFPMatch(in_port=port, eth_type=ETH_TYPE_IPV4), punt,
+            FlowKind.PIPELINE,
+        ))
+        if alg_enabled:
+            mods.append(_flow(
+                dp, PRIORITY_CONTROL,
+                parser.OFPMatch(
+                    in_port=port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.TCP, tcp_dst=PPTP_PORT
+                ),
+                punt, FlowKind.PIPELINE,
+            ))
+    for public_ip in public_ips:
+        mods.append(_flow(
+            dp, PRIORITY_PUNT,
+            parser.OFPMatch(in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip)),
+            punt, FlowKind.PIPELINE,
+        ))
+        if alg_enabled:
+            mods.append(_flow(
+                dp, PRIORITY_CONTROL,
+                parser.OFPMatch(
+                    in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip),
+                    ip_proto=Proto.TCP, tcp_src=PPTP_PORT,
+                ),
+                punt, FlowKind.PIPELINE,
+            ))
+    return mods
+
+
+def _l4_match(proto: Proto, src_port: int, dst_port: int) -> dict[str, int]:
+    if proto is Proto.TCP:
+        return {"ip_proto": int(proto), "tcp_src": src_port, "tcp_dst": dst_port}
+    return {"ip_proto": int(proto), "udp_src": src_port, "udp_dst": dst_port}
+
+
+def _l4_set(dp: Any, proto: Proto, field: str, port: int) -> Any:
+    name = f"{'tcp' if proto is Proto.TCP else 'udp'}_{field}"
+    return dp.ofproto_parser.OFPActionSetField(**{name: port})
+
+
+def session_flows(
+    dp: Any, decision: SessionFlows, inside: L2, outside: L2, gateway_mac: str
+) -> list[Any]:
+    """Both directions' rewrite entries of a TCP or UDP NAT session.
+
+    Args:
+        dp: the datapath (for its parser).
+        decision: the session and its idle timeout.
+        inside: the inside host's port and MAC.
+        outside: the next hop toward the remote end.
+        gateway_mac: the MAC the gateway sends from.
+    """
+    parser = dp.ofproto_parser
+    s = decision.session
+    out_match = parser.OFPMatch(
+        eth_type=ETH_TYPE_IPV4, ipv4_src=str(s.inside_ip), ipv4_dst=str(s.remote_ip),
+        **_l4_match(s.proto, s.inside_port, s.remote_port),
+    )
+    out_actions = [
+        parser.OFPActionSetField(ipv4_src=str(s.public_ip)),
+        _l4_set(dp, s.proto, "src", s.public_port),
+        *_route(dp, gateway_mac, outside),
+    ]
+    in_match = parser.OFPMatch(
+        in_port=outside.port, eth_type=ETH_TYPE_IPV4, ipv4_src=str(s.remote_ip),
+        ipv4_dst=str(s.public_ip), **_l4_match(s.proto, s.remote_port, s.public_port),
+    )
+    in_actions = [
+        parser.OFPActionSetField(ipv4_dst=str(s.inside_ip)),
+        _l4_set(dp, s.proto, "dst", s.inside_port),
+        *_route(dp, gateway_mac, inside),
+    ]
+    return [
+        _flow(dp, PRIORITY_SESSION, m, a, FlowKind.SESSION, s.id, decision.idle_timeout, True)
+        for m, a in ((out_match, out_actions), (in_match, in_actions))
+    ]
+
+
+def gre_upstream(dp: Any, decision: GreUpstreamFlow, outside: L2, gateway_mac: str) -> Any:
+    """Server-map 2: client -> server GRE leaves from the public address."""
+    parser = dp.ofproto_parser
+    match = parser.OFPMatch(
+        eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE, ipv4_src=str(decision.client_ip),
+        ipv4_dst=str(decision.server_ip),
+    )
+    actions = [
+        parser.OFPActionSetField(ipv4_src=str(decision.public_ip)),
+        *_route(dp, gateway_mac, outside),
+    ]
+    return _flow(
+        dp, PRIORITY_SESSION, match, actions, FlowKind.GRE_UPSTREAM, decision.entry_id,
+        decision.idle_timeout, True,
+    )
+
+
+def gre_downstream(
+    dp: Any, decision: GreDownstreamFlow, outside_port: int, client: L2 | None, gateway_mac: str
+) -> Any:
+    """Server-map 1 for a (server, public address) pair: to the client, or to the controller.
+
+    Args:
+        client: the client's port and MAC when the decision sends to a client (fast
+            path); ignored when ``decision.client_ip`` is None (slow path).
+    """
+    parser = dp.ofproto_parser
+    match = parser.OFPMatch(
+        in_port=outside_port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE,
+        ipv4_src=str(decision.server_ip), ipv4_dst=str(decision.public_ip),
+    )
+    if decision.client_ip is not None and client is not None:
+        actions = [
+            parser.OFPActionSetField(ipv4_dst=str(decision.client_ip)),
+            *_route(dp, gateway_mac, client),
+        ]
+    else:
+        actions = [_to_controller(dp)]
+    return _flow(
+        dp, PRIORITY_SESSION, match, actions, FlowKind.GRE_DOWNSTREAM, decision.entry_id,
+        decision.idle_timeout, True,
+    )
+
+
+def remove(dp: Any, decision: RemoveFlows) -> Any:
+    """Delete every entry whose cookie names ``decision.kind`` and ``decision.entry_id``."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(
+        datapath=dp,
+        cookie=cookie(decision.kind, decision.entry_id),
+        cookie_mask=0xFFFFFFFFFFFFFFFF,
+        table_id=ofp.OFPTT_ALL,
+        command=ofp.OFPFC_DELETE,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(),
+    )
+
+
+def remove_all(dp: Any) -> Any:
+    """Delete every entry this application installed (any kind), e.g. at connect."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(
+        datapath=dp, cookie=COOKIE_TAG, cookie_mask=COOKIE_TAG_MASK, table_id=ofp.OFPTT_ALL,
+        command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(),
+    )
+
+
+def stats_request(dp: Any) -> Any:
+    """A flow statistics request for every entry of this application."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowStatsRequest(
+        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_TAG, COOKIE_TAG_MASK,
+        parser.OFPMatch(),
+    )

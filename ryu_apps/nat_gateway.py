@@ -1,0 +1,469 @@
+"""The NAT gateway with the PPTP ALG: a thin Ryu shim around ``alg.engine.Gateway``.
+
+Run::
+
+    ryu-manager --ofp-listen-host 127.0.0.1 --ofp-tcp-listen-port 6653 \\
+        --wsapi-host 127.0.0.1 --wsapi-port 8080 \\
+        --config-file gateway.conf ryu_apps/nat_gateway.py
+
+The app decodes each packet-in once, hands the core a plain event with the time, and turns
+the core's output into flow-mods (``ryu_apps.flows``) and packet-outs
+(``ryu_apps.packets``). It owns only L2 facts: which port and MAC an address is behind,
+and answering and resolving ARP. Every PPTP and NAT decision is the core's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any, ClassVar
+
+from ryu import cfg
+from ryu.app.wsgi import WSGIApplication
+from ryu.base import app_manager
+from ryu.controller import ofp_event
+from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from ryu.lib import hub
+from ryu.ofproto import ofproto_v1_3
+
+from alg.engine import Gateway
+from alg.errors import ConfigError
+from alg.events import (
+    Direction,
+    Forward,
+    GreDownstreamFlow,
+    GreUpstreamFlow,
+    Output,
+    RemoveFlows,
+    SendGre,
+    SendTcp,
+    SessionFlows,
+)
+from ryu_apps import config as gwconfig
+from ryu_apps import flows, packets
+from ryu_apps.flows import L2
+
+LOG = logging.getLogger("pptp_alg.gateway")
+CONF = cfg.CONF
+gwconfig.register(CONF)
+
+ARP_QUEUE_LIMIT = 64
+ARP_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class AppCounters:
+    """What the shim counts (the core counts the rest)."""
+
+    packet_ins: int = 0
+    undecodable_frames: int = 0
+    flows_installed: int = 0
+    flows_removed: int = 0
+    packet_outs: int = 0
+    arp_requests_sent: int = 0
+    arp_replies_sent: int = 0
+    arp_queue_drops: int = 0
+    ttl_expired: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class PendingArp:
+    """Frames waiting for an address to be resolved."""
+
+    side: str
+    sent_at: float
+    frames: deque[Callable[[L2], None]] = field(default_factory=deque)
+
+
+class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
+    """Ryu application: the OVS bridge as a NAT firewall with a PPTP ALG."""
+
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS: ClassVar[dict[str, Any]] = {"wsgi": WSGIApplication}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        try:
+            self.config = gwconfig.load({name: CONF.nat[name] for name in CONF.nat})
+        except ConfigError as exc:
+            LOG.critical("refusing to start: configuration error: %s", exc)
+            raise SystemExit(2) from exc
+        self.core = Gateway(self.config.alg)
+        self.counters = AppCounters()
+        self.datapath: Any = None
+        self.port_numbers: dict[str, int] = {}
+        self.inside_ports: set[int] = set()
+        self.outside_port: int | None = None
+        self.inside_hosts: dict[IPv4Address, L2] = {}
+        self.outside_hosts: dict[IPv4Address, L2] = {}
+        self.pending_arp: dict[IPv4Address, PendingArp] = {}
+        self.started = time.monotonic()
+        wsgi = kwargs.get("wsgi")
+        if wsgi is not None:
+            from ryu_apps.rest import register_rest
+
+            register_rest(wsgi, self)
+        self.threads.append(hub.spawn(self._poll))
+        LOG.info(
+            "gateway configured: inside %s via %s, public %s, policy %s, ALG %s",
+            self.config.inside_subnet, self.config.inside_gateway,
+            ", ".join(str(ip) for ip in self.config.alg.public_ips), self.config.alg.policy,
+            "on" if self.config.alg.alg_enabled else "off",
+        )
+
+    @staticmethod
+    def now() -> float:
+        """The core's clock: seconds, monotonic."""
+        return time.monotonic()
+
+    # Switch connection and pipeline.
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
+    def _switch_features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        self.datapath = dp
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)  # type: ignore[misc]
+    def _port_desc(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        for port in ev.msg.body:
+            name = port.name.decode() if isinstance(port.name, bytes) else port.name
+            self.port_numbers[name] = port.port_no
+        missing = [
+            n for n in (*self.config.inside_ports, self.config.outside_port)
+            if n not in self.port_numbers
+        ]
+        if missing:
+            LOG.error("switch has no port named %s; pipeline not installed", ", ".join(missing))
+            return
+        self.inside_ports = {self.port_numbers[n] for n in self.config.inside_ports}
+        self.outside_port = self.port_numbers[self.config.outside_port]
+        dp.send_msg(flows.remove_all(dp))
+        self._send_mods(dp, flows.pipeline(
+            dp, sorted(self.inside_ports), self.outside_port, self.config.alg.public_ips,
+            self.config.alg.alg_enabled,
+        ))
+        LOG.info("pipeline installed on datapath %016x", dp.id)
+
+    def _send_mods(self, dp: Any, mods: list[Any]) -> None:
+        for mod in mods:
+            dp.send_msg(mod)
+        self.counters.flows_installed += sum(
+            1 for m in mods if m.command == dp.ofproto.OFPFC_ADD
+        )
+
+    # Packet-in.
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[misc]
+    def _packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        self.counters.packet_ins += 1
+        in_port = msg.match["in_port"]
+        self.handle_frame(msg.datapath, in_port, bytes(msg.data))
+
+    def handle_frame(self, dp: Any, in_port: int, data: bytes) -> None:
+        """Decode one frame from the switch and act on it."""
+        frame = packets.decode_frame(data)
+        if in_port in self.inside_ports:
+            side = "inside"
+        elif in_port == self.outside_port:
+            side = "outside"
+        else:
+            return
+        if frame is None:
+            self.counters.undecodable_frames += 1
+            return
+        if frame.arp is not None:
+            self._handle_arp(dp, side, in_port, frame.src_mac, frame.arp)
+            return
+        ip = frame.ip
+        assert ip is not None
+        if side == "inside":
+            if ip.src not in self.config.inside_subnet:
+                return
+            self.inside_hosts[ip.src] = L2(in_port, packets.mac_text(frame.src_mac))
+            if ip.dst == self.config.inside_gateway:
+                self._answer_gateway_ping(dp, in_port, frame.src_mac, ip)
+                return
+            if ip.dst in self.config.inside_subnet:
+                return
+            hop = self._outside_hop(ip.dst)
+            if hop is None:
+                return
+            if hop not in self.outside_hosts:
+                self._queue_for(
+                    dp, "outside", hop, lambda _l2: self.handle_frame(dp, in_port, data)
+                )
+                return
+            direction = Direction.OUTBOUND
+        else:
+            direction = Direction.INBOUND
+        self._dispatch(dp, direction, data, ip)
+
+    def _dispatch(self, dp: Any, direction: Direction, data: bytes, ip: packets.Ipv4) -> None:
+        now = self.now()
+        output: Output
+        if ip.proto == packets.PROTO_TCP:
+            seg = packets.decode_tcp(ip)
+            if seg is None:
+                self.counters.undecodable_frames += 1
+                return
+            output = self.core.handle_tcp(direction, seg, now)
+        elif ip.proto == packets.PROTO_UDP:
+            ports = packets.decode_ports(ip)
+            if ports is None:
+                self.counters.undecodable_frames += 1
+                return
+            output = self.core.handle_udp(direction, ip.src, ports[0], ip.dst, ports[1], now)
+        elif ip.proto == packets.PROTO_ICMP:
+            echo = packets.decode_icmp_echo(ip)
+            if echo is None:
+                return
+            output = self.core.handle_icmp_echo(
+                direction, ip.src, ip.dst, echo[1], echo[0] == packets.ICMP_ECHO_REQUEST, now
+            )
+        elif ip.proto == packets.PROTO_GRE:
+            output = self.core.handle_gre(direction, ip.src, ip.dst, ip.payload, now)
+        else:
+            return
+        self.apply(dp, output, ip)
+
+    # Acting on the core's output.
+
+    def apply(self, dp: Any, output: Output, original: packets.Ipv4 | None = None) -> None:
+        """Send the flow-mods, then the packets, of one core output."""
+        for line in output.errors:
+            LOG.error("%s", line)
+        for log in output.logs:
+            LOG.info(
+                "call %s: client %s public %s server %s call-id a=%d b=%d c=%s%s",
+                log.event, log.client_ip, log.public_ip, log.server_ip, log.client_call_id,
+                log.public_call_id, log.server_call_id,
+                f" ({log.reason})" if log.reason else "",
+            )
+        mods = []
+        for decision in output.decisions:
+            mods.extend(self._flow_mods(dp, decision))
+        if mods:
+            self._send_mods(dp, mods)
+            dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        for emit in output.emits:
+            if isinstance(emit, Forward):
+                if original is not None:
+                    self._forward(dp, emit, original)
+            elif isinstance(emit, SendTcp):
+                seg = emit.segment
+                ip = packets.build_ipv4(
+                    seg.src_ip, seg.dst_ip, packets.PROTO_TCP, packets.build_tcp(seg)
+                )
+                self._send_ip(dp, emit.direction, seg.dst_ip, ip)
+            elif isinstance(emit, SendGre):
+                ip = packets.build_ipv4(emit.src_ip, emit.dst_ip, packets.PROTO_GRE, emit.gre)
+                self._send_ip(dp, emit.direction, emit.dst_ip, ip)
+
+    def _flow_mods(self, dp: Any, decision: object) -> list[Any]:
+        gw_mac = self.config.gateway_mac
+        if isinstance(decision, RemoveFlows):
+            return [flows.remove(dp, decision)]
+        if isinstance(decision, SessionFlows):
+            s = decision.session
+            inside = self.inside_hosts.get(s.inside_ip)
+            outside = self._outside_l2(s.remote_ip)
+            if inside is None or outside is None:
+                return []
+            return flows.session_flows(dp, decision, inside, outside, gw_mac)
+        if isinstance(decision, GreUpstreamFlow):
+            outside = self._outside_l2(decision.server_ip)
+            return [] if outside is None else [flows.gre_upstream(dp, decision, outside, gw_mac)]
+        if isinstance(decision, GreDownstreamFlow):
+            assert self.outside_port is not None
+            client = None
+            if decision.client_ip is not None:
+                client = self.inside_hosts.get(decision.client_ip)
+                if client is None:
+                    decision = GreDownstreamFlow(
+                        decision.entry_id, decision.server_ip, decision.public_ip, None,
+                        decision.idle_timeout,
+                    )
+            return [flows.gre_downstream(dp, decision, self.outside_port, client, gw_mac)]
+        return []
+
+    def _forward(self, dp: Any, emit: Forward, original: packets.Ipv4) -> None:
+        if original.ttl <= 1:
+            self.counters.ttl_expired += 1
+            return
+        t = emit.translation
+        outbound = emit.direction is Direction.OUTBOUND
+        l4 = packets.translate_l4(
+            original.proto, original.payload, t.src_port, t.dst_port, outbound
+        )
+        l4 = packets.fix_l4(t.src_ip, t.dst_ip, original.proto, l4)
+        ip = packets.build_ipv4(
+            t.src_ip, t.dst_ip, original.proto, l4, ttl=original.ttl - 1,
+            ident=original.ident, tos=original.tos, options=original.options,
+        )
+        self._send_ip(dp, emit.direction, t.dst_ip, ip)
+
+    def _send_ip(self, dp: Any, direction: Direction, dst_ip: IPv4Address, ip: bytes) -> None:
+        if direction is Direction.INBOUND:
+            l2 = self.inside_hosts.get(dst_ip)
+            side, target = "inside", dst_ip
+        else:
+            hop = self._outside_hop(dst_ip)
+            if hop is None:
+                return
+            l2 = self.outside_hosts.get(hop)
+            side, target = "outside", hop
+
+        def send(where: L2) -> None:
+            frame = packets.build_ethernet(
+                packets.mac_bytes(where.mac), packets.mac_bytes(self.config.gateway_mac),
+                packets.ETH_TYPE_IPV4, ip,
+            )
+            self._packet_out(dp, where.port, frame)
+
+        if l2 is None:
+            self._queue_for(dp, side, target, send)
+        else:
+            send(l2)
+
+    def _packet_out(self, dp: Any, port: int, frame: bytes) -> None:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPPacketOut(
+            datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+            actions=[parser.OFPActionOutput(port)], data=frame,
+        ))
+        self.counters.packet_outs += 1
+
+    # L2: where addresses are.
+
+    def _outside_hop(self, dst: IPv4Address) -> IPv4Address | None:
+        if dst in self.config.outside_subnet:
+            return dst
+        return self.config.next_hop
+
+    def _outside_l2(self, dst: IPv4Address) -> L2 | None:
+        hop = self._outside_hop(dst)
+        return None if hop is None else self.outside_hosts.get(hop)
+
+    def _handle_arp(
+        self, dp: Any, side: str, in_port: int, src_mac: bytes, arp: packets.Arp
+    ) -> None:
+        l2 = L2(in_port, packets.mac_text(arp.sender_mac))
+        if side == "inside":
+            if arp.sender_ip in self.config.inside_subnet:
+                self.inside_hosts[arp.sender_ip] = l2
+            ours = arp.target_ip == self.config.inside_gateway
+        else:
+            if arp.sender_ip in self.config.outside_subnet:
+                self.outside_hosts[arp.sender_ip] = l2
+            ours = arp.target_ip in self.config.alg.public_ips
+        if arp.opcode == packets.ARP_REQUEST and ours:
+            gw_mac = packets.mac_bytes(self.config.gateway_mac)
+            body = packets.build_arp(
+                packets.ARP_REPLY, gw_mac, arp.target_ip, arp.sender_mac, arp.sender_ip
+            )
+            self._packet_out(
+                dp, in_port, packets.build_ethernet(src_mac, gw_mac, packets.ETH_TYPE_ARP, body)
+            )
+            self.counters.arp_replies_sent += 1
+        pending = self.pending_arp.pop(arp.sender_ip, None)
+        if pending is not None:
+            while pending.frames:
+                pending.frames.popleft()(l2)
+
+    def _queue_for(
+        self, dp: Any, side: str, target: IPv4Address, action: Callable[[L2], None]
+    ) -> None:
+        now = self.now()
+        pending = self.pending_arp.get(target)
+        if pending is None:
+            pending = self.pending_arp[target] = PendingArp(side, sent_at=0.0)
+        if len(pending.frames) >= ARP_QUEUE_LIMIT:
+            self.counters.arp_queue_drops += 1
+        else:
+            pending.frames.append(action)
+        if now - pending.sent_at >= ARP_RETRY_SECONDS:
+            pending.sent_at = now
+            self._send_arp_request(dp, side, target)
+
+    def _send_arp_request(self, dp: Any, side: str, target: IPv4Address) -> None:
+        gw_mac = packets.mac_bytes(self.config.gateway_mac)
+        if side == "inside":
+            sender = self.config.inside_gateway
+            ports = sorted(self.inside_ports)
+        else:
+            sender = self.config.alg.public_ips[0]
+            ports = [] if self.outside_port is None else [self.outside_port]
+        body = packets.build_arp(packets.ARP_REQUEST, gw_mac, sender, b"\0" * 6, target)
+        frame = packets.build_ethernet(packets.BROADCAST, gw_mac, packets.ETH_TYPE_ARP, body)
+        for port in ports:
+            self._packet_out(dp, port, frame)
+        self.counters.arp_requests_sent += 1
+
+    def _answer_gateway_ping(
+        self, dp: Any, in_port: int, src_mac: bytes, ip: packets.Ipv4
+    ) -> None:
+        echo = packets.decode_icmp_echo(ip)
+        if ip.proto != packets.PROTO_ICMP or echo is None:
+            return
+        if echo[0] != packets.ICMP_ECHO_REQUEST:
+            return
+        reply = bytes([packets.ICMP_ECHO_REPLY]) + ip.payload[1:]
+        reply = packets.fix_l4(ip.dst, ip.src, packets.PROTO_ICMP, reply)
+        gw_mac = packets.mac_bytes(self.config.gateway_mac)
+        frame = packets.build_ethernet(
+            src_mac, gw_mac, packets.ETH_TYPE_IPV4,
+            packets.build_ipv4(ip.dst, ip.src, packets.PROTO_ICMP, reply),
+        )
+        self._packet_out(dp, in_port, frame)
+
+    # Time: flow statistics and ageing.
+
+    def _poll(self) -> None:
+        while True:
+            hub.sleep(self.config.stats_interval)
+            dp = self.datapath
+            if dp is None or self.outside_port is None:
+                continue
+            try:
+                dp.send_msg(flows.stats_request(dp))
+                self.apply(dp, self.core.tick(self.now()))
+                self._retry_arp(dp)
+            except Exception:
+                LOG.exception("periodic work failed")
+
+    def _retry_arp(self, dp: Any) -> None:
+        now = self.now()
+        for target, pending in list(self.pending_arp.items()):
+            if now - pending.sent_at > 5 * ARP_RETRY_SECONDS:
+                self.counters.arp_queue_drops += len(pending.frames)
+                del self.pending_arp[target]
+            elif now - pending.sent_at >= ARP_RETRY_SECONDS:
+                pending.sent_at = now
+                self._send_arp_request(dp, pending.side, target)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[misc]
+    def _flow_stats(self, ev: Any) -> None:
+        now = self.now()
+        for stat in ev.msg.body:
+            decoded = flows.decode_cookie(stat.cookie)
+            if decoded is not None:
+                self.core.flow_stats(decoded[0], decoded[1], stat.packet_count, now)
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[misc]
+    def _flow_removed(self, ev: Any) -> None:
+        self.counters.flows_removed += 1
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[misc]
+    def _error(self, ev: Any) -> None:
+        LOG.error("switch reported error type=%s code=%s", ev.msg.type, ev.msg.code)

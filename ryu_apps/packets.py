@@ -1,0 +1,226 @@
+"""Decoding and building of the frames the gateway handles: Ethernet, ARP, IPv4, TCP,
+UDP, ICMP echo and GRE. Pure functions over bytes; checksums per RFC 791/793/768/792.
+
+Every unpack is preceded by a length check; a frame too short or not IPv4/ARP decodes to
+None (the app drops it and counts it).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from alg.events import TcpSegment
+
+ETH = struct.Struct("!6s6sH")
+ARP = struct.Struct("!HHBBH6s4s6s4s")
+IPV4 = struct.Struct("!BBHHHBBH4s4s")
+TCP = struct.Struct("!HHIIBBHHH")
+UDP = struct.Struct("!HHHH")
+ICMP_ECHO = struct.Struct("!BBHHH")
+WORD = struct.Struct("!H")
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+ARP_REQUEST = 1
+ARP_REPLY = 2
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_GRE = 47
+ICMP_ECHO_REPLY = 0
+ICMP_ECHO_REQUEST = 8
+BROADCAST = b"\xff" * 6
+
+
+def mac_bytes(mac: str) -> bytes:
+    """``"02:00:00:00:00:01"`` -> 6 bytes."""
+    return bytes(int(part, 16) for part in mac.split(":"))
+
+
+def mac_text(mac: bytes) -> str:
+    """6 bytes -> ``"02:00:00:00:00:01"``."""
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _pseudo_header(src: IPv4Address, dst: IPv4Address, proto: int, length: int) -> bytes:
+    return src.packed + dst.packed + struct.pack("!BBH", 0, proto, length)
+
+
+@dataclass(frozen=True)
+class Arp:
+    """An ARP packet (IPv4 over Ethernet)."""
+
+    opcode: int
+    sender_mac: bytes
+    sender_ip: IPv4Address
+    target_mac: bytes
+    target_ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class Ipv4:
+    """An IPv4 packet, header fields plus the L4 bytes (options kept raw)."""
+
+    src: IPv4Address
+    dst: IPv4Address
+    proto: int
+    ttl: int
+    ident: int
+    tos: int
+    options: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded Ethernet frame: exactly one of ``arp`` or ``ip`` is set."""
+
+    dst_mac: bytes
+    src_mac: bytes
+    arp: Arp | None = None
+    ip: Ipv4 | None = None
+
+
+def decode_frame(data: bytes) -> Frame | None:
+    """Decode an Ethernet frame; None when it is neither ARP nor valid IPv4."""
+    if len(data) < ETH.size:
+        return None
+    dst, src, eth_type = ETH.unpack_from(data)
+    body = data[ETH.size :]
+    if eth_type == ETH_TYPE_ARP:
+        if len(body) < ARP.size:
+            return None
+        htype, ptype, hlen, plen, op, smac, sip, tmac, tip = ARP.unpack_from(body)
+        if (htype, ptype, hlen, plen) != (1, ETH_TYPE_IPV4, 6, 4):
+            return None
+        return Frame(dst, src, arp=Arp(op, smac, IPv4Address(sip), tmac, IPv4Address(tip)))
+    if eth_type != ETH_TYPE_IPV4 or len(body) < IPV4.size:
+        return None
+    ver_ihl, tos, total, ident, _frag, ttl, proto, _csum, sip, dip = IPV4.unpack_from(body)
+    ihl = (ver_ihl & 0x0F) * 4
+    if ver_ihl >> 4 != 4 or ihl < IPV4.size or total < ihl or len(body) < total:
+        return None
+    ip = Ipv4(
+        IPv4Address(sip), IPv4Address(dip), proto, ttl, ident, tos,
+        bytes(body[IPV4.size : ihl]), bytes(body[ihl:total]),
+    )
+    return Frame(dst, src, ip=ip)
+
+
+def decode_tcp(ip: Ipv4) -> TcpSegment | None:
+    """The TCP segment of an IPv4 packet; None when too short."""
+    data = ip.payload
+    if len(data) < TCP.size:
+        return None
+    sport, dport, seq, ack, offset, flags, window, _csum, _urg = TCP.unpack_from(data)
+    header_len = (offset >> 4) * 4
+    if header_len < TCP.size or len(data) < header_len:
+        return None
+    return TcpSegment(
+        ip.src, sport, ip.dst, dport, seq, ack, flags, window,
+        payload=bytes(data[header_len:]), options=bytes(data[TCP.size : header_len]),
+    )
+
+
+def decode_ports(ip: Ipv4) -> tuple[int, int] | None:
+    """Source and destination port of a TCP or UDP packet; None when too short."""
+    if len(ip.payload) < 4:
+        return None
+    sport, dport = struct.unpack_from("!HH", ip.payload)
+    return sport, dport
+
+
+def decode_icmp_echo(ip: Ipv4) -> tuple[int, int] | None:
+    """(type, identifier) of an ICMP echo request or reply; None for anything else."""
+    if len(ip.payload) < ICMP_ECHO.size:
+        return None
+    icmp_type, code, _csum, ident, _seq = ICMP_ECHO.unpack_from(ip.payload)
+    if icmp_type not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY) or code != 0:
+        return None
+    return icmp_type, ident
+
+
+def build_ipv4(
+    src: IPv4Address, dst: IPv4Address, proto: int, payload: bytes, *, ttl: int = 64,
+    ident: int = 0, tos: int = 0, options: bytes = b"",
+) -> bytes:
+    """An IPv4 packet with a correct header checksum (Don't Fragment clear)."""
+    ihl = (IPV4.size + len(options)) // 4
+    header = IPV4.pack(
+        0x40 | ihl, tos, IPV4.size + len(options) + len(payload), ident, 0, ttl, proto, 0,
+        src.packed, dst.packed,
+    ) + options
+    csum = checksum(header)
+    return header[:10] + WORD.pack(csum) + header[12:] + payload
+
+
+def build_tcp(seg: TcpSegment) -> bytes:
+    """The TCP header, options and payload of ``seg`` with a correct checksum."""
+    options = seg.options + b"\0" * (-len(seg.options) % 4)
+    offset = ((TCP.size + len(options)) // 4) << 4
+    header = TCP.pack(
+        seg.src_port, seg.dst_port, seg.seq % (1 << 32), seg.ack % (1 << 32), offset,
+        seg.flags, seg.window, 0, 0,
+    ) + options
+    segment = header + seg.payload
+    csum = checksum(_pseudo_header(seg.src_ip, seg.dst_ip, PROTO_TCP, len(segment)) + segment)
+    return segment[:16] + WORD.pack(csum) + segment[18:]
+
+
+def fix_l4(src: IPv4Address, dst: IPv4Address, proto: int, l4: bytes) -> bytes:
+    """``l4`` with its checksum recomputed (TCP, UDP, ICMP); other protocols unchanged."""
+    if proto == PROTO_TCP and len(l4) >= TCP.size:
+        zeroed = l4[:16] + b"\0\0" + l4[18:]
+        csum = checksum(_pseudo_header(src, dst, proto, len(l4)) + zeroed)
+        return l4[:16] + WORD.pack(csum) + l4[18:]
+    if proto == PROTO_UDP and len(l4) >= UDP.size:
+        if l4[6:8] == b"\0\0":
+            return l4
+        zeroed = l4[:6] + b"\0\0" + l4[8:]
+        csum = checksum(_pseudo_header(src, dst, proto, len(l4)) + zeroed) or 0xFFFF
+        return l4[:6] + WORD.pack(csum) + l4[8:]
+    if proto == PROTO_ICMP and len(l4) >= ICMP_ECHO.size:
+        zeroed = l4[:2] + b"\0\0" + l4[4:]
+        return l4[:2] + WORD.pack(checksum(zeroed)) + l4[4:]
+    return l4
+
+
+def translate_l4(proto: int, l4: bytes, src_port: int, dst_port: int, icmp_out: bool) -> bytes:
+    """Set the ports (TCP, UDP) or the echo identifier (ICMP) of ``l4``.
+
+    For ICMP the identifier is ``src_port`` going out (``icmp_out``), else ``dst_port``.
+    """
+    if proto in (PROTO_TCP, PROTO_UDP) and len(l4) >= 4:
+        return struct.pack("!HH", src_port, dst_port) + l4[4:]
+    if proto == PROTO_ICMP and len(l4) >= ICMP_ECHO.size:
+        ident = src_port if icmp_out else dst_port
+        return l4[:4] + WORD.pack(ident) + l4[6:]
+    return l4
+
+
+def build_ethernet(dst_mac: bytes, src_mac: bytes, eth_type: int, payload: bytes) -> bytes:
+    """An Ethernet II frame."""
+    return ETH.pack(dst_mac, src_mac, eth_type) + payload
+
+
+def build_arp(
+    opcode: int, sender_mac: bytes, sender_ip: IPv4Address, target_mac: bytes,
+    target_ip: IPv4Address,
+) -> bytes:
+    """An ARP packet body (no Ethernet header)."""
+    return ARP.pack(
+        1, ETH_TYPE_IPV4, 6, 4, opcode, sender_mac, sender_ip.packed, target_mac,
+        target_ip.packed,
+    )

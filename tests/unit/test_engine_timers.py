@@ -1,0 +1,145 @@
+"""The clock: server-map idle, flow statistics, Call ID hold-down, calls never answered."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from alg.engine import CallState, Gateway
+from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows
+from tests.unit.pptp_flows import (
+    C1,
+    C2,
+    C3,
+    PUBLIC,
+    SERVER,
+    ControlLink,
+    ccrq,
+    cdn,
+    down_gre,
+    gateway,
+    icrq,
+    ocrq,
+    up_gre,
+)
+
+A = 5
+
+
+def one_call(gw: Gateway, client: IPv4Address = C1, a: int = A, c: int = 700,
+             port: int = 40000) -> tuple[ControlLink, GreUpstreamFlow, GreDownstreamFlow]:
+    link = ControlLink(gw, client, port).start()
+    link.outgoing_call(a, c)
+    up, down = link.outputs[-1].decisions
+    assert isinstance(up, GreUpstreamFlow) and isinstance(down, GreDownstreamFlow)
+    return link, up, down
+
+
+def test_server_map_ages_out_without_traffic() -> None:
+    gw = gateway()
+    _, up, down = one_call(gw)
+    [call] = gw.calls()
+    assert gw.tick(299.0).decisions == []
+    out = gw.tick(300.0)
+    assert set(out.decisions) == {RemoveFlows(FlowKind.GRE_UPSTREAM, up.entry_id),
+                                  RemoveFlows(FlowKind.GRE_DOWNSTREAM, down.entry_id)}
+    [log] = out.logs
+    assert (log.event, log.reason, log.public_call_id) == ("torn down", "server-map aged out", A)
+    assert call.state is CallState.CLOSED
+    assert gw.connections()  # the control connection lives on
+    assert down_gre(gw, PUBLIC, A, 301.0).drop_reason
+    assert gw.counters.gre_unknown_dropped == 1
+
+
+def test_flow_stats_growth_defers_ageing() -> None:
+    gw = gateway()
+    _, up, down = one_call(gw)
+    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 0, 100.0)  # zero: not traffic
+    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 7, 200.0)
+    assert gw.tick(300.0).logs == []
+    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 7, 400.0)  # no growth
+    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 3, 450.0)
+    assert gw.tick(500.0).logs == []
+    [call] = gw.calls()
+    assert gw.gre_flow_packets(call) == (3, 7)
+    assert gw.tick(749.0).logs == []
+    assert gw.tick(750.0).logs[0].reason == "server-map aged out"
+
+
+def test_slow_path_traffic_keeps_its_call_alive() -> None:
+    gw = gateway()
+    one_call(gw, C1, port=40000)
+    one_call(gw, C2, port=40001)
+    for t in range(50, 500, 50):
+        down_gre(gw, PUBLIC, A + 1, float(t))  # only C2's call carries data
+        up_gre(gw, C2, 700, float(t))
+    out = gw.tick(500.0)
+    assert [log.client_ip for log in out.logs] == [C1]
+    [call] = gw.calls()
+    assert call.conn.client_ip == C2 and call.packets_down == 9
+
+
+def test_slow_path_pair_counters_do_not_keep_an_idle_call_alive() -> None:
+    """Both calls share the punt entry of the pair; only C2 carries data (via the controller)."""
+    gw = gateway()
+    one_call(gw, C1, port=40000)
+    _, _, down2 = one_call(gw, C2, port=40001)
+    for t in range(50, 500, 50):
+        down_gre(gw, PUBLIC, A + 1, float(t))
+        up_gre(gw, C2, 700, float(t))
+        gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down2.entry_id, t, float(t))
+    out = gw.tick(500.0)
+    assert [log.client_ip for log in out.logs] == [C1]
+
+
+def test_call_ids_are_held_down_after_release() -> None:
+    gw = gateway()
+    l1, _, _ = one_call(gw, C1)
+    l1.now = 10.0
+    l1.client_send(ccrq(A))
+    l2 = ControlLink(gw, C2, 40001, now=40.0).start()
+    l2.client_send(ocrq(A))
+    assert l2.call_id_to_server() == A + 1
+    l3 = ControlLink(gw, C3, 40002, now=69.0).start()
+    l3.client_send(ocrq(A))
+    assert l3.call_id_to_server() == A + 2
+    gw.tick(70.0)
+    l4 = ControlLink(gw, IPv4Address("192.168.1.4"), 40003, now=70.0).start()
+    l4.client_send(ocrq(A))
+    assert l4.call_id_to_server() == A  # hold-down over: the client's own ID again
+
+
+def test_closed_calls_are_forgotten_after_hold_down() -> None:
+    gw = gateway()
+    link, _, _ = one_call(gw)
+    link.now = 5.0
+    link.client_send(ccrq(A))
+    conn = gw.connections()[0]
+    assert len(conn.closed_calls) == 1
+    gw.tick(64.0)
+    assert len(conn.closed_calls) == 1
+    gw.tick(65.0)
+    assert conn.closed_calls == []
+    link.server_send(cdn(A))
+    assert gw.counters.unknown_call_ids == 1
+
+
+def test_unanswered_calls_age_out_without_flows() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    link.client_send(ocrq(A))
+    link.server_send(icrq(9))
+    out = gw.tick(300.0)
+    assert out.decisions == [] and out.logs == []
+    assert list(gw.calls()) == []
+    assert gw.call_ids.held_down(PUBLIC, SERVER, A, 300.0)
+
+
+def test_flow_removed_entries_reappear_when_traffic_is_punted() -> None:
+    gw = gateway()
+    _, up, down = one_call(gw)
+    out = up_gre(gw, C1, 700, 10.0)
+    assert out.decisions == [up]
+    out = down_gre(gw, PUBLIC, A, 11.0)
+    assert out.decisions == [down]
+    [call] = gw.calls()
+    assert call.last_data == 11.0 and call.slow_path_packets == 2

@@ -1,0 +1,95 @@
+"""Frame decoding and building, cross-checked with Scapy's checksums."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import ARP, Ether
+
+from alg.events import TcpSegment
+from ryu_apps import packets
+
+A = IPv4Address("192.168.1.1")
+B = IPv4Address("203.0.113.1")
+
+
+def test_decode_tcp_frame_with_options_and_payload() -> None:
+    frame = bytes(
+        Ether(src="0a:00:00:00:00:01", dst="02:00:5e:00:01:fe")
+        / IP(src=str(A), dst=str(B), ttl=9, id=77)
+        / TCP(sport=40000, dport=1723, seq=5, ack=6, flags="PA", window=999,
+              options=[("MSS", 1460), ("NOP", None), ("NOP", None)])
+        / b"hello"
+    )
+    decoded = packets.decode_frame(frame)
+    assert decoded is not None and decoded.ip is not None
+    assert decoded.ip.ttl == 9 and decoded.ip.ident == 77
+    seg = packets.decode_tcp(decoded.ip)
+    assert seg is not None
+    assert (seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.window) == (40000, 1723, 5, 6, 999)
+    assert seg.payload == b"hello"
+    assert len(seg.options) == 8
+
+
+def test_built_tcp_has_the_checksum_scapy_computes() -> None:
+    seg = TcpSegment(A, 40000, B, 1723, 2**32 - 1, 17, 0x18, 512, b"payload!", b"\x01\x01")
+    ip = packets.build_ipv4(A, B, packets.PROTO_TCP, packets.build_tcp(seg), ttl=33)
+    parsed = IP(ip)
+    fresh = IP(ip)
+    del fresh.chksum
+    del fresh[TCP].chksum
+    fresh = IP(bytes(fresh))
+    assert parsed.chksum == fresh.chksum
+    assert parsed[TCP].chksum == fresh[TCP].chksum
+    assert parsed[TCP].seq == 2**32 - 1 and bytes(parsed[TCP].payload) == b"payload!"
+
+
+def test_translation_fixes_udp_and_icmp_checksums() -> None:
+    udp = bytes(IP(bytes(IP(src=str(A), dst=str(B)) / UDP(sport=5000, dport=53) / b"q"))[UDP])
+    assert udp[6:8] != b"\0\0"
+    moved = packets.translate_l4(packets.PROTO_UDP, udp, 6000, 53, True)
+    fixed = packets.fix_l4(IPv4Address("203.0.113.2"), B, packets.PROTO_UDP, moved)
+    check = IP(bytes(IP(src="203.0.113.2", dst=str(B), proto=17) / UDP(fixed)))
+    recomputed = UDP(bytes(check[UDP]))
+    del recomputed.chksum
+    expected = IP(bytes(IP(src="203.0.113.2", dst=str(B)) / recomputed))[UDP].chksum
+    assert check[UDP].sport == 6000 and check[UDP].chksum == expected
+    unchecked = bytes(UDP(sport=1, dport=2, chksum=0) / b"q")
+    assert packets.fix_l4(A, B, packets.PROTO_UDP, unchecked) == unchecked
+
+    icmp = bytes(ICMP(type=0, id=9, seq=1) / b"x")
+    moved = packets.translate_l4(packets.PROTO_ICMP, icmp, 0, 4242, False)
+    fixed = packets.fix_l4(B, A, packets.PROTO_ICMP, moved)
+    reparsed = ICMP(fixed)
+    assert reparsed.id == 4242
+    clean = ICMP(fixed)
+    del clean.chksum
+    assert ICMP(bytes(clean)).chksum == reparsed.chksum
+    assert packets.decode_icmp_echo(packets.Ipv4(B, A, 1, 64, 0, 0, b"", fixed)) == (0, 4242)
+
+
+def test_arp_round_trip() -> None:
+    body = packets.build_arp(packets.ARP_REQUEST, b"\x02" * 6, A, b"\0" * 6, B)
+    frame = packets.build_ethernet(packets.BROADCAST, b"\x02" * 6, packets.ETH_TYPE_ARP, body)
+    decoded = packets.decode_frame(frame)
+    assert decoded is not None and decoded.arp is not None
+    assert (decoded.arp.sender_ip, decoded.arp.target_ip) == (A, B)
+    assert ARP(body).pdst == str(B)
+    assert packets.mac_text(packets.mac_bytes("0a:0b:0c:0d:0e:0f")) == "0a:0b:0c:0d:0e:0f"
+
+
+def test_short_or_foreign_frames_decode_to_none() -> None:
+    assert packets.decode_frame(b"\0" * 10) is None
+    assert packets.decode_frame(bytes(Ether(type=0x86DD)) + b"\0" * 40) is None
+    ip = bytes(Ether() / IP(src=str(A), dst=str(B)) / TCP())
+    assert packets.decode_frame(ip[:20]) is None
+    truncated = packets.decode_frame(ip[:-1])
+    assert truncated is None
+    short_arp = bytes(Ether(type=0x0806)) + b"\0" * 10
+    assert packets.decode_frame(short_arp) is None
+    decoded = packets.decode_frame(bytes(Ether() / IP(src=str(A), dst=str(B), proto=6) / b"ab"))
+    assert decoded is not None and decoded.ip is not None
+    assert packets.decode_tcp(decoded.ip) is None
+    assert packets.decode_ports(decoded.ip) is None
+    assert packets.decode_icmp_echo(decoded.ip) is None

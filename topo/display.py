@@ -1,0 +1,70 @@
+"""Print the gateway's display commands from a running controller, over its REST API.
+
+    python -m topo.display [--rest http://127.0.0.1:8080] session-table [--verbose]
+    python -m topo.display [--rest URL] server-map [--verbose]
+    python -m topo.display [--rest URL] counters
+
+``python -m topo.lab display ...`` does the same for the lab's controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+DEFAULT_REST = "http://127.0.0.1:8080"
+VIEWS = ("session-table", "server-map", "counters")
+
+
+def fetch(rest: str, path: str, timeout: float = 5.0) -> str:
+    """GET ``path`` from the controller's REST API and return the body as text."""
+    with urllib.request.urlopen(rest.rstrip("/") + path, timeout=timeout) as response:
+        return str(response.read().decode("utf-8"))
+
+
+def render_counters(counters: dict[str, dict[str, int]]) -> str:
+    """The counters as aligned ``name  value`` lines, ALG first, then the app's."""
+    lines = []
+    for group in ("alg", "app"):
+        values = counters.get(group, {})
+        width = max((len(k) for k in values), default=0)
+        lines.append(f"{group}:")
+        lines.extend(f"  {name:<{width}}  {value}" for name, value in values.items())
+    return "\n".join(lines)
+
+
+def show(rest: str, view: str, verbose: bool = False) -> str:
+    """The text of one view, as the operator reads it."""
+    if view == "counters":
+        return render_counters(json.loads(fetch(rest, "/pptp-alg/counters")))
+    suffix = "?verbose=1" if verbose else ""
+    return fetch(rest, f"/pptp-alg/display/{view}{suffix}").rstrip("\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The view and ``--verbose`` arguments (shared with ``topo.lab display``)."""
+    parser.add_argument("view", choices=VIEWS)
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="add packet counts and the path of each GRE direction")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; exit 1 when the controller cannot be reached."""
+    parser = argparse.ArgumentParser(prog="python -m topo.display", description=__doc__)
+    parser.add_argument("--rest", default=DEFAULT_REST, help=f"REST address ({DEFAULT_REST})")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        print(show(args.rest, args.view, args.verbose))
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"topo.display: cannot reach {args.rest}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
