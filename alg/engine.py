@@ -13,9 +13,10 @@ Policies (also in the README):
 * Unknown Call ID in a control message: counted and passed unchanged; PPTP peers scope
   Call IDs per control connection, so it cannot reach another client's call.
 * Call-Disconnect-Notify: its Call ID is taken as the server's (``c``, RFC 2637 section
-  2.13) when a live call of the connection has that ``c``, else as the public-side ID
-  ``b`` (rewritten to ``a``). So an ID that is one call's ``c`` and another's ``b`` ends
-  the call whose ``c`` it is.
+  2.13) when a live or recently closed call of the connection has that ``c`` (the
+  server's answer to a Call-Clear-Request comes after the call closed), else as the
+  public-side ID ``b`` (rewritten to ``a``). So an ID that is one call's ``c`` and
+  another's ``b`` ends the call whose ``c`` it is.
 * Call ID exhaustion on a (public IP, server) pair: counted, the connection is reset.
 * GRE that matches no server-map is dropped and counted, and creates no state.
 """
@@ -85,6 +86,7 @@ from alg.stream import StreamDirection
 
 PPTP_PORT = 1723
 INCOMING_CALL_ACCEPT = 1
+RST_WINDOW = 65535
 
 
 class CallState(enum.Enum):
@@ -121,6 +123,7 @@ class Counters:
     gre_slow_path: int = 0
     policy_denied: int = 0
     no_session_drops: int = 0
+    invalid_rst_drops: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -171,6 +174,7 @@ class ControlConnection:
     fin_down: bool = False
     closing_since: float | None = None
     last_ack: dict[Direction, int] = field(default_factory=dict)
+    last_window: dict[Direction, int] = field(default_factory=dict)
 
     @property
     def client_ip(self) -> IPv4Address:
@@ -405,6 +409,11 @@ class Gateway:
     def _control_segment(self, direction: Direction, seg: TcpSegment, now: float) -> Output:
         if direction is Direction.OUTBOUND:
             conn = self._conns_inside.get((seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port))
+            if conn is not None and self._is_new_syn(conn, seg):
+                out = Output()
+                self._close_connection(conn, now, "reopened", out)
+                out.extend(self._open_control(seg, now))
+                return out
             if conn is None:
                 return self._open_control(seg, now)
         else:
@@ -416,6 +425,13 @@ class Gateway:
                 conn.downstream = StreamDirection(seg.seq, self.config.max_buffer)
         self.nat.touch(conn.session.id, now)
         return self._relay(conn, direction, seg, now)
+
+    @staticmethod
+    def _is_new_syn(conn: ControlConnection, seg: TcpSegment) -> bool:
+        """A SYN that starts a new connection on the 4-tuple (not a retransmitted SYN)."""
+        if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
+            return False
+        return seg.seq != conn.upstream.isn
 
     def _open_control(self, seg: TcpSegment, now: float) -> Output:
         if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
@@ -481,7 +497,11 @@ class Gateway:
             stream, other = conn.upstream, conn.downstream
         else:
             stream, other = conn.downstream, conn.upstream
+        conn.last_window[direction] = seg.window
         if seg.flags & TCP_RST:
+            if stream is not None and not self._rst_acceptable(stream, seg.seq):
+                self.counters.invalid_rst_drops += 1
+                return self._drop("RST outside the window")
             out.emits.append(SendTcp(direction, self._translate(conn, direction, seg)))
             self._close_connection(conn, now, "TCP RST", out)
             return out
@@ -531,7 +551,9 @@ class Gateway:
                         )
                     )
                 self._half_close(conn, direction, now, out)
-        if not sends and seg.flags & TCP_ACK and conn.last_ack.get(direction) != seg.ack:
+        if not sends and not seg.payload and seg.flags & (TCP_ACK | TCP_FIN) == TCP_ACK:
+            sends.append(self._translate(conn, direction, seg))
+        elif not sends and seg.flags & TCP_ACK and conn.last_ack.get(direction) != seg.ack:
             # A FIN this side sent took one sequence number after the last byte: an ACK
             # after it carries forwarded + 1, or the peer drops it as out of window.
             fin_sent = conn.fin_up if direction is Direction.OUTBOUND else conn.fin_down
@@ -541,12 +563,44 @@ class Gateway:
                     flags=TCP_ACK, payload=b"",
                 )
             )
+        if result.stale and other is not None:
+            out.emits.append(self._repeat_ack(conn, direction, stream, other))
         if sends:
             conn.last_ack[direction] = seg.ack
         elif out.drop_reason is None:
-            out.drop_reason = "control bytes held"
+            out.drop_reason = "retransmission of acknowledged bytes" if result.stale else (
+                "control bytes held"
+            )
         out.emits.extend(SendTcp(direction, s) for s in sends)
         return out
+
+    @staticmethod
+    def _rst_acceptable(stream: StreamDirection, seq: int) -> bool:
+        """An RST must fall between what was forwarded and a window beyond (RFC 5961)."""
+        distance = stream.offset_of(seq) - stream.forwarded
+        return 0 <= distance <= stream.held + RST_WINDOW
+
+    def _repeat_ack(
+        self,
+        conn: ControlConnection,
+        direction: Direction,
+        stream: StreamDirection,
+        other: StreamDirection,
+    ) -> SendTcp:
+        """The receiver's acknowledgement again, to a sender retransmitting acked bytes.
+
+        The gateway saw the receiver acknowledge those bytes and forgot them, so the ACK
+        was lost after it; repeating it stops the retransmissions.
+        """
+        back = Direction.INBOUND if direction is Direction.OUTBOUND else Direction.OUTBOUND
+        fin_sent = conn.fin_down if back is Direction.INBOUND else conn.fin_up
+        template = TcpSegment(
+            conn.client_ip, 0, conn.server_ip, 0,
+            seq=other.seq_of(other.forwarded + int(fin_sent)),
+            ack=stream.seq_of(stream.acked), flags=TCP_ACK,
+            window=conn.last_window.get(back, 0),
+        )
+        return SendTcp(back, self._translate(conn, back, template))
 
     def _half_close(
         self, conn: ControlConnection, direction: Direction, now: float, out: Output
@@ -565,6 +619,8 @@ class Gateway:
             self.counters.allocation_failures += 1
         elif isinstance(exc, ProtocolError):
             self.counters.unexpected_messages += 1
+        elif isinstance(exc, StreamError):
+            self.counters.buffer_limit_drops += 1
         else:
             self.counters.malformed_messages += 1
 
@@ -701,14 +757,13 @@ class Gateway:
     def _disconnect(
         self, conn: ControlConnection, message: CallDisconnectNotify, now: float, out: Output
     ) -> ControlMessage:
-        call = conn.live("server_call_id", message.call_id)
+        call = conn.recent("server_call_id", message.call_id)
         if call is not None:
             self._close_call(call, now, "Call-Disconnect-Notify", out)
             return message
         call = conn.recent("public_call_id", message.call_id)
         if call is None:
-            if conn.recent("server_call_id", message.call_id) is None:
-                self.counters.unknown_call_ids += 1
+            self.counters.unknown_call_ids += 1
             return message
         if call.state is not CallState.CLOSED:
             self._close_call(call, now, "Call-Disconnect-Notify", out)

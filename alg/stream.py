@@ -7,8 +7,11 @@ send on. Rewrites keep every length, so sequence and acknowledgement numbers nev
 
 Policy (also in the README):
 
-* A segment whose bytes were already forwarded (a retransmission) is forwarded again with
-  the same rewrites applied, so an untranslated Call ID never leaves.
+* A segment whose bytes were already forwarded (a retransmission) is answered with the
+  bytes as they were forwarded the first time, rewrites included, whatever the
+  retransmission carries: every forwarded byte is kept until the receiver acknowledges
+  it. A retransmission of bytes already acknowledged is not forwarded (the caller
+  repeats the acknowledgement to the sender instead).
 * An incomplete message is held, never forwarded in part; once complete it is forwarded
   in segments no longer than the largest segment the sender has sent.
 * Bytes beyond a gap are held (out of order) while everything held for this direction
@@ -56,11 +59,13 @@ class FeedResult:
         segments: runs to forward, in sequence order.
         dropped_bytes: bytes not kept because of the buffer limit.
         held: bytes held after this segment (an incomplete message or beyond a gap).
+        stale: the segment held only bytes the receiver has already acknowledged.
     """
 
     segments: list[OutSegment]
     dropped_bytes: int = 0
     held: int = 0
+    stale: bool = False
 
 
 class StreamDirection:
@@ -69,7 +74,7 @@ class StreamDirection:
     Args:
         isn: the initial sequence number of the sender (from its SYN).
         max_buffer: most bytes held at once (incomplete message plus out-of-order data)
-            and most rewritten bytes remembered for retransmissions.
+            and most forwarded bytes kept until acknowledged.
     """
 
     def __init__(self, isn: int, max_buffer: int) -> None:
@@ -78,9 +83,14 @@ class StreamDirection:
         self._forwarded = 0
         self._pending = bytearray()
         self._out_of_order: dict[int, bytes] = {}
-        self._rewrites: list[tuple[int, bytes]] = []
+        self._unacked = bytearray()
         self._acked = 0
         self._max_segment = 0
+
+    @property
+    def isn(self) -> int:
+        """The sender's initial sequence number."""
+        return (self._base - 1) % SEQ_MOD
 
     @property
     def forwarded(self) -> int:
@@ -109,12 +119,17 @@ class StreamDirection:
             delta -= SEQ_MOD
         return reference + delta
 
+    @property
+    def acked(self) -> int:
+        """Stream offset up to which the receiver has acknowledged."""
+        return self._acked
+
     def acknowledge(self, ack: int) -> None:
-        """Forget rewrites the receiver has acknowledged (``ack`` from the other side)."""
+        """Forget forwarded bytes the receiver has acknowledged (``ack`` from the other side)."""
         offset = self.offset_of(ack)
         if self._acked < offset <= self._forwarded:
+            del self._unacked[: offset - self._acked]
             self._acked = offset
-            self._rewrites = [(o, b) for o, b in self._rewrites if o + len(b) > offset]
 
     def feed(self, seq: int, payload: bytes, rewrite: Rewrite) -> FeedResult:
         """Take one segment's payload; return what to forward.
@@ -128,7 +143,7 @@ class StreamDirection:
         Raises:
             CodecError: a complete or partial message is invalid (nothing of it is
                 forwarded; runs before it in this call are lost with the connection).
-            BufferLimitError: more rewritten bytes await acknowledgement than allowed.
+            BufferLimitError: more forwarded bytes await acknowledgement than allowed.
         """
         result = FeedResult(segments=[])
         if not payload:
@@ -140,10 +155,10 @@ class StreamDirection:
             old_end = min(end, self._forwarded)
             if old_end > self._acked:
                 keep_from = max(start, self._acked)
-                old = payload[keep_from - start : old_end - start]
-                result.segments.append(
-                    OutSegment(self.seq_of(keep_from), self._replay(keep_from, old), True)
-                )
+                old = bytes(self._unacked[keep_from - self._acked : old_end - self._acked])
+                result.segments.append(OutSegment(self.seq_of(keep_from), old, True))
+            else:
+                result.stale = end <= self._forwarded
             if end <= self._forwarded:
                 result.held = self.held
                 return result
@@ -205,12 +220,15 @@ class StreamDirection:
             rewritten = rewrite(message)
             if len(rewritten) != length:
                 raise AssertionError("rewrite changed a message's length")
-            if rewritten != message:
-                self._remember(self._forwarded + len(out), rewritten)
             out += rewritten
             del self._pending[:length]
         if not out:
             return []
+        if len(self._unacked) + len(out) > self._max_buffer:
+            raise BufferLimitError(
+                f"more than {self._max_buffer} forwarded bytes await acknowledgement"
+            )
+        self._unacked += out
         first = self._forwarded
         self._forwarded += len(out)
         size = max(self._max_segment, HEADER_LENGTH)
@@ -218,20 +236,3 @@ class StreamDirection:
             OutSegment(self.seq_of(first + i), bytes(out[i : i + size]))
             for i in range(0, len(out), size)
         ]
-
-    def _remember(self, offset: int, rewritten: bytes) -> None:
-        self._rewrites.append((offset, rewritten))
-        if sum(len(b) for _, b in self._rewrites) > self._max_buffer:
-            raise BufferLimitError(
-                f"more than {self._max_buffer} rewritten bytes await acknowledgement"
-            )
-
-    def _replay(self, start: int, data: bytes) -> bytes:
-        """Apply remembered rewrites to retransmitted bytes ``data`` at offset ``start``."""
-        out = bytearray(data)
-        end = start + len(data)
-        for offset, rewritten in self._rewrites:
-            lo, hi = max(offset, start), min(offset + len(rewritten), end)
-            if lo < hi:
-                out[lo - start : hi - start] = rewritten[lo - offset : hi - offset]
-        return bytes(out)

@@ -34,6 +34,7 @@ from alg.engine import Gateway
 from alg.errors import ConfigError
 from alg.events import (
     Direction,
+    FlowKind,
     Forward,
     GreDownstreamFlow,
     GreUpstreamFlow,
@@ -105,6 +106,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.inside_hosts: dict[IPv4Address, L2] = {}
         self.outside_hosts: dict[IPv4Address, L2] = {}
         self.pending_arp: dict[IPv4Address, PendingArp] = {}
+        self._stats_parts: dict[tuple[FlowKind, int], int] = {}
         self.started = time.monotonic()
         wsgi = kwargs.get("wsgi")
         if wsgi is not None:
@@ -454,11 +456,17 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[misc]
     def _flow_stats(self, ev: Any) -> None:
-        now = self.now()
+        """Sum the packet counts per cookie (a session has two entries), then report."""
         for stat in ev.msg.body:
             decoded = flows.decode_cookie(stat.cookie)
             if decoded is not None:
-                self.core.flow_stats(decoded[0], decoded[1], stat.packet_count, now)
+                self._stats_parts[decoded] = self._stats_parts.get(decoded, 0) + stat.packet_count
+        if ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        now = self.now()
+        for (kind, entry_id), count in self._stats_parts.items():
+            self.core.flow_stats(kind, entry_id, count, now)
+        self._stats_parts = {}
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[misc]
     def _flow_removed(self, ev: Any) -> None:

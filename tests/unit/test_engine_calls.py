@@ -401,8 +401,6 @@ def test_cdn_for_the_other_reading_ends_the_b_call() -> None:
     assert [c for c in gw.calls() if c.conn.client_ip == C1] == []
 
 
-@pytest.mark.xfail(strict=True, reason="design: late CDN with a closed call's c ends another "
-                   "live call whose b is that value (see report)")
 def test_late_cdn_with_a_closed_calls_c_does_not_end_another_call() -> None:
     gw = gateway()
     ControlLink(gw, C2, 40001).start().outgoing_call(10, 500)

@@ -172,19 +172,20 @@ def test_out_of_order_beyond_max_buffer_is_dropped_and_counted() -> None:
     out = link.client_send(data[1000:1200], seq=link.seq_at(link.client, base + 1000))
     assert gw.counters.buffer_limit_drops == 1 and not out.errors
     link.client_send(data[:16], seq=link.seq_at(link.client, base))
+    link.server_send(b"", flags=TCP_ACK)
     link.client_send(data[1000:], seq=link.seq_at(link.client, base + 1000))
     assert link.server.stream.endswith(data)
     assert gw.connections()
 
 
-def test_too_many_unacknowledged_rewrites_reset_the_connection() -> None:
+def test_too_many_unacknowledged_bytes_reset_the_connection() -> None:
     gw = gateway(max_buffer=1024)
     ControlLink(gw, C2, 40001).start().outgoing_call(A, 700)
     link = ControlLink(gw).start()
     for _ in range(6):  # 6 * 168 bytes of rewrites (A -> A+1) await acknowledgement
         link.client_send(ocrq(A))
     out = link.client_send(ocrq(A))
-    assert gw.counters.malformed_messages == 1 and gw.counters.connections_reset == 1
+    assert gw.counters.buffer_limit_drops == 1 and gw.counters.connections_reset == 1
     assert out.errors and link.reset_received() == (True, True)
 
 
@@ -387,14 +388,14 @@ def test_control_idle_timeout_closes_the_connection() -> None:
                    for d in out.decisions)
 
 
-def test_pure_acks_pass_once_per_new_ack() -> None:
+def test_pure_acks_pass_even_when_repeated() -> None:
     gw = gateway()
     link = ControlLink(gw).start()
     link.server_send(echo_request())
     first = link.send(link.client, flags=TCP_ACK)
     assert sent_tcp(first)[0].segment.ack == link.client.rcv_nxt
     repeat = link.send(link.client, flags=TCP_ACK)
-    assert repeat.emits == [] and repeat.drop_reason
+    assert [e.segment.ack for e in sent_tcp(repeat)] == [link.client.rcv_nxt]
 
 
 def test_segment_without_ack_or_data_is_dropped() -> None:
@@ -480,15 +481,64 @@ def test_server_reusing_its_call_id_across_connections_of_one_client() -> None:
     assert gw.calls_in_progress == 0 and gw.downstream_mode(SERVER, PUBLIC) is None
 
 
-def test_tcp_keepalive_and_window_update_are_swallowed() -> None:
-    """Current behaviour (see the report): a segment with no new data and an ack already
-    passed is dropped, so keepalive probes and pure window updates never arrive."""
+def test_tcp_keepalive_and_window_update_pass() -> None:
     gw = gateway()
     link = ControlLink(gw).start()
     link.server_send(echo_request())
     link.send(link.client, flags=TCP_ACK)
     keepalive = link.send(link.client, flags=TCP_ACK, seq=link.client.snd_nxt - 1)
-    assert keepalive.emits == []
+    assert [e.segment.seq for e in sent_tcp(keepalive)] == [link.client.snd_nxt - 1]
     seg = TcpSegment(C1, 40000, SERVER, 1723, link.client.snd_nxt, link.client.rcv_nxt,
                      TCP_ACK, 9999)
-    assert gw.handle_tcp(Direction.OUTBOUND, seg, 0.0).emits == []
+    [update] = sent_tcp(gw.handle_tcp(Direction.OUTBOUND, seg, 0.0))
+    assert update.segment.window == 9999
+
+
+# Retransmissions, lost ACKs, RST checks, reuse of a 4-tuple.
+
+def test_a_retransmission_is_answered_with_the_bytes_first_forwarded() -> None:
+    _, link = collided()
+    start = link.sent(link.client)
+    link.client_send(echo_request(1))
+    forged = ocrq(A)[:16]  # a "retransmission" whose bytes differ from what passed
+    out = link.client_send(forged, seq=link.seq_at(link.client, start))
+    [replay] = sent_tcp(out)
+    assert replay.segment.payload == echo_request(1)
+    assert link.gw.counters.retransmitted_segments == 1
+
+
+def test_a_retransmission_of_acknowledged_bytes_repeats_the_ack() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    start = link.sent(link.client)
+    link.client_send(echo_request(1))
+    link.send(link.server, flags=TCP_ACK)
+    out = link.client_send(echo_request(1), seq=link.seq_at(link.client, start))
+    [ack] = sent_tcp(out)
+    assert ack.direction is Direction.INBOUND
+    assert (ack.segment.src_ip, ack.segment.dst_ip) == (SERVER, C1)
+    assert ack.segment.ack == link.seq_at(link.client, start + 16)
+    assert ack.segment.flags == TCP_ACK
+
+
+def test_an_rst_outside_the_window_is_dropped() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    link.outgoing_call(A, 9)
+    in_window = link.server.snd_nxt
+    out = link.send(link.server, flags=TCP_RST, seq=in_window + 200000, ack=0)
+    assert out.emits == [] and gw.counters.invalid_rst_drops == 1
+    assert gw.calls_in_progress == 1
+    link.send(link.server, flags=TCP_RST, seq=in_window, ack=0)
+    assert gw.calls_in_progress == 0 and gw.connections() == []
+
+
+def test_a_new_syn_on_the_same_four_tuple_starts_a_new_connection() -> None:
+    gw = gateway()
+    old = ControlLink(gw).start()
+    old.outgoing_call(A, 9)
+    new = ControlLink(gw, client_isn=77777).start()
+    assert gw.calls_in_progress == 0 and len(gw.connections()) == 1
+    assert new.outgoing_call(A + 3, 10) == A + 3
+    retransmitted_syn = new.send(new.client, flags=TCP_SYN, seq=77777, ack=0)
+    assert sent_tcp(retransmitted_syn) and gw.calls_in_progress == 1

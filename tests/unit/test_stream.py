@@ -182,6 +182,7 @@ def test_out_of_order_beyond_max_buffer_is_dropped_and_retransmission_recovers()
     assert over.dropped_bytes == 336 and over.segments == [] and s.held == 848
     first = s.feed(BASE, data[:160], Recorder())
     assert joined(first.segments) == data[:1008]
+    s.acknowledge(BASE + 1008)
     again = s.feed(BASE + 1008, data[1008:], Recorder())
     assert joined(again.segments) == data[1008:]
     assert s.idle
@@ -263,11 +264,20 @@ def test_acks_release_remembered_rewrites() -> None:
     assert s.forwarded == 30 * 168
 
 
-def test_unchanged_messages_need_no_memory() -> None:
+def test_acknowledged_bytes_free_their_memory() -> None:
     s = StreamDirection(ISN, 1024)
     for i in range(100):
         s.feed(BASE + 16 * i, echo_request(i), Recorder())
-    assert s.forwarded == 1600
+        s.acknowledge(BASE + 16 * (i + 1))
+    assert s.forwarded == 1600 and s.acked == 1600
+
+
+def test_unacknowledged_bytes_are_bounded() -> None:
+    s = StreamDirection(ISN, 1024)
+    for i in range(64):
+        s.feed(BASE + 16 * i, echo_request(i), Recorder())
+    with pytest.raises(BufferLimitError):
+        s.feed(BASE + 1024, echo_request(64), Recorder())
 
 
 def test_codec_error_propagates_and_nothing_of_the_message_is_forwarded() -> None:
