@@ -9,7 +9,8 @@ Policies (also in the README):
 
 * Malformed control message, truncated message at FIN, or a valid message the ALG will
   not pass (a role RFC 2637 does not give that side): counted, the connection is reset
-  (RST to both ends) and its calls end. Nothing of that message leaves.
+  (RST to both ends) and its calls end. Nothing more of that message leaves (what left
+  before is its header and translated Call ID fields, see ``alg.stream``).
 * Unknown Call ID in a control message: counted and passed unchanged; PPTP peers scope
   Call IDs per control connection, so it cannot reach another client's call.
 * Call-Disconnect-Notify: its Call ID is taken as the server's (``c``, RFC 2637 section

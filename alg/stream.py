@@ -2,8 +2,9 @@
 
 TCP cuts the control stream wherever it likes; RFC 2637 frames messages by their Length
 field only. :class:`StreamDirection` follows one direction's byte stream by sequence
-number, hands every complete message to a rewrite function, and returns the segments to
-send on. Rewrites keep every length, so sequence and acknowledgement numbers never move.
+number, hands every message to a rewrite function as soon as the bytes that decide its
+translation are in, and returns the segments to send on. Rewrites keep every length, so
+sequence and acknowledgement numbers never move.
 
 Policy (also in the README):
 
@@ -12,14 +13,22 @@ Policy (also in the README):
   retransmission carries: every forwarded byte is kept until the receiver acknowledges
   it. A retransmission of bytes already acknowledged is not forwarded (the caller
   repeats the acknowledgement to the sender instead).
-* An incomplete message is held, never forwarded in part; once complete it is forwarded
-  in segments no longer than the largest segment the sender has sent.
+* Every field the ALG reads or rewrites lies in a message's first 17 bytes (Call ID and
+  Peer's Call ID at 12-15, the result code at 16; RFC 2637 section 2). Of a message, the
+  validated 12-byte header may pass at once; bytes 12-16 are held until all of them are
+  in, then translated and passed with whatever else has arrived; the rest of the body
+  passes as it comes. So no Call ID ever leaves untranslated, and a sender that waits for
+  acknowledgements (a retransmission timeout in the middle of a message) never stalls.
+  Runs are forwarded in segments no longer than the largest the sender has sent.
+* The rest of a message is validated when its last byte arrives (reserved fields,
+  Length): a failure there resets the connection like any other malformed message.
 * Bytes beyond a gap are held (out of order) while everything held for this direction
   stays within ``max_buffer``; a segment that would exceed it is dropped and counted, and
   the sender's retransmission brings it again.
 * A message that fails validation (any :class:`~alg.errors.CodecError`) stops the
-  stream: :meth:`StreamDirection.feed` raises, nothing of that message is forwarded, and
-  the caller resets the connection (a stream cannot be resynchronised without Length).
+  stream: :meth:`StreamDirection.feed` raises, nothing more of that message is forwarded,
+  and the caller resets the connection (a stream cannot be resynchronised without
+  Length).
 """
 
 from __future__ import annotations
@@ -27,13 +36,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alg.codec import HEADER_LENGTH, parse_header
+from alg.codec import HEADER_LENGTH, parse_header, parse_message
 from alg.errors import BufferLimitError
 
 SEQ_MOD = 1 << 32
 _HALF = 1 << 31
+DECISION_LENGTH = 17
+"""Bytes of a message that decide its translation: header, bytes 12-15, result code."""
 
 Rewrite = Callable[[bytes], bytes]
+
+
+@dataclass
+class _Partial:
+    """The message being forwarded: its length, the bytes taken so far, its decided prefix."""
+
+    length: int
+    original: bytearray
+    prefix: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,7 @@ class StreamDirection:
         self._max_buffer = max_buffer
         self._forwarded = 0
         self._pending = bytearray()
+        self._current: _Partial | None = None
         self._out_of_order: dict[int, bytes] = {}
         self._unacked = bytearray()
         self._acked = 0
@@ -105,7 +126,7 @@ class StreamDirection:
     @property
     def idle(self) -> bool:
         """True when nothing is held: every byte received has been forwarded."""
-        return not self._pending and not self._out_of_order
+        return not self._pending and not self._out_of_order and self._current is None
 
     def seq_of(self, offset: int) -> int:
         """The wire sequence number of stream offset ``offset``."""
@@ -137,12 +158,14 @@ class StreamDirection:
         Args:
             seq: the segment's sequence number.
             payload: its payload.
-            rewrite: called with each complete message, returns its same-length rewrite;
-                may raise :class:`~alg.errors.CodecError`, which propagates.
+            rewrite: called once per message with its first bytes (at least
+                ``DECISION_LENGTH``, or the whole message if shorter) padded with zeros to
+                its length; returns the same-length rewrite, of which the first bytes are
+                used. May raise :class:`~alg.errors.CodecError`, which propagates.
 
         Raises:
-            CodecError: a complete or partial message is invalid (nothing of it is
-                forwarded; runs before it in this call are lost with the connection).
+            CodecError: a message is invalid (nothing more of it is forwarded; runs
+                before it in this call are lost with the connection).
             BufferLimitError: more forwarded bytes await acknowledgement than allowed.
         """
         result = FeedResult(segments=[])
@@ -180,9 +203,10 @@ class StreamDirection:
         """
         offset = self.offset_of(fin_seq)
         contiguous = self._forwarded + len(self._pending)
-        if offset == self._forwarded and not self._pending:
+        unfinished = bool(self._pending) or self._current is not None
+        if offset == self._forwarded and not unfinished:
             return True
-        if offset == contiguous and self._pending:
+        if offset == contiguous and unfinished:
             return None
         return False
 
@@ -198,6 +222,13 @@ class StreamDirection:
         self._out_of_order[start] = payload
         return 0
 
+    def _take(self, msg: _Partial, count: int) -> bytes:
+        """Move up to ``count`` pending bytes into ``msg``; return them."""
+        taken = bytes(self._pending[: max(0, count)])
+        del self._pending[: len(taken)]
+        msg.original += taken
+        return taken
+
     def _pull_in_order(self) -> None:
         while self._out_of_order:
             contiguous = self._forwarded + len(self._pending)
@@ -212,16 +243,32 @@ class StreamDirection:
 
     def _emit(self, rewrite: Rewrite) -> list[OutSegment]:
         out = bytearray()
-        while len(self._pending) >= HEADER_LENGTH:
-            length, _ = parse_header(bytes(self._pending[:HEADER_LENGTH]))
-            if len(self._pending) < length:
+        while self._pending:
+            msg = self._current
+            if msg is None:
+                if len(self._pending) < HEADER_LENGTH:
+                    break
+                length, _ = parse_header(bytes(self._pending[:HEADER_LENGTH]))
+                msg = self._current = _Partial(length, bytearray())
+            need = min(DECISION_LENGTH, msg.length)
+            if msg.prefix is None:
+                if len(msg.original) + len(self._pending) < need:
+                    out += self._take(msg, HEADER_LENGTH - len(msg.original))
+                    break
+                head = bytes(msg.original) + bytes(self._pending[: need - len(msg.original)])
+                rewritten = rewrite(head + bytes(msg.length - need))
+                if len(rewritten) != msg.length:
+                    raise AssertionError("rewrite changed a message's length")
+                msg.prefix = rewritten[:need]
+            start = len(msg.original)
+            chunk = bytearray(self._take(msg, msg.length - start))
+            patched = msg.prefix[start : start + len(chunk)]
+            chunk[: len(patched)] = patched
+            out += chunk
+            if len(msg.original) < msg.length:
                 break
-            message = bytes(self._pending[:length])
-            rewritten = rewrite(message)
-            if len(rewritten) != length:
-                raise AssertionError("rewrite changed a message's length")
-            out += rewritten
-            del self._pending[:length]
+            parse_message(bytes(msg.original))
+            self._current = None
         if not out:
             return []
         if len(self._unacked) + len(out) > self._max_buffer:

@@ -99,34 +99,108 @@ def test_syn_payload_does_not_bypass_the_alg() -> None:
 
 # Reassembly through the gateway.
 
+def _c1_calls(link: ControlLink) -> list[object]:
+    return [c for c in link.gw.calls() if c.conn.client_ip == C1]
+
+
 @pytest.mark.parametrize("cut", range(1, 168))
 def test_colliding_request_split_at_every_point(cut: int) -> None:
     _, link = collided()
-    out = link.send_pieces(link.client, ocrq(A, serial=3), [cut])
-    assert link.server.stream[-168:] == ocrq(A + 1, serial=3)
-    first = out[0]
-    assert all(not e.segment.payload for e in sent_tcp(first))  # nothing of it leaves early
+    gw = link.gw
+    request, translated = ocrq(A, serial=3), ocrq(A + 1, serial=3)
+    before = len(link.server.stream)
+    counted = gw.counters.call_ids_translated
+    first = link.client_send(request[:cut])
+    got = link.server.stream[before:]
+    decided = cut >= 17
+    if cut < 12:  # no header yet: nothing of it leaves
+        assert got == b"" and all(not e.segment.payload for e in sent_tcp(first))
+    elif not decided:  # the validated header alone; the Call ID waits for bytes 12-16
+        assert got == request[:12]
+    else:  # decided: all that arrived leaves, with the translated Call ID
+        assert got == translated[:cut]
+    # No decision before the decision bytes are in.
+    assert len(_c1_calls(link)) == int(decided)
+    assert gw.counters.call_ids_translated == counted + int(decided)
     assert first.decisions == [] and first.logs == []
+    link.client_send(request[cut:])
+    assert link.server.stream[before:] == translated
+    assert gw.counters.call_ids_translated == counted + 1  # decided once
+    assert len(_c1_calls(link)) == 1 and link.server.conflicts == []
 
 
-def test_request_in_three_segments_is_held_until_complete() -> None:
+def test_request_split_after_thirteen_bytes_lets_the_server_acknowledge_the_header() -> None:
+    _, link = collided()
+    gw = link.gw
+    before = len(link.server.stream)
+    first = link.client_send(ocrq(A)[:13])
+    # The header leaves at once (so the server can acknowledge it), without a decision.
+    [header] = [e.segment for e in sent_tcp(first) if e.segment.payload]
+    assert header.payload == ocrq(A)[:12]
+    assert header.seq == link.seq_at(link.client, link.sent(link.client) - 13)
+    assert _c1_calls(link) == [] and first.drop_reason is None
+    ack = link.send(link.server, flags=TCP_ACK)
+    assert [e.segment.ack for e in sent_tcp(ack)] == [link.seq_at(link.client, before + 12)]
+    [conn] = [c for c in gw.connections() if c.session.inside_ip == C1]
+    assert conn.upstream.acked == before + 12
+    second = link.client_send(ocrq(A)[13:])
+    # The translated Call ID leaves with the rest; the original one never did.
+    assert b"".join(e.segment.payload for e in sent_tcp(second)) == ocrq(A + 1)[12:]
+    assert link.server.stream[before:] == ocrq(A + 1) and link.server.conflicts == []
+    assert len(_c1_calls(link)) == 1
+
+
+def test_request_in_pieces_passes_the_header_then_the_translated_call_id() -> None:
+    _, link = collided()
+    gw = link.gw
+    held = len(link.server.stream)
+    base = link.sent(link.client)
+    counted = gw.counters.call_ids_translated
+    outs = []
+    seen = []
+    calls = []
+    for offset, piece in cuts(ocrq(A), [8, 10, 14, 16, 110]):
+        outs.append(link.client_send(piece, seq=link.seq_at(link.client, base + offset)))
+        seen.append(link.server.stream[held:])
+        calls.append(len(_c1_calls(link)))
+        assert seen[-1][12:14] in (b"", ocrq(A + 1)[12:14])  # never the original Call ID
+    assert seen == [
+        b"", b"",  # no header yet
+        ocrq(A)[:12], ocrq(A)[:12],  # the header alone; bytes 12-15 are held
+        ocrq(A + 1)[:110],  # byte 16 is in: decided, and all that arrived leaves
+        ocrq(A + 1),
+    ]
+    assert outs[0].drop_reason is None  # the new ack goes on as a pure ACK
+    assert outs[1].drop_reason == "control bytes held"
+    assert outs[2].drop_reason is None  # the header
+    assert outs[3].drop_reason == "control bytes held"
+    assert calls == [0, 0, 0, 0, 1, 1]  # no decision before the decision bytes are in
+    assert gw.counters.call_ids_translated == counted + 1  # decided once
+    assert all(o.decisions == [] and o.logs == [] for o in outs)
+    # Each piece's bytes leave as they come, in segments no longer than the client's
+    # largest (its 156-byte SCCRQ).
+    assert [len(s.payload) for s in link.server.data_segments()][-3:] == [12, 98, 58]
+    reply = link.send_pieces(link.server, ocrp(701, A + 1), [3, 30])
+    assert link.client.stream[-32:] == ocrp(701, A)
+    # The reply's decision bytes arrive with its second piece: the call is set up then.
+    assert reply[0].logs == [] and reply[2].logs == []
+    assert [log.event for log in reply[1].logs] == ["set up"]
+    assert link.client.conflicts == [] and link.server.conflicts == []
+
+
+def test_bytes_released_together_go_in_segments_no_longer_than_the_senders_largest() -> None:
     _, link = collided()
     held = len(link.server.stream)
     base = link.sent(link.client)
-    outs = []
-    for offset, piece in cuts(ocrq(A), [20, 110]):
-        outs.append(link.client_send(piece, seq=link.seq_at(link.client, base + offset)))
-        if len(outs) < 3:
-            assert all(not e.segment.payload for e in sent_tcp(outs[-1]))
-            assert len(link.server.stream) == held
-    assert outs[0].drop_reason is None  # the new ack goes on as a pure ACK
-    assert outs[1].drop_reason == "control bytes held"
-    assert link.server.stream[held:] == ocrq(A + 1)
-    # Forwarded in segments no longer than the client's largest (its 156-byte SCCRQ).
-    assert [len(s.payload) for s in link.server.data_segments()][-2:] == [156, 12]
-    reply = link.send_pieces(link.server, ocrp(701, A + 1), [3, 30])
-    assert link.client.stream[-32:] == ocrp(701, A)
-    assert reply[-1].logs[0].event == "set up"
+    data = ocrq(A) + ocrq(6)
+    link.client_send(data[:16], seq=link.seq_at(link.client, base))  # the header leaves
+    for lo, hi in [(17, 120), (120, 220), (220, 336)]:  # beyond a gap: held
+        out = link.client_send(data[lo:hi], seq=link.seq_at(link.client, base + lo))
+        assert all(not e.segment.payload for e in sent_tcp(out))
+    out = link.client_send(data[16:17], seq=link.seq_at(link.client, base + 16))
+    # Bytes 12-335 leave at once, cut to the client's largest segment (its SCCRQ).
+    assert [len(e.segment.payload) for e in sent_tcp(out)] == [156, 156, 12]
+    assert link.server.stream[held:] == ocrq(A + 1) + ocrq(7)
 
 
 def test_several_messages_in_one_segment() -> None:
@@ -281,18 +355,55 @@ def test_message_from_the_wrong_side_resets(name: str, who: str, payload: bytes)
     assert len(gw.connections()) == 1
 
 
-def test_fin_inside_an_incomplete_message_resets() -> None:
+@pytest.mark.parametrize("cut", [5, 12, 14, 16, 17, 50, 167])
+def test_fin_inside_an_incomplete_message_resets(cut: int) -> None:
     _, link = collided()
     link.outgoing_call(A, 701)
     gw = link.gw
-    out = link.send(link.client, echo_request() + ocrq(6)[:50], flags=DATA | TCP_FIN)
+    before = len(link.server.stream)
+    out = link.send(link.client, echo_request() + ocrq(6)[:cut], flags=DATA | TCP_FIN)
     assert gw.counters.truncated_messages == 1 and gw.counters.connections_reset == 1
     assert link.reset_received() == (True, True)
-    assert link.resets_acceptable()  # the RST lands where the server expects it
-    assert link.server.stream.endswith(echo_request())  # whole messages before it go on
-    assert link.server.stream.count(b"\x00\xa8\x00\x01") == 1  # not the partial OCRQ
+    # The RSTs land where each end expects: for the server, after what left of the
+    # truncated message (nothing, its header, or its decided part).
+    assert link.resets_acceptable()
+    if cut < 12:
+        partial = b""
+    elif cut < 17:
+        partial = ocrq(6)[:12]
+    else:  # decided: 6 is taken on the pair (C1's first call has b = 6), so b = 7
+        partial = ocrq(7)[:cut]
+    # Whole messages before it go on, then what the policy let leave of the truncated one.
+    assert link.server.stream[before:] == echo_request() + partial
+    [rst] = link.server.resets
+    assert rst.seq == link.seq_at(link.client, before + 16 + len(partial))
+    assert link.server.fin_at is None  # the FIN did not pass
     assert out.logs and out.logs[0].event == "torn down"
     assert len(gw.connections()) == 1
+
+
+@pytest.mark.parametrize("cut", [13, 20, 39, 40, 100, 167])
+def test_invalid_body_found_when_the_message_completes_resets(cut: int) -> None:
+    """The reserved field after the decision bytes is judged when the last byte is in."""
+    _, link = collided()
+    gw = link.gw
+    bad = bytearray(ocrq(A))
+    bad[39] = 1  # Outgoing-Call-Request's Reserved field (bytes 38-39)
+    left = bytearray(ocrq(A + 1))  # what the server gets: translated, the bytes as sent
+    left[39] = 1
+    before = len(link.server.stream)
+    first = link.client_send(bytes(bad[:cut]))
+    assert not first.errors and gw.counters.malformed_messages == 0
+    assert link.server.stream[before:] == (bad[:12] if cut < 17 else left[:cut])
+    assert len(_c1_calls(link)) == int(cut >= 17)  # decided from the decision bytes
+    out = link.client_send(bytes(bad[cut:]))
+    assert gw.counters.malformed_messages == 1 and gw.counters.connections_reset == 1
+    assert out.errors and "ReservedFieldError" in out.errors[0] and out.drop_reason
+    # Nothing more of it left; the Call ID that left (if any) was the translated one.
+    assert link.server.stream[before:] == (bad[:12] if cut < 17 else left[:cut])
+    assert link.reset_received() == (True, True) and link.resets_acceptable()
+    assert _c1_calls(link) == [] and len(gw.connections()) == 1
+    assert link.server.conflicts == []
 
 
 def test_fin_after_a_gap_is_dropped_until_the_gap_fills() -> None:

@@ -6,9 +6,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alg.codec import OutgoingCallRequest, parse_message, replace
-from alg.errors import BadMagicCookieError, BufferLimitError, CodecError, TruncatedError
-from alg.stream import SEQ_MOD, OutSegment, StreamDirection
+from alg.codec import HEADER_LENGTH, OutgoingCallRequest, parse_header, parse_message, replace
+from alg.errors import (
+    BadMagicCookieError,
+    BufferLimitError,
+    CodecError,
+    ReservedFieldError,
+    TruncatedError,
+)
+from alg.stream import DECISION_LENGTH, SEQ_MOD, OutSegment, StreamDirection
 from tests.unit.pptp_flows import (
     ccrq,
     cuts,
@@ -36,6 +42,71 @@ class Recorder:
         if isinstance(parsed, OutgoingCallRequest):
             return replace(parsed, call_id=(parsed.call_id + 1000) % 65536).encode()
         return message
+
+
+def padded(message: bytes) -> bytes:
+    """What the rewrite is shown of the whole ``message``: its decision bytes, then zeros."""
+    need = min(DECISION_LENGTH, len(message))
+    return message[:need] + bytes(len(message) - need)
+
+
+def policy_output(data: bytes, received: int) -> bytes:
+    """What may have left of the valid stream ``data`` once its first ``received`` bytes are in.
+
+    Whole messages, rewritten as :class:`Recorder` does; of the next message nothing before
+    its 12-byte header is in, the header alone until its decision bytes (17, or all of a
+    shorter message) are in, then everything that has arrived, with the decided prefix.
+    """
+    out = bytearray()
+    offset = 0
+    while received - offset >= HEADER_LENGTH:
+        length = int.from_bytes(data[offset : offset + 2], "big")
+        need = min(DECISION_LENGTH, length)
+        got = min(received - offset, length)
+        if got < need:
+            out += data[offset : offset + HEADER_LENGTH]
+            break
+        prefix = Recorder()(data[offset : offset + need] + bytes(length - need))[:need]
+        out += (prefix + data[offset + need : offset + length])[:got]
+        offset += length
+    return bytes(out)
+
+
+def decided(data: bytes, received: int) -> list[bytes]:
+    """What the rewrite must have been shown once the first ``received`` bytes are in."""
+    out = []
+    offset = 0
+    while received - offset >= HEADER_LENGTH:
+        length = int.from_bytes(data[offset : offset + 2], "big")
+        need = min(DECISION_LENGTH, length)
+        if received - offset < need:
+            break
+        out.append(data[offset : offset + need] + bytes(length - need))
+        offset += length
+    return out
+
+
+def invalid_by(data: bytes, received: int) -> bool:
+    """True when the first ``received`` bytes of ``data`` show an invalid message.
+
+    A bad header once its 12 bytes are in, bad decision bytes (as the rewrite is shown
+    them) once they are in, a bad whole message once its last byte is in.
+    """
+    offset = 0
+    try:
+        while received - offset >= HEADER_LENGTH:
+            length, _ = parse_header(data[offset : offset + HEADER_LENGTH])
+            need = min(DECISION_LENGTH, length)
+            if received - offset < need:
+                return False
+            parse_message(data[offset : offset + need] + bytes(length - need))
+            if received - offset < length:
+                return False
+            parse_message(data[offset : offset + length])
+            offset += length
+    except CodecError:
+        return True
+    return False
 
 
 def rewritten(data: bytes) -> bytes:
@@ -70,7 +141,8 @@ def test_whole_message_is_rewritten_and_forwarded_at_its_sequence() -> None:
     rec = Recorder()
     result = s.feed(BASE, ocrq(5), rec)
     assert result.segments == [OutSegment(BASE, ocrq(1005))]
-    assert rec.seen == [ocrq(5)]
+    # Decided once, from the first 17 bytes; the rest of what the rewrite saw is zeros.
+    assert rec.seen == [ocrq(5)[:17] + bytes(168 - 17)]
     assert s.forwarded == 168 and s.idle and result.held == 0
 
 
@@ -88,40 +160,100 @@ def test_several_messages_in_one_segment() -> None:
     expected = sccrq() + ocrq(1001) + echo_request() + ocrq(1002) + stopccrq()
     assert joined(result.segments) == expected
     assert len(result.segments) == 1
-    assert rec.seen == [sccrq(), ocrq(1), echo_request(), ocrq(2), stopccrq()]
+    # Each message decided once, in order; the 16-byte ones are shown whole.
+    assert rec.seen == [
+        sccrq()[:17] + bytes(156 - 17), ocrq(1)[:17] + bytes(151), echo_request(),
+        ocrq(2)[:17] + bytes(151), stopccrq(),
+    ]
 
 
-def test_segment_ending_inside_a_message_forwards_complete_ones_and_holds_the_rest() -> None:
+def test_segment_ending_inside_a_message_forwards_complete_ones_and_the_decided_part() -> None:
     data = echo_request() + ocrq(9)
     s = StreamDirection(ISN, 4096)
-    result = s.feed(BASE, data[:100], Recorder())
-    assert joined(result.segments) == echo_request()
-    assert result.held == 84 and s.held == 84 and not s.idle
-    result = s.feed(BASE + 100, data[100:], Recorder())
-    assert joined(result.segments) == ocrq(1009)
-    assert [len(x.payload) for x in result.segments] == [100, 68]  # the sender's largest
-    assert contiguous(result.segments, BASE + 16) and s.idle
+    rec = Recorder()
+    result = s.feed(BASE, data[:100], rec)
+    # The OCRQ's decision bytes are in: its first 84 bytes go on, Call ID translated.
+    assert result.segments == [OutSegment(BASE, echo_request() + ocrq(1009)[:84])]
+    assert result.held == 0 and s.held == 0 and not s.idle  # the message is unfinished
+    assert rec.seen == [echo_request(), ocrq(9)[:17] + bytes(151)]
+    result = s.feed(BASE + 100, data[100:], rec)
+    assert result.segments == [OutSegment(BASE + 100, ocrq(1009)[84:])]
+    assert len(rec.seen) == 2 and s.idle  # not decided again
+
+
+def test_segment_ending_inside_the_decision_bytes_forwards_the_header_only() -> None:
+    data = echo_request() + ocrq(9)
+    s = StreamDirection(ISN, 4096)
+    rec = Recorder()
+    result = s.feed(BASE, data[:30], rec)  # the OCRQ's bytes 0-13: Call ID in, byte 16 not
+    assert result.segments == [OutSegment(BASE, echo_request() + ocrq(9)[:12])]
+    assert result.held == 2 and s.held == 2 and not s.idle
+    assert rec.seen == [echo_request()]
+    result = s.feed(BASE + 30, data[30:100], rec)
+    # Bytes 12-83 leave, cut to the sender's largest segment (70 bytes).
+    assert result.segments == [
+        OutSegment(BASE + 28, ocrq(1009)[12:82]), OutSegment(BASE + 98, ocrq(1009)[82:84])
+    ]
+    assert result.held == 0 and rec.seen == [echo_request(), ocrq(9)[:17] + bytes(151)]
+    result = s.feed(BASE + 100, data[100:], rec)
+    assert result.segments == [OutSegment(BASE + 100, ocrq(1009)[84:])]
+    assert len(rec.seen) == 2 and s.idle
+
+
+@pytest.mark.parametrize("cut", range(1, 16))
+def test_message_shorter_than_the_decision_bytes_is_decided_whole(cut: int) -> None:
+    s = StreamDirection(ISN, 4096)
+    rec = Recorder()
+    first = s.feed(BASE, echo_request()[:cut], rec)
+    header = [OutSegment(BASE, echo_request()[:12])] if cut >= HEADER_LENGTH else []
+    assert first.segments == header and rec.seen == []
+    second = s.feed(BASE + cut, echo_request()[cut:], rec)
+    assert joined(first.segments + second.segments) == echo_request()
+    assert rec.seen == [echo_request()] and s.idle  # shown whole: no padding
 
 
 @pytest.mark.parametrize("cut", range(1, 168))
-def test_message_split_at_every_point_is_held_until_complete(cut: int) -> None:
+def test_message_split_at_every_point_leaves_no_untranslated_call_id(cut: int) -> None:
     s = StreamDirection(ISN, 4096)
     rec = Recorder()
+    shown = ocrq(77)[:17] + bytes(151)
     first = s.feed(BASE, ocrq(77)[:cut], rec)
-    assert first.segments == [] and first.held == cut and rec.seen == []
+    if cut < HEADER_LENGTH:  # no header yet: nothing leaves
+        assert first.segments == [] and first.held == cut
+    elif cut < DECISION_LENGTH:  # the header alone; bytes 12-16 held, nothing decided
+        assert first.segments == [OutSegment(BASE, ocrq(77)[:12])]
+        assert first.held == cut - 12
+    else:  # decided: all that arrived leaves, with the translated Call ID
+        assert first.segments == [OutSegment(BASE, ocrq(1077)[:cut])]
+        assert first.held == 0
+    assert rec.seen == ([shown] if cut >= DECISION_LENGTH else [])
+    assert s.forwarded == len(joined(first.segments)) and not s.idle
     second = s.feed(BASE + cut, ocrq(77)[cut:], rec)
-    assert joined(second.segments) == ocrq(1077)
-    assert contiguous(second.segments, BASE)
-    assert rec.seen == [ocrq(77)]
+    out = first.segments + second.segments
+    assert joined(out) == ocrq(1077) and contiguous(out, BASE)
+    assert second.held == 0 and s.idle
+    assert rec.seen == [shown]  # decided once
+    assert ocrq(77)[12:14] not in joined(out)  # the original Call ID never left
 
 
-def test_complete_message_is_resegmented_to_the_senders_largest_segment() -> None:
+def test_bytes_released_at_once_are_resegmented_to_the_senders_largest_segment() -> None:
     s = StreamDirection(ISN, 4096)
-    out: list[OutSegment] = []
-    for offset, piece in cuts(ocrq(3), [40, 80, 120]):
-        out += s.feed(BASE + offset, piece, Recorder()).segments
+    pieces = cuts(ocrq(3), [40, 80, 120])
+    for offset, piece in pieces[1:]:  # beyond a gap: held
+        assert s.feed(BASE + offset, piece, Recorder()).segments == []
+    out = s.feed(BASE, pieces[0][1], Recorder()).segments  # fills the gap: all 168 go
     assert [len(x.payload) for x in out] == [48, 48, 48, 24]
     assert contiguous(out, BASE) and joined(out) == ocrq(1003)
+
+
+def test_decision_bytes_release_what_waited_behind_them_in_the_senders_largest() -> None:
+    s = StreamDirection(ISN, 4096)
+    first = s.feed(BASE, ocrq(3)[:14], Recorder())
+    assert first.segments == [OutSegment(BASE, ocrq(3)[:12])]
+    assert s.feed(BASE + 17, ocrq(3)[17:60], Recorder()).segments == []  # beyond a gap
+    out = s.feed(BASE + 14, ocrq(3)[14:17], Recorder()).segments
+    assert [len(x.payload) for x in out] == [43, 5]  # bytes 12-59, cut at 43
+    assert contiguous(out, BASE + 12) and joined(out) == ocrq(1003)[12:60]
 
 
 def test_header_shorter_than_twelve_bytes_is_held() -> None:
@@ -145,12 +277,21 @@ def test_out_of_order_segments_are_held_then_pulled_in() -> None:
 
 def test_overlapping_segments_take_each_byte_once() -> None:
     data = ocrq(1) + echo_request()
+    expected = ocrq(1001) + echo_request()
     s = StreamDirection(ISN, 4096)
-    out = s.feed(BASE, data[:100], Recorder()).segments
-    out += s.feed(BASE + 50, data[50:150], Recorder()).segments
-    out += s.feed(BASE + 140, data[140:], Recorder()).segments
-    assert joined(out) == ocrq(1001) + echo_request()
-    assert contiguous(out, BASE)
+    rec = Recorder()
+    out = s.feed(BASE, data[:100], rec).segments
+    out += s.feed(BASE + 50, data[50:150], rec).segments
+    out += s.feed(BASE + 140, data[140:], rec).segments
+    new = [x for x in out if not x.retransmission]
+    assert joined(new) == expected and contiguous(new, BASE)
+    # The overlaps had already left: they are replayed as first forwarded.
+    replays = [x for x in out if x.retransmission]
+    assert replays == [
+        OutSegment(BASE + 50, expected[50:100], True),
+        OutSegment(BASE + 140, expected[140:150], True),
+    ]
+    assert rec.seen == [ocrq(1)[:17] + bytes(151), echo_request()]
 
 
 def test_overlapping_out_of_order_segments() -> None:
@@ -297,6 +438,65 @@ def test_bad_header_is_detected_before_the_message_is_complete() -> None:
         s.feed(BASE, bytes(bad[:12]), Recorder())
 
 
+def _bad_reserved_ocrq(call_id: int) -> bytes:
+    """An Outgoing-Call-Request whose Reserved field (bytes 38-39) is not zero."""
+    bad = bytearray(ocrq(call_id))
+    bad[39] = 1
+    return bytes(bad)
+
+
+@pytest.mark.parametrize("cut", [13, 17, 39, 40, 100, 167])
+def test_invalid_body_raises_when_the_message_completes(cut: int) -> None:
+    bad = _bad_reserved_ocrq(77)
+    left = bytearray(ocrq(1077))  # what leaves: translated Call ID, the bytes as sent
+    left[39] = 1
+    s = StreamDirection(ISN, 4096)
+    rec = Recorder()
+    first = s.feed(BASE, bad[:cut], rec)  # the bad field is not judged yet
+    assert joined(first.segments) == (bad[:12] if cut < DECISION_LENGTH else left[:cut])
+    with pytest.raises(ReservedFieldError):
+        s.feed(BASE + cut, bad[cut:], rec)
+    assert s.forwarded == len(joined(first.segments))  # nothing more of it left
+    # Decided once, from its (valid) decision bytes; the Call ID that left is translated.
+    assert rec.seen == [bad[:17] + bytes(151)]
+    assert ocrq(77)[12:14] not in joined(first.segments)
+
+
+def test_invalid_body_in_one_segment_forwards_nothing_of_it() -> None:
+    s = StreamDirection(ISN, 4096)
+    with pytest.raises(ReservedFieldError):
+        s.feed(BASE, echo_request() + _bad_reserved_ocrq(77), Recorder())
+    assert s.forwarded == 0
+
+
+def test_invalid_decision_bytes_raise_before_any_body_byte_leaves() -> None:
+    s = StreamDirection(ISN, 4096)
+    bad = bytearray(ccrq(1))
+    bad[15] = 1  # Call-Clear-Request's Reserved field, within the decision bytes
+    first = s.feed(BASE, bytes(bad[:13]), Recorder())
+    assert joined(first.segments) == bad[:12]
+    with pytest.raises(ReservedFieldError):
+        s.feed(BASE + 13, bytes(bad[13:]), Recorder())
+    assert s.forwarded == 12
+
+
+def test_header_leaves_at_once_and_can_be_acknowledged_before_the_call_id() -> None:
+    s = StreamDirection(ISN, 4096)
+    rec = Recorder()
+    first = s.feed(BASE, ocrq(77)[:13], rec)
+    assert first.segments == [OutSegment(BASE, ocrq(77)[:12])]
+    assert first.held == 1 and rec.seen == []
+    s.acknowledge(BASE + 12)  # the receiver acknowledges the header
+    assert s.acked == 12
+    second = s.feed(BASE + 13, ocrq(77)[13:], rec)
+    assert joined(second.segments) == ocrq(1077)[12:]  # the held byte 12 with the rest
+    assert contiguous(second.segments, BASE + 12)
+    assert rec.seen == [ocrq(77)[:17] + bytes(151)] and s.idle
+    # A retransmission of the whole message replays only the unacknowledged part.
+    again = s.feed(BASE, ocrq(77), rec)
+    assert again.segments == [OutSegment(BASE + 12, ocrq(1077)[12:], True)]
+
+
 def test_rewrite_error_propagates() -> None:
     def refuse(message: bytes) -> bytes:
         raise TruncatedError("no")
@@ -316,6 +516,7 @@ def test_check_end() -> None:
     s = StreamDirection(ISN, 4096)
     assert s.check_end(BASE) is True
     s.feed(BASE, ocrq(1)[:50], Recorder())
+    assert s.forwarded == 50  # partly forwarded, nothing held
     assert s.check_end(BASE + 50) is None  # the stream would end inside a message
     assert s.check_end(BASE + 60) is False  # bytes before it are missing
     s.feed(BASE + 50, ocrq(1)[50:], Recorder())
@@ -325,11 +526,23 @@ def test_check_end() -> None:
     assert s.check_end(BASE + 216) is False
 
 
+@pytest.mark.parametrize(
+    ("cut", "forwarded"), [(5, 0), (12, 12), (14, 12), (17, 17), (100, 100), (167, 167)]
+)
+def test_check_end_inside_a_message_at_every_stage(cut: int, forwarded: int) -> None:
+    s = StreamDirection(ISN, 4096)
+    s.feed(BASE, echo_request() + ocrq(1)[:cut], Recorder())
+    assert s.forwarded == 16 + forwarded
+    assert s.check_end(BASE + 16 + cut) is None  # truncated, however much of it left
+    assert s.check_end(BASE + 16 + forwarded - 1) is False
+    assert s.check_end(BASE + 16 + cut + 1) is False
+
+
 def test_sequence_numbers_wrap_around() -> None:
     isn = SEQ_MOD - 100
     data = sccrq() + ocrq(1) + sli(3)
     s = StreamDirection(isn, 4096)
-    assert s.seq_of(0) == SEQ_MOD - 99
+    assert s.isn == isn and s.seq_of(0) == SEQ_MOD - 99
     assert s.offset_of(5) == 104
     out: list[OutSegment] = []
     for offset, piece in cuts(data, [70, 150, 250]):
@@ -367,6 +580,17 @@ DIALOGUE = (
 EXPECTED = rewritten(DIALOGUE)
 
 
+def test_the_dialogue_fed_whole_is_rewritten_as_expected() -> None:
+    """The reference for the properties below, spelled out."""
+    whole = (
+        sccrq() + echo_request(1) + ocrq(1001) + ocrq(999) + sli(9) + echo_reply(2)
+        + ccrq(1) + ocrq(1300) + stopccrq()
+    )
+    assert whole == EXPECTED
+    assert policy_output(DIALOGUE, len(DIALOGUE)) == EXPECTED
+    assert decided(DIALOGUE, len(DIALOGUE)) == [padded(m) for m in _split(DIALOGUE)]
+
+
 @st.composite
 def delivery(draw: st.DrawFn) -> list[tuple[int, bytes]]:
     """``DIALOGUE`` cut anywhere, shuffled a little, with some segments duplicated."""
@@ -383,6 +607,12 @@ def delivery(draw: st.DrawFn) -> list[tuple[int, bytes]]:
     return sent
 
 
+def _received(have: bytearray) -> int:
+    """Bytes in from the start of the stream, by a map of the offsets received."""
+    gap = have.find(0)
+    return len(have) if gap < 0 else gap
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(delivery(), st.integers(0, SEQ_MOD - 1))
 def test_any_segmentation_and_order_reassembles_to_the_same_output(
@@ -390,21 +620,28 @@ def test_any_segmentation_and_order_reassembles_to_the_same_output(
 ) -> None:
     s = StreamDirection(isn, 65536)
     rec = Recorder()
-    first_copy: dict[int, int] = {}
+    have = bytearray(len(DIALOGUE))
     new: list[OutSegment] = []
     for offset, piece in sent:
         result = s.feed(s.seq_of(offset), piece, rec)
         assert result.dropped_bytes == 0
+        have[offset : offset + len(piece)] = b"\x01" * len(piece)
+        received = _received(have)
         for seg in result.segments:
             start = (seg.seq - s.seq_of(0)) % SEQ_MOD
-            for i, byte in enumerate(seg.payload):
-                # A replay carries exactly the bytes first sent at that offset.
-                assert first_copy.setdefault(start + i, byte) == byte
+            # Every byte that leaves, first time or replayed, is the byte the stream fed
+            # whole gives there: no Call ID ever leaves untranslated, whatever the cuts.
+            assert seg.payload == EXPECTED[start : start + len(seg.payload)]
             if not seg.retransmission:
                 new.append(seg)
+        # Exactly what the policy allows for the bytes in so far has left, and exactly
+        # the messages whose decision bytes are in have been decided, once each.
+        assert joined(new) == policy_output(DIALOGUE, received)
+        assert s.forwarded == len(joined(new))
+        assert rec.seen == decided(DIALOGUE, received)
     assert joined(new) == EXPECTED
     assert contiguous(new, s.seq_of(0))
-    assert rec.seen == [bytes(m) for m in _split(DIALOGUE)]
+    assert rec.seen == [padded(m) for m in _split(DIALOGUE)]
     assert s.idle and s.forwarded == len(DIALOGUE)
 
 
@@ -424,29 +661,60 @@ def test_any_permutation_within_max_buffer(points: list[int], rnd: object) -> No
     pieces = cuts(DIALOGUE, points)
     rnd.shuffle(pieces)  # type: ignore[attr-defined]
     s = StreamDirection(ISN, 65536)
+    rec = Recorder()
+    have = bytearray(len(DIALOGUE))
     out: list[OutSegment] = []
     for offset, piece in pieces:
-        out += s.feed(s.seq_of(offset), piece, Recorder()).segments
+        out += s.feed(s.seq_of(offset), piece, rec).segments
+        have[offset : offset + len(piece)] = b"\x01" * len(piece)
+        # What has left is what the policy allows for the bytes in from the start: a
+        # message's header alone, then its translated decision bytes and what follows.
+        assert joined(out) == policy_output(DIALOGUE, _received(have))
+        assert rec.seen == decided(DIALOGUE, _received(have))
     assert joined(out) == EXPECTED
     assert contiguous(out, BASE)
-    # A message leaves only whole: every segment run ends on a message boundary.
     assert s.idle
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=400), st.lists(st.integers(1, 399), max_size=8))
-def test_arbitrary_bytes_either_pass_whole_messages_or_raise_codec_error(
+MESSAGES = [
+    sccrq(), ocrq(3), echo_request(), sli(4), ccrq(2), stopccrq(), echo_reply(),
+    _bad_reserved_ocrq(3),  # invalid after its decision bytes: found at its last byte
+]
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    """A few messages (one maybe invalid) with up to two bytes overwritten anywhere."""
+    data = bytearray(b"".join(draw(st.lists(st.sampled_from(MESSAGES), min_size=1, max_size=4))))
+    for _ in range(draw(st.integers(0, 2))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=400), damaged()), st.lists(st.integers(1, 700), max_size=8))
+def test_arbitrary_bytes_pass_as_the_policy_says_or_raise_codec_error(
     junk: bytes, points: list[int]
 ) -> None:
     s = StreamDirection(ISN, 4096)
     data = echo_request() + junk
     out: list[OutSegment] = []
-    try:
-        for offset, piece in cuts(data, points):
+    done = 0
+    failed_at = None
+    for offset, piece in cuts(data, points):
+        try:
             out += s.feed(s.seq_of(offset), piece, Recorder()).segments
-    except CodecError:
-        pass
+        except CodecError:
+            failed_at = offset + len(piece)
+            break
+        done = offset + len(piece)
+    # CodecError exactly when, and as soon as, the bytes in show an invalid message.
+    assert not invalid_by(data, done)
+    if failed_at is None:
+        assert done == len(data)
+    else:
+        assert invalid_by(data, failed_at)
     forwarded = joined(out)
-    assert forwarded[:16] == echo_request() or forwarded == b""
-    assert _split(forwarded) == [m for m in _split(forwarded) if len(m) >= 12]
+    assert forwarded == policy_output(data, done)  # the feed that raised sent nothing
+    assert forwarded.startswith(echo_request()) or forwarded in (b"", echo_request()[:12])
     assert len(forwarded) == s.forwarded
