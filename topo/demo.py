@@ -84,7 +84,8 @@ def capture(run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
 def server_view(pcap: Path) -> tuple[str, set[int]]:
     """tshark's decode of the Outgoing-Call-Requests the server received, and their IDs."""
     out = subprocess.run(
-        ["tshark", "-r", str(pcap), "-Y", "pptp.control_message_type == 7",
+        ["tshark", "-r", str(pcap), "-Y",
+         "pptp.control_message_type == 7 && !tcp.analysis.retransmission",
          "-T", "fields", "-e", "ip.src", "-e", "tcp.srcport", "-e", "pptp.call_id"],
         capture_output=True, text=True, check=False,
     ).stdout
