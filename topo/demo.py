@@ -121,8 +121,9 @@ def run_demo(run_dir: Path) -> bool:
         step(f"c2, c3: the project's PNS driver, both with Call ID {SHARED_CALL_ID}")
         drivers = [start_driver("c2", "c2"), start_driver("c3", "c3")]
         wait(lambda: len(established_calls()) >= 3, 20, "three established calls")
-        step("three calls up; passing data both ways for a few seconds")
-        time.sleep(3)
+        step("three calls up; passing data both ways (the switch's flow statistics are "
+             "polled every 5 s)")
+        time.sleep(6)
         heading("display firewall session-table")
         print(display.show(display.DEFAULT_REST, "session-table"))
         heading("display firewall server-map")

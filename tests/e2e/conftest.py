@@ -25,7 +25,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 def gateway(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[..., GatewayLab]]:
-    """A factory: ``gateway(clients, policy="open", public_ips=1)`` builds the lab.
+    """A factory: ``gateway(clients, policy="open", public_ips=1, alg=True)`` builds the lab.
 
     At the end, everything the test started in it is stopped (by PID) and the lab is
     removed (``topo.lab.down``), whatever happened. When the test failed, the app's
@@ -36,10 +36,11 @@ def gateway(
     made: list[GatewayLab] = []
     started = False
 
-    def make(clients: int, policy: str = "open", public_ips: int = 1) -> GatewayLab:
+    def make(clients: int, policy: str = "open", public_ips: int = 1,
+             alg: bool = True) -> GatewayLab:
         nonlocal started
         started = True
-        state = lab.up(clients, policy, public_ips)
+        state = lab.up(clients, policy, public_ips, alg)
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw

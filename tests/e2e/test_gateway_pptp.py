@@ -441,3 +441,29 @@ def test_split_outgoing_call_request_with_a_pause_longer_than_the_rto(
     summary, events, code = driver_result(proc)
     errors = [e["error"] for e in events if e["event"] == "error"]
     assert code == 0 and summary["calls"].get("4242", {}).get("result") == 1, errors
+
+
+def test_alg_off_shows_the_seeds_broken_behaviour(gateway: Factory) -> None:
+    """ALG off: address-only NAT. Two clients with the same Call ID to one server cannot
+    both get their own data back, because the server's GRE to the shared public address
+    carries the same key for both and the gateway can only follow the last sender."""
+    gw = gateway(2, alg=False)
+    server = gw.pptpd(standin=StandinConfig(tag="srv{pid}", count=40, interval=0.05))
+    procs = [
+        gw.driver(f"c{i}", "--call-id", "4242", "--frames", "20", "--interval", "0.1",
+                  "--hold", "1.5", "--tag", f"d{i}")
+        for i in (1, 2)
+    ]
+    results = [driver_result(p) for p in procs]
+    assert gw.counters()["calls_set_up"] == 0 and gw.calls() == []
+    partner = {}
+    for status in server.standins():
+        for tag in status["received_tags"]:
+            partner[tag] = status["tag"]
+    own = [
+        bool(summary["received_tags"])
+        and set(summary["received_tags"]) == {partner.get(f"d{i}")}
+        for i, (summary, _events, _code) in enumerate(results, start=1)
+    ]
+    assert not all(own), (results, partner)
+    assert gw.gre_flows(), gw.flows()
