@@ -28,7 +28,8 @@ class AlgConfig:
         alg_enabled: False gives address-only NAT for TCP/1723 and GRE.
         policy: ``open`` lets inside hosts start anything; ``strict`` only TCP to port
             1723. Outside hosts never start anything.
-        tcp_closing: how long a TCP session lingers after FIN from both sides or RST.
+        tcp_closing: how long a control connection lingers after FIN from both sides
+            (an RST ends it at once).
     """
 
     public_ips: tuple[IPv4Address, ...] = (IPv4Address("203.0.113.2"),)

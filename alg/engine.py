@@ -24,6 +24,7 @@ Policies (also in the README):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ from alg.stream import StreamDirection
 
 PPTP_PORT = 1723
 INCOMING_CALL_ACCEPT = 1
-RST_WINDOW = 65535
+WINDOW = 65535
 
 
 class CallState(enum.Enum):
@@ -124,7 +125,7 @@ class Counters:
     gre_slow_path: int = 0
     policy_denied: int = 0
     no_session_drops: int = 0
-    invalid_rst_drops: int = 0
+    out_of_window_drops: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -272,6 +273,8 @@ class Gateway:
         self._plain_up: dict[tuple[IPv4Address, IPv4Address], PlainGre] = {}
         self._plain_down: dict[tuple[IPv4Address, IPv4Address], PlainGre] = {}
         self._session_packets: dict[int, int] = {}
+        self._pairs_by_id: dict[int, GrePair] = {}
+        self._plain_by_id: dict[int, PlainGre] = {}
 
     # Views for displays and tests.
 
@@ -498,12 +501,18 @@ class Gateway:
             stream, other = conn.upstream, conn.downstream
         else:
             stream, other = conn.downstream, conn.upstream
+        if stream is not None and not self._in_window(stream, seg):
+            self.counters.out_of_window_drops += 1
+            return self._drop("segment outside the window")
+        if stream is None and seg.flags & TCP_RST and not (
+            seg.flags & TCP_ACK and seg.ack == conn.upstream.seq_of(0)
+        ):
+            self.counters.out_of_window_drops += 1
+            return self._drop("RST that does not answer the SYN")
         conn.last_window[direction] = seg.window
         if seg.flags & TCP_RST:
-            if stream is not None and not self._rst_acceptable(stream, seg.seq):
-                self.counters.invalid_rst_drops += 1
-                return self._drop("RST outside the window")
-            out.emits.append(SendTcp(direction, self._translate(conn, direction, seg)))
+            rst = self._translate(conn, direction, seg, payload=b"")
+            out.emits.append(SendTcp(direction, rst))
             self._close_connection(conn, now, "TCP RST", out)
             return out
         if seg.flags & TCP_SYN or stream is None:
@@ -543,7 +552,7 @@ class Gateway:
             if verdict:
                 last_end = (sends[-1].seq + len(sends[-1].payload)) % (1 << 32) if sends else None
                 if last_end == fin_seq:
-                    sends[-1] = replace_flags(sends[-1], sends[-1].flags | TCP_FIN)
+                    sends[-1] = dataclasses.replace(sends[-1], flags=sends[-1].flags | TCP_FIN)
                 else:
                     sends.append(
                         self._translate(
@@ -575,11 +584,18 @@ class Gateway:
         out.emits.extend(SendTcp(direction, s) for s in sends)
         return out
 
-    @staticmethod
-    def _rst_acceptable(stream: StreamDirection, seq: int) -> bool:
-        """An RST must fall between what was forwarded and a window beyond (RFC 5961)."""
-        distance = stream.offset_of(seq) - stream.forwarded
-        return 0 <= distance <= stream.held + RST_WINDOW
+    def _in_window(self, stream: StreamDirection, seg: TcpSegment) -> bool:
+        """Whether a segment's sequence number is plausible for its sender (RFC 5961).
+
+        An RST must fall between what was forwarded and a window beyond it; other
+        segments may also repeat up to a window of older bytes. A segment outside is
+        dropped whole, so a blind spoofer can neither reset a connection nor move the
+        acknowledgement the gateway relies on for retransmissions.
+        """
+        window = max(WINDOW, self.config.max_buffer)
+        distance = stream.offset_of(seg.seq) - stream.forwarded
+        low = 0 if seg.flags & TCP_RST else -window
+        return low <= distance <= stream.held + window
 
     def _repeat_ack(
         self,
@@ -636,13 +652,14 @@ class Gateway:
         up = conn.upstream
         out.emits.append(SendTcp(Direction.OUTBOUND, TcpSegment(
             s.public_ip, s.public_port, s.remote_ip, s.remote_port,
-            seq=up.seq_of(up.forwarded), ack=0, flags=TCP_RST, window=0,
+            seq=up.seq_of(up.forwarded + int(conn.fin_up)), ack=0, flags=TCP_RST, window=0,
         )))
         down = conn.downstream
         if down is not None:
             out.emits.append(SendTcp(Direction.INBOUND, TcpSegment(
                 s.remote_ip, s.remote_port, s.inside_ip, s.inside_port,
-                seq=down.seq_of(down.forwarded), ack=0, flags=TCP_RST, window=0,
+                seq=down.seq_of(down.forwarded + int(conn.fin_down)), ack=0, flags=TCP_RST,
+                window=0,
             )))
         out.drop_reason = reason
         self._close_connection(conn, now, "connection reset", out)
@@ -826,15 +843,20 @@ class Gateway:
         self._up_calls[(conn.client_ip, conn.server_ip, call.server_call_id)] = call
         up = self._up_pairs.get((conn.client_ip, conn.server_ip))
         if up is None:
-            up = self._up_pairs[(conn.client_ip, conn.server_ip)] = GrePair(next(self._ids))
+            up = self._up_pairs[(conn.client_ip, conn.server_ip)] = self._new_pair()
             out.decisions.append(self._upstream_decision(conn, up))
         up.calls.append(call)
         down = self._down_pairs.get((conn.server_ip, conn.public_ip))
         if down is None:
-            down = self._down_pairs[(conn.server_ip, conn.public_ip)] = GrePair(next(self._ids))
+            down = self._down_pairs[(conn.server_ip, conn.public_ip)] = self._new_pair()
         down.calls.append(call)
         self._update_downstream(conn.server_ip, conn.public_ip, down, out, force=True)
         out.logs.append(self._log("set up", call))
+
+    def _new_pair(self) -> GrePair:
+        pair = GrePair(next(self._ids))
+        self._pairs_by_id[pair.entry_id] = pair
+        return pair
 
     def _upstream_decision(self, conn: ControlConnection, pair: GrePair) -> GreUpstreamFlow:
         return GreUpstreamFlow(
@@ -889,11 +911,13 @@ class Gateway:
         up.calls.remove(call)
         if not up.calls:
             del self._up_pairs[(conn.client_ip, conn.server_ip)]
+            del self._pairs_by_id[up.entry_id]
             out.decisions.append(RemoveFlows(FlowKind.GRE_UPSTREAM, up.entry_id))
         down = self._down_pairs[(conn.server_ip, conn.public_ip)]
         down.calls.remove(call)
         if not down.calls:
             del self._down_pairs[(conn.server_ip, conn.public_ip)]
+            del self._pairs_by_id[down.entry_id]
             out.decisions.append(RemoveFlows(FlowKind.GRE_DOWNSTREAM, down.entry_id))
         else:
             self._update_downstream(conn.server_ip, conn.public_ip, down, out)
@@ -979,6 +1003,7 @@ class Gateway:
             public_ip = self.nat.pool.acquire(src_ip)
             binding = PlainGre(src_ip, dst_ip, public_ip, next(self._ids), next(self._ids), now)
             self._plain_up[(src_ip, dst_ip)] = binding
+            self._plain_by_id[binding.up_id] = self._plain_by_id[binding.down_id] = binding
         binding.last_seen = now
         self._plain_down[(dst_ip, binding.public_ip)] = binding
         out.decisions.append(GreUpstreamFlow(
@@ -999,14 +1024,14 @@ class Gateway:
         belongs to, so Left-Time follows traffic the controller never sees.
         """
         if kind is FlowKind.SESSION:
+            if self.nat.get(entry_id) is None:
+                return
             before = self._session_packets.get(entry_id, 0)
             self._session_packets[entry_id] = packets
             if packets != before and packets > 0:
                 self.nat.touch(entry_id, now)
             return
-        pair = self._pair_by_id(kind, entry_id)
-        if kind is FlowKind.PIPELINE:
-            return
+        pair = self._pairs_by_id.get(entry_id)
         if pair is not None:
             grew = packets != pair.packets and packets > 0
             pair.packets = packets
@@ -1017,32 +1042,51 @@ class Gateway:
                 for call in pair.calls:
                     call.last_data = now
             return
-        for binding in self._plain_up.values():
-            if entry_id in (binding.up_id, binding.down_id) and packets > 0:
-                # Two entries, two counters: comparing one with the other is no growth.
-                up = entry_id == binding.up_id
-                if packets != (binding.packets if up else binding.down_packets):
-                    binding.last_seen = now
-                if up:
-                    binding.packets = packets
-                else:
-                    binding.down_packets = packets
+        binding = self._plain_by_id.get(entry_id)
+        if binding is not None and packets > 0:
+            # Two entries, two counters: comparing one with the other is no growth.
+            up = entry_id == binding.up_id
+            if packets != (binding.packets if up else binding.down_packets):
+                binding.last_seen = now
+            if up:
+                binding.packets = packets
+            else:
+                binding.down_packets = packets
+
+    def flow_removed(self, kind: FlowKind, entry_id: int) -> None:
+        """The switch removed an entry (idle timeout, deletion, eviction).
+
+        Its packet count starts again from zero if the entry is installed again (the
+        next packet of a live session or call is punted and re-installs it), so the last
+        count is forgotten. Ageing itself is the core's, by :meth:`tick`.
+        """
+        if kind is FlowKind.SESSION:
+            self._session_packets.pop(entry_id, None)
+            return
+        pair = self._pairs_by_id.get(entry_id)
+        if pair is not None:
+            pair.packets = 0
+            return
+        binding = self._plain_by_id.get(entry_id)
+        if binding is not None:
+            if entry_id == binding.up_id:
+                binding.packets = 0
+            else:
+                binding.down_packets = 0
 
     def gre_flow_packets(self, call: Call) -> tuple[int, int]:
-        """Packets the switch reported for a call's upstream and downstream entries."""
+        """Packets the switch carried for a call: client -> server, server -> client.
+
+        The client -> server entry is shared by the calls of one (client, server) pair,
+        so its count is the pair's. The server -> client count is the flow's only on the
+        fast path (one call on the pair); on the slow path the controller counts each
+        call's packets itself (``Call.packets_down``), so the punt entry adds nothing.
+        """
         conn = call.conn
         up = self._up_pairs.get((conn.client_ip, conn.server_ip))
         down = self._down_pairs.get((conn.server_ip, conn.public_ip))
-        return (up.packets if up else 0, down.packets if down else 0)
-
-    def _pair_by_id(self, kind: FlowKind, entry_id: int) -> GrePair | None:
-        if kind is FlowKind.GRE_UPSTREAM:
-            pairs = self._up_pairs
-        elif kind is FlowKind.GRE_DOWNSTREAM:
-            pairs = self._down_pairs
-        else:
-            return None
-        return next((p for p in pairs.values() if p.entry_id == entry_id), None)
+        fast = down is not None and down.mode is not None
+        return (up.packets if up else 0, down.packets if down is not None and fast else 0)
 
     def tick(self, now: float) -> Output:
         """Age everything by the clock: sessions, connections, server-maps, hold-downs."""
@@ -1066,6 +1110,7 @@ class Gateway:
         for key, binding in list(self._plain_up.items()):
             if now - binding.last_seen >= self.config.gre_idle:
                 del self._plain_up[key]
+                del self._plain_by_id[binding.up_id], self._plain_by_id[binding.down_id]
                 if self._plain_down.get((binding.server_ip, binding.public_ip)) is binding:
                     del self._plain_down[(binding.server_ip, binding.public_ip)]
                 self.nat.pool.release(binding.client_ip)
@@ -1074,10 +1119,3 @@ class Gateway:
         self.call_ids.purge(now)
         return out
 
-
-def replace_flags(seg: TcpSegment, flags: int) -> TcpSegment:
-    """``seg`` with other TCP flags."""
-    return TcpSegment(
-        seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port, seg.seq, seg.ack, flags,
-        seg.window, seg.payload, seg.options,
-    )

@@ -33,8 +33,9 @@ class Proto(enum.IntEnum):
 class AddressPool:
     """Public addresses shared by inside hosts, with paired pooling.
 
-    The pool counts references per inside host, not sessions: NAT sessions and PPTP calls
-    each hold one. A host is bound to its address from its first reference to its last.
+    The pool counts references per inside host, not sessions: NAT sessions (the PPTP
+    control connection's among them, which its calls share) and ALG-off GRE bindings each
+    hold one. A host is bound to its address from its first reference to its last.
     """
 
     def __init__(self, addresses: Sequence[IPv4Address]) -> None:

@@ -18,7 +18,8 @@ Policy (also in the README):
   validated 12-byte header may pass at once; bytes 12-16 are held until all of them are
   in, then translated and passed with whatever else has arrived; the rest of the body
   passes as it comes. So no Call ID ever leaves untranslated, and a sender that waits for
-  acknowledgements (a retransmission timeout in the middle of a message) never stalls.
+  acknowledgements keeps going; only a cut inside bytes 12-16 with the rest sent after
+  the sender's retransmission timeout stalls (nobody may acknowledge those bytes).
   Runs are forwarded in segments no longer than the largest the sender has sent.
 * The rest of a message is validated when its last byte arrives (reserved fields,
   Length): a failure there resets the connection like any other malformed message.

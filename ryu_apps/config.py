@@ -46,6 +46,12 @@ def register(conf: Any) -> None:
             cfg.FloatOpt("call_id_hold_down", default=defaults.call_id_hold_down),
             cfg.IntOpt("max_buffer", default=defaults.max_buffer,
                        help="bytes held at most per direction of a control connection"),
+            cfg.FloatOpt("tcp_closing", default=defaults.tcp_closing,
+                         help="seconds a control connection lingers after both FINs"),
+            cfg.IntOpt("port_min", default=defaults.port_min,
+                       help="lowest public port handed out when the inside port is taken"),
+            cfg.IntOpt("port_max", default=defaults.port_max,
+                       help="highest public port handed out"),
             cfg.FloatOpt("stats_interval", default=5.0,
                          help="seconds between flow statistics polls"),
         ],
@@ -127,7 +133,7 @@ def load(values: Mapping[str, Any]) -> GatewayConfig:
     parts = mac.split(":")
     if len(parts) != 6 or not all(len(p) == 2 and _is_hex(p) for p in parts):
         raise ConfigError(f"{GROUP}.gateway_mac", f"not a MAC address: {mac!r}")
-    stats_interval = float(values.get("stats_interval") or 5.0)
+    stats_interval = float(values.get("stats_interval", 5.0))
     if stats_interval <= 0:
         raise ConfigError(f"{GROUP}.stats_interval", "must be positive")
     defaults = AlgConfig()
@@ -140,6 +146,9 @@ def load(values: Mapping[str, Any]) -> GatewayConfig:
             gre_idle=float(values.get("gre_idle", defaults.gre_idle)),
             call_id_hold_down=float(values.get("call_id_hold_down", defaults.call_id_hold_down)),
             max_buffer=int(values.get("max_buffer", defaults.max_buffer)),
+            tcp_closing=float(values.get("tcp_closing", defaults.tcp_closing)),
+            port_min=int(values.get("port_min", defaults.port_min)),
+            port_max=int(values.get("port_max", defaults.port_max)),
             alg_enabled=bool(values.get("alg", True)),
             policy=policy,
         )

@@ -638,7 +638,7 @@ def test_an_rst_outside_the_window_is_dropped() -> None:
     link.outgoing_call(A, 9)
     in_window = link.server.snd_nxt
     out = link.send(link.server, flags=TCP_RST, seq=in_window + 200000, ack=0)
-    assert out.emits == [] and gw.counters.invalid_rst_drops == 1
+    assert out.emits == [] and gw.counters.out_of_window_drops == 1
     assert gw.calls_in_progress == 1
     link.send(link.server, flags=TCP_RST, seq=in_window, ack=0)
     assert gw.calls_in_progress == 0 and gw.connections() == []
@@ -653,3 +653,38 @@ def test_a_new_syn_on_the_same_four_tuple_starts_a_new_connection() -> None:
     assert new.outgoing_call(A + 3, 10) == A + 3
     retransmitted_syn = new.send(new.client, flags=TCP_SYN, seq=77777, ack=0)
     assert sent_tcp(retransmitted_syn) and gw.calls_in_progress == 1
+
+
+def test_a_blind_segment_outside_the_window_moves_nothing() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    start = link.sent(link.client)
+    link.client_send(echo_request(1))
+    far = link.server.snd_nxt + (1 << 30)
+    spoof = link.send(link.server, flags=TCP_ACK, seq=far,
+                      ack=link.seq_at(link.client, start + 16))
+    assert spoof.emits == [] and gw.counters.out_of_window_drops == 1
+    replay = link.client_send(echo_request(1), seq=link.seq_at(link.client, start))
+    [again] = sent_tcp(replay)
+    assert again.direction is Direction.OUTBOUND and again.segment.payload == echo_request(1)
+
+
+def test_an_rst_before_the_syn_ack_must_answer_the_syn() -> None:
+    gw = gateway()
+    link = ControlLink(gw)
+    link.send(link.client, flags=TCP_SYN, ack=0)
+    blind = link.send(link.server, flags=TCP_RST, ack=0)
+    assert blind.emits == [] and gw.connections()
+    answer = link.send(link.server, flags=TCP_RST | TCP_ACK, ack=link.client.isn + 1)
+    assert sent_tcp(answer) and gw.connections() == []
+
+
+def test_the_reset_after_a_fin_lands_after_the_fin() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    link.fin(link.server)
+    fin_end = link.server.snd_nxt
+    out = link.client_send(ocrq(A)[:20] + b"\xff" * 148)
+    resets = [e.segment for e in sent_tcp(out) if e.segment.flags & TCP_RST]
+    to_client = [r for r in resets if r.dst_ip == C1]
+    assert [r.seq for r in to_client] == [fin_end]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from alg.engine import CallState, Gateway
-from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows
+from alg.events import Direction, FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows
 from tests.unit.pptp_flows import (
     C1,
     C2,
@@ -143,3 +143,44 @@ def test_flow_removed_entries_reappear_when_traffic_is_punted() -> None:
     assert out.decisions == [down]
     [call] = gw.calls()
     assert call.last_data == 11.0 and call.slow_path_packets == 2
+
+
+def test_flow_removed_forgets_the_count_so_a_reinstalled_entry_counts_afresh() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    link.outgoing_call(7, 70)
+    up = next(d for out in link.outputs for d in out.decisions if isinstance(d, GreUpstreamFlow))
+    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 50, now=10)
+    [call] = gw.calls()
+    assert call.last_data == 10
+    gw.flow_removed(FlowKind.GRE_UPSTREAM, up.entry_id)
+    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 3, now=20)
+    assert call.last_data == 20
+
+
+def test_stats_of_a_session_that_is_gone_leave_no_state() -> None:
+    gw = gateway()
+    out = gw.handle_udp(Direction.OUTBOUND, C1, 5000, SERVER, 53, now=0)
+    assert out.decisions
+    gw.tick(now=10_000)
+    gw.flow_stats(FlowKind.SESSION, 1, 5, now=10_001)
+    assert gw.nat.get(1) is None and gw._session_packets == {}
+    gw.flow_removed(FlowKind.SESSION, 1)
+
+
+def test_slow_path_packets_are_not_counted_twice() -> None:
+    gw = gateway()
+    one = ControlLink(gw, C1, 40000).start()
+    b1 = one.outgoing_call(7, 70)
+    two = ControlLink(gw, C2, 40001).start()
+    two.outgoing_call(7, 71)
+    assert one.public_ip is not None
+    down = next(d for out in two.outputs for d in out.decisions
+                if isinstance(d, GreDownstreamFlow))
+    for _ in range(3):
+        down_gre(gw, one.public_ip, b1, now=1)
+    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 3, now=2)
+    first = next(c for c in gw.calls() if c.conn.client_ip == C1)
+    second = next(c for c in gw.calls() if c.conn.client_ip != C1)
+    assert gw.gre_flow_packets(first)[1] + first.packets_down == 3
+    assert gw.gre_flow_packets(second)[1] + second.packets_down == 0
