@@ -13,9 +13,12 @@ priority     entries
 1000         ARP -> controller
 900          TCP/1723 from inside ports and from the outside to a public address ->
              controller (ALG on)
-500          NAT sessions (both directions), server-map GRE entries
+500          NAT sessions (both directions), server-map GRE entries (those for
+             packets from inside match the inside host's port); a (server, public
+             address) pair on the slow path has a GRE_DOWNSTREAM entry whose action is
+             output:CONTROLLER, so slow-path GRE reaches the controller here
 100          other IPv4 from inside ports, and from outside to a public address ->
-             controller (first packets, ICMP echo, slow-path and unknown GRE)
+             controller (first packets, ICMP echo, GRE that matches no server-map)
 0            everything else: dropped
 ===========  =====================================================================
 """
@@ -29,10 +32,10 @@ from typing import Any
 
 from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows, SessionFlows
 from alg.nat import Proto
+from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
 
 COOKIE_TAG = 0x50 << 56
 COOKIE_TAG_MASK = 0xFF << 56
-COOKIE_KIND_MASK = 0xFFFF << 48
 COOKIE_ID_MASK = (1 << 48) - 1
 
 PRIORITY_ARP = 1000
@@ -42,8 +45,6 @@ PRIORITY_PUNT = 100
 PRIORITY_DROP = 0
 
 PPTP_PORT = 1723
-ETH_TYPE_IPV4 = 0x0800
-ETH_TYPE_ARP = 0x0806
 
 
 def cookie(kind: FlowKind, entry_id: int = 0) -> int:
@@ -167,15 +168,16 @@ def session_flows(
     Args:
         dp: the datapath (for its parser).
         decision: the session and its idle timeout.
-        inside: the inside host's port and MAC.
+        inside: the inside host's port and MAC; the outbound entry matches only packets
+            from that port.
         outside: the next hop toward the remote end.
         gateway_mac: the MAC the gateway sends from.
     """
     parser = dp.ofproto_parser
     s = decision.session
     out_match = parser.OFPMatch(
-        eth_type=ETH_TYPE_IPV4, ipv4_src=str(s.inside_ip), ipv4_dst=str(s.remote_ip),
-        **_l4_match(s.proto, s.inside_port, s.remote_port),
+        in_port=inside.port, eth_type=ETH_TYPE_IPV4, ipv4_src=str(s.inside_ip),
+        ipv4_dst=str(s.remote_ip), **_l4_match(s.proto, s.inside_port, s.remote_port),
     )
     out_actions = [
         parser.OFPActionSetField(ipv4_src=str(s.public_ip)),
@@ -197,12 +199,19 @@ def session_flows(
     ]
 
 
-def gre_upstream(dp: Any, decision: GreUpstreamFlow, outside: L2, gateway_mac: str) -> Any:
-    """Server-map 2: client -> server GRE leaves from the public address."""
+def gre_upstream(
+    dp: Any, decision: GreUpstreamFlow, client: L2, outside: L2, gateway_mac: str
+) -> Any:
+    """Server-map 2: client -> server GRE leaves from the public address.
+
+    Args:
+        client: the client's port and MAC; the entry matches only packets from that port.
+        outside: the next hop toward the server.
+    """
     parser = dp.ofproto_parser
     match = parser.OFPMatch(
-        eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE, ipv4_src=str(decision.client_ip),
-        ipv4_dst=str(decision.server_ip),
+        in_port=client.port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE,
+        ipv4_src=str(decision.client_ip), ipv4_dst=str(decision.server_ip),
     )
     actions = [
         parser.OFPActionSetField(ipv4_src=str(decision.public_ip)),

@@ -10,10 +10,18 @@ The app decodes each packet-in once, hands the core a plain event with the time,
 the core's output into flow-mods (``ryu_apps.flows``) and packet-outs
 (``ryu_apps.packets``). It owns only L2 facts: which port and MAC an address is behind,
 and answering and resolving ARP. Every PPTP and NAT decision is the core's.
+
+Before the core sees a packet the app drops, and counts: IP fragments
+(``fragments_dropped``), packets with a bad TCP, UDP or ICMP checksum (``bad_checksums``),
+and packets or ARP from an inside port claiming an inside address first seen on another
+port (``spoofed_drops``: each inside address is pinned to the port it was first seen on,
+its MAC may change by ARP on that port). Inside multicast and broadcast is dropped
+silently, never NATed out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -54,6 +62,8 @@ gwconfig.register(CONF)
 
 ARP_QUEUE_LIMIT = 64
 ARP_RETRY_SECONDS = 1.0
+ARP_RETRIES = 5
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
 
 @dataclass
@@ -69,6 +79,9 @@ class AppCounters:
     arp_replies_sent: int = 0
     arp_queue_drops: int = 0
     ttl_expired: int = 0
+    spoofed_drops: int = 0
+    fragments_dropped: int = 0
+    bad_checksums: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -77,11 +90,19 @@ class AppCounters:
 
 @dataclass
 class PendingArp:
-    """Frames waiting for an address to be resolved."""
+    """Frames waiting for an address to be resolved.
+
+    Attributes:
+        side: ``"inside"`` or ``"outside"``: where the address is, and the only side
+            whose ARP resolves it.
+        sent_at: when the last request went out.
+        requests: how many requests went out (the first and its retries).
+    """
 
     side: str
     sent_at: float
     frames: deque[Callable[[L2], None]] = field(default_factory=deque)
+    requests: int = 0
 
 
 class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
@@ -107,7 +128,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.outside_hosts: dict[IPv4Address, L2] = {}
         self.pending_arp: dict[IPv4Address, PendingArp] = {}
         self._stats_parts: dict[tuple[FlowKind, int], int] = {}
-        self.started = time.monotonic()
+        self._next_stats = 0.0
         wsgi = kwargs.get("wsgi")
         if wsgi is not None:
             from ryu_apps.rest import register_rest
@@ -189,10 +210,22 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             return
         ip = frame.ip
         assert ip is not None
+        if ip.fragment:
+            self.counters.fragments_dropped += 1
+            return
+        if not packets.l4_checksum_ok(ip):
+            self.counters.bad_checksums += 1
+            return
         if side == "inside":
             if ip.src not in self.config.inside_subnet:
                 return
-            self.inside_hosts[ip.src] = L2(in_port, packets.mac_text(frame.src_mac))
+            if self._learn_inside(ip.src, in_port, frame.src_mac, from_arp=False) is None:
+                return
+            if (
+                ip.dst.is_multicast or ip.dst == LIMITED_BROADCAST
+                or ip.dst == self.config.inside_subnet.broadcast_address
+            ):
+                return
             if ip.dst == self.config.inside_gateway:
                 self._answer_gateway_ping(dp, in_port, frame.src_mac, ip)
                 return
@@ -262,15 +295,37 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             if isinstance(emit, Forward):
                 if original is not None:
                     self._forward(dp, emit, original)
-            elif isinstance(emit, SendTcp):
+                continue
+            header = self._header_from(original)
+            if header is None:
+                continue
+            if isinstance(emit, SendTcp):
                 seg = emit.segment
                 ip = packets.build_ipv4(
-                    seg.src_ip, seg.dst_ip, packets.PROTO_TCP, packets.build_tcp(seg)
+                    seg.src_ip, seg.dst_ip, packets.PROTO_TCP, packets.build_tcp(seg), **header
                 )
                 self._send_ip(dp, emit.direction, seg.dst_ip, ip)
             elif isinstance(emit, SendGre):
-                ip = packets.build_ipv4(emit.src_ip, emit.dst_ip, packets.PROTO_GRE, emit.gre)
+                ip = packets.build_ipv4(
+                    emit.src_ip, emit.dst_ip, packets.PROTO_GRE, emit.gre, **header
+                )
                 self._send_ip(dp, emit.direction, emit.dst_ip, ip)
+
+    def _header_from(self, original: packets.Ipv4 | None) -> dict[str, Any] | None:
+        """IPv4 header fields for a packet sent on behalf of ``original``.
+
+        The incoming packet's TTL less one, identification, TOS and DF; the defaults
+        without one; None (counted in ``ttl_expired``) when its TTL is spent.
+        """
+        if original is None:
+            return {}
+        if original.ttl <= 1:
+            self.counters.ttl_expired += 1
+            return None
+        return {
+            "ttl": original.ttl - 1, "ident": original.ident, "tos": original.tos,
+            "dont_fragment": original.dont_fragment,
+        }
 
     def _flow_mods(self, dp: Any, decision: object) -> list[Any]:
         gw_mac = self.config.gateway_mac
@@ -284,24 +339,24 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                 return []
             return flows.session_flows(dp, decision, inside, outside, gw_mac)
         if isinstance(decision, GreUpstreamFlow):
+            client = self.inside_hosts.get(decision.client_ip)
             outside = self._outside_l2(decision.server_ip)
-            return [] if outside is None else [flows.gre_upstream(dp, decision, outside, gw_mac)]
+            if client is None or outside is None:
+                return []
+            return [flows.gre_upstream(dp, decision, client, outside, gw_mac)]
         if isinstance(decision, GreDownstreamFlow):
             assert self.outside_port is not None
             client = None
             if decision.client_ip is not None:
                 client = self.inside_hosts.get(decision.client_ip)
                 if client is None:
-                    decision = GreDownstreamFlow(
-                        decision.entry_id, decision.server_ip, decision.public_ip, None,
-                        decision.idle_timeout,
-                    )
+                    decision = dataclasses.replace(decision, client_ip=None)
             return [flows.gre_downstream(dp, decision, self.outside_port, client, gw_mac)]
         return []
 
     def _forward(self, dp: Any, emit: Forward, original: packets.Ipv4) -> None:
-        if original.ttl <= 1:
-            self.counters.ttl_expired += 1
+        header = self._header_from(original)
+        if header is None:
             return
         t = emit.translation
         outbound = emit.direction is Direction.OUTBOUND
@@ -310,8 +365,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         )
         l4 = packets.fix_l4(t.src_ip, t.dst_ip, original.proto, l4)
         ip = packets.build_ipv4(
-            t.src_ip, t.dst_ip, original.proto, l4, ttl=original.ttl - 1,
-            ident=original.ident, tos=original.tos, options=original.options,
+            t.src_ip, t.dst_ip, original.proto, l4, options=original.options, **header
         )
         self._send_ip(dp, emit.direction, t.dst_ip, ip)
 
@@ -357,17 +411,41 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         hop = self._outside_hop(dst)
         return None if hop is None else self.outside_hosts.get(hop)
 
+    def _learn_inside(
+        self, ip: IPv4Address, port: int, mac: bytes, from_arp: bool
+    ) -> L2 | None:
+        """Where inside address ``ip`` is, learnt from a packet or ARP from ``port``.
+
+        The address is pinned to the port it was first seen on: from another port it is a
+        spoof (None, counted). ARP on that port may change the MAC; IP packets do not.
+        """
+        known = self.inside_hosts.get(ip)
+        if known is None:
+            known = self.inside_hosts[ip] = L2(port, packets.mac_text(mac))
+        elif known.port != port:
+            self.counters.spoofed_drops += 1
+            return None
+        elif from_arp:
+            text = packets.mac_text(mac)
+            if text != known.mac:
+                known = self.inside_hosts[ip] = L2(port, text)
+        return known
+
     def _handle_arp(
         self, dp: Any, side: str, in_port: int, src_mac: bytes, arp: packets.Arp
     ) -> None:
-        l2 = L2(in_port, packets.mac_text(arp.sender_mac))
+        learned: L2 | None = None
         if side == "inside":
             if arp.sender_ip in self.config.inside_subnet:
-                self.inside_hosts[arp.sender_ip] = l2
+                learned = self._learn_inside(arp.sender_ip, in_port, arp.sender_mac, True)
+                if learned is None:
+                    return
             ours = arp.target_ip == self.config.inside_gateway
         else:
             if arp.sender_ip in self.config.outside_subnet:
-                self.outside_hosts[arp.sender_ip] = l2
+                learned = L2(in_port, packets.mac_text(arp.sender_mac))
+                if self.outside_hosts.get(arp.sender_ip) != learned:
+                    self.outside_hosts[arp.sender_ip] = learned
             ours = arp.target_ip in self.config.alg.public_ips
         if arp.opcode == packets.ARP_REQUEST and ours:
             gw_mac = packets.mac_bytes(self.config.gateway_mac)
@@ -378,10 +456,11 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                 dp, in_port, packets.build_ethernet(src_mac, gw_mac, packets.ETH_TYPE_ARP, body)
             )
             self.counters.arp_replies_sent += 1
-        pending = self.pending_arp.pop(arp.sender_ip, None)
-        if pending is not None:
+        pending = self.pending_arp.get(arp.sender_ip)
+        if pending is not None and learned is not None and pending.side == side:
+            del self.pending_arp[arp.sender_ip]
             while pending.frames:
-                pending.frames.popleft()(l2)
+                pending.frames.popleft()(learned)
 
     def _queue_for(
         self, dp: Any, side: str, target: IPv4Address, action: Callable[[L2], None]
@@ -394,9 +473,13 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             self.counters.arp_queue_drops += 1
         else:
             pending.frames.append(action)
-        if now - pending.sent_at >= ARP_RETRY_SECONDS:
-            pending.sent_at = now
-            self._send_arp_request(dp, side, target)
+        if now - pending.sent_at >= ARP_RETRY_SECONDS and pending.requests <= ARP_RETRIES:
+            self._request(dp, target, pending, now)
+
+    def _request(self, dp: Any, target: IPv4Address, pending: PendingArp, now: float) -> None:
+        pending.sent_at = now
+        pending.requests += 1
+        self._send_arp_request(dp, pending.side, target)
 
     def _send_arp_request(self, dp: Any, side: str, target: IPv4Address) -> None:
         gw_mac = packets.mac_bytes(self.config.gateway_mac)
@@ -433,26 +516,43 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     def _poll(self) -> None:
         while True:
-            hub.sleep(self.config.stats_interval)
-            dp = self.datapath
-            if dp is None or self.outside_port is None:
-                continue
+            hub.sleep(ARP_RETRY_SECONDS)
             try:
-                dp.send_msg(flows.stats_request(dp))
-                self.apply(dp, self.core.tick(self.now()))
-                self._retry_arp(dp)
+                self.periodic(self.now())
             except Exception:
                 LOG.exception("periodic work failed")
 
+    def periodic(self, now: float) -> None:
+        """One wake-up of the poller (every second).
+
+        ARP retries each time; a flow statistics request and the core's ageing every
+        ``stats_interval`` seconds.
+        """
+        dp = self.datapath
+        if dp is None or self.outside_port is None:
+            return
+        self._retry_arp(dp)
+        if now >= self._next_stats:
+            self._next_stats = now + self.config.stats_interval
+            self._stats_parts = {}
+            dp.send_msg(flows.stats_request(dp))
+            self.apply(dp, self.core.tick(now))
+
     def _retry_arp(self, dp: Any) -> None:
+        """Re-send unanswered ARP requests, one a second.
+
+        A second after the last of ``ARP_RETRIES`` retries went unanswered, the waiting
+        frames are dropped (counted in ``arp_queue_drops``).
+        """
         now = self.now()
         for target, pending in list(self.pending_arp.items()):
-            if now - pending.sent_at > 5 * ARP_RETRY_SECONDS:
+            if now - pending.sent_at < ARP_RETRY_SECONDS:
+                continue
+            if pending.requests > ARP_RETRIES:
                 self.counters.arp_queue_drops += len(pending.frames)
                 del self.pending_arp[target]
-            elif now - pending.sent_at >= ARP_RETRY_SECONDS:
-                pending.sent_at = now
-                self._send_arp_request(dp, pending.side, target)
+            else:
+                self._request(dp, target, pending, now)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[misc]
     def _flow_stats(self, ev: Any) -> None:
@@ -470,7 +570,12 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[misc]
     def _flow_removed(self, ev: Any) -> None:
+        """Count the removal and tell the core which of its entries is gone."""
         self.counters.flows_removed += 1
+        decoded = flows.decode_cookie(ev.msg.cookie)
+        if decoded is not None:
+            kind, entry_id = decoded
+            self.core.flow_removed(kind, entry_id)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)  # type: ignore[misc]
     def _error(self, ev: Any) -> None:

@@ -3,6 +3,13 @@ UDP, ICMP echo and GRE. Pure functions over bytes; checksums per RFC 791/793/768
 
 Every unpack is preceded by a length check; a frame too short or not IPv4/ARP decodes to
 None (the app drops it and counts it).
+
+Limitation: IP fragments are not reassembled. ``decode_frame`` marks them
+(:attr:`Ipv4.fragment`) and the app drops them (counted in ``fragments_dropped``): the
+ALG needs the TCP header and the PPTP fields of every control segment, and the NAT the
+ports. PPTP control connections and GRE on these links are not fragmented (TCP segments
+fit the MSS, and GRE carries PPP frames within the link MTU); other fragmented traffic
+through the gateway is lost.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ TCP = struct.Struct("!HHIIBBHHH")
 UDP = struct.Struct("!HHHH")
 ICMP_ECHO = struct.Struct("!BBHHH")
 WORD = struct.Struct("!H")
+
+IP_DF = 0x4000
+IP_MF = 0x2000
+IP_OFFSET_MASK = 0x1FFF
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -71,7 +82,12 @@ class Arp:
 
 @dataclass(frozen=True)
 class Ipv4:
-    """An IPv4 packet, header fields plus the L4 bytes (options kept raw)."""
+    """An IPv4 packet, header fields plus the L4 bytes (options kept raw).
+
+    Attributes:
+        dont_fragment: the DF flag.
+        fragment: part of a fragmented datagram (MF set or a non-zero offset).
+    """
 
     src: IPv4Address
     dst: IPv4Address
@@ -81,6 +97,8 @@ class Ipv4:
     tos: int
     options: bytes
     payload: bytes
+    dont_fragment: bool = False
+    fragment: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,13 +126,15 @@ def decode_frame(data: bytes) -> Frame | None:
         return Frame(dst, src, arp=Arp(op, smac, IPv4Address(sip), tmac, IPv4Address(tip)))
     if eth_type != ETH_TYPE_IPV4 or len(body) < IPV4.size:
         return None
-    ver_ihl, tos, total, ident, _frag, ttl, proto, _csum, sip, dip = IPV4.unpack_from(body)
+    ver_ihl, tos, total, ident, frag, ttl, proto, _csum, sip, dip = IPV4.unpack_from(body)
     ihl = (ver_ihl & 0x0F) * 4
     if ver_ihl >> 4 != 4 or ihl < IPV4.size or total < ihl or len(body) < total:
         return None
     ip = Ipv4(
         IPv4Address(sip), IPv4Address(dip), proto, ttl, ident, tos,
         bytes(body[IPV4.size : ihl]), bytes(body[ihl:total]),
+        dont_fragment=bool(frag & IP_DF),
+        fragment=bool(frag & IP_MF) or bool(frag & IP_OFFSET_MASK),
     )
     return Frame(dst, src, ip=ip)
 
@@ -154,13 +174,13 @@ def decode_icmp_echo(ip: Ipv4) -> tuple[int, int] | None:
 
 def build_ipv4(
     src: IPv4Address, dst: IPv4Address, proto: int, payload: bytes, *, ttl: int = 64,
-    ident: int = 0, tos: int = 0, options: bytes = b"",
+    ident: int = 0, tos: int = 0, options: bytes = b"", dont_fragment: bool = False,
 ) -> bytes:
-    """An IPv4 packet with a correct header checksum (Don't Fragment clear)."""
+    """An IPv4 packet with a correct header checksum, not a fragment (DF as asked)."""
     ihl = (IPV4.size + len(options)) // 4
     header = IPV4.pack(
-        0x40 | ihl, tos, IPV4.size + len(options) + len(payload), ident, 0, ttl, proto, 0,
-        src.packed, dst.packed,
+        0x40 | ihl, tos, IPV4.size + len(options) + len(payload), ident,
+        IP_DF if dont_fragment else 0, ttl, proto, 0, src.packed, dst.packed,
     ) + options
     csum = checksum(header)
     return header[:10] + WORD.pack(csum) + header[12:] + payload
@@ -195,6 +215,28 @@ def fix_l4(src: IPv4Address, dst: IPv4Address, proto: int, l4: bytes) -> bytes:
         zeroed = l4[:2] + b"\0\0" + l4[4:]
         return l4[:2] + WORD.pack(checksum(zeroed)) + l4[4:]
     return l4
+
+
+def l4_checksum_ok(ip: Ipv4) -> bool:
+    """True when the L4 checksum of ``ip`` verifies.
+
+    Checked: TCP always, UDP unless its checksum field is 0 (no checksum), ICMP. Other
+    protocols pass. A TCP, UDP or ICMP payload too short to hold its checksum fails.
+    """
+    l4 = ip.payload
+    if ip.proto == PROTO_TCP:
+        if len(l4) < TCP.size:
+            return False
+        return checksum(_pseudo_header(ip.src, ip.dst, PROTO_TCP, len(l4)) + l4) == 0
+    if ip.proto == PROTO_UDP:
+        if len(l4) < UDP.size:
+            return False
+        if l4[6:8] == b"\0\0":
+            return True
+        return checksum(_pseudo_header(ip.src, ip.dst, PROTO_UDP, len(l4)) + l4) == 0
+    if ip.proto == PROTO_ICMP:
+        return len(l4) >= 4 and checksum(l4) == 0
+    return True
 
 
 def translate_l4(proto: int, l4: bytes, src_port: int, dst_port: int, icmp_out: bool) -> bytes:

@@ -119,12 +119,31 @@ def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> 
     assert wrong_port.to_controller
 
 
+def test_session_outbound_matches_only_the_inside_hosts_port(dp: FakeDatapath) -> None:
+    for mod in flows.session_flows(dp, SessionFlows(session(), 120), CLIENT_L2, SERVER_L2,
+                                   GW_MAC):
+        dp.send_msg(mod)
+    spoofed = dp.process(tcp(2, "192.168.1.1", 40000, "203.0.113.1", 80))
+    assert spoofed.to_controller
+    assert spoofed.entry is not None and spoofed.entry.priority == flows.PRIORITY_PUNT
+    [(port, sent)] = dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 80)).outputs
+    assert (port, sent["ipv4_src"]) == (OUTSIDE_PORT, "203.0.113.2")
+
+
 def test_gre_upstream_leaves_from_the_public_address(dp: FakeDatapath) -> None:
     dp.send_msg(flows.gre_upstream(dp, GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300),
-                                   SERVER_L2, GW_MAC))
+                                   CLIENT_L2, SERVER_L2, GW_MAC))
     [(port, sent)] = dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).outputs
     assert port == OUTSIDE_PORT
     assert (sent["ipv4_src"], sent["ipv4_dst"]) == ("203.0.113.2", "203.0.113.1")
+
+
+def test_gre_upstream_matches_only_the_clients_port(dp: FakeDatapath) -> None:
+    dp.send_msg(flows.gre_upstream(dp, GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300),
+                                   CLIENT_L2, SERVER_L2, GW_MAC))
+    spoofed = dp.process(ip_packet(2, "192.168.1.1", "203.0.113.1", 47))
+    assert spoofed.to_controller
+    assert spoofed.entry is not None and spoofed.entry.priority == flows.PRIORITY_PUNT
 
 
 def test_gre_downstream_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
@@ -154,7 +173,7 @@ def test_path_change_replaces_the_entry(dp: FakeDatapath) -> None:
 
 def test_remove_deletes_only_that_entry_group(dp: FakeDatapath) -> None:
     dp.send_msg(flows.gre_upstream(dp, GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300),
-                                   SERVER_L2, GW_MAC))
+                                   CLIENT_L2, SERVER_L2, GW_MAC))
     dp.send_msg(flows.gre_downstream(dp, GreDownstreamFlow(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
     for mod in flows.session_flows(dp, SessionFlows(session(), 120), CLIENT_L2, SERVER_L2,
@@ -180,6 +199,6 @@ def test_stats_request_asks_for_our_cookies_only() -> None:
 
 def test_idle_timeout_is_capped_to_the_openflow_field() -> None:
     dp = FakeDatapath()
-    mod = flows.gre_upstream(dp, GreUpstreamFlow(1, CLIENT, SERVER, PUBLIC, 1e9), SERVER_L2,
-                             GW_MAC)
+    mod = flows.gre_upstream(dp, GreUpstreamFlow(1, CLIENT, SERVER, PUBLIC, 1e9), CLIENT_L2,
+                             SERVER_L2, GW_MAC)
     assert mod.idle_timeout == 65535

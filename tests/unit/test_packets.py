@@ -93,3 +93,77 @@ def test_short_or_foreign_frames_decode_to_none() -> None:
     assert packets.decode_tcp(decoded.ip) is None
     assert packets.decode_ports(decoded.ip) is None
     assert packets.decode_icmp_echo(decoded.ip) is None
+
+
+def _ip(packet: IP) -> packets.Ipv4:
+    decoded = packets.decode_frame(bytes(Ether() / packet))
+    assert decoded is not None and decoded.ip is not None
+    return decoded.ip
+
+
+def test_fragment_and_dont_fragment_flags_are_decoded() -> None:
+    whole = _ip(IP(src=str(A), dst=str(B)) / UDP() / b"x")
+    assert not whole.dont_fragment and not whole.fragment
+    df = _ip(IP(src=str(A), dst=str(B), flags="DF") / UDP() / b"x")
+    assert df.dont_fragment and not df.fragment
+    first = _ip(IP(src=str(A), dst=str(B), flags="MF", proto=17) / (b"\0" * 16))
+    assert first.fragment and not first.dont_fragment
+    later = _ip(IP(src=str(A), dst=str(B), frag=185, proto=17) / (b"\0" * 16))
+    assert later.fragment
+    last_df = _ip(IP(src=str(A), dst=str(B), flags="DF", frag=1, proto=17) / (b"\0" * 8))
+    assert last_df.fragment and last_df.dont_fragment
+
+
+def test_build_ipv4_sets_dont_fragment_only_when_asked() -> None:
+    plain = IP(packets.build_ipv4(A, B, packets.PROTO_GRE, b"\0" * 8, ident=9))
+    assert plain.flags == 0 and plain.frag == 0 and plain.id == 9
+    df = IP(packets.build_ipv4(A, B, packets.PROTO_GRE, b"\0" * 8, dont_fragment=True, tos=4))
+    assert df.flags == "DF" and df.frag == 0 and df.tos == 4
+    fresh = IP(bytes(df))
+    del fresh.chksum
+    assert IP(bytes(fresh)).chksum == df.chksum
+    assert _ip(df).dont_fragment
+
+
+def _corrupt(packet: bytes, offset: int) -> bytes:
+    """``packet`` with one byte at ``offset`` from the end of the IP header flipped."""
+    ihl = (packet[0] & 0x0F) * 4
+    data = bytearray(packet)
+    data[ihl + offset] ^= 0x40
+    return bytes(data)
+
+
+def test_l4_checksum_ok_accepts_scapy_checksums_and_refuses_corrupted_ones() -> None:
+    built = [
+        IP(src=str(A), dst=str(B)) / TCP(sport=40000, dport=1723, flags="PA") / b"hello",
+        IP(src=str(A), dst=str(B), options=b"\x01\x01\x01\x01")
+        / TCP(sport=1, dport=2, options=[("MSS", 1460)]) / b"odd",
+        IP(src=str(A), dst=str(B)) / UDP(sport=5000, dport=53) / b"query",
+        IP(src=str(A), dst=str(B)) / ICMP(type=8, id=7, seq=1) / b"ping!",
+    ]
+    for packet in built:
+        raw = bytes(packet)
+        assert packets.l4_checksum_ok(_ip(IP(raw))), packet.summary()
+        # A flipped payload byte (the last) and a wrong checksum field both fail.
+        ihl = (raw[0] & 0x0F) * 4
+        assert not packets.l4_checksum_ok(_ip(IP(_corrupt(raw, len(raw) - ihl - 1))))
+        wrong = packet.copy()
+        wrong.payload.chksum = (IP(raw).payload.chksum + 1) & 0xFFFF
+        assert not packets.l4_checksum_ok(_ip(IP(bytes(wrong))))
+
+
+def test_l4_checksum_ok_edge_cases() -> None:
+    no_checksum = IP(src=str(A), dst=str(B)) / UDP(sport=1, dport=2, chksum=0) / b"x"
+    assert packets.l4_checksum_ok(_ip(no_checksum))
+    # A UDP checksum that computes to 0 is sent as 0xFFFF (RFC 768): choose the payload
+    # word that makes the sum come out so.
+    zero_word = bytes(IP(src=str(A), dst=str(B)) / UDP(sport=1, dport=2) / b"\0\0")
+    word = IP(zero_word)[UDP].chksum
+    ones = IP(bytes(IP(src=str(A), dst=str(B)) / UDP(sport=1, dport=2)
+                    / word.to_bytes(2, "big")))
+    assert ones[UDP].chksum == 0xFFFF
+    assert packets.l4_checksum_ok(_ip(ones))
+    gre = IP(src=str(A), dst=str(B), proto=47) / b"\x30\x01\x88\x0b\0\0\0\0"
+    assert packets.l4_checksum_ok(_ip(gre))
+    for proto in (packets.PROTO_TCP, packets.PROTO_UDP, packets.PROTO_ICMP):
+        assert not packets.l4_checksum_ok(_ip(IP(src=str(A), dst=str(B), proto=proto) / b"ab"))

@@ -1,0 +1,421 @@
+"""The Ryu shim (``ryu_apps.nat_gateway``) on a fake datapath: frames in, messages out.
+
+The app is built with a ``[nat]`` configuration of its own and no poller thread; frames
+made with Scapy go in through ``handle_frame`` (what a packet-in does), and the test looks
+at the flow-mods and packet-outs the fake datapath received, and at the counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ryu.ofproto import ofproto_v1_3_parser as parser
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Packet
+
+from alg.events import (
+    Direction,
+    FlowKind,
+    GreDownstreamFlow,
+    GreUpstreamFlow,
+    Output,
+    SendGre,
+    SendTcp,
+    TcpSegment,
+)
+from ryu_apps import flows, nat_gateway, packets
+from ryu_apps.flows import L2
+from ryu_apps.nat_gateway import NatGateway
+from tests.unit.fake_switch import FakeDatapath
+
+GW_MAC = "02:00:5e:00:01:fe"
+IN1, IN2, OUT = 1, 2, 100
+CLIENT = IPv4Address("192.168.1.1")
+CLIENT_MAC = "0a:00:00:00:00:01"
+OTHER_MAC = "0a:00:00:00:00:02"
+SERVER = IPv4Address("203.0.113.1")
+SERVER_MAC = "0a:00:00:00:00:64"
+PUBLIC = IPv4Address("203.0.113.2")
+OPTIONS: dict[str, Any] = {
+    "bridge": "br-test",
+    "inside_ports": ["in1", "in2"],
+    "outside_port": "out",
+    "inside_subnet": "192.168.1.0/24",
+    "inside_gateway": "192.168.1.254",
+    "outside_subnet": "203.0.113.0/24",
+    "public_ips": [str(PUBLIC)],
+    "next_hop": "203.0.113.254",
+    "policy": "open",
+    "alg": True,
+    "gateway_mac": GW_MAC,
+    "stats_interval": 5.0,
+}
+
+
+class Clock:
+    """The app's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def dp() -> FakeDatapath:
+    return FakeDatapath()
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch, dp: FakeDatapath, clock: Clock) -> NatGateway:
+    monkeypatch.setattr(nat_gateway, "CONF", SimpleNamespace(nat=dict(OPTIONS)))
+    monkeypatch.setattr(nat_gateway.hub, "spawn", lambda *_a, **_k: None)
+    gateway = NatGateway()
+    gateway.now = clock  # type: ignore[method-assign]
+    ports = [SimpleNamespace(name=name.encode(), port_no=no)
+             for name, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+    gateway._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
+    gateway._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
+    dp.sent.clear()
+    return gateway
+
+
+# Frames.
+
+def ether(src_mac: str, payload: Packet, dst_mac: str = GW_MAC) -> bytes:
+    return bytes(Ether(src=src_mac, dst=dst_mac) / payload)
+
+
+def arp(op: int, mac: str, sender: IPv4Address | str, target: IPv4Address | str) -> bytes:
+    return ether(mac, ARP(op=op, hwsrc=mac, psrc=str(sender), pdst=str(target)),
+                 dst_mac="ff:ff:ff:ff:ff:ff")
+
+
+def udp_out(src: IPv4Address = CLIENT, dst: IPv4Address | str = SERVER, **ip: Any) -> Packet:
+    return IP(src=str(src), dst=str(dst), **ip) / UDP(sport=5000, dport=53) / b"query"
+
+
+def learn_server(app: NatGateway, dp: FakeDatapath) -> None:
+    app.handle_frame(dp, OUT, arp(2, SERVER_MAC, SERVER, PUBLIC))
+
+
+# What left the switch.
+
+def packet_outs(dp: FakeDatapath) -> list[tuple[int, Ether]]:
+    return [(m.actions[0].port, Ether(m.data)) for m in dp.sent
+            if isinstance(m, parser.OFPPacketOut)]
+
+
+def ip_outs(dp: FakeDatapath) -> list[tuple[int, IP]]:
+    return [(port, frame[IP]) for port, frame in packet_outs(dp) if IP in frame]
+
+
+def arp_requests(dp: FakeDatapath) -> list[tuple[int, str]]:
+    return [(port, frame[ARP].pdst) for port, frame in packet_outs(dp)
+            if ARP in frame and frame[ARP].op == 1]
+
+
+def added_flows(dp: FakeDatapath) -> list[Any]:
+    return [m for m in dp.sent
+            if isinstance(m, parser.OFPFlowMod) and m.command == dp.ofproto.OFPFC_ADD]
+
+
+def record(monkeypatch: pytest.MonkeyPatch, target: object, name: str,
+           result: Callable[..., Any] = lambda *_a: Output()) -> list[tuple[Any, ...]]:
+    """Replace ``target.name`` with a recorder of its calls that returns ``result(...)``."""
+    calls: list[tuple[Any, ...]] = []
+
+    def recorder(*args: Any) -> Any:
+        calls.append(args)
+        return result(*args)
+
+    monkeypatch.setattr(target, name, recorder, raising=False)
+    return calls
+
+
+# 1. Inside addresses are pinned to their port; outbound entries match it.
+
+def test_outbound_session_entry_matches_the_inside_hosts_port(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    learn_server(app, dp)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    out, back = added_flows(dp)
+    assert dict(out.match.items())["in_port"] == IN1
+    assert dict(back.match.items())["in_port"] == OUT
+    [(port, sent)] = ip_outs(dp)
+    assert (port, sent.src) == (OUT, str(PUBLIC))
+
+
+def test_an_inside_address_from_another_port_is_dropped_and_counted(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learn_server(app, dp)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    pinned = app.inside_hosts[CLIENT]
+    dp.sent.clear()
+    calls = record(monkeypatch, app.core, "handle_udp")
+    app.handle_frame(dp, IN2, ether(OTHER_MAC, udp_out()))
+    app.handle_frame(dp, IN2, arp(2, OTHER_MAC, CLIENT, "192.168.1.254"))
+    app.handle_frame(dp, IN2, arp(1, OTHER_MAC, CLIENT, "192.168.1.254"))
+    assert calls == [] and dp.sent == []
+    assert app.counters.spoofed_drops == 3
+    assert app.inside_hosts[CLIENT] is pinned
+    assert pinned == L2(IN1, CLIENT_MAC)
+
+
+def test_a_pinned_hosts_mac_changes_by_arp_on_its_port_only(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    app.handle_frame(dp, IN1, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
+    first = app.inside_hosts[CLIENT]
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out(dst="192.168.1.254")))
+    app.handle_frame(dp, IN1, ether(OTHER_MAC, udp_out(dst="192.168.1.254")))
+    assert app.inside_hosts[CLIENT] is first  # not rewritten by each IP packet
+    app.handle_frame(dp, IN1, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
+    assert app.inside_hosts[CLIENT] is first
+    app.handle_frame(dp, IN1, arp(2, OTHER_MAC, CLIENT, "192.168.1.254"))
+    assert app.inside_hosts[CLIENT] == L2(IN1, OTHER_MAC)
+    assert app.counters.spoofed_drops == 0
+
+
+def test_gre_upstream_entry_needs_the_clients_port(app: NatGateway, dp: FakeDatapath) -> None:
+    learn_server(app, dp)
+    decision = GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300)
+    assert app._flow_mods(dp, decision) == []  # client not known: nothing installed
+    app.handle_frame(dp, IN2, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
+    [mod] = app._flow_mods(dp, decision)
+    assert dict(mod.match.items())["in_port"] == IN2
+
+
+def test_gre_downstream_to_an_unknown_client_goes_to_the_controller(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    [mod] = app._flow_mods(dp, GreDownstreamFlow(12, SERVER, PUBLIC, CLIENT, 300))
+    [action] = mod.instructions[0].actions
+    assert action.port == dp.ofproto.OFPP_CONTROLLER
+    assert flows.decode_cookie(mod.cookie) == (FlowKind.GRE_DOWNSTREAM, 12)
+
+
+# 2. A pending ARP entry is resolved only from its own side.
+
+def test_outside_pending_arp_is_flushed_only_by_the_outside(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    assert arp_requests(dp) == [(OUT, str(SERVER))]
+    app.handle_frame(dp, IN2, arp(2, OTHER_MAC, SERVER, "192.168.1.254"))
+    assert SERVER in app.pending_arp and ip_outs(dp) == []
+    assert SERVER not in app.outside_hosts
+    app.handle_frame(dp, OUT, arp(2, SERVER_MAC, SERVER, PUBLIC))
+    assert SERVER not in app.pending_arp
+    [(port, sent)] = ip_outs(dp)
+    assert (port, sent.src, sent.dst) == (OUT, str(PUBLIC), str(SERVER))
+
+
+def test_inside_pending_arp_is_flushed_only_by_the_inside(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    host = IPv4Address("192.168.1.9")
+    gre = SendGre(Direction.INBOUND, SERVER, host, b"\x30\x01\x88\x0b\0\0\0\0")
+    app.apply(dp, Output(emits=[gre]))
+    assert arp_requests(dp) == [(IN1, str(host)), (IN2, str(host))]
+    app.handle_frame(dp, OUT, arp(2, SERVER_MAC, host, PUBLIC))
+    assert host in app.pending_arp and ip_outs(dp) == []
+    app.handle_frame(dp, IN2, arp(2, OTHER_MAC, host, "192.168.1.254"))
+    assert host not in app.pending_arp
+    [(port, sent)] = ip_outs(dp)
+    assert (port, sent.dst) == (IN2, str(host))
+
+
+# 3. Fragments are dropped and counted.
+
+def test_fragments_are_dropped_and_counted(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learn_server(app, dp)
+    calls = record(monkeypatch, app.core, "handle_udp")
+    first = IP(src=str(CLIENT), dst=str(SERVER), flags="MF", proto=17) / (b"\0" * 16)
+    later = IP(src=str(CLIENT), dst=str(SERVER), frag=2, proto=17) / (b"\0" * 16)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, first))
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, later))
+    back = IP(src=str(SERVER), dst=str(PUBLIC), flags="MF", proto=17) / (b"\0" * 16)
+    app.handle_frame(dp, OUT, ether(SERVER_MAC, back))
+    assert app.counters.fragments_dropped == 3
+    assert calls == [] and ip_outs(dp) == []
+
+
+# 4. Packets the controller builds keep the incoming packet's header fields.
+
+def original(ttl: int = 30, df: bool = True) -> packets.Ipv4:
+    return packets.Ipv4(SERVER, PUBLIC, packets.PROTO_GRE, ttl, 4321, 0x28, b"", b"",
+                        dont_fragment=df)
+
+
+def emits() -> Output:
+    seg = TcpSegment(CLIENT, 40000, SERVER, 1723, 1, 2, 0x18, 512, b"data")
+    return Output(emits=[
+        SendTcp(Direction.OUTBOUND, seg),
+        SendGre(Direction.OUTBOUND, PUBLIC, SERVER, b"\x30\x01\x88\x0b\0\0\0\0"),
+    ])
+
+
+@pytest.mark.parametrize("df", [True, False])
+def test_built_packets_copy_ttl_ident_tos_and_df_of_the_original(
+    app: NatGateway, dp: FakeDatapath, df: bool
+) -> None:
+    learn_server(app, dp)
+    app.apply(dp, emits(), original(df=df))
+    sent = [ip for _port, ip in ip_outs(dp)]
+    assert [ip.proto for ip in sent] == [6, 47]
+    for ip in sent:
+        assert (ip.ttl, ip.id, ip.tos) == (29, 4321, 0x28)
+        assert ip.flags == ("DF" if df else 0)
+
+
+def test_built_packets_without_an_original_get_the_defaults(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    learn_server(app, dp)
+    app.apply(dp, emits())
+    for _port, ip in ip_outs(dp):
+        assert (ip.ttl, ip.id, ip.tos, ip.flags) == (64, 0, 0, 0)
+
+
+def test_built_packets_of_an_expiring_original_are_dropped_and_counted(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    learn_server(app, dp)
+    app.apply(dp, emits(), original(ttl=1))
+    assert ip_outs(dp) == []
+    assert app.counters.ttl_expired == 2
+
+
+def test_forwarded_packets_keep_dont_fragment(app: NatGateway, dp: FakeDatapath) -> None:
+    learn_server(app, dp)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out(flags="DF", ttl=20, id=99, tos=8)))
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out(ttl=20, id=100)))
+    [(_p1, with_df), (_p2, without)] = ip_outs(dp)
+    assert (with_df.flags, with_df.ttl, with_df.id, with_df.tos) == ("DF", 19, 99, 8)
+    assert (without.flags, without.id) == (0, 100)
+
+
+# 5. Bad L4 checksums never reach the core.
+
+def test_bad_checksums_are_dropped_before_the_core(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learn_server(app, dp)
+    udp_calls = record(monkeypatch, app.core, "handle_udp")
+    tcp_calls = record(monkeypatch, app.core, "handle_tcp")
+    bad_udp = IP(src=str(CLIENT), dst=str(SERVER)) / UDP(sport=1, dport=2, chksum=0x1234)
+    bad_tcp = IP(src=str(SERVER), dst=str(PUBLIC)) / TCP(sport=1723, dport=40000, chksum=7)
+    bad_ping = IP(src=str(CLIENT), dst="192.168.1.254") / ICMP(chksum=1)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, bad_udp / b"x"))
+    app.handle_frame(dp, OUT, ether(SERVER_MAC, bad_tcp))
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, bad_ping))
+    assert app.counters.bad_checksums == 3
+    assert udp_calls == [] and tcp_calls == [] and packet_outs(dp) == []
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    assert len(udp_calls) == 1
+
+
+# 6. Flow-removed messages reach the core.
+
+def test_flow_removed_tells_the_core(app: NatGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record(monkeypatch, app.core, "flow_removed")
+
+    def removed(cookie: int) -> None:
+        app._flow_removed(SimpleNamespace(msg=SimpleNamespace(cookie=cookie)))
+
+    removed(flows.cookie(FlowKind.SESSION, 7))
+    removed(flows.cookie(FlowKind.GRE_DOWNSTREAM, 12))
+    removed(0x1234)
+    assert calls == [(FlowKind.SESSION, 7), (FlowKind.GRE_DOWNSTREAM, 12)]
+    assert app.counters.flows_removed == 3
+
+
+# 7. The poller: ARP retries every second, statistics and ageing every stats_interval.
+
+def test_arp_is_retried_each_second_and_given_up_after_five_retries(
+    app: NatGateway, dp: FakeDatapath, clock: Clock
+) -> None:
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    start = clock.now
+    for second in range(1, 6):
+        clock.now = start + second
+        app.periodic(clock.now)
+        assert len(arp_requests(dp)) == 1 + second
+    clock.now = start + 6
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))  # no request beyond the retries
+    assert len(arp_requests(dp)) == 6 and len(app.pending_arp[SERVER].frames) == 3
+    app.periodic(clock.now)
+    assert len(arp_requests(dp)) == 6
+    assert SERVER not in app.pending_arp
+    assert app.counters.arp_queue_drops == 3
+
+
+def test_stats_and_ageing_run_every_stats_interval(
+    app: NatGateway, dp: FakeDatapath, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = record(monkeypatch, app.core, "tick")
+    start = clock.now
+    for second in range(11):
+        clock.now = start + second
+        app.periodic(clock.now)
+    requests = [m for m in dp.sent if isinstance(m, parser.OFPFlowStatsRequest)]
+    assert len(requests) == 3
+    assert [t[0] - start for t in ticks] == [0, 5, 10]
+
+
+def test_a_new_stats_request_forgets_a_cut_off_reply(
+    app: NatGateway, dp: FakeDatapath, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stats = record(monkeypatch, app.core, "flow_stats")
+
+    def reply(count: int, more: bool) -> None:
+        body = [SimpleNamespace(cookie=flows.cookie(FlowKind.SESSION, 7), packet_count=count)]
+        flags = dp.ofproto.OFPMPF_REPLY_MORE if more else 0
+        app._flow_stats(SimpleNamespace(msg=SimpleNamespace(body=body, flags=flags,
+                                                            datapath=dp)))
+
+    app.periodic(clock.now)
+    reply(40, more=True)  # the rest of this reply never comes
+    clock.now += 5
+    app.periodic(clock.now)
+    reply(50, more=False)
+    assert stats == [(FlowKind.SESSION, 7, 50, clock.now)]
+
+
+# 8. Inside multicast and broadcast are not NATed out.
+
+@pytest.mark.parametrize("dst", ["224.0.0.251", "239.255.255.250", "255.255.255.255",
+                                 "192.168.1.255"])
+def test_inside_multicast_and_broadcast_are_dropped_silently(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch, dst: str
+) -> None:
+    calls = record(monkeypatch, app.core, "handle_udp")
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out(dst=dst)))
+    assert calls == [] and dp.sent == [] and app.pending_arp == {}
+    counters = app.counters
+    assert counters.spoofed_drops == counters.bad_checksums == counters.fragments_dropped == 0
+
+
+# 9. Cleanups.
+
+def test_removed_leftovers_are_gone(app: NatGateway) -> None:
+    assert not hasattr(flows, "COOKIE_KIND_MASK")
+    assert not hasattr(app, "started")
+    assert flows.ETH_TYPE_IPV4 is packets.ETH_TYPE_IPV4
