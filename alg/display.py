@@ -35,7 +35,8 @@ class SessionEntry:
         destination: the destination as it arrives; ``destination_nat``: what it becomes.
         inspected: True for the control connection the ALG reads (``+->``).
         left_seconds: seconds before the entry ages out when idle.
-        packets: packets counted for the entry, when known.
+        packets: packets counted for the entry, when known; ``bytes``: their bytes
+            (Ethernet frames, as the switch counts them).
         path: for GRE, ``flow`` (the switch carries it) or ``controller``.
     """
 
@@ -47,6 +48,7 @@ class SessionEntry:
     inspected: bool
     left_seconds: int
     packets: int | None = None
+    bytes: int | None = None
     path: str | None = None
 
     def render(self, verbose: bool = False) -> str:
@@ -58,7 +60,7 @@ class SessionEntry:
         if verbose:
             extra = [f"Left-Time: {left_time(self.left_seconds)}"]
             if self.packets is not None:
-                extra.append(f"Packets: {self.packets}")
+                extra.append(f"Packets: {self.packets}, Bytes: {self.bytes or 0}")
             if self.path is not None:
                 extra.append(f"Path: {self.path}")
             line += "\n      " + ", ".join(extra)
@@ -79,7 +81,8 @@ class ServerMapEntry:
             ``public_call_id`` (b), ``server_call_id`` (c).
         left_seconds: seconds before the entry ages out if no data flows.
         path: ``flow`` or ``controller`` once the data channel is open, else None.
-        packets: packets the switch or the controller carried for this direction.
+        packets: packets the switch or the controller carried for this direction;
+            ``bytes``: their bytes (Ethernet frames).
     """
 
     direction: str
@@ -94,16 +97,20 @@ class ServerMapEntry:
     left_seconds: int
     path: str | None
     packets: int
+    bytes: int
 
     def render(self, verbose: bool = False) -> str:
-        """The entry in the seed's three-line layout (plus path and packets when verbose)."""
+        """The entry in the seed's three-line layout (plus path and counts when verbose)."""
         lines = [
             f"Type: ASPF, {self.text}, Zone: ---",
             f"   Protocol: tcp(Appro: pptp-gre), Left-Time: {left_time(self.left_seconds)}",
             "   VPN: public -> public",
         ]
         if verbose:
-            lines.append(f"   Path: {self.path or 'not open'}, Packets: {self.packets}")
+            lines.append(
+                f"   Path: {self.path or 'not open'}, Packets: {self.packets}, "
+                f"Bytes: {self.bytes}"
+            )
         return "\n".join(lines)
 
 
@@ -124,7 +131,7 @@ def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
         conn = call.conn
         left = int(idle - (now - call.last_data))
         up_path, down_path = _gre_paths(gateway, call)
-        up_packets, down_packets = gateway.gre_flow_packets(call)
+        (up_packets, up_bytes), (down_packets, down_bytes) = gateway.gre_counts(call)
         client, public, server = str(conn.client_ip), str(conn.public_ip), str(conn.server_ip)
         common: dict[str, Any] = {
             "call_index": call.index, "client": client, "public": public, "server": server,
@@ -134,13 +141,15 @@ def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
         entries.append(ServerMapEntry(
             direction="server-to-client",
             text=f"{server}:0 -> {public}:{call.public_call_id}[{client}:{call.client_call_id}]",
-            path=down_path, packets=down_packets + call.packets_down, **common,
+            path=down_path, packets=down_packets + call.packets_down,
+            bytes=down_bytes + call.bytes_down, **common,
         ))
         if call.server_call_id is not None and call.state is CallState.ESTABLISHED:
             entries.append(ServerMapEntry(
                 direction="client-to-server",
                 text=f"{client}:0[{public}] -> {server}:{call.server_call_id}",
-                path=up_path, packets=up_packets + call.packets_up, **common,
+                path=up_path, packets=up_packets + call.packets_up,
+                bytes=up_bytes + call.bytes_up, **common,
             ))
     return entries
 
@@ -152,17 +161,18 @@ def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
     for session in sorted(gateway.nat.sessions(), key=lambda s: s.id):
         left = int(gateway.nat.idle_timeout(session.proto) - (now - session.last_seen))
         conn = controls.get(session.id)
-        if session.proto is Proto.ICMP:
-            source = f"{session.inside_ip}:{session.inside_port}"
-            destination = f"{session.remote_ip}"
-        else:
-            source = f"{session.inside_ip}:{session.inside_port}"
-            destination = f"{session.remote_ip}:{session.remote_port}"
+        destination = f"{session.remote_ip}"
+        if session.proto is not Proto.ICMP:
+            destination += f":{session.remote_port}"
+        counts = gateway.session_counts(session.id)
         entries.append(SessionEntry(
             protocol="pptp" if conn is not None else Proto(session.proto).name.lower(),
-            source=source, source_nat=f"{session.public_ip}:{session.public_port}",
+            source=f"{session.inside_ip}:{session.inside_port}",
+            source_nat=f"{session.public_ip}:{session.public_port}",
             destination=destination, destination_nat="", inspected=conn is not None,
-            left_seconds=left,
+            left_seconds=left, packets=counts[0] if counts else None,
+            bytes=counts[1] if counts else None,
+            path=None if conn is None and session.proto is not Proto.ICMP else "controller",
         ))
         if conn is None:
             continue
@@ -173,7 +183,7 @@ def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
             protocol="gre", source=f"{binding.client_ip}:0", source_nat=f"{binding.public_ip}:0",
             destination=f"{binding.server_ip}:0", destination_nat="", inspected=False,
             left_seconds=int(gateway.config.gre_idle - (now - binding.last_seen)),
-            packets=binding.packets, path="flow",
+            packets=binding.packets + binding.down_packets, path="flow",
         ))
     return entries
 
@@ -184,22 +194,25 @@ def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry
     conn = call.conn
     assert call.client_call_id is not None and call.public_call_id is not None
     left = int(gateway.config.gre_idle - (now - call.last_data))
-    up_packets, down_packets = gateway.gre_flow_packets(call)
+    (up_packets, up_bytes), (down_packets, down_bytes) = gateway.gre_counts(call)
+    up_packets += call.packets_up
+    down_packets += call.packets_down
     up_path, down_path = _gre_paths(gateway, call)
     out = []
-    if down_packets + call.packets_down:
+    if down_packets:
         out.append(SessionEntry(
             protocol="pptp-gre", source=f"{conn.server_ip}:0", source_nat="",
             destination=f"{conn.public_ip}:{call.public_call_id}",
             destination_nat=f"{conn.client_ip}:{call.client_call_id}", inspected=False,
-            left_seconds=left, packets=down_packets + call.packets_down, path=down_path,
+            left_seconds=left, packets=down_packets, bytes=down_bytes + call.bytes_down,
+            path=down_path,
         ))
-    if up_packets + call.packets_up:
+    if up_packets:
         out.append(SessionEntry(
             protocol="pptp-gre", source=f"{conn.client_ip}:0", source_nat=f"{conn.public_ip}:0",
             destination=f"{conn.server_ip}:{call.server_call_id}", destination_nat="",
-            inspected=False, left_seconds=left, packets=up_packets + call.packets_up,
-            path=up_path,
+            inspected=False, left_seconds=left, packets=up_packets,
+            bytes=up_bytes + call.bytes_up, path=up_path,
         ))
     return out
 

@@ -89,6 +89,8 @@ from alg.stream import StreamDirection
 PPTP_PORT = 1723
 INCOMING_CALL_ACCEPT = 1
 WINDOW = 65535
+FRAME_OVERHEAD = 14 + 20
+"""Ethernet and IPv4 header bytes: what the switch counts beyond a GRE packet's bytes."""
 
 
 class CallState(enum.Enum):
@@ -159,6 +161,8 @@ class Call:
     hold_until: float = 0.0
     packets_up: int = 0
     packets_down: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
     slow_path_packets: int = 0
     end_reason: str = ""
 
@@ -223,6 +227,7 @@ class GrePair:
     calls: list[Call] = field(default_factory=list)
     mode: IPv4Address | None = None
     packets: int = 0
+    bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -273,6 +278,7 @@ class Gateway:
         self._plain_up: dict[tuple[IPv4Address, IPv4Address], PlainGre] = {}
         self._plain_down: dict[tuple[IPv4Address, IPv4Address], PlainGre] = {}
         self._session_packets: dict[int, int] = {}
+        self._session_bytes: dict[int, int] = {}
         self._pairs_by_id: dict[int, GrePair] = {}
         self._plain_by_id: dict[int, PlainGre] = {}
 
@@ -960,6 +966,7 @@ class Gateway:
                     pair.entry_id, src_ip, dst_ip, pair.mode, self.config.gre_idle
                 ))
             call.packets_down += 1
+            call.bytes_down += len(gre) + FRAME_OVERHEAD
             out.emits.append(SendGre(
                 direction, src_ip, call.conn.client_ip,
                 rewrite_gre_call_id(gre, self._client_id(call)),
@@ -973,6 +980,7 @@ class Gateway:
                 self._upstream_decision(call.conn, self._up_pairs[(src_ip, dst_ip)])
             )
             call.packets_up += 1
+            call.bytes_up += len(gre) + FRAME_OVERHEAD
             out.emits.append(SendGre(direction, call.conn.public_ip, dst_ip, gre))
         call.last_data = now
         call.slow_path_packets += 1
@@ -1017,8 +1025,10 @@ class Gateway:
 
     # Time and the switch's reports.
 
-    def flow_stats(self, kind: FlowKind, entry_id: int, packets: int, now: float) -> None:
-        """The switch's packet count for one flow entry (cumulative, from flow stats).
+    def flow_stats(
+        self, kind: FlowKind, entry_id: int, packets: int, now: float, byte_count: int = 0
+    ) -> None:
+        """The switch's packet and byte counts for one flow entry (cumulative).
 
         A count that grew since the last report restarts the idle clock of what the entry
         belongs to, so Left-Time follows traffic the controller never sees.
@@ -1028,6 +1038,7 @@ class Gateway:
                 return
             before = self._session_packets.get(entry_id, 0)
             self._session_packets[entry_id] = packets
+            self._session_bytes[entry_id] = byte_count
             if packets != before and packets > 0:
                 self.nat.touch(entry_id, now)
             return
@@ -1035,6 +1046,7 @@ class Gateway:
         if pair is not None:
             grew = packets != pair.packets and packets > 0
             pair.packets = packets
+            pair.bytes = byte_count
             # A slow-path entry counts what it punted: handle_gre saw each of those
             # packets and restarted only its own call's clock.
             slow = kind is FlowKind.GRE_DOWNSTREAM and pair.mode is None
@@ -1062,10 +1074,11 @@ class Gateway:
         """
         if kind is FlowKind.SESSION:
             self._session_packets.pop(entry_id, None)
+            self._session_bytes.pop(entry_id, None)
             return
         pair = self._pairs_by_id.get(entry_id)
         if pair is not None:
-            pair.packets = 0
+            pair.packets = pair.bytes = 0
             return
         binding = self._plain_by_id.get(entry_id)
         if binding is not None:
@@ -1075,24 +1088,38 @@ class Gateway:
                 binding.down_packets = 0
 
     def gre_flow_packets(self, call: Call) -> tuple[int, int]:
-        """Packets the switch carried for a call: client -> server, server -> client.
+        """Packets the switch carried for a call: client -> server, server -> client."""
+        (up, _), (down, _) = self.gre_counts(call)
+        return up, down
+
+    def gre_counts(self, call: Call) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(packets, bytes) the switch carried for a call, each direction.
 
         The client -> server entry is shared by the calls of one (client, server) pair,
-        so its count is the pair's. The server -> client count is the flow's only on the
-        fast path (one call on the pair); on the slow path the controller counts each
+        so its counts are the pair's. The server -> client counts are the flow's only on
+        the fast path (one call on the pair); on the slow path the controller counts each
         call's packets itself (``Call.packets_down``), so the punt entry adds nothing.
         """
         conn = call.conn
         up = self._up_pairs.get((conn.client_ip, conn.server_ip))
         down = self._down_pairs.get((conn.server_ip, conn.public_ip))
+        up_counts = (up.packets, up.bytes) if up is not None else (0, 0)
         fast = down is not None and down.mode is not None
-        return (up.packets if up else 0, down.packets if down is not None and fast else 0)
+        down_counts = (down.packets, down.bytes) if down is not None and fast else (0, 0)
+        return up_counts, down_counts
+
+    def session_counts(self, session_id: int) -> tuple[int, int] | None:
+        """(packets, bytes) the switch reported for a NAT session's entries, if any."""
+        if session_id not in self._session_packets:
+            return None
+        return self._session_packets[session_id], self._session_bytes.get(session_id, 0)
 
     def tick(self, now: float) -> Output:
         """Age everything by the clock: sessions, connections, server-maps, hold-downs."""
         out = Output()
         for session in self.nat.expire(now):
             self._session_packets.pop(session.id, None)
+            self._session_bytes.pop(session.id, None)
             conn = self._conn_by_session.get(session.id)
             if conn is not None:
                 self._close_connection(conn, now, "control connection idle", out)

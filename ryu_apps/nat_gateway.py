@@ -127,7 +127,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.inside_hosts: dict[IPv4Address, L2] = {}
         self.outside_hosts: dict[IPv4Address, L2] = {}
         self.pending_arp: dict[IPv4Address, PendingArp] = {}
-        self._stats_parts: dict[tuple[FlowKind, int], int] = {}
+        self._stats_parts: dict[tuple[FlowKind, int], tuple[int, int]] = {}
         self._next_stats = 0.0
         wsgi = kwargs.get("wsgi")
         if wsgi is not None:
@@ -556,16 +556,19 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)  # type: ignore[misc]
     def _flow_stats(self, ev: Any) -> None:
-        """Sum the packet counts per cookie (a session has two entries), then report."""
+        """Sum the counts per cookie (a session has two entries), then report."""
         for stat in ev.msg.body:
             decoded = flows.decode_cookie(stat.cookie)
             if decoded is not None:
-                self._stats_parts[decoded] = self._stats_parts.get(decoded, 0) + stat.packet_count
+                packets, octets = self._stats_parts.get(decoded, (0, 0))
+                self._stats_parts[decoded] = (
+                    packets + stat.packet_count, octets + stat.byte_count
+                )
         if ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             return
         now = self.now()
-        for (kind, entry_id), count in self._stats_parts.items():
-            self.core.flow_stats(kind, entry_id, count, now)
+        for (kind, entry_id), (packets, octets) in self._stats_parts.items():
+            self.core.flow_stats(kind, entry_id, packets, now, octets)
         self._stats_parts = {}
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)  # type: ignore[misc]

@@ -3,7 +3,7 @@
 JSON: ``GET /pptp-alg/counters``, ``/pptp-alg/calls``, ``/pptp-alg/sessions``,
 ``/pptp-alg/session-table`` and ``/pptp-alg/server-map``. Text, in the seed's layout:
 ``GET /pptp-alg/display/session-table`` and ``/pptp-alg/display/server-map`` (add
-``?verbose=1`` for packet counts and the path each GRE direction takes).
+``?verbose=1`` for packet and byte counts and the path each GRE direction takes).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The view and ``--verbose`` arguments (shared with ``topo.lab display``)."""
     parser.add_argument("view", choices=VIEWS)
     parser.add_argument("--verbose", "-v", action="store_true",
-                        help="add packet counts and the path of each GRE direction")
+                        help="add packet and byte counts and the path of each GRE direction")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,7 @@ def test_server_map_session_table_and_rest_follow_two_colliding_calls(gateway: F
 
     verbose = lab_display("server-map", "--verbose")
     assert "Path: controller" in verbose and "Path: flow" in verbose
+    assert re.search(r"Packets: \d+, Bytes: \d+", verbose)
 
     time.sleep(2.5)
     later = seconds(lab_display("server-map"))

@@ -386,7 +386,8 @@ def test_a_new_stats_request_forgets_a_cut_off_reply(
     stats = record(monkeypatch, app.core, "flow_stats")
 
     def reply(count: int, more: bool) -> None:
-        body = [SimpleNamespace(cookie=flows.cookie(FlowKind.SESSION, 7), packet_count=count)]
+        body = [SimpleNamespace(cookie=flows.cookie(FlowKind.SESSION, 7), packet_count=count,
+                                byte_count=count * 100)]
         flags = dp.ofproto.OFPMPF_REPLY_MORE if more else 0
         app._flow_stats(SimpleNamespace(msg=SimpleNamespace(body=body, flags=flags,
                                                             datapath=dp)))
@@ -396,7 +397,7 @@ def test_a_new_stats_request_forgets_a_cut_off_reply(
     clock.now += 5
     app.periodic(clock.now)
     reply(50, more=False)
-    assert stats == [(FlowKind.SESSION, 7, 50, clock.now)]
+    assert stats == [(FlowKind.SESSION, 7, 50, clock.now, 5000)]
 
 
 # 8. Inside multicast and broadcast are not NATed out.
