@@ -114,7 +114,8 @@ class ServerMapEntry:
         return "\n".join(lines)
 
 
-def _gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
+def gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
+    """How a call's GRE travels (client -> server, server -> client), None if not open."""
     if call.state is not CallState.ESTABLISHED:
         return None, None
     conn = call.conn
@@ -130,7 +131,7 @@ def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
             continue
         conn = call.conn
         left = int(idle - (now - call.last_data))
-        up_path, down_path = _gre_paths(gateway, call)
+        up_path, down_path = gre_paths(gateway, call)
         (up_packets, up_bytes), (down_packets, down_bytes) = gateway.gre_counts(call)
         client, public, server = str(conn.client_ip), str(conn.public_ip), str(conn.server_ip)
         common: dict[str, Any] = {
@@ -197,7 +198,7 @@ def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry
     (up_packets, up_bytes), (down_packets, down_bytes) = gateway.gre_counts(call)
     up_packets += call.packets_up
     down_packets += call.packets_down
-    up_path, down_path = _gre_paths(gateway, call)
+    up_path, down_path = gre_paths(gateway, call)
     out = []
     if down_packets:
         out.append(SessionEntry(

@@ -157,7 +157,6 @@ class Call:
     public_call_id: int | None = None
     server_call_id: int | None = None
     call_serial_number: int | None = None
-    established_at: float | None = None
     hold_until: float = 0.0
     packets_up: int = 0
     packets_down: int = 0
@@ -843,7 +842,7 @@ class Gateway:
         conn = call.conn
         assert call.public_call_id is not None and call.server_call_id is not None
         call.state = CallState.ESTABLISHED
-        call.established_at = call.last_data = now
+        call.last_data = now
         self.counters.calls_set_up += 1
         self._down_calls[(conn.server_ip, conn.public_ip, call.public_call_id)] = call
         self._up_calls[(conn.client_ip, conn.server_ip, call.server_call_id)] = call

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
+from alg.engine import PPTP_PORT
 from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows, SessionFlows
 from alg.nat import Proto
 from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
@@ -44,7 +45,6 @@ PRIORITY_SESSION = 500
 PRIORITY_PUNT = 100
 PRIORITY_DROP = 0
 
-PPTP_PORT = 1723
 
 
 def cookie(kind: FlowKind, entry_id: int = 0) -> int:

@@ -14,7 +14,6 @@ from typing import Any
 from ryu.app.wsgi import ControllerBase, Response, route
 
 from alg import display
-from alg.engine import CallState
 from alg.nat import Proto
 
 APP_KEY = "pptp_alg_gateway"
@@ -65,10 +64,8 @@ def snapshot_calls(app: Any) -> list[dict[str, Any]]:
             "client_call_id": call.client_call_id,
             "public_call_id": call.public_call_id,
             "server_call_id": call.server_call_id,
-            "downstream_path": (
-                core.downstream_mode(conn.server_ip, conn.public_ip)
-                if call.state is CallState.ESTABLISHED else None
-            ),
+            "call_serial_number": call.call_serial_number,
+            "downstream_path": display.gre_paths(core, call)[1],
             "flow_packets_up": up,
             "flow_packets_down": down,
             "slow_path_packets": call.slow_path_packets,
