@@ -26,6 +26,8 @@ from alg.errors import (
     UnknownControlTypeError,
 )
 
+PPTP_PORT = 1723
+"""The TCP port of PPTP control connections (RFC 2637 section 1.3)."""
 MAGIC_COOKIE = 0x1A2B3C4D
 PPTP_CONTROL_MESSAGE = 1
 HEADER = struct.Struct("!HHIHH")

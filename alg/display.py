@@ -119,7 +119,7 @@ def gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
     if call.state is not CallState.ESTABLISHED:
         return None, None
     conn = call.conn
-    return "flow", gateway.downstream_mode(conn.server_ip, conn.public_ip)
+    return "flow", gateway.inbound_gre_path(conn.server_ip, conn.public_ip)
 
 
 def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
@@ -142,15 +142,15 @@ def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
         entries.append(ServerMapEntry(
             direction="server-to-client",
             text=f"{server}:0 -> {public}:{call.public_call_id}[{client}:{call.client_call_id}]",
-            path=down_path, packets=down_packets + call.packets_down,
-            bytes=down_bytes + call.bytes_down, **common,
+            path=down_path, packets=down_packets + call.inbound_packets,
+            bytes=down_bytes + call.inbound_bytes, **common,
         ))
         if call.server_call_id is not None and call.state is CallState.ESTABLISHED:
             entries.append(ServerMapEntry(
                 direction="client-to-server",
                 text=f"{client}:0[{public}] -> {server}:{call.server_call_id}",
-                path=up_path, packets=up_packets + call.packets_up,
-                bytes=up_bytes + call.bytes_up, **common,
+                path=up_path, packets=up_packets + call.outbound_packets,
+                bytes=up_bytes + call.outbound_bytes, **common,
             ))
     return entries
 
@@ -196,8 +196,8 @@ def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry
     assert call.client_call_id is not None and call.public_call_id is not None
     left = int(gateway.config.gre_idle - (now - call.last_data))
     (up_packets, up_bytes), (down_packets, down_bytes) = gateway.gre_counts(call)
-    up_packets += call.packets_up
-    down_packets += call.packets_down
+    up_packets += call.outbound_packets
+    down_packets += call.inbound_packets
     up_path, down_path = gre_paths(gateway, call)
     out = []
     if down_packets:
@@ -205,7 +205,7 @@ def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry
             protocol="pptp-gre", source=f"{conn.server_ip}:0", source_nat="",
             destination=f"{conn.public_ip}:{call.public_call_id}",
             destination_nat=f"{conn.client_ip}:{call.client_call_id}", inspected=False,
-            left_seconds=left, packets=down_packets, bytes=down_bytes + call.bytes_down,
+            left_seconds=left, packets=down_packets, bytes=down_bytes + call.inbound_bytes,
             path=down_path,
         ))
     if up_packets:
@@ -213,7 +213,7 @@ def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry
             protocol="pptp-gre", source=f"{conn.client_ip}:0", source_nat=f"{conn.public_ip}:0",
             destination=f"{conn.server_ip}:{call.server_call_id}", destination_nat="",
             inspected=False, left_seconds=left, packets=up_packets,
-            bytes=up_bytes + call.bytes_up, path=up_path,
+            bytes=up_bytes + call.outbound_bytes, path=up_path,
         ))
     return out
 

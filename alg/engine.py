@@ -71,15 +71,15 @@ from alg.events import (
     TCP_SYN,
     CallLog,
     Direction,
-    FlowKind,
+    EntryKind,
     Forward,
-    GreDownstreamFlow,
-    GreUpstreamFlow,
+    GreInboundEntry,
+    GreOutboundEntry,
     Output,
-    RemoveFlows,
+    RemoveEntries,
     SendGre,
     SendTcp,
-    SessionFlows,
+    SessionEntries,
     TcpSegment,
     Translation,
 )
@@ -158,10 +158,10 @@ class Call:
     server_call_id: int | None = None
     call_serial_number: int | None = None
     hold_until: float = 0.0
-    packets_up: int = 0
-    packets_down: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
+    outbound_packets: int = 0
+    inbound_packets: int = 0
+    outbound_bytes: int = 0
+    inbound_bytes: int = 0
     slow_path_packets: int = 0
     end_reason: str = ""
 
@@ -301,7 +301,7 @@ class Gateway:
         """True when NAT session ``session_id`` is a PPTP control connection."""
         return session_id in self._conn_by_session
 
-    def downstream_mode(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
+    def inbound_gre_path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
         """``"flow"`` or ``"controller"`` for a pair's server -> client GRE, None if closed."""
         pair = self._down_pairs.get((server_ip, public_ip))
         if pair is None:
@@ -395,7 +395,7 @@ class Gateway:
                 self.nat.touch(session.id, now)
             translation = Translation(session.public_ip, session.public_port, dst_ip, dst_port)
         if proto is not Proto.ICMP:
-            out.decisions.append(SessionFlows(session, self.nat.idle_timeout(proto)))
+            out.decisions.append(SessionEntries(session, self.nat.idle_timeout(proto)))
         out.emits.append(Forward(direction, translation))
         return out
 
@@ -863,8 +863,8 @@ class Gateway:
         self._pairs_by_id[pair.entry_id] = pair
         return pair
 
-    def _upstream_decision(self, conn: ControlConnection, pair: GrePair) -> GreUpstreamFlow:
-        return GreUpstreamFlow(
+    def _upstream_decision(self, conn: ControlConnection, pair: GrePair) -> GreOutboundEntry:
+        return GreOutboundEntry(
             pair.entry_id, conn.client_ip, conn.server_ip, conn.public_ip, self.config.gre_idle
         )
 
@@ -884,7 +884,7 @@ class Gateway:
         if force or mode != pair.mode:
             pair.mode = mode
             out.decisions.append(
-                GreDownstreamFlow(pair.entry_id, server_ip, public_ip, mode, self.config.gre_idle)
+                GreInboundEntry(pair.entry_id, server_ip, public_ip, mode, self.config.gre_idle)
             )
 
     def _close_call(self, call: Call, now: float, reason: str, out: Output) -> None:
@@ -917,13 +917,13 @@ class Gateway:
         if not up.calls:
             del self._up_pairs[(conn.client_ip, conn.server_ip)]
             del self._pairs_by_id[up.entry_id]
-            out.decisions.append(RemoveFlows(FlowKind.GRE_UPSTREAM, up.entry_id))
+            out.decisions.append(RemoveEntries(EntryKind.GRE_OUTBOUND, up.entry_id))
         down = self._down_pairs[(conn.server_ip, conn.public_ip)]
         down.calls.remove(call)
         if not down.calls:
             del self._down_pairs[(conn.server_ip, conn.public_ip)]
             del self._pairs_by_id[down.entry_id]
-            out.decisions.append(RemoveFlows(FlowKind.GRE_DOWNSTREAM, down.entry_id))
+            out.decisions.append(RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id))
         else:
             self._update_downstream(conn.server_ip, conn.public_ip, down, out)
 
@@ -961,11 +961,11 @@ class Gateway:
                 return self._drop("GRE matches no server-map")
             pair = self._down_pairs[(src_ip, dst_ip)]
             if pair.mode is not None:
-                out.decisions.append(GreDownstreamFlow(
+                out.decisions.append(GreInboundEntry(
                     pair.entry_id, src_ip, dst_ip, pair.mode, self.config.gre_idle
                 ))
-            call.packets_down += 1
-            call.bytes_down += len(gre) + FRAME_OVERHEAD
+            call.inbound_packets += 1
+            call.inbound_bytes += len(gre) + FRAME_OVERHEAD
             out.emits.append(SendGre(
                 direction, src_ip, call.conn.client_ip,
                 rewrite_gre_call_id(gre, self._client_id(call)),
@@ -978,8 +978,8 @@ class Gateway:
             out.decisions.append(
                 self._upstream_decision(call.conn, self._up_pairs[(src_ip, dst_ip)])
             )
-            call.packets_up += 1
-            call.bytes_up += len(gre) + FRAME_OVERHEAD
+            call.outbound_packets += 1
+            call.outbound_bytes += len(gre) + FRAME_OVERHEAD
             out.emits.append(SendGre(direction, call.conn.public_ip, dst_ip, gre))
         call.last_data = now
         call.slow_path_packets += 1
@@ -997,7 +997,7 @@ class Gateway:
                 self.counters.gre_unknown_dropped += 1
                 return self._drop("GRE matches no binding")
             binding.last_seen = now
-            out.decisions.append(GreDownstreamFlow(
+            out.decisions.append(GreInboundEntry(
                 binding.down_id, src_ip, dst_ip, binding.client_ip, self.config.gre_idle
             ))
             out.emits.append(Forward(direction, Translation(src_ip, 0, binding.client_ip, 0)))
@@ -1013,10 +1013,10 @@ class Gateway:
             self._plain_by_id[binding.up_id] = self._plain_by_id[binding.down_id] = binding
         binding.last_seen = now
         self._plain_down[(dst_ip, binding.public_ip)] = binding
-        out.decisions.append(GreUpstreamFlow(
+        out.decisions.append(GreOutboundEntry(
             binding.up_id, src_ip, dst_ip, binding.public_ip, self.config.gre_idle
         ))
-        out.decisions.append(GreDownstreamFlow(
+        out.decisions.append(GreInboundEntry(
             binding.down_id, dst_ip, binding.public_ip, src_ip, self.config.gre_idle
         ))
         out.emits.append(Forward(direction, Translation(binding.public_ip, 0, dst_ip, 0)))
@@ -1025,14 +1025,14 @@ class Gateway:
     # Time and the switch's reports.
 
     def flow_stats(
-        self, kind: FlowKind, entry_id: int, packets: int, now: float, byte_count: int = 0
+        self, kind: EntryKind, entry_id: int, packets: int, now: float, byte_count: int = 0
     ) -> None:
         """The switch's packet and byte counts for one flow entry (cumulative).
 
         A count that grew since the last report restarts the idle clock of what the entry
         belongs to, so Left-Time follows traffic the controller never sees.
         """
-        if kind is FlowKind.SESSION:
+        if kind is EntryKind.SESSION:
             if self.nat.get(entry_id) is None:
                 return
             before = self._session_packets.get(entry_id, 0)
@@ -1048,7 +1048,7 @@ class Gateway:
             pair.bytes = byte_count
             # A slow-path entry counts what it punted: handle_gre saw each of those
             # packets and restarted only its own call's clock.
-            slow = kind is FlowKind.GRE_DOWNSTREAM and pair.mode is None
+            slow = kind is EntryKind.GRE_INBOUND and pair.mode is None
             if grew and not slow:
                 for call in pair.calls:
                     call.last_data = now
@@ -1064,14 +1064,14 @@ class Gateway:
             else:
                 binding.down_packets = packets
 
-    def flow_removed(self, kind: FlowKind, entry_id: int) -> None:
+    def flow_removed(self, kind: EntryKind, entry_id: int) -> None:
         """The switch removed an entry (idle timeout, deletion, eviction).
 
         Its packet count starts again from zero if the entry is installed again (the
         next packet of a live session or call is punted and re-installs it), so the last
         count is forgotten. Ageing itself is the core's, by :meth:`tick`.
         """
-        if kind is FlowKind.SESSION:
+        if kind is EntryKind.SESSION:
             self._session_packets.pop(entry_id, None)
             self._session_bytes.pop(entry_id, None)
             return
@@ -1097,7 +1097,7 @@ class Gateway:
         The client -> server entry is shared by the calls of one (client, server) pair,
         so its counts are the pair's. The server -> client counts are the flow's only on
         the fast path (one call on the pair); on the slow path the controller counts each
-        call's packets itself (``Call.packets_down``), so the punt entry adds nothing.
+        call's packets itself (``Call.inbound_packets``), so the punt entry adds nothing.
         """
         conn = call.conn
         up = self._up_pairs.get((conn.client_ip, conn.server_ip))
@@ -1123,7 +1123,7 @@ class Gateway:
             if conn is not None:
                 self._close_connection(conn, now, "control connection idle", out)
             else:
-                out.decisions.append(RemoveFlows(FlowKind.SESSION, session.id))
+                out.decisions.append(RemoveEntries(EntryKind.SESSION, session.id))
         for conn in list(self._conns_inside.values()):
             closing = conn.closing_since
             if closing is not None and now - closing >= self.config.tcp_closing:
@@ -1140,8 +1140,8 @@ class Gateway:
                 if self._plain_down.get((binding.server_ip, binding.public_ip)) is binding:
                     del self._plain_down[(binding.server_ip, binding.public_ip)]
                 self.nat.pool.release(binding.client_ip)
-                out.decisions.append(RemoveFlows(FlowKind.GRE_UPSTREAM, binding.up_id))
-                out.decisions.append(RemoveFlows(FlowKind.GRE_DOWNSTREAM, binding.down_id))
+                out.decisions.append(RemoveEntries(EntryKind.GRE_OUTBOUND, binding.up_id))
+                out.decisions.append(RemoveEntries(EntryKind.GRE_INBOUND, binding.down_id))
         self.call_ids.purge(now)
         return out
 

@@ -91,17 +91,17 @@ class SendGre:
 Emit = Forward | SendTcp | SendGre
 
 
-class FlowKind(enum.IntEnum):
+class EntryKind(enum.IntEnum):
     """What a flow entry belongs to; the app puts it in the cookie with the entry's id."""
 
     PIPELINE = 1
     SESSION = 2
-    GRE_UPSTREAM = 3
-    GRE_DOWNSTREAM = 4
+    GRE_OUTBOUND = 3
+    GRE_INBOUND = 4
 
 
 @dataclass(frozen=True)
-class SessionFlows:
+class SessionEntries:
     """Install (or re-install) both directions' rewrite entries of a NAT session."""
 
     session: NatSession
@@ -109,15 +109,15 @@ class SessionFlows:
 
 
 @dataclass(frozen=True)
-class RemoveFlows:
+class RemoveEntries:
     """Delete every flow entry of ``kind`` and ``entry_id`` (by cookie)."""
 
-    kind: FlowKind
+    kind: EntryKind
     entry_id: int
 
 
 @dataclass(frozen=True)
-class GreUpstreamFlow:
+class GreOutboundEntry:
     """Server-map 2 on the switch: client -> server GRE leaves from the public address.
 
     Matches ``ip_proto=47, ipv4_src=client_ip, ipv4_dst=server_ip``; sets ``ipv4_src`` to
@@ -132,7 +132,7 @@ class GreUpstreamFlow:
 
 
 @dataclass(frozen=True)
-class GreDownstreamFlow:
+class GreInboundEntry:
     """Server-map 1 on the switch, for every call of one (server, public address) pair.
 
     Matches ``ip_proto=47, ipv4_src=server_ip, ipv4_dst=public_ip``. With ``client_ip``
@@ -148,7 +148,7 @@ class GreDownstreamFlow:
     idle_timeout: float
 
 
-Decision = SessionFlows | RemoveFlows | GreUpstreamFlow | GreDownstreamFlow
+Decision = SessionEntries | RemoveEntries | GreOutboundEntry | GreInboundEntry
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Run::
         --config-file gateway.conf ryu_apps/nat_gateway.py
 
 The app decodes each packet-in once, hands the core a plain event with the time, and turns
-the core's output into flow-mods (``ryu_apps.flows``) and packet-outs
+the core's output into flow-mods (``ryu_apps.flowmods``) and packet-outs
 (``ryu_apps.packets``). It owns only L2 facts: which port and MAC an address is behind,
 and answering and resolving ARP. Every PPTP and NAT decision is the core's.
 
@@ -42,19 +42,19 @@ from alg.engine import Gateway
 from alg.errors import ConfigError
 from alg.events import (
     Direction,
-    FlowKind,
+    EntryKind,
     Forward,
-    GreDownstreamFlow,
-    GreUpstreamFlow,
+    GreInboundEntry,
+    GreOutboundEntry,
     Output,
-    RemoveFlows,
+    RemoveEntries,
     SendGre,
     SendTcp,
-    SessionFlows,
+    SessionEntries,
 )
 from ryu_apps import config as gwconfig
-from ryu_apps import flows, packets
-from ryu_apps.flows import L2
+from ryu_apps import flowmods, packets, switch
+from ryu_apps.flowmods import L2
 
 LOG = logging.getLogger("pptp_alg.gateway")
 CONF = cfg.CONF
@@ -127,7 +127,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.inside_hosts: dict[IPv4Address, L2] = {}
         self.outside_hosts: dict[IPv4Address, L2] = {}
         self.pending_arp: dict[IPv4Address, PendingArp] = {}
-        self._stats_parts: dict[tuple[FlowKind, int], tuple[int, int]] = {}
+        self._stats_parts: dict[tuple[EntryKind, int], tuple[int, int]] = {}
         self._next_stats = 0.0
         wsgi = kwargs.get("wsgi")
         if wsgi is not None:
@@ -170,8 +170,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             return
         self.inside_ports = {self.port_numbers[n] for n in self.config.inside_ports}
         self.outside_port = self.port_numbers[self.config.outside_port]
-        dp.send_msg(flows.remove_all(dp))
-        self._send_mods(dp, flows.pipeline(
+        dp.send_msg(flowmods.remove_all(dp))
+        self._send_mods(dp, flowmods.pipeline(
             dp, sorted(self.inside_ports), self.outside_port, self.config.alg.public_ips,
             self.config.alg.alg_enabled,
         ))
@@ -329,29 +329,29 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     def _flow_mods(self, dp: Any, decision: object) -> list[Any]:
         gw_mac = self.config.gateway_mac
-        if isinstance(decision, RemoveFlows):
-            return [flows.remove(dp, decision)]
-        if isinstance(decision, SessionFlows):
+        if isinstance(decision, RemoveEntries):
+            return [flowmods.remove(dp, decision)]
+        if isinstance(decision, SessionEntries):
             s = decision.session
             inside = self.inside_hosts.get(s.inside_ip)
             outside = self._outside_l2(s.remote_ip)
             if inside is None or outside is None:
                 return []
-            return flows.session_flows(dp, decision, inside, outside, gw_mac)
-        if isinstance(decision, GreUpstreamFlow):
+            return flowmods.session_flows(dp, decision, inside, outside, gw_mac)
+        if isinstance(decision, GreOutboundEntry):
             client = self.inside_hosts.get(decision.client_ip)
             outside = self._outside_l2(decision.server_ip)
             if client is None or outside is None:
                 return []
-            return [flows.gre_upstream(dp, decision, client, outside, gw_mac)]
-        if isinstance(decision, GreDownstreamFlow):
+            return [flowmods.gre_outbound(dp, decision, client, outside, gw_mac)]
+        if isinstance(decision, GreInboundEntry):
             assert self.outside_port is not None
             client = None
             if decision.client_ip is not None:
                 client = self.inside_hosts.get(decision.client_ip)
                 if client is None:
                     decision = dataclasses.replace(decision, client_ip=None)
-            return [flows.gre_downstream(dp, decision, self.outside_port, client, gw_mac)]
+            return [flowmods.gre_inbound(dp, decision, self.outside_port, client, gw_mac)]
         return []
 
     def _forward(self, dp: Any, emit: Forward, original: packets.Ipv4) -> None:
@@ -535,7 +535,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         if now >= self._next_stats:
             self._next_stats = now + self.config.stats_interval
             self._stats_parts = {}
-            dp.send_msg(flows.stats_request(dp))
+            dp.send_msg(flowmods.stats_request(dp))
             self.apply(dp, self.core.tick(now))
 
     def _retry_arp(self, dp: Any) -> None:
@@ -558,7 +558,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     def _flow_stats(self, ev: Any) -> None:
         """Sum the counts per cookie (a session has two entries), then report."""
         for stat in ev.msg.body:
-            decoded = flows.decode_cookie(stat.cookie)
+            decoded = switch.decode_cookie(stat.cookie)
             if decoded is not None:
                 packets, octets = self._stats_parts.get(decoded, (0, 0))
                 self._stats_parts[decoded] = (
@@ -575,7 +575,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     def _flow_removed(self, ev: Any) -> None:
         """Count the removal and tell the core which of its entries is gone."""
         self.counters.flows_removed += 1
-        decoded = flows.decode_cookie(ev.msg.cookie)
+        decoded = switch.decode_cookie(ev.msg.cookie)
         if decoded is not None:
             kind, entry_id = decoded
             self.core.flow_removed(kind, entry_id)

@@ -65,9 +65,9 @@ def snapshot_calls(app: Any) -> list[dict[str, Any]]:
             "public_call_id": call.public_call_id,
             "server_call_id": call.server_call_id,
             "call_serial_number": call.call_serial_number,
-            "downstream_path": display.gre_paths(core, call)[1],
-            "flow_packets_up": up,
-            "flow_packets_down": down,
+            "inbound_gre_path": display.gre_paths(core, call)[1],
+            "outbound_entry_packets": up,
+            "inbound_entry_packets": down,
             "slow_path_packets": call.slow_path_packets,
         })
     return out

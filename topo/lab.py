@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alg.events import EntryKind
+from ryu_apps import switch
 from topo import display
 from topo.netns import (
     CommandError,
@@ -70,9 +72,9 @@ BRIDGE = "br-lab"
 #: The bridge's fixed datapath ID (otherwise OVS derives one from a random MAC).
 DATAPATH_ID = 1
 OFP_HOST = "127.0.0.1"
-OFP_PORT = 6653
+OFP_PORT = switch.OPENFLOW_PORT
 REST_HOST = "127.0.0.1"
-REST_PORT = 8080
+REST_PORT = switch.REST_PORT
 CONTROLLER_TARGET = f"tcp:{OFP_HOST}:{OFP_PORT}"
 REST_URL = f"http://{REST_HOST}:{REST_PORT}"
 DEFAULT_APP = "ryu_apps/nat_gateway.py"
@@ -92,9 +94,6 @@ MAX_CLIENTS = 64
 MAX_PUBLIC_IPS = 253
 POLICIES = ("open", "strict")
 
-#: Cookies are 0x50 ('P') in the top byte and a kind in the next; the pipeline is kind 1.
-PIPELINE_COOKIE = 0x5001_0000_0000_0000
-COOKIE_KIND_MASK = 0xFFFF_0000_0000_0000
 
 #: Exit status of ``status`` when the lab is not up.
 EXIT_NOT_UP = 3
@@ -324,7 +323,7 @@ def _is_connected() -> bool:
 def _pipeline_flows() -> int:
     out = run(
         ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", BRIDGE,
-         f"cookie={PIPELINE_COOKIE:#x}/{COOKIE_KIND_MASK:#x}"],
+         switch.kind_filter(EntryKind.PIPELINE)],
         check=False,
     )
     return sum(1 for line in out.splitlines() if "cookie=" in line)
@@ -555,7 +554,7 @@ def up(
                "max_backoff=1000")
         _wait_until(child, deadline, "the switch to connect to the controller", _is_connected)
         _wait_until(child, deadline,
-                    f"a flow with the pipeline cookie {PIPELINE_COOKIE:#018x}",
+                    f"a flow with the pipeline cookie {switch.cookie(EntryKind.PIPELINE):#018x}",
                     lambda: _pipeline_flows() > 0)
         state.phase = "up"
         _write_state(state)

@@ -44,11 +44,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alg.codec import PPTP_PORT
 from topo.netns import ns_argv
 from topo.standin_ppp import StandinConfig
 
 STANDIN_FILE = Path(__file__).resolve().with_name("standin_ppp.py")
-PPTP_PORT = 1723
 UNIX_PATH_MAX = 100
 _SOCAT_SPECIAL = set(":,!\"' \t\\")
 

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from scapy.layers.pptp import PPTP
 
+from alg.events import EntryKind
+from ryu_apps import switch
 from topo import lab
 from topo.netns import ns_argv
 from topo.peers import (
@@ -40,11 +42,6 @@ SERVER_NS = lab.SERVER_NS
 SERVER_IP = lab.SERVER_IP
 PUBLIC_IP = lab.public_addresses(1)[0]
 BRIDGE = lab.BRIDGE
-
-KIND_MASK = 0xFFFF_0000_0000_0000
-COOKIE_SESSION = 0x5002_0000_0000_0000
-COOKIE_GRE_UP = 0x5003_0000_0000_0000
-COOKIE_GRE_DOWN = 0x5004_0000_0000_0000
 
 OCRQ, OCRP, CCRQ, CDN = 7, 8, 12, 13
 #: Control message types with a Call ID field, and with a Peer's Call ID field.
@@ -252,17 +249,17 @@ class GatewayLab:
         sessions: list[dict[str, Any]] = self.rest("/pptp-alg/sessions")
         return sessions
 
-    def flows(self, cookie: int | None = None) -> list[str]:
-        """``ovs-ofctl dump-flows`` lines, only those of one cookie kind if given."""
+    def flows(self, kind: EntryKind | None = None) -> list[str]:
+        """``ovs-ofctl dump-flows`` lines, only those of one kind of entry if given."""
         argv = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", BRIDGE]
-        if cookie is not None:
-            argv.append(f"cookie={cookie:#x}/{KIND_MASK:#x}")
+        if kind is not None:
+            argv.append(switch.kind_filter(kind))
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
         return [line.strip() for line in out.stdout.splitlines() if "cookie=" in line]
 
     def gre_flows(self) -> list[str]:
-        """The GRE server-map entries (cookies 0x5003... and 0x5004...)."""
-        return self.flows(COOKIE_GRE_UP) + self.flows(COOKIE_GRE_DOWN)
+        """The GRE server-map entries (both directions)."""
+        return self.flows(EntryKind.GRE_OUTBOUND) + self.flows(EntryKind.GRE_INBOUND)
 
     @staticmethod
     def n_packets(lines: Sequence[str]) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
-    COOKIE_SESSION,
     PUBLIC_IP,
     SERVER_IP,
     SERVER_NS,
@@ -72,6 +72,6 @@ def test_tcp_and_udp_from_several_clients_with_the_same_source_port(gateway: Fac
         assert sorted(s["public"] for s in mine) == sorted(peers)
         assert not any(s["pptp_control"] for s in mine)
     # Each session is carried by a pair of rewrite entries on the switch.
-    assert len(gw.flows(COOKIE_SESSION)) == 2 * 2 * N
+    assert len(gw.flows(EntryKind.SESSION)) == 2 * 2 * N
     accepted = [r["peer"] for r in log_records(gw) if r["event"] == "accept"]
     assert sorted(accepted) == sorted(tcp_peers)

@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
+from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
-    COOKIE_GRE_DOWN,
-    COOKIE_GRE_UP,
-    COOKIE_SESSION,
     PUBLIC_IP,
     SERVER_IP,
     SERVER_NS,
@@ -74,7 +72,7 @@ def test_strict_policy(gateway: Factory) -> None:
     assert any("tcp" in e for e in result["errors"]), result
     assert gw.counters()["policy_denied"] - denied >= 2
     assert [r for r in log_records(gw) if r["event"] != "listening"] == []
-    assert gw.flows(COOKIE_SESSION) == []
+    assert gw.flows(EntryKind.SESSION) == []
 
     # 3. PPTP works: its control connection is allowed, its GRE rides the server-map.
     server = gw.pptpd()
@@ -89,7 +87,7 @@ def test_strict_policy(gateway: Factory) -> None:
     (call,) = gw.established()
     assert call["public"] == PUBLIC_IP
     assert set(client.received_tags()) == {server.standins()[0]["tag"]}
-    assert len(gw.flows(COOKIE_GRE_UP)) == 1 and len(gw.flows(COOKIE_GRE_DOWN)) == 1
+    assert len(gw.flows(EntryKind.GRE_OUTBOUND)) == 1 and len(gw.flows(EntryKind.GRE_INBOUND)) == 1
 
     # 4. While the call is up, GRE with unknown keys from another outside host reaches
     #    no client, is counted, and adds no entry.

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
+from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
-    COOKIE_GRE_DOWN,
-    COOKIE_GRE_UP,
     OCRP,
     OCRQ,
     PUBLIC_IP,
@@ -331,15 +330,15 @@ def test_public_pool_keeps_gre_on_flow_entries(gateway: Factory) -> None:
 
     assert len(calls) == 2
     assert sorted(c["public"] for c in calls) == ["203.0.113.2", "203.0.113.3"]
-    assert all(c["downstream_path"] == "flow" for c in calls), calls
+    assert all(c["inbound_gre_path"] == "flow" for c in calls), calls
     assert frames >= 200
     print(f"slow path: {slow} GRE packets for {frames} PPP frames")
     assert slow <= 4, f"{slow} GRE packets took the slow path for {frames} frames"
     # The switch counted the data on the GRE entries themselves (OVS updates flow
     # statistics from its datapath about once a second: poll).
-    assert len(gw.flows(COOKIE_GRE_UP)) == 2 and len(gw.flows(COOKIE_GRE_DOWN)) == 2
-    wait_for(lambda: gw.n_packets(gw.flows(COOKIE_GRE_UP)) >= 100
-             and gw.n_packets(gw.flows(COOKIE_GRE_DOWN)) >= 100, 5,
+    assert len(gw.flows(EntryKind.GRE_OUTBOUND)) == 2 and len(gw.flows(EntryKind.GRE_INBOUND)) == 2
+    wait_for(lambda: gw.n_packets(gw.flows(EntryKind.GRE_OUTBOUND)) >= 100
+             and gw.n_packets(gw.flows(EntryKind.GRE_INBOUND)) >= 100, 5,
              "the GRE entries to count 100 packets each way")
     assert gw.counters()["gre_slow_path"] - before == slow
     for client in clients:
@@ -359,8 +358,8 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     reply1 = first("call", call_id=4242)["fields"]
     assert reply1["result"] == 1 and reply1["peer_call_id"] == 4242
     (call,) = gw.wait_established(1)
-    assert call["downstream_path"] == "flow" and call["public_call_id"] == 4242
-    (down,) = gw.flows(COOKIE_GRE_DOWN)
+    assert call["inbound_gre_path"] == "flow" and call["public_call_id"] == 4242
+    (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert f"set_field:{client_ip(1)}->ip_dst" in down and "output:1" in down, down
 
     second = gw.repl("c2")
@@ -368,8 +367,8 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     reply2 = second("call", call_id=4242)["fields"]
     assert reply2["result"] == 1 and reply2["peer_call_id"] == 4242
     calls = gw.wait_established(2)
-    assert {c["downstream_path"] for c in calls} == {"controller"}
-    (down,) = gw.flows(COOKIE_GRE_DOWN)
+    assert {c["inbound_gre_path"] for c in calls} == {"controller"}
+    (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert "CONTROLLER" in down and "ip_dst" not in down, down
     slow = gw.counters()["gre_slow_path"]
     got1 = [p for p in first("recv", seconds=1.0)["packets"] if p["tag"]]
@@ -384,8 +383,8 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     # The second call ends: the first is alone again, with b == a, back on a flow.
     second("clear", call_id=4242)
     (call,) = gw.wait_established(1)
-    assert call["client"] == client_ip(1) and call["downstream_path"] == "flow"
-    (down,) = gw.flows(COOKIE_GRE_DOWN)
+    assert call["client"] == client_ip(1) and call["inbound_gre_path"] == "flow"
+    (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert f"set_field:{client_ip(1)}->ip_dst" in down and "output:1" in down, down
     first("recv", seconds=0.3)
     slow = gw.counters()["gre_slow_path"]
@@ -404,8 +403,8 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     first("clear", call_id=4242)
     (call,) = gw.wait_established(1)
     assert call["client"] == client_ip(2) and call["public_call_id"] != 4242
-    assert call["downstream_path"] == "controller"
-    (down,) = gw.flows(COOKIE_GRE_DOWN)
+    assert call["inbound_gre_path"] == "controller"
+    (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert "CONTROLLER" in down, down
     third("recv", seconds=0.3)
     slow = gw.counters()["gre_slow_path"]

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
+from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
     CDN,
-    COOKIE_GRE_DOWN,
-    COOKIE_GRE_UP,
     OCRQ,
     PUBLIC_IP,
     SERVER_IP,
@@ -62,7 +61,7 @@ def test_call_teardown_removes_flows_and_drops_late_gre(gateway: Factory, ending
     assert call["client_call_id"] == CALL_ID and call["server_call_id"] == server_id
 
     # Data both ways, on the call's two server-map entries.
-    assert len(gw.flows(COOKIE_GRE_UP)) == 1 and len(gw.flows(COOKIE_GRE_DOWN)) == 1
+    assert len(gw.flows(EntryKind.GRE_OUTBOUND)) == 1 and len(gw.flows(EntryKind.GRE_INBOUND)) == 1
     repl("gre", peer=server_id, count=5, tag="pns", interval=0.05)
     packets = repl("recv", seconds=1.0)["packets"]
     assert {p["call_id"] for p in packets if p["tag"]} == {CALL_ID}, packets

@@ -1,6 +1,6 @@
 """A fake OpenFlow 1.3 datapath: one table, real Ryu message classes, a tiny interpreter.
 
-Flow-mods built by ``ryu_apps.flows`` are applied to a table; packets (dicts of OXM field
+Flow-mods built by ``ryu_apps.flowmods`` are applied to a table; packets (dicts of OXM field
 names) are run through it, and the test asserts on what comes out: which port, with which
 header fields. No switch, no sockets.
 """

@@ -17,6 +17,7 @@ from itertools import pairwise
 
 from alg.codec import (
     HEADER_LENGTH,
+    PPTP_PORT,
     CallClearRequest,
     CallDisconnectNotify,
     ControlMessage,
@@ -48,17 +49,16 @@ from alg.events import (
     CallLog,
     Decision,
     Direction,
-    GreDownstreamFlow,
-    GreUpstreamFlow,
+    GreInboundEntry,
+    GreOutboundEntry,
     Output,
-    RemoveFlows,
+    RemoveEntries,
     SendGre,
     SendTcp,
     TcpSegment,
 )
 
 SEQ_MOD = 1 << 32
-PPTP_PORT = 1723
 DATA = TCP_ACK | TCP_PSH
 
 C1 = IPv4Address("192.168.1.1")
@@ -183,15 +183,15 @@ def of_type(items: Iterable[object], cls: type) -> list:  # type: ignore[type-ar
     return [i for i in items if isinstance(i, cls)]
 
 
-def gre_decisions(out: Output) -> list[GreUpstreamFlow | GreDownstreamFlow | RemoveFlows]:
+def gre_decisions(out: Output) -> list[GreOutboundEntry | GreInboundEntry | RemoveEntries]:
     return [d for d in out.decisions
-            if isinstance(d, GreUpstreamFlow | GreDownstreamFlow | RemoveFlows)]
+            if isinstance(d, GreOutboundEntry | GreInboundEntry | RemoveEntries)]
 
 
-def flows(out: Output) -> tuple[GreUpstreamFlow | None, GreDownstreamFlow]:
-    """The server-map decisions of one output: (upstream or None, downstream)."""
-    ups = [d for d in out.decisions if isinstance(d, GreUpstreamFlow)]
-    downs = [d for d in out.decisions if isinstance(d, GreDownstreamFlow)]
+def flows(out: Output) -> tuple[GreOutboundEntry | None, GreInboundEntry]:
+    """The server-map decisions of one output: (outbound or None, inbound)."""
+    ups = [d for d in out.decisions if isinstance(d, GreOutboundEntry)]
+    downs = [d for d in out.decisions if isinstance(d, GreInboundEntry)]
     assert len(ups) <= 1 and len(downs) == 1, out.decisions
     return (ups[0] if ups else None), downs[0]
 

@@ -6,7 +6,7 @@ import re
 from ipaddress import IPv4Address
 
 from alg import display
-from alg.events import Direction, FlowKind, GreUpstreamFlow
+from alg.events import Direction, EntryKind, GreOutboundEntry
 from tests.unit.pptp_flows import C1, C2, SERVER, ControlLink, down_gre, gateway, ocrq, up_gre
 
 
@@ -52,8 +52,8 @@ def test_left_time_counts_down_and_restarts_with_traffic() -> None:
     down_gre(gw, link.public_ip, b, now=70)
     assert display.server_map(gw, now=70)[0].left_seconds == 300
     up_id = next(d.entry_id for out in link.outputs for d in out.decisions
-                 if isinstance(d, GreUpstreamFlow))
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up_id, 5, now=100)
+                 if isinstance(d, GreOutboundEntry))
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up_id, 5, now=100)
     assert display.server_map(gw, now=100)[0].left_seconds == 300
 
 

@@ -16,11 +16,11 @@ from alg.engine import CallState, Gateway
 from alg.events import (
     CallLog,
     Direction,
-    FlowKind,
-    GreDownstreamFlow,
-    GreUpstreamFlow,
+    EntryKind,
+    GreInboundEntry,
+    GreOutboundEntry,
     Output,
-    RemoveFlows,
+    RemoveEntries,
     SendGre,
 )
 from tests.unit.pptp_flows import (
@@ -127,7 +127,7 @@ def test_outgoing_call_request_and_reply(collide: bool) -> None:
     assert link.client.stream[-32:] == ocrp(C, A)
     assert call.state is CallState.ESTABLISHED and call.server_call_id == C
     up, down = reply.decisions
-    assert isinstance(up, GreUpstreamFlow) and isinstance(down, GreDownstreamFlow)
+    assert isinstance(up, GreOutboundEntry) and isinstance(down, GreInboundEntry)
     assert (up.client_ip, up.server_ip, up.public_ip, up.idle_timeout) == (C1, SERVER, PUBLIC, 300)
     assert (down.server_ip, down.public_ip, down.idle_timeout) == (SERVER, PUBLIC, 300)
     assert down.client_ip == (None if collide else C1)
@@ -136,7 +136,7 @@ def test_outgoing_call_request_and_reply(collide: bool) -> None:
     assert after["calls_set_up"] - before["calls_set_up"] == 1
     assert after["call_ids_translated"] - before["call_ids_translated"] == 2
     assert after["call_ids_changed"] - before["call_ids_changed"] == (1 if collide else 0)
-    assert gw.downstream_mode(SERVER, PUBLIC) == ("controller" if collide else "flow")
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == ("controller" if collide else "flow")
     assert gw.calls_in_progress == (2 if collide else 1)
 
 
@@ -161,8 +161,8 @@ def test_incoming_call_request_reply_connected(collide: bool) -> None:
     assert link.client.stream[-28:] == iccn(A)
     assert call.state.value == "established"
     up, down = connected.decisions
-    assert isinstance(up, GreUpstreamFlow) and up.client_ip == C1
-    assert isinstance(down, GreDownstreamFlow) and down.client_ip == (None if collide else C1)
+    assert isinstance(up, GreOutboundEntry) and up.client_ip == C1
+    assert isinstance(down, GreInboundEntry) and down.client_ip == (None if collide else C1)
     assert connected.logs[0].event == "set up" and connected.logs[0].public_call_id == b
     assert not call.outgoing
 
@@ -252,9 +252,9 @@ def test_which_messages_tear_the_call_down(row: Row, collide: bool) -> None:
     gw = setup.gw
     [call] = [c for c in gw.calls() if c.conn.client_ip == C1]
     up_id = next(d.entry_id for d in setup.link.outputs[-1].decisions
-                 if isinstance(d, GreUpstreamFlow))
+                 if isinstance(d, GreOutboundEntry))
     down_id = next(d.entry_id for d in setup.link.outputs[-1].decisions
-                   if isinstance(d, GreDownstreamFlow))
+                   if isinstance(d, GreInboundEntry))
     out = _check_row(setup, who, message(setup), expected(setup))
     reason = CLOSING.get(name)
     if reason is None:
@@ -264,14 +264,14 @@ def test_which_messages_tear_the_call_down(row: Row, collide: bool) -> None:
     assert call.state is CallState.CLOSED and call.end_reason == reason
     assert out.logs == [CallLog("torn down", call.index, C1, PUBLIC, SERVER, setup.a, setup.b,
                                 setup.c, reason)]
-    assert RemoveFlows(FlowKind.GRE_UPSTREAM, up_id) in out.decisions
+    assert RemoveEntries(EntryKind.GRE_OUTBOUND, up_id) in out.decisions
     if collide:
         # C2's call keeps the pair; it kept its ID, so the pair goes back to the fast path.
-        assert out.decisions[-1] == GreDownstreamFlow(down_id, SERVER, PUBLIC, C2, 300)
-        assert gw.downstream_mode(SERVER, PUBLIC) == "flow"
+        assert out.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C2, 300)
+        assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
     else:
-        assert RemoveFlows(FlowKind.GRE_DOWNSTREAM, down_id) in out.decisions
-        assert gw.downstream_mode(SERVER, PUBLIC) is None
+        assert RemoveEntries(EntryKind.GRE_INBOUND, down_id) in out.decisions
+        assert gw.inbound_gre_path(SERVER, PUBLIC) is None
     assert gw.call_ids.held_down(PUBLIC, SERVER, setup.b, setup.link.now)
     # Late GRE for the closed call: dropped, counted, no state.
     late = down_gre(gw, PUBLIC, setup.b, setup.link.now + 1)
@@ -454,14 +454,14 @@ def test_colliding_call_ids_are_demultiplexed_by_b() -> None:
     assert l1.public_ip == l2.public_ip == PUBLIC
     b1 = l1.outgoing_call(A, 700)
     _, first_down = flows(l1.outputs[-1])
-    assert first_down == GreDownstreamFlow(first_down.entry_id, SERVER, PUBLIC, C1, 300)
+    assert first_down == GreInboundEntry(first_down.entry_id, SERVER, PUBLIC, C1, 300)
     b2 = l2.outgoing_call(A, 701)
     assert (b1, b2) == (A, A + 1)
     up2, down2 = flows(l2.outputs[-1])
     assert up2 is not None
-    assert up2 == GreUpstreamFlow(up2.entry_id, C2, SERVER, PUBLIC, 300)
-    assert down2 == GreDownstreamFlow(first_down.entry_id, SERVER, PUBLIC, None, 300)
-    assert gw.downstream_mode(SERVER, PUBLIC) == "controller"
+    assert up2 == GreOutboundEntry(up2.entry_id, C2, SERVER, PUBLIC, 300)
+    assert down2 == GreInboundEntry(first_down.entry_id, SERVER, PUBLIC, None, 300)
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
 
     packet = gre(b2, payload=b"\xff\x03abcdef", seq=77, ack=12)
     out = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, packet, 5.0)
@@ -488,8 +488,8 @@ def test_colliding_call_ids_are_demultiplexed_by_b() -> None:
     assert out.decisions == [up2]
 
     calls = {c.conn.client_ip: c for c in gw.calls()}
-    assert calls[C2].packets_down == 2 and calls[C2].packets_up == 1
-    assert calls[C1].packets_down == 1 and calls[C2].slow_path_packets == 3
+    assert calls[C2].inbound_packets == 2 and calls[C2].outbound_packets == 1
+    assert calls[C1].inbound_packets == 1 and calls[C2].slow_path_packets == 3
 
 
 def test_pair_returns_to_fast_path_when_the_colliding_call_ends() -> None:
@@ -501,11 +501,11 @@ def test_pair_returns_to_fast_path_when_the_colliding_call_ends() -> None:
     l2.outgoing_call(A, 701)
     out = l2.client_send(ccrq(A))
     assert l2.server.stream[-16:] == ccrq(A + 1)
-    assert out.decisions[-1] == GreDownstreamFlow(down_id, SERVER, PUBLIC, C1, 300)
-    assert gw.downstream_mode(SERVER, PUBLIC) == "flow"
+    assert out.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C1, 300)
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
     # Fast path: a punted packet (lost flow) re-installs the flow entry.
     out = down_gre(gw, PUBLIC, A, 1.0)
-    assert out.decisions == [GreDownstreamFlow(down_id, SERVER, PUBLIC, C1, 300)]
+    assert out.decisions == [GreInboundEntry(down_id, SERVER, PUBLIC, C1, 300)]
     assert sent_gre(out)[0].dst_ip == C1
 
 
@@ -516,27 +516,27 @@ def test_pair_stays_slow_when_the_remaining_call_changed_its_id() -> None:
     l1.outgoing_call(A, 700)
     l2.outgoing_call(A, 701)
     out = l1.client_send(ccrq(A))
-    assert not any(isinstance(d, GreDownstreamFlow) for d in out.decisions)
-    assert not any(isinstance(d, RemoveFlows) and d.kind is FlowKind.GRE_DOWNSTREAM
+    assert not any(isinstance(d, GreInboundEntry) for d in out.decisions)
+    assert not any(isinstance(d, RemoveEntries) and d.kind is EntryKind.GRE_INBOUND
                    for d in out.decisions)
-    assert gw.downstream_mode(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
     [send] = sent_gre(down_gre(gw, PUBLIC, A + 1, 1.0))
     assert send.dst_ip == C2 and parse_gre(send.gre).call_id == A
 
 
-def test_two_calls_of_one_client_share_the_upstream_entry() -> None:
+def test_two_calls_of_one_client_share_the_outbound_entry() -> None:
     gw = gateway()
     link = ControlLink(gw).start()
     link.outgoing_call(1, 100)
     first_up = flows(link.outputs[-1])[0]
     assert first_up is not None
     link.outgoing_call(2, 101)
-    assert not any(isinstance(d, GreUpstreamFlow) for d in link.outputs[-1].decisions)
+    assert not any(isinstance(d, GreOutboundEntry) for d in link.outputs[-1].decisions)
     assert flows(link.outputs[-1])[1].client_ip is None  # two calls on the pair: slow
     out = link.client_send(ccrq(1))
-    assert not any(isinstance(d, RemoveFlows) for d in out.decisions)
+    assert not any(isinstance(d, RemoveEntries) for d in out.decisions)
     out = link.client_send(ccrq(2))
-    assert RemoveFlows(FlowKind.GRE_UPSTREAM, first_up.entry_id) in out.decisions
+    assert RemoveEntries(EntryKind.GRE_OUTBOUND, first_up.entry_id) in out.decisions
 
 
 def test_different_servers_and_public_addresses_do_not_collide() -> None:
@@ -549,8 +549,8 @@ def test_different_servers_and_public_addresses_do_not_collide() -> None:
     assert l1.outgoing_call(A, 1) == A
     assert l2.outgoing_call(A, 1) == A
     assert l3.outgoing_call(A, 1) == A
-    assert gw.downstream_mode(SERVER, l1.public_ip) == "flow"
-    assert gw.downstream_mode(SERVER, l2.public_ip) == "flow"
+    assert gw.inbound_gre_path(SERVER, l1.public_ip) == "flow"
+    assert gw.inbound_gre_path(SERVER, l2.public_ip) == "flow"
     assert gw.counters.call_ids_changed == 0
 
 
@@ -675,14 +675,16 @@ def test_views() -> None:
 
 
 def test_output_extend_keeps_the_order() -> None:
-    first = Output(decisions=[RemoveFlows(FlowKind.SESSION, 1)], errors=["x"])
+    first = Output(decisions=[RemoveEntries(EntryKind.SESSION, 1)], errors=["x"])
     second = Output(
         emits=[SendGre(Direction.INBOUND, SERVER, C1, gre(1))],
-        decisions=[RemoveFlows(FlowKind.SESSION, 2)],
+        decisions=[RemoveEntries(EntryKind.SESSION, 2)],
         logs=[CallLog("set up", 1, C1, PUBLIC, SERVER, 1, 1, 2)], errors=["y"],
     )
     first.extend(second)
-    assert first.decisions == [RemoveFlows(FlowKind.SESSION, 1), RemoveFlows(FlowKind.SESSION, 2)]
+    assert first.decisions == [
+        RemoveEntries(EntryKind.SESSION, 1), RemoveEntries(EntryKind.SESSION, 2)
+    ]
     assert first.errors == ["x", "y"] and len(first.emits) == 1 and len(first.logs) == 1
 
 

@@ -12,8 +12,8 @@ from alg.events import (
     TCP_RST,
     TCP_SYN,
     Direction,
-    FlowKind,
-    RemoveFlows,
+    EntryKind,
+    RemoveEntries,
     SendTcp,
     TcpSegment,
 )
@@ -315,12 +315,12 @@ def test_malformed_message_resets_only_its_connection(name: str, payload: bytes,
     sender_stream = link.server.stream if who == "client" else link.client.stream
     assert not sender_stream.endswith(echo_request())
     assert call.state is CallState.CLOSED
-    assert any(isinstance(d, RemoveFlows) and d.kind is FlowKind.GRE_UPSTREAM
+    assert any(isinstance(d, RemoveEntries) and d.kind is EntryKind.GRE_OUTBOUND
                for d in out.decisions)
     assert out.logs[0].event == "torn down" and out.logs[0].reason == "connection reset"
     assert len(gw.connections()) == 1 and gw.calls_in_progress == 1
     # The other connection still works, and its pair is on the fast path again.
-    assert gw.downstream_mode(SERVER, PUBLIC) == "flow"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
     other.client_send(echo_request(55))
     assert other.server.stream.endswith(echo_request(55))
     # Late segments of the reset connection are dropped.
@@ -445,7 +445,7 @@ def test_fin_closes_every_call_and_late_cdn_is_translated(who: str) -> None:
     link.outgoing_call(8, 702)
     out = link.fin(link.client if who == "client" else link.server)
     assert [g.reason for g in out.logs] == ["TCP FIN", "TCP FIN"]
-    assert sum(isinstance(d, RemoveFlows) for d in out.decisions) >= 1
+    assert sum(isinstance(d, RemoveEntries) for d in out.decisions) >= 1
     assert [c for c in gw.calls() if c.conn.client_ip == C1] == []
     assert gw.call_ids.held_down(PUBLIC, SERVER, A + 1, link.now)
     if who == "client":
@@ -489,13 +489,13 @@ def test_control_idle_timeout_closes_the_connection() -> None:
     [call] = [c for c in gw.calls() if c.conn.client_ip == C1]
     up, _ = flows(link.outputs[-1])
     assert up is not None
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 10, 1000.0)
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 10, 1000.0)
     assert [g.client_ip for g in gw.tick(1100.0).logs] == [C2]  # C2's data channel is idle
     out = gw.tick(1200.5)
     assert call.state is CallState.CLOSED
     assert [g.reason for g in out.logs] == ["control connection idle"]
     assert gw.connections() == []
-    assert not any(isinstance(d, RemoveFlows) and d.kind is FlowKind.SESSION
+    assert not any(isinstance(d, RemoveEntries) and d.kind is EntryKind.SESSION
                    for d in out.decisions)
 
 
@@ -589,7 +589,7 @@ def test_server_reusing_its_call_id_across_connections_of_one_client() -> None:
     first.client_send(ccrq(1))
     assert gw.calls_in_progress == 1
     second.client_send(ccrq(2))
-    assert gw.calls_in_progress == 0 and gw.downstream_mode(SERVER, PUBLIC) is None
+    assert gw.calls_in_progress == 0 and gw.inbound_gre_path(SERVER, PUBLIC) is None
 
 
 def test_tcp_keepalive_and_window_update_pass() -> None:

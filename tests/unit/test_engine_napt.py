@@ -10,13 +10,13 @@ from alg.events import (
     TCP_ACK,
     TCP_SYN,
     Direction,
-    FlowKind,
+    EntryKind,
     Forward,
-    GreDownstreamFlow,
-    GreUpstreamFlow,
-    RemoveFlows,
+    GreInboundEntry,
+    GreOutboundEntry,
+    RemoveEntries,
     SendTcp,
-    SessionFlows,
+    SessionEntries,
     TcpSegment,
     Translation,
 )
@@ -34,16 +34,16 @@ def test_tcp_session_both_ways() -> None:
     gw = gateway()
     out = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, WEB, 80, TCP_SYN), 0.0)
     [decision] = out.decisions
-    assert isinstance(decision, SessionFlows) and decision.idle_timeout == 1200
+    assert isinstance(decision, SessionEntries) and decision.idle_timeout == 1200
     session = decision.session
     assert (session.proto, session.inside_ip, session.public_ip) == (Proto.TCP, C1, PUBLIC)
     assert out.emits == [Forward(Direction.OUTBOUND, Translation(PUBLIC, 5000, WEB, 80))]
     back = gw.handle_tcp(
         Direction.INBOUND, tcp(WEB, 80, PUBLIC, 5000, TCP_SYN | TCP_ACK), 1.0)
     assert back.emits == [Forward(Direction.INBOUND, Translation(WEB, 80, C1, 5000))]
-    assert back.decisions == [SessionFlows(session, 1200)]
+    assert back.decisions == [SessionEntries(session, 1200)]
     again = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, WEB, 80, TCP_ACK), 2.0)
-    assert again.decisions == [SessionFlows(session, 1200)]
+    assert again.decisions == [SessionEntries(session, 1200)]
     assert not gw.is_control_session(session.id)
 
 
@@ -116,7 +116,7 @@ def test_strict_policy_lets_only_tcp_to_1723_start() -> None:
 def test_strict_policy_with_alg_off_lets_tcp_1723_start_as_plain_napt() -> None:
     gw = gateway(policy="strict", alg_enabled=False)
     out = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, SERVER, 1723, TCP_SYN), 0.0)
-    assert isinstance(out.decisions[0], SessionFlows)
+    assert isinstance(out.decisions[0], SessionEntries)
     assert gw.handle_udp(Direction.OUTBOUND, C1, 5000, WEB, 53, 0.0).emits == []
     assert gw.counters.policy_denied == 1
 
@@ -134,17 +134,17 @@ def test_idle_sessions_expire_by_tick() -> None:
     udp = gw.handle_udp(Direction.OUTBOUND, C1, 5000, WEB, 53, 0.0).decisions[0]
     tcp_ = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 6000, WEB, 80, TCP_SYN), 0.0).decisions[0]
     gw.handle_icmp_echo(Direction.OUTBOUND, C1, WEB, 9, True, 0.0)
-    assert isinstance(udp, SessionFlows) and isinstance(tcp_, SessionFlows)
+    assert isinstance(udp, SessionEntries) and isinstance(tcp_, SessionEntries)
     assert gw.tick(20.0).decisions == []
-    assert gw.tick(20.5).decisions == [RemoveFlows(FlowKind.SESSION, 3)]  # ICMP: no flows
+    assert gw.tick(20.5).decisions == [RemoveEntries(EntryKind.SESSION, 3)]  # ICMP: no flows
     assert gw.tick(120.0).decisions == []
-    assert gw.tick(120.5).decisions == [RemoveFlows(FlowKind.SESSION, udp.session.id)]
+    assert gw.tick(120.5).decisions == [RemoveEntries(EntryKind.SESSION, udp.session.id)]
     # The switch's counters keep a session alive: growth restarts its clock.
-    gw.flow_stats(FlowKind.SESSION, tcp_.session.id, 10, 1000.0)
-    gw.flow_stats(FlowKind.SESSION, tcp_.session.id, 10, 1100.0)  # no growth
-    gw.flow_stats(FlowKind.SESSION, 999, 10, 1100.0)  # unknown: ignored
+    gw.flow_stats(EntryKind.SESSION, tcp_.session.id, 10, 1000.0)
+    gw.flow_stats(EntryKind.SESSION, tcp_.session.id, 10, 1100.0)  # no growth
+    gw.flow_stats(EntryKind.SESSION, 999, 10, 1100.0)  # unknown: ignored
     assert gw.tick(2200.0).decisions == []
-    assert gw.tick(2200.5).decisions == [RemoveFlows(FlowKind.SESSION, tcp_.session.id)]
+    assert gw.tick(2200.5).decisions == [RemoveEntries(EntryKind.SESSION, tcp_.session.id)]
     assert len(gw.nat) == 0
 
 
@@ -168,7 +168,7 @@ def test_napt_allocation_failure_is_counted() -> None:
 def test_alg_off_control_connection_is_ordinary_napt() -> None:
     gw = gateway(alg_enabled=False)
     out = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, SERVER, 1723, TCP_SYN), 0.0)
-    assert isinstance(out.decisions[0], SessionFlows)
+    assert isinstance(out.decisions[0], SessionEntries)
     assert out.emits == [Forward(Direction.OUTBOUND, Translation(PUBLIC, 5000, SERVER, 1723))]
     assert gw.connections() == []
     seg = TcpSegment(SERVER, 1723, PUBLIC, 5000, 1, 101, TCP_ACK, 1000, b"\x00\x20" + b"x" * 30)
@@ -176,11 +176,11 @@ def test_alg_off_control_connection_is_ordinary_napt() -> None:
     assert back.emits == [Forward(Direction.INBOUND, Translation(SERVER, 1723, C1, 5000))]
 
 
-def test_alg_off_gre_second_client_steals_the_downstream_binding() -> None:
+def test_alg_off_gre_second_client_steals_the_inbound_binding() -> None:
     gw = gateway(alg_enabled=False)
     out = gw.handle_gre(Direction.OUTBOUND, C1, SERVER, gre(700), 0.0)
     up1, down1 = out.decisions
-    assert isinstance(up1, GreUpstreamFlow) and isinstance(down1, GreDownstreamFlow)
+    assert isinstance(up1, GreOutboundEntry) and isinstance(down1, GreInboundEntry)
     assert (up1.client_ip, up1.server_ip, up1.public_ip) == (C1, SERVER, PUBLIC)
     assert (down1.server_ip, down1.public_ip, down1.client_ip) == (SERVER, PUBLIC, C1)
     assert out.emits == [Forward(Direction.OUTBOUND, Translation(PUBLIC, 0, SERVER, 0))]
@@ -222,18 +222,18 @@ def test_alg_off_gre_bindings_age_out() -> None:
     up, down = out.decisions
     up2, down2 = gw.handle_gre(Direction.OUTBOUND, C2, SERVER2, gre(700), 0.0).decisions
     assert gw.nat.pool.lookup(C1) == PUBLIC
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 0, 100.0)  # type: ignore[union-attr]
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 12, 200.0)  # type: ignore[union-attr]
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 0, 100.0)  # type: ignore[union-attr]
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 12, 200.0)  # type: ignore[union-attr]
     aged = gw.tick(300.0)
     assert set(aged.decisions) == {
-        RemoveFlows(FlowKind.GRE_UPSTREAM, up2.entry_id),  # type: ignore[union-attr]
-        RemoveFlows(FlowKind.GRE_DOWNSTREAM, down2.entry_id),  # type: ignore[union-attr]
+        RemoveEntries(EntryKind.GRE_OUTBOUND, up2.entry_id),  # type: ignore[union-attr]
+        RemoveEntries(EntryKind.GRE_INBOUND, down2.entry_id),  # type: ignore[union-attr]
     }
     assert [b.client_ip for b in gw.plain_gre()] == [C1]
     out = gw.tick(500.0)
     assert set(out.decisions) == {
-        RemoveFlows(FlowKind.GRE_UPSTREAM, up.entry_id),  # type: ignore[union-attr]
-        RemoveFlows(FlowKind.GRE_DOWNSTREAM, down.entry_id),  # type: ignore[union-attr]
+        RemoveEntries(EntryKind.GRE_OUTBOUND, up.entry_id),  # type: ignore[union-attr]
+        RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id),  # type: ignore[union-attr]
     }
     assert gw.plain_gre() == [] and gw.nat.pool.lookup(C1) is None
     assert gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, gre(5), 501.0).emits == []
@@ -244,8 +244,8 @@ def test_alg_off_gre_idle_binding_ages_out_although_the_switch_reports_both_entr
     gw = gateway(alg_enabled=False)
     up, down = gw.handle_gre(Direction.OUTBOUND, C1, SERVER, gre(700), 0.0).decisions
     for t in range(10, 400, 10):
-        gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 50, float(t))  # type: ignore[union-attr]
-        gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 40, float(t))  # type: ignore[union-attr]
+        gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 50, float(t))  # type: ignore[union-attr]
+        gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 40, float(t))  # type: ignore[union-attr]
     assert gw.tick(400.0).decisions != []
 
 
@@ -253,14 +253,14 @@ def test_alg_off_stolen_binding_ageing_keeps_the_thief() -> None:
     gw = gateway(alg_enabled=False)
     gw.handle_gre(Direction.OUTBOUND, C1, SERVER, gre(700), 0.0)
     gw.handle_gre(Direction.OUTBOUND, C2, SERVER, gre(701), 200.0)
-    gw.tick(300.0)  # C1's binding ages out; the downstream belongs to C2
+    gw.tick(300.0)  # C1's binding ages out; the inbound binding belongs to C2
     back = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, gre(5), 301.0)
     assert back.emits == [Forward(Direction.INBOUND, Translation(SERVER, 0, C2, 0))]
 
 
 def test_flow_stats_for_pipeline_and_unknown_entries_are_ignored() -> None:
     gw = gateway()
-    gw.flow_stats(FlowKind.PIPELINE, 0, 100, 1.0)
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, 42, 100, 1.0)
-    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, 42, 100, 1.0)
+    gw.flow_stats(EntryKind.PIPELINE, 0, 100, 1.0)
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, 42, 100, 1.0)
+    gw.flow_stats(EntryKind.GRE_INBOUND, 42, 100, 1.0)
     assert gw.tick(2.0).decisions == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from alg.engine import CallState, Gateway
-from alg.events import Direction, FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows
+from alg.events import Direction, EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries
 from tests.unit.pptp_flows import (
     C1,
     C2,
@@ -26,11 +26,11 @@ A = 5
 
 
 def one_call(gw: Gateway, client: IPv4Address = C1, a: int = A, c: int = 700,
-             port: int = 40000) -> tuple[ControlLink, GreUpstreamFlow, GreDownstreamFlow]:
+             port: int = 40000) -> tuple[ControlLink, GreOutboundEntry, GreInboundEntry]:
     link = ControlLink(gw, client, port).start()
     link.outgoing_call(a, c)
     up, down = link.outputs[-1].decisions
-    assert isinstance(up, GreUpstreamFlow) and isinstance(down, GreDownstreamFlow)
+    assert isinstance(up, GreOutboundEntry) and isinstance(down, GreInboundEntry)
     return link, up, down
 
 
@@ -40,8 +40,8 @@ def test_server_map_ages_out_without_traffic() -> None:
     [call] = gw.calls()
     assert gw.tick(299.0).decisions == []
     out = gw.tick(300.0)
-    assert set(out.decisions) == {RemoveFlows(FlowKind.GRE_UPSTREAM, up.entry_id),
-                                  RemoveFlows(FlowKind.GRE_DOWNSTREAM, down.entry_id)}
+    assert set(out.decisions) == {RemoveEntries(EntryKind.GRE_OUTBOUND, up.entry_id),
+                                  RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id)}
     [log] = out.logs
     assert (log.event, log.reason, log.public_call_id) == ("torn down", "server-map aged out", A)
     assert call.state is CallState.CLOSED
@@ -53,11 +53,11 @@ def test_server_map_ages_out_without_traffic() -> None:
 def test_flow_stats_growth_defers_ageing() -> None:
     gw = gateway()
     _, up, down = one_call(gw)
-    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 0, 100.0)  # zero: not traffic
-    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 7, 200.0)
+    gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 0, 100.0)  # zero: not traffic
+    gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 7, 200.0)
     assert gw.tick(300.0).logs == []
-    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 7, 400.0)  # no growth
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 3, 450.0)
+    gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 7, 400.0)  # no growth
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 3, 450.0)
     assert gw.tick(500.0).logs == []
     [call] = gw.calls()
     assert gw.gre_flow_packets(call) == (3, 7)
@@ -75,7 +75,7 @@ def test_slow_path_traffic_keeps_its_call_alive() -> None:
     out = gw.tick(500.0)
     assert [log.client_ip for log in out.logs] == [C1]
     [call] = gw.calls()
-    assert call.conn.client_ip == C2 and call.packets_down == 9
+    assert call.conn.client_ip == C2 and call.inbound_packets == 9
 
 
 def test_slow_path_pair_counters_do_not_keep_an_idle_call_alive() -> None:
@@ -86,7 +86,7 @@ def test_slow_path_pair_counters_do_not_keep_an_idle_call_alive() -> None:
     for t in range(50, 500, 50):
         down_gre(gw, PUBLIC, A + 1, float(t))
         up_gre(gw, C2, 700, float(t))
-        gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down2.entry_id, t, float(t))
+        gw.flow_stats(EntryKind.GRE_INBOUND, down2.entry_id, t, float(t))
     out = gw.tick(500.0)
     assert [log.client_ip for log in out.logs] == [C1]
 
@@ -149,12 +149,12 @@ def test_flow_removed_forgets_the_count_so_a_reinstalled_entry_counts_afresh() -
     gw = gateway()
     link = ControlLink(gw).start()
     link.outgoing_call(7, 70)
-    up = next(d for out in link.outputs for d in out.decisions if isinstance(d, GreUpstreamFlow))
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 50, now=10)
+    up = next(d for out in link.outputs for d in out.decisions if isinstance(d, GreOutboundEntry))
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 50, now=10)
     [call] = gw.calls()
     assert call.last_data == 10
-    gw.flow_removed(FlowKind.GRE_UPSTREAM, up.entry_id)
-    gw.flow_stats(FlowKind.GRE_UPSTREAM, up.entry_id, 3, now=20)
+    gw.flow_removed(EntryKind.GRE_OUTBOUND, up.entry_id)
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 3, now=20)
     assert call.last_data == 20
 
 
@@ -163,9 +163,9 @@ def test_stats_of_a_session_that_is_gone_leave_no_state() -> None:
     out = gw.handle_udp(Direction.OUTBOUND, C1, 5000, SERVER, 53, now=0)
     assert out.decisions
     gw.tick(now=10_000)
-    gw.flow_stats(FlowKind.SESSION, 1, 5, now=10_001)
+    gw.flow_stats(EntryKind.SESSION, 1, 5, now=10_001)
     assert gw.nat.get(1) is None and gw._session_packets == {}
-    gw.flow_removed(FlowKind.SESSION, 1)
+    gw.flow_removed(EntryKind.SESSION, 1)
 
 
 def test_slow_path_packets_are_not_counted_twice() -> None:
@@ -176,11 +176,11 @@ def test_slow_path_packets_are_not_counted_twice() -> None:
     two.outgoing_call(7, 71)
     assert one.public_ip is not None
     down = next(d for out in two.outputs for d in out.decisions
-                if isinstance(d, GreDownstreamFlow))
+                if isinstance(d, GreInboundEntry))
     for _ in range(3):
         down_gre(gw, one.public_ip, b1, now=1)
-    gw.flow_stats(FlowKind.GRE_DOWNSTREAM, down.entry_id, 3, now=2)
+    gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 3, now=2)
     first = next(c for c in gw.calls() if c.conn.client_ip == C1)
     second = next(c for c in gw.calls() if c.conn.client_ip != C1)
-    assert gw.gre_flow_packets(first)[1] + first.packets_down == 3
-    assert gw.gre_flow_packets(second)[1] + second.packets_down == 0
+    assert gw.gre_flow_packets(first)[1] + first.inbound_packets == 3
+    assert gw.gre_flow_packets(second)[1] + second.inbound_packets == 0

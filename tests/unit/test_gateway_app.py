@@ -20,16 +20,16 @@ from scapy.packet import Packet
 
 from alg.events import (
     Direction,
-    FlowKind,
-    GreDownstreamFlow,
-    GreUpstreamFlow,
+    EntryKind,
+    GreInboundEntry,
+    GreOutboundEntry,
     Output,
     SendGre,
     SendTcp,
     TcpSegment,
 )
-from ryu_apps import flows, nat_gateway, packets
-from ryu_apps.flows import L2
+from ryu_apps import flowmods, nat_gateway, packets, switch
+from ryu_apps.flowmods import L2
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.fake_switch import FakeDatapath
 
@@ -190,22 +190,22 @@ def test_a_pinned_hosts_mac_changes_by_arp_on_its_port_only(
     assert app.counters.spoofed_drops == 0
 
 
-def test_gre_upstream_entry_needs_the_clients_port(app: NatGateway, dp: FakeDatapath) -> None:
+def test_gre_outbound_entry_needs_the_clients_port(app: NatGateway, dp: FakeDatapath) -> None:
     learn_server(app, dp)
-    decision = GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300)
+    decision = GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300)
     assert app._flow_mods(dp, decision) == []  # client not known: nothing installed
     app.handle_frame(dp, IN2, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
     [mod] = app._flow_mods(dp, decision)
     assert dict(mod.match.items())["in_port"] == IN2
 
 
-def test_gre_downstream_to_an_unknown_client_goes_to_the_controller(
+def test_gre_inbound_to_an_unknown_client_goes_to_the_controller(
     app: NatGateway, dp: FakeDatapath
 ) -> None:
-    [mod] = app._flow_mods(dp, GreDownstreamFlow(12, SERVER, PUBLIC, CLIENT, 300))
+    [mod] = app._flow_mods(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300))
     [action] = mod.instructions[0].actions
     assert action.port == dp.ofproto.OFPP_CONTROLLER
-    assert flows.decode_cookie(mod.cookie) == (FlowKind.GRE_DOWNSTREAM, 12)
+    assert switch.decode_cookie(mod.cookie) == (EntryKind.GRE_INBOUND, 12)
 
 
 # 2. A pending ARP entry is resolved only from its own side.
@@ -339,10 +339,10 @@ def test_flow_removed_tells_the_core(app: NatGateway, monkeypatch: pytest.Monkey
     def removed(cookie: int) -> None:
         app._flow_removed(SimpleNamespace(msg=SimpleNamespace(cookie=cookie)))
 
-    removed(flows.cookie(FlowKind.SESSION, 7))
-    removed(flows.cookie(FlowKind.GRE_DOWNSTREAM, 12))
+    removed(switch.cookie(EntryKind.SESSION, 7))
+    removed(switch.cookie(EntryKind.GRE_INBOUND, 12))
     removed(0x1234)
-    assert calls == [(FlowKind.SESSION, 7), (FlowKind.GRE_DOWNSTREAM, 12)]
+    assert calls == [(EntryKind.SESSION, 7), (EntryKind.GRE_INBOUND, 12)]
     assert app.counters.flows_removed == 3
 
 
@@ -386,7 +386,7 @@ def test_a_new_stats_request_forgets_a_cut_off_reply(
     stats = record(monkeypatch, app.core, "flow_stats")
 
     def reply(count: int, more: bool) -> None:
-        body = [SimpleNamespace(cookie=flows.cookie(FlowKind.SESSION, 7), packet_count=count,
+        body = [SimpleNamespace(cookie=switch.cookie(EntryKind.SESSION, 7), packet_count=count,
                                 byte_count=count * 100)]
         flags = dp.ofproto.OFPMPF_REPLY_MORE if more else 0
         app._flow_stats(SimpleNamespace(msg=SimpleNamespace(body=body, flags=flags,
@@ -397,7 +397,7 @@ def test_a_new_stats_request_forgets_a_cut_off_reply(
     clock.now += 5
     app.periodic(clock.now)
     reply(50, more=False)
-    assert stats == [(FlowKind.SESSION, 7, 50, clock.now, 5000)]
+    assert stats == [(EntryKind.SESSION, 7, 50, clock.now, 5000)]
 
 
 # 8. Inside multicast and broadcast are not NATed out.
@@ -417,6 +417,6 @@ def test_inside_multicast_and_broadcast_are_dropped_silently(
 # 9. Cleanups.
 
 def test_removed_leftovers_are_gone(app: NatGateway) -> None:
-    assert not hasattr(flows, "COOKIE_KIND_MASK")
+    assert not hasattr(flowmods, "COOKIE_KIND_MASK")
     assert not hasattr(app, "started")
-    assert flows.ETH_TYPE_IPV4 is packets.ETH_TYPE_IPV4
+    assert flowmods.ETH_TYPE_IPV4 is packets.ETH_TYPE_IPV4

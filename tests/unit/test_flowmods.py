@@ -6,10 +6,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows, SessionFlows
+from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries, SessionEntries
 from alg.nat import NatSession, Proto
-from ryu_apps import flows
-from ryu_apps.flows import L2
+from ryu_apps import flowmods, switch
+from ryu_apps.flowmods import L2
 from tests.unit.fake_switch import FakeDatapath, Packet
 
 INSIDE_PORTS = (1, 2)
@@ -39,17 +39,17 @@ def tcp(in_port: int, src: str, sport: int, dst: str, dport: int) -> Packet:
 @pytest.fixture
 def dp() -> FakeDatapath:
     datapath = FakeDatapath()
-    for mod in flows.pipeline(datapath, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], True):
+    for mod in flowmods.pipeline(datapath, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], True):
         datapath.send_msg(mod)
     return datapath
 
 
 def test_cookies_round_trip_and_foreign_cookies_are_ignored() -> None:
-    for kind in FlowKind:
-        assert flows.decode_cookie(flows.cookie(kind, 12345)) == (kind, 12345)
-    assert flows.decode_cookie(0) is None
-    assert flows.decode_cookie(0x4901 << 48) is None
-    assert flows.decode_cookie((0x50 << 56) | (0x7F << 48)) is None
+    for kind in EntryKind:
+        assert switch.decode_cookie(switch.cookie(kind, 12345)) == (kind, 12345)
+    assert switch.decode_cookie(0) is None
+    assert switch.decode_cookie(0x4901 << 48) is None
+    assert switch.decode_cookie((0x50 << 56) | (0x7F << 48)) is None
 
 
 def test_pipeline_punts_arp_and_first_packets_and_drops_the_rest(dp: FakeDatapath) -> None:
@@ -59,23 +59,23 @@ def test_pipeline_punts_arp_and_first_packets_and_drops_the_rest(dp: FakeDatapat
     assert dp.process(tcp(OUTSIDE_PORT, "203.0.113.1", 80, "203.0.113.2", 40000)).to_controller
     assert dp.process(tcp(OUTSIDE_PORT, "203.0.113.1", 80, "203.0.113.9", 40000)).dropped
     assert dp.process(ip_packet(7, "10.0.0.1", "203.0.113.1", 17)).dropped
-    assert all(flows.decode_cookie(e.cookie) == (FlowKind.PIPELINE, 0) for e in dp.table)
+    assert all(switch.decode_cookie(e.cookie) == (EntryKind.PIPELINE, 0) for e in dp.table)
 
 
 def test_control_connection_goes_to_the_controller_at_control_priority(dp: FakeDatapath) -> None:
     out = dp.process(tcp(2, "192.168.1.2", 40000, "203.0.113.1", 1723))
     back = dp.process(tcp(OUTSIDE_PORT, "203.0.113.1", 1723, "203.0.113.2", 40000))
     assert out.to_controller and back.to_controller
-    assert out.entry is not None and out.entry.priority == flows.PRIORITY_CONTROL
-    assert back.entry is not None and back.entry.priority == flows.PRIORITY_CONTROL
+    assert out.entry is not None and out.entry.priority == switch.PRIORITY_CONTROL
+    assert back.entry is not None and back.entry.priority == switch.PRIORITY_CONTROL
 
 
 def test_alg_off_has_no_control_punt() -> None:
     dp = FakeDatapath()
-    for mod in flows.pipeline(dp, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], False):
+    for mod in flowmods.pipeline(dp, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], False):
         dp.send_msg(mod)
     result = dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 1723))
-    assert result.entry is not None and result.entry.priority == flows.PRIORITY_PUNT
+    assert result.entry is not None and result.entry.priority == switch.PRIORITY_PUNT
 
 
 def session(proto: Proto = Proto.TCP) -> NatSession:
@@ -87,7 +87,7 @@ def session(proto: Proto = Proto.TCP) -> NatSession:
 
 @pytest.mark.parametrize("proto", [Proto.TCP, Proto.UDP])
 def test_session_flows_translate_both_directions(dp: FakeDatapath, proto: Proto) -> None:
-    for mod in flows.session_flows(dp, SessionFlows(session(proto), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_flows(dp, SessionEntries(session(proto), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     l4 = "tcp" if proto is Proto.TCP else "udp"
@@ -106,11 +106,11 @@ def test_session_flows_translate_both_directions(dp: FakeDatapath, proto: Proto)
     assert sent["eth_dst"] == CLIENT_L2.mac
     assert out.entry is not None and out.entry.idle_timeout == 120
     assert out.entry.flags & dp.ofproto.OFPFF_SEND_FLOW_REM
-    assert flows.decode_cookie(out.entry.cookie) == (FlowKind.SESSION, 7)
+    assert switch.decode_cookie(out.entry.cookie) == (EntryKind.SESSION, 7)
 
 
 def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> None:
-    for mod in flows.session_flows(dp, SessionFlows(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_flows(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     stranger = dp.process(tcp(OUTSIDE_PORT, "203.0.113.7", 80, "203.0.113.2", 40001))
@@ -120,85 +120,85 @@ def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> 
 
 
 def test_session_outbound_matches_only_the_inside_hosts_port(dp: FakeDatapath) -> None:
-    for mod in flows.session_flows(dp, SessionFlows(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_flows(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     spoofed = dp.process(tcp(2, "192.168.1.1", 40000, "203.0.113.1", 80))
     assert spoofed.to_controller
-    assert spoofed.entry is not None and spoofed.entry.priority == flows.PRIORITY_PUNT
+    assert spoofed.entry is not None and spoofed.entry.priority == switch.PRIORITY_PUNT
     [(port, sent)] = dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 80)).outputs
     assert (port, sent["ipv4_src"]) == (OUTSIDE_PORT, "203.0.113.2")
 
 
-def test_gre_upstream_leaves_from_the_public_address(dp: FakeDatapath) -> None:
-    dp.send_msg(flows.gre_upstream(dp, GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300),
+def test_gre_outbound_leaves_from_the_public_address(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_outbound(dp, GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
     [(port, sent)] = dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).outputs
     assert port == OUTSIDE_PORT
     assert (sent["ipv4_src"], sent["ipv4_dst"]) == ("203.0.113.2", "203.0.113.1")
 
 
-def test_gre_upstream_matches_only_the_clients_port(dp: FakeDatapath) -> None:
-    dp.send_msg(flows.gre_upstream(dp, GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300),
+def test_gre_outbound_matches_only_the_clients_port(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_outbound(dp, GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
     spoofed = dp.process(ip_packet(2, "192.168.1.1", "203.0.113.1", 47))
     assert spoofed.to_controller
-    assert spoofed.entry is not None and spoofed.entry.priority == flows.PRIORITY_PUNT
+    assert spoofed.entry is not None and spoofed.entry.priority == switch.PRIORITY_PUNT
 
 
-def test_gre_downstream_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
-    dp.send_msg(flows.gre_downstream(dp, GreDownstreamFlow(12, SERVER, PUBLIC, CLIENT, 300),
+def test_gre_inbound_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
     [(port, sent)] = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).outputs
     assert port == CLIENT_L2.port
     assert sent["ipv4_dst"] == "192.168.1.1"
 
 
-def test_gre_downstream_slow_path_goes_to_the_controller(dp: FakeDatapath) -> None:
-    dp.send_msg(flows.gre_downstream(dp, GreDownstreamFlow(12, SERVER, PUBLIC, None, 300),
+def test_gre_inbound_slow_path_goes_to_the_controller(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, None, 300),
                                      OUTSIDE_PORT, None, GW_MAC))
     result = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47))
     assert result.to_controller
-    assert result.entry is not None and result.entry.priority == flows.PRIORITY_SESSION
+    assert result.entry is not None and result.entry.priority == switch.PRIORITY_SESSION
 
 
 def test_path_change_replaces_the_entry(dp: FakeDatapath) -> None:
-    dp.send_msg(flows.gre_downstream(dp, GreDownstreamFlow(12, SERVER, PUBLIC, CLIENT, 300),
+    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
-    dp.send_msg(flows.gre_downstream(dp, GreDownstreamFlow(12, SERVER, PUBLIC, None, 300),
+    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, None, 300),
                                      OUTSIDE_PORT, None, GW_MAC))
     assert dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).to_controller
-    assert sum(1 for e in dp.table if e.priority == flows.PRIORITY_SESSION) == 1
+    assert sum(1 for e in dp.table if e.priority == switch.PRIORITY_SESSION) == 1
 
 
 def test_remove_deletes_only_that_entry_group(dp: FakeDatapath) -> None:
-    dp.send_msg(flows.gre_upstream(dp, GreUpstreamFlow(11, CLIENT, SERVER, PUBLIC, 300),
+    dp.send_msg(flowmods.gre_outbound(dp, GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
-    dp.send_msg(flows.gre_downstream(dp, GreDownstreamFlow(12, SERVER, PUBLIC, CLIENT, 300),
+    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
-    for mod in flows.session_flows(dp, SessionFlows(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_flows(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     before = len(dp.table)
-    dp.send_msg(flows.remove(dp, RemoveFlows(FlowKind.SESSION, 7)))
+    dp.send_msg(flowmods.remove(dp, RemoveEntries(EntryKind.SESSION, 7)))
     assert len(dp.table) == before - 2
     assert dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 80)).to_controller
     assert not dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).to_controller
-    dp.send_msg(flows.remove(dp, RemoveFlows(FlowKind.GRE_UPSTREAM, 11)))
+    dp.send_msg(flowmods.remove(dp, RemoveEntries(EntryKind.GRE_OUTBOUND, 11)))
     assert dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).to_controller
-    dp.send_msg(flows.remove_all(dp))
+    dp.send_msg(flowmods.remove_all(dp))
     assert dp.table == []
 
 
 def test_stats_request_asks_for_our_cookies_only() -> None:
     dp = FakeDatapath()
-    request = flows.stats_request(dp)
-    assert request.cookie == flows.COOKIE_TAG
-    assert request.cookie_mask == flows.COOKIE_TAG_MASK
+    request = flowmods.stats_request(dp)
+    assert request.cookie == switch.COOKIE_TAG
+    assert request.cookie_mask == switch.COOKIE_TAG_MASK
 
 
 def test_idle_timeout_is_capped_to_the_openflow_field() -> None:
     dp = FakeDatapath()
-    mod = flows.gre_upstream(dp, GreUpstreamFlow(1, CLIENT, SERVER, PUBLIC, 1e9), CLIENT_L2,
+    mod = flowmods.gre_outbound(dp, GreOutboundEntry(1, CLIENT, SERVER, PUBLIC, 1e9), CLIENT_L2,
                              SERVER_L2, GW_MAC)
     assert mod.idle_timeout == 65535

@@ -1,9 +1,6 @@
 """OpenFlow 1.3 messages built from the core's decisions: pure functions, no sending.
 
-Every entry carries a cookie that names what it belongs to: ``0x50`` ('P') in the top
-byte, the :class:`~alg.events.FlowKind` in the next, the entry's id (a NAT session id or
-a GRE pair id from the core) in the low 48 bits. So entries can be deleted by what they
-belong to, shown, and recognised after a controller restart.
+Every entry carries a cookie that names what it belongs to (``ryu_apps.switch``).
 
 The table (table 0 only):
 
@@ -15,7 +12,7 @@ priority     entries
              controller (ALG on)
 500          NAT sessions (both directions), server-map GRE entries (those for
              packets from inside match the inside host's port); a (server, public
-             address) pair on the slow path has a GRE_DOWNSTREAM entry whose action is
+             address) pair on the slow path has a GRE_INBOUND entry whose action is
              output:CONTROLLER, so slow-path GRE reaches the controller here
 100          other IPv4 from inside ports, and from outside to a public address ->
              controller (first packets, ICMP echo, GRE that matches no server-map)
@@ -30,37 +27,20 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from alg.engine import PPTP_PORT
-from alg.events import FlowKind, GreDownstreamFlow, GreUpstreamFlow, RemoveFlows, SessionFlows
+from alg.codec import PPTP_PORT
+from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries, SessionEntries
 from alg.nat import Proto
 from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
-
-COOKIE_TAG = 0x50 << 56
-COOKIE_TAG_MASK = 0xFF << 56
-COOKIE_ID_MASK = (1 << 48) - 1
-
-PRIORITY_ARP = 1000
-PRIORITY_CONTROL = 900
-PRIORITY_SESSION = 500
-PRIORITY_PUNT = 100
-PRIORITY_DROP = 0
-
-
-
-def cookie(kind: FlowKind, entry_id: int = 0) -> int:
-    """The cookie of an entry of ``kind`` with id ``entry_id``."""
-    return COOKIE_TAG | (int(kind) << 48) | (entry_id & COOKIE_ID_MASK)
-
-
-def decode_cookie(value: int) -> tuple[FlowKind, int] | None:
-    """(kind, entry id) of one of our cookies; None for anybody else's."""
-    if value & COOKIE_TAG_MASK != COOKIE_TAG:
-        return None
-    try:
-        kind = FlowKind((value >> 48) & 0xFF)
-    except ValueError:
-        return None
-    return kind, value & COOKIE_ID_MASK
+from ryu_apps.switch import (
+    COOKIE_TAG,
+    COOKIE_TAG_MASK,
+    PRIORITY_ARP,
+    PRIORITY_CONTROL,
+    PRIORITY_DROP,
+    PRIORITY_PUNT,
+    PRIORITY_SESSION,
+    cookie,
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +52,7 @@ class L2:
 
 
 def _flow(
-    dp: Any, priority: int, match: Any, actions: Sequence[Any], kind: FlowKind,
+    dp: Any, priority: int, match: Any, actions: Sequence[Any], kind: EntryKind,
     entry_id: int = 0, idle_timeout: float = 0, notify: bool = False,
 ) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
@@ -115,13 +95,13 @@ def pipeline(
     parser = dp.ofproto_parser
     punt = [_to_controller(dp)]
     mods = [
-        _flow(dp, PRIORITY_ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP), punt, FlowKind.PIPELINE),
-        _flow(dp, PRIORITY_DROP, parser.OFPMatch(), [], FlowKind.PIPELINE),
+        _flow(dp, PRIORITY_ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP), punt, EntryKind.PIPELINE),
+        _flow(dp, PRIORITY_DROP, parser.OFPMatch(), [], EntryKind.PIPELINE),
     ]
     for port in inside_ports:
         mods.append(_flow(
             dp, PRIORITY_PUNT, parser.OFPMatch(in_port=port, eth_type=ETH_TYPE_IPV4), punt,
-            FlowKind.PIPELINE,
+            EntryKind.PIPELINE,
         ))
         if alg_enabled:
             mods.append(_flow(
@@ -129,13 +109,13 @@ def pipeline(
                 parser.OFPMatch(
                     in_port=port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.TCP, tcp_dst=PPTP_PORT
                 ),
-                punt, FlowKind.PIPELINE,
+                punt, EntryKind.PIPELINE,
             ))
     for public_ip in public_ips:
         mods.append(_flow(
             dp, PRIORITY_PUNT,
             parser.OFPMatch(in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip)),
-            punt, FlowKind.PIPELINE,
+            punt, EntryKind.PIPELINE,
         ))
         if alg_enabled:
             mods.append(_flow(
@@ -144,7 +124,7 @@ def pipeline(
                     in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip),
                     ip_proto=Proto.TCP, tcp_src=PPTP_PORT,
                 ),
-                punt, FlowKind.PIPELINE,
+                punt, EntryKind.PIPELINE,
             ))
     return mods
 
@@ -161,7 +141,7 @@ def _l4_set(dp: Any, proto: Proto, field: str, port: int) -> Any:
 
 
 def session_flows(
-    dp: Any, decision: SessionFlows, inside: L2, outside: L2, gateway_mac: str
+    dp: Any, decision: SessionEntries, inside: L2, outside: L2, gateway_mac: str
 ) -> list[Any]:
     """Both directions' rewrite entries of a TCP or UDP NAT session.
 
@@ -194,13 +174,13 @@ def session_flows(
         *_route(dp, gateway_mac, inside),
     ]
     return [
-        _flow(dp, PRIORITY_SESSION, m, a, FlowKind.SESSION, s.id, decision.idle_timeout, True)
+        _flow(dp, PRIORITY_SESSION, m, a, EntryKind.SESSION, s.id, decision.idle_timeout, True)
         for m, a in ((out_match, out_actions), (in_match, in_actions))
     ]
 
 
-def gre_upstream(
-    dp: Any, decision: GreUpstreamFlow, client: L2, outside: L2, gateway_mac: str
+def gre_outbound(
+    dp: Any, decision: GreOutboundEntry, client: L2, outside: L2, gateway_mac: str
 ) -> Any:
     """Server-map 2: client -> server GRE leaves from the public address.
 
@@ -218,13 +198,13 @@ def gre_upstream(
         *_route(dp, gateway_mac, outside),
     ]
     return _flow(
-        dp, PRIORITY_SESSION, match, actions, FlowKind.GRE_UPSTREAM, decision.entry_id,
+        dp, PRIORITY_SESSION, match, actions, EntryKind.GRE_OUTBOUND, decision.entry_id,
         decision.idle_timeout, True,
     )
 
 
-def gre_downstream(
-    dp: Any, decision: GreDownstreamFlow, outside_port: int, client: L2 | None, gateway_mac: str
+def gre_inbound(
+    dp: Any, decision: GreInboundEntry, outside_port: int, client: L2 | None, gateway_mac: str
 ) -> Any:
     """Server-map 1 for a (server, public address) pair: to the client, or to the controller.
 
@@ -245,12 +225,12 @@ def gre_downstream(
     else:
         actions = [_to_controller(dp)]
     return _flow(
-        dp, PRIORITY_SESSION, match, actions, FlowKind.GRE_DOWNSTREAM, decision.entry_id,
+        dp, PRIORITY_SESSION, match, actions, EntryKind.GRE_INBOUND, decision.entry_id,
         decision.idle_timeout, True,
     )
 
 
-def remove(dp: Any, decision: RemoveFlows) -> Any:
+def remove(dp: Any, decision: RemoveEntries) -> Any:
     """Delete every entry whose cookie names ``decision.kind`` and ``decision.entry_id``."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
     return parser.OFPFlowMod(

@@ -1,0 +1,52 @@
+"""What the app, the lab and the tests agree on about the switch; imports no Ryu.
+
+**Cookies.** Every flow entry the app installs carries a cookie that names what it
+belongs to: ``0x50`` ('P') in the top byte, the :class:`~alg.events.EntryKind` in the
+next, the entry's id (a NAT session id or a server-map entry id from the core) in the
+low 48 bits. So entries can be deleted by what they belong to, shown, and recognised
+after a controller restart.
+
+**Priorities** of table 0 (see ``ryu_apps.flowmods`` for what each holds), and the
+controller's **TCP ports** by default (OpenFlow and REST).
+"""
+
+from __future__ import annotations
+
+from alg.events import EntryKind
+
+COOKIE_TAG = 0x50 << 56
+COOKIE_TAG_MASK = 0xFF << 56
+COOKIE_KIND_MASK = 0xFFFF << 48
+COOKIE_ID_MASK = (1 << 48) - 1
+
+PRIORITY_ARP = 1000
+PRIORITY_CONTROL = 900
+PRIORITY_SESSION = 500
+PRIORITY_PUNT = 100
+PRIORITY_DROP = 0
+
+OPENFLOW_PORT = 6653
+"""The controller's OpenFlow listening port by default (IANA's)."""
+REST_PORT = 8080
+"""The REST API's port by default (Ryu's ``wsapi-port``)."""
+
+
+def cookie(kind: EntryKind, entry_id: int = 0) -> int:
+    """The cookie of an entry of ``kind`` with id ``entry_id``."""
+    return COOKIE_TAG | (int(kind) << 48) | (entry_id & COOKIE_ID_MASK)
+
+
+def decode_cookie(value: int) -> tuple[EntryKind, int] | None:
+    """(kind, entry id) of one of our cookies; None for anybody else's."""
+    if value & COOKIE_TAG_MASK != COOKIE_TAG:
+        return None
+    try:
+        kind = EntryKind((value >> 48) & 0xFF)
+    except ValueError:
+        return None
+    return kind, value & COOKIE_ID_MASK
+
+
+def kind_filter(kind: EntryKind) -> str:
+    """An ``ovs-ofctl`` cookie filter (``cookie=VALUE/MASK``) for every entry of ``kind``."""
+    return f"cookie={cookie(kind):#x}/{COOKIE_KIND_MASK:#x}"
