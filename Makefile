@@ -12,4 +12,4 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check .
-	.venv/bin/mypy alg
+	.venv/bin/mypy

@@ -13,7 +13,8 @@ import heapq
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from alg.errors import CallIdExhaustedError, ConfigError
+from alg.config import check_seconds
+from alg.errors import CallIdExhaustedError
 
 CALL_ID_SPACE = 65536
 """Number of distinct Call IDs; 0 is a valid one (pptpd uses it)."""
@@ -56,10 +57,9 @@ class CallIdAllocator:
             hold_down: seconds a released Call ID stays unusable on its pair.
 
         Raises:
-            ConfigError: ``hold_down`` is negative.
+            ConfigError: ``hold_down`` is not positive (the rule of ``call_id_hold_down``).
         """
-        if hold_down < 0:
-            raise ConfigError("call_id_hold_down", f"must not be negative, got {hold_down!r}")
+        check_seconds("call_id_hold_down", hold_down)
         self._hold_down = hold_down
         self._pairs: dict[Pair, _PairState] = {}
         self._expiries: list[tuple[float, IPv4Address, IPv4Address, int]] = []
@@ -130,12 +130,9 @@ class CallIdAllocator:
             return
         state.in_use.remove(call_id)
         self._count_in_use -= 1
-        if self._hold_down > 0:
-            until = now + self._hold_down
-            state.held[call_id] = until
-            heapq.heappush(self._expiries, (until, public_ip, server_ip, call_id))
-        elif not state.in_use:
-            del self._pairs[pair]
+        until = now + self._hold_down
+        state.held[call_id] = until
+        heapq.heappush(self._expiries, (until, public_ip, server_ip, call_id))
 
     def in_use(self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int) -> bool:
         """Tells whether a Call ID is allocated and not released on a pair."""

@@ -1,14 +1,46 @@
-"""Timeouts and limits of the ALG core, with the defaults of the architecture."""
+"""The gateway's configuration: every ``[nat]`` option, its default and its rule, once.
+
+:data:`OPTIONS` lists the options (the app registers them with oslo.config, the lab
+writes them); :func:`load` turns raw values into a :class:`GatewayConfig`. Each rule
+lives in the ``__post_init__`` of the dataclass that holds the value, so a value is
+checked the same way however the object is made; a bad or missing value raises
+:class:`~alg.errors.ConfigError` naming the option (``nat.<name>`` from :func:`load`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from ipaddress import IPv4Address
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Literal
 
 from alg.errors import ConfigError
 
+GROUP = "nat"
 POLICIES = ("open", "strict")
+_SECONDS = ("tcp_idle", "udp_idle", "icmp_idle", "gre_idle", "call_id_hold_down", "tcp_closing")
+
+
+def check_public_ips(addresses: Sequence[IPv4Address]) -> None:
+    """The rule of ``public_ips``: at least one address, all distinct.
+
+    Raises:
+        ConfigError: naming ``public_ips``.
+    """
+    if not addresses:
+        raise ConfigError("public_ips", "missing (at least one public address)")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("public_ips", "addresses must be distinct")
+
+
+def check_seconds(key: str, value: float) -> None:
+    """The rule of every timeout: a positive number of seconds.
+
+    Raises:
+        ConfigError: naming ``key``.
+    """
+    if not value > 0:
+        raise ConfigError(key, f"must be positive seconds, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -46,17 +78,11 @@ class AlgConfig:
     tcp_closing: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.public_ips:
-            raise ConfigError("public_ips", "at least one public address is needed")
-        if len(set(self.public_ips)) != len(self.public_ips):
-            raise ConfigError("public_ips", "addresses must be distinct")
-        for field in dataclasses.fields(self):
-            if field.name.endswith("_idle") or field.name in ("call_id_hold_down", "tcp_closing"):
-                value = getattr(self, field.name)
-                if not value > 0:
-                    raise ConfigError(field.name, f"must be positive seconds, got {value!r}")
+        check_public_ips(self.public_ips)
+        for name in _SECONDS:
+            check_seconds(name, getattr(self, name))
         if self.policy not in POLICIES:
-            raise ConfigError("policy", f"must be one of {POLICIES}, got {self.policy!r}")
+            raise ConfigError("policy", f"must be one of {', '.join(POLICIES)}: {self.policy!r}")
         if self.max_buffer < 1024:
             raise ConfigError("max_buffer", f"must be at least 1024 bytes, got {self.max_buffer}")
         if not 1 <= self.port_min <= self.port_max <= 65535:
@@ -64,3 +90,187 @@ class AlgConfig:
                 "port_min",
                 f"need 1 <= port_min <= port_max <= 65535, got {self.port_min}..{self.port_max}",
             )
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway needs: the core's config plus the switch and L2 facts.
+
+    Attributes:
+        bridge: the OVS bridge's name (informational).
+        inside_ports, outside_port: OVS port names.
+        inside_subnet, inside_gateway: the inside subnet and the gateway's address in it.
+        outside_subnet: the on-link outside subnet (the public addresses' neighbours).
+        next_hop: the router for destinations off the outside subnet, if any.
+        gateway_mac: the MAC the gateway answers ARP with and sends from.
+        stats_interval: seconds between flow statistics polls (and ageing).
+    """
+
+    alg: AlgConfig
+    inside_ports: tuple[str, ...]
+    outside_port: str
+    inside_subnet: IPv4Network
+    inside_gateway: IPv4Address
+    outside_subnet: IPv4Network
+    next_hop: IPv4Address | None = None
+    gateway_mac: str = "02:00:5e:00:01:fe"
+    bridge: str = ""
+    stats_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.inside_ports:
+            raise ConfigError("inside_ports", "missing (at least one OVS port name)")
+        if not self.outside_port:
+            raise ConfigError("outside_port", "missing (the OVS port name on the outside)")
+        if self.outside_port in self.inside_ports:
+            raise ConfigError("outside_port", f"{self.outside_port} is also an inside port")
+        if self.inside_gateway not in self.inside_subnet:
+            raise ConfigError(
+                "inside_gateway", f"{self.inside_gateway} is not in {self.inside_subnet}"
+            )
+        if self.inside_subnet.overlaps(self.outside_subnet):
+            raise ConfigError("outside_subnet", "overlaps the inside subnet")
+        for ip in self.alg.public_ips:
+            if ip in self.inside_subnet:
+                raise ConfigError("public_ips", f"{ip} is inside the inside subnet")
+        if self.next_hop is not None and self.next_hop not in self.outside_subnet:
+            raise ConfigError("next_hop", f"{self.next_hop} is not in {self.outside_subnet}")
+        parts = self.gateway_mac.split(":")
+        if len(parts) != 6 or not all(len(p) == 2 and _is_hex(p) for p in parts):
+            raise ConfigError("gateway_mac", f"not a MAC address: {self.gateway_mac!r}")
+        if not self.stats_interval > 0:
+            raise ConfigError("stats_interval", "must be positive")
+
+    def describe(self) -> str:
+        """One line for the log: addresses, policy and the ALG switch."""
+        public = ", ".join(str(ip) for ip in self.alg.public_ips)
+        alg = "on" if self.alg.alg_enabled else "off"
+        return (
+            f"inside {self.inside_subnet} via {self.inside_gateway}, public {public}, "
+            f"policy {self.alg.policy}, ALG {alg}"
+        )
+
+
+Kind = Literal["str", "list", "bool", "float", "int"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``[nat]`` option: its name, type, default and help text."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+
+
+_ALG = AlgConfig()
+OPTIONS: tuple[Option, ...] = (
+    Option("bridge", "str", "", "name of the OVS bridge (informational)"),
+    Option("inside_ports", "list", [], "OVS port names on the inside"),
+    Option("outside_port", "str", "", "OVS port name on the outside"),
+    Option("inside_subnet", "str", "", "inside subnet, e.g. 192.168.1.0/24"),
+    Option("inside_gateway", "str", "", "the gateway's inside address"),
+    Option("outside_subnet", "str", "", "on-link outside subnet"),
+    Option("public_ips", "list", [], "the public address pool"),
+    Option("next_hop", "str", "", "router for destinations off the outside subnet "
+           "(empty: only the outside subnet is reachable)"),
+    Option("policy", "str", _ALG.policy, "open | strict"),
+    Option("alg", "bool", _ALG.alg_enabled, "PPTP ALG on (false: address-only NAT)"),
+    Option("gateway_mac", "str", "02:00:5e:00:01:fe", "MAC address the gateway answers ARP with"),
+    Option("tcp_idle", "float", _ALG.tcp_idle, "TCP session idle timeout (seconds)"),
+    Option("udp_idle", "float", _ALG.udp_idle, "UDP session idle timeout (seconds)"),
+    Option("icmp_idle", "float", _ALG.icmp_idle, "ICMP echo session idle timeout (seconds)"),
+    Option("gre_idle", "float", _ALG.gre_idle, "server-map idle timeout (seconds)"),
+    Option("call_id_hold_down", "float", _ALG.call_id_hold_down,
+           "seconds a released Call ID stays unusable"),
+    Option("max_buffer", "int", _ALG.max_buffer,
+           "bytes held at most per direction of a control connection"),
+    Option("tcp_closing", "float", _ALG.tcp_closing,
+           "seconds a control connection lingers after both FINs"),
+    Option("port_min", "int", _ALG.port_min,
+           "lowest public port handed out when the inside port is taken"),
+    Option("port_max", "int", _ALG.port_max, "highest public port handed out"),
+    Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),
+)
+
+
+def load(values: Mapping[str, Any]) -> GatewayConfig:
+    """Validate raw option values (by option name) into a :class:`GatewayConfig`.
+
+    Raises:
+        ConfigError: naming ``nat.<option>`` for the first bad or missing value.
+    """
+    try:
+        return _load(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{GROUP}.{exc.key}", exc.reason) from exc
+
+
+def _load(values: Mapping[str, Any]) -> GatewayConfig:
+    raw = {o.name: values.get(o.name, o.default) for o in OPTIONS}
+    alg_names = {f.name for f in fields(AlgConfig)}
+    numbers = {
+        o.name: _number(o, raw[o.name]) for o in OPTIONS
+        if o.kind in ("float", "int") and o.name in alg_names
+    }
+    alg = AlgConfig(
+        public_ips=tuple(_address("public_ips", p) for p in _list(raw["public_ips"])),
+        alg_enabled=bool(raw["alg"]),
+        policy=str(raw["policy"] or "open"),
+        **numbers,
+    )
+    if not raw["inside_gateway"]:
+        raise ConfigError("inside_gateway", "missing (the gateway's inside address)")
+    return GatewayConfig(
+        alg=alg,
+        inside_ports=tuple(_list(raw["inside_ports"])),
+        outside_port=str(raw["outside_port"] or "").strip(),
+        inside_subnet=_network("inside_subnet", raw["inside_subnet"]),
+        inside_gateway=_address("inside_gateway", raw["inside_gateway"]),
+        outside_subnet=_network("outside_subnet", raw["outside_subnet"]),
+        next_hop=_address("next_hop", raw["next_hop"]) if raw["next_hop"] else None,
+        gateway_mac=str(raw["gateway_mac"] or "").lower(),
+        bridge=str(raw["bridge"] or ""),
+        stats_interval=_number(_option("stats_interval"), raw["stats_interval"]),
+    )
+
+
+def _option(name: str) -> Option:
+    return next(o for o in OPTIONS if o.name == name)
+
+
+def _list(value: object) -> list[str]:
+    items = value if isinstance(value, list | tuple) else str(value or "").split(",")
+    return [str(p).strip() for p in items if str(p).strip()]
+
+
+def _number(option: Option, value: object) -> Any:
+    try:
+        return int(str(value)) if option.kind == "int" else float(str(value))
+    except ValueError as exc:
+        raise ConfigError(option.name, f"not a number: {value!r}") from exc
+
+
+def _address(key: str, value: object) -> IPv4Address:
+    try:
+        return IPv4Address(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(key, f"not an IPv4 address: {value!r}") from exc
+
+
+def _network(key: str, value: object) -> IPv4Network:
+    if not value:
+        raise ConfigError(key, "missing (an IPv4 subnet such as 192.168.1.0/24)")
+    try:
+        return IPv4Network(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(key, f"not an IPv4 subnet: {value!r}") from exc
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from alg.engine import Call, CallState, Gateway
+from alg.calls import Call, CallState
+from alg.engine import Gateway
 from alg.nat import Proto
 
 VPN = "VPN:public --> public"
@@ -184,7 +185,7 @@ def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
             protocol="gre", source=f"{binding.client_ip}:0", source_nat=f"{binding.public_ip}:0",
             destination=f"{binding.server_ip}:0", destination_nat="", inspected=False,
             left_seconds=int(gateway.config.gre_idle - (now - binding.last_seen)),
-            packets=binding.packets + binding.down_packets, path="flow",
+            packets=binding.outbound_packets + binding.inbound_packets, path="flow",
         ))
     return entries
 

@@ -73,8 +73,10 @@ class ConfigError(AlgError):
 
     Attributes:
         key: the name of the offending option.
+        reason: what is wrong with its value.
     """
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
         self.key = key
+        self.reason = reason

@@ -49,6 +49,39 @@ class TcpSegment:
 
 
 @dataclass(frozen=True)
+class UdpDatagram:
+    """A UDP datagram's addresses and ports."""
+
+    src_ip: IPv4Address
+    src_port: int
+    dst_ip: IPv4Address
+    dst_port: int
+
+
+@dataclass(frozen=True)
+class IcmpEcho:
+    """An ICMP echo request (``request``) or reply, by its identifier."""
+
+    src_ip: IPv4Address
+    dst_ip: IPv4Address
+    identifier: int
+    request: bool
+
+
+@dataclass(frozen=True)
+class GrePacket:
+    """A GRE packet: its addresses, then the GRE header and payload as they came."""
+
+    src_ip: IPv4Address
+    dst_ip: IPv4Address
+    gre: bytes
+
+
+Packet = TcpSegment | UdpDatagram | IcmpEcho | GrePacket
+"""What the app decodes an IPv4 packet into for :meth:`alg.engine.Gateway.handle`."""
+
+
+@dataclass(frozen=True)
 class Translation:
     """Header fields to set on a packet before it leaves.
 
@@ -168,6 +201,14 @@ class CallLog:
     public_call_id: int
     server_call_id: int | None
     reason: str = ""
+
+    def __str__(self) -> str:
+        reason = f" ({self.reason})" if self.reason else ""
+        return (
+            f"call {self.event}: client {self.client_ip} public {self.public_ip} server "
+            f"{self.server_ip} call-id a={self.client_call_id} b={self.public_call_id} "
+            f"c={self.server_call_id}{reason}"
+        )
 
 
 @dataclass

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from alg.config import AlgConfig
-from alg.errors import ConfigError, PortExhaustedError
+from alg.config import AlgConfig, check_public_ips
+from alg.errors import PortExhaustedError
 
 PORT_MAX = 65535
 """Highest port number, and highest ICMP echo identifier."""
@@ -45,12 +45,10 @@ class AddressPool:
             addresses: the public addresses, distinct, at least one.
 
         Raises:
-            ConfigError: ``addresses`` is empty or has duplicates.
+            ConfigError: ``addresses`` is empty or has duplicates (the rule of
+                ``public_ips``).
         """
-        if not addresses:
-            raise ConfigError("public_ips", "at least one public address is needed")
-        if len(set(addresses)) != len(addresses):
-            raise ConfigError("public_ips", "addresses must be distinct")
+        check_public_ips(addresses)
         self._addresses = tuple(sorted(addresses))
         self._hosts: dict[IPv4Address, int] = dict.fromkeys(self._addresses, 0)
         self._binding: dict[IPv4Address, IPv4Address] = {}

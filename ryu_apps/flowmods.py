@@ -22,14 +22,21 @@ priority     entries
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, assert_never
 
 from alg.codec import PPTP_PORT
-from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries, SessionEntries
+from alg.events import (
+    Decision,
+    EntryKind,
+    GreInboundEntry,
+    GreOutboundEntry,
+    RemoveEntries,
+    SessionEntries,
+)
 from alg.nat import Proto
+from alg.neighbours import L2, Side
 from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
 from ryu_apps.switch import (
     COOKIE_TAG,
@@ -41,14 +48,6 @@ from ryu_apps.switch import (
     PRIORITY_SESSION,
     cookie,
 )
-
-
-@dataclass(frozen=True)
-class L2:
-    """Where an IPv4 neighbour is: the switch port and the MAC to send to."""
-
-    port: int
-    mac: str
 
 
 def _flow(
@@ -140,7 +139,7 @@ def _l4_set(dp: Any, proto: Proto, field: str, port: int) -> Any:
     return dp.ofproto_parser.OFPActionSetField(**{name: port})
 
 
-def session_flows(
+def session_entries(
     dp: Any, decision: SessionEntries, inside: L2, outside: L2, gateway_mac: str
 ) -> list[Any]:
     """Both directions' rewrite entries of a TCP or UDP NAT session.
@@ -262,3 +261,46 @@ def stats_request(dp: Any) -> Any:
         dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_TAG, COOKIE_TAG_MASK,
         parser.OFPMatch(),
     )
+
+
+Lookup = Callable[[Side, IPv4Address], L2 | None]
+
+
+def entry_mods(
+    dp: Any, decision: Decision, lookup: Lookup, outside_port: int | None, gateway_mac: str
+) -> list[Any] | None:
+    """The flow-mods of any decision of the core.
+
+    Args:
+        lookup: where a neighbour is (``alg.neighbours.NeighbourTable.lookup``).
+        outside_port: the outside port's number, None before the switch told it.
+
+    Returns:
+        The flow-mods, or None when the decision cannot be carried out (a neighbour it
+        sends to, or the outside port, is not known): the caller reports it to the core.
+    """
+    match decision:
+        case RemoveEntries():
+            return [remove(dp, decision)]
+        case SessionEntries(session=s):
+            inside, outside = lookup(Side.INSIDE, s.inside_ip), lookup(Side.OUTSIDE, s.remote_ip)
+            if inside is None or outside is None:
+                return None
+            return session_entries(dp, decision, inside, outside, gateway_mac)
+        case GreOutboundEntry():
+            client = lookup(Side.INSIDE, decision.client_ip)
+            outside = lookup(Side.OUTSIDE, decision.server_ip)
+            if client is None or outside is None:
+                return None
+            return [gre_outbound(dp, decision, client, outside, gateway_mac)]
+        case GreInboundEntry():
+            client = None
+            if decision.client_ip is not None:
+                client = lookup(Side.INSIDE, decision.client_ip)
+                if client is None:
+                    return None
+            if outside_port is None:
+                return None
+            return [gre_inbound(dp, decision, outside_port, client, gateway_mac)]
+        case _:
+            assert_never(decision)

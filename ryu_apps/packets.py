@@ -17,8 +17,21 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Any, assert_never
 
-from alg.events import TcpSegment
+from alg.events import (
+    Direction,
+    Emit,
+    Forward,
+    GrePacket,
+    IcmpEcho,
+    Packet,
+    SendGre,
+    SendTcp,
+    TcpSegment,
+    UdpDatagram,
+)
+from alg.neighbours import ArpMessage, ArpReply, ArpRequest
 
 ETH = struct.Struct("!6s6sH")
 ARP = struct.Struct("!HHBBH6s4s6s4s")
@@ -59,7 +72,7 @@ def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071) of ``data``."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -67,17 +80,6 @@ def checksum(data: bytes) -> int:
 
 def _pseudo_header(src: IPv4Address, dst: IPv4Address, proto: int, length: int) -> bytes:
     return src.packed + dst.packed + struct.pack("!BBH", 0, proto, length)
-
-
-@dataclass(frozen=True)
-class Arp:
-    """An ARP packet (IPv4 over Ethernet)."""
-
-    opcode: int
-    sender_mac: bytes
-    sender_ip: IPv4Address
-    target_mac: bytes
-    target_ip: IPv4Address
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,14 @@ class Ipv4:
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded Ethernet frame: exactly one of ``arp`` or ``ip`` is set."""
+    """A decoded Ethernet frame: exactly one of ``arp`` or ``ip`` is set.
 
-    dst_mac: bytes
-    src_mac: bytes
-    arp: Arp | None = None
+    Attributes:
+        src_mac: the frame's source MAC, as ``aa:bb:..`` text.
+    """
+
+    src_mac: str
+    arp: ArpMessage | None = None
     ip: Ipv4 | None = None
 
 
@@ -115,15 +120,16 @@ def decode_frame(data: bytes) -> Frame | None:
     """Decode an Ethernet frame; None when it is neither ARP nor valid IPv4."""
     if len(data) < ETH.size:
         return None
-    dst, src, eth_type = ETH.unpack_from(data)
+    _dst, src, eth_type = ETH.unpack_from(data)
     body = data[ETH.size :]
     if eth_type == ETH_TYPE_ARP:
         if len(body) < ARP.size:
             return None
-        htype, ptype, hlen, plen, op, smac, sip, tmac, tip = ARP.unpack_from(body)
+        htype, ptype, hlen, plen, op, smac, sip, _tmac, tip = ARP.unpack_from(body)
         if (htype, ptype, hlen, plen) != (1, ETH_TYPE_IPV4, 6, 4):
             return None
-        return Frame(dst, src, arp=Arp(op, smac, IPv4Address(sip), tmac, IPv4Address(tip)))
+        arp = ArpMessage(op, mac_text(smac), IPv4Address(sip), IPv4Address(tip))
+        return Frame(mac_text(src), arp=arp)
     if eth_type != ETH_TYPE_IPV4 or len(body) < IPV4.size:
         return None
     ver_ihl, tos, total, ident, frag, ttl, proto, _csum, sip, dip = IPV4.unpack_from(body)
@@ -136,7 +142,7 @@ def decode_frame(data: bytes) -> Frame | None:
         dont_fragment=bool(frag & IP_DF),
         fragment=bool(frag & IP_MF) or bool(frag & IP_OFFSET_MASK),
     )
-    return Frame(dst, src, ip=ip)
+    return Frame(mac_text(src), ip=ip)
 
 
 def decode_tcp(ip: Ipv4) -> TcpSegment | None:
@@ -170,6 +176,24 @@ def decode_icmp_echo(ip: Ipv4) -> tuple[int, int] | None:
     if icmp_type not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY) or code != 0:
         return None
     return icmp_type, ident
+
+
+def decode_l4(ip: Ipv4) -> Packet | None:
+    """What the core needs of a TCP, UDP, ICMP echo or GRE packet; None for anything else
+    (another protocol, ICMP other than echo, a truncated TCP or UDP header)."""
+    if ip.proto == PROTO_TCP:
+        return decode_tcp(ip)
+    if ip.proto == PROTO_UDP:
+        ports = decode_ports(ip)
+        return None if ports is None else UdpDatagram(ip.src, ports[0], ip.dst, ports[1])
+    if ip.proto == PROTO_ICMP:
+        echo = decode_icmp_echo(ip)
+        if echo is None:
+            return None
+        return IcmpEcho(ip.src, ip.dst, echo[1], echo[0] == ICMP_ECHO_REQUEST)
+    if ip.proto == PROTO_GRE:
+        return GrePacket(ip.src, ip.dst, ip.payload)
+    return None
 
 
 def build_ipv4(
@@ -266,3 +290,80 @@ def build_arp(
         1, ETH_TYPE_IPV4, 6, 4, opcode, sender_mac, sender_ip.packed, target_mac,
         target_ip.packed,
     )
+
+
+def arp_reply_frame(reply: ArpReply, gateway_mac: str) -> bytes:
+    """The frame of an :class:`~alg.neighbours.ArpReply`: the gateway's MAC as the answer."""
+    gw_mac = mac_bytes(gateway_mac)
+    body = build_arp(
+        ARP_REPLY, gw_mac, reply.sender_ip, mac_bytes(reply.target_mac), reply.target_ip
+    )
+    return build_ethernet(mac_bytes(reply.dst_mac), gw_mac, ETH_TYPE_ARP, body)
+
+
+def arp_request_frame(request: ArpRequest, gateway_mac: str) -> bytes:
+    """The broadcast frame of an :class:`~alg.neighbours.ArpRequest`."""
+    gw_mac = mac_bytes(gateway_mac)
+    body = build_arp(ARP_REQUEST, gw_mac, request.sender_ip, b"\0" * 6, request.target_ip)
+    return build_ethernet(BROADCAST, gw_mac, ETH_TYPE_ARP, body)
+
+
+def is_echo_request(ip: Ipv4) -> bool:
+    """True for an ICMP echo request."""
+    echo = decode_icmp_echo(ip) if ip.proto == PROTO_ICMP else None
+    return echo is not None and echo[0] == ICMP_ECHO_REQUEST
+
+
+def echo_reply(ip: Ipv4) -> bytes:
+    """The IPv4 echo reply to an echo request ``ip`` (same identifier, sequence, data)."""
+    reply = fix_l4(ip.dst, ip.src, PROTO_ICMP, bytes([ICMP_ECHO_REPLY]) + ip.payload[1:])
+    return build_ipv4(ip.dst, ip.src, PROTO_ICMP, reply)
+
+
+def inherited_header(original: Ipv4 | None) -> dict[str, Any] | None:
+    """IPv4 header fields of a packet the gateway sends on behalf of ``original``.
+
+    The original's TTL less one, identification, TOS and DF; the defaults without an
+    original; None when the original's TTL is spent (the packet must not be sent).
+    """
+    if original is None:
+        return {}
+    if original.ttl <= 1:
+        return None
+    return {
+        "ttl": original.ttl - 1, "ident": original.ident, "tos": original.tos,
+        "dont_fragment": original.dont_fragment,
+    }
+
+
+def emit_packet(emit: Emit, original: Ipv4 | None, header: dict[str, Any]) -> bytes | None:
+    """The IPv4 packet of one of the core's emits; None for a Forward without original."""
+    match emit:
+        case Forward(direction=direction, translation=t):
+            if original is None:
+                return None
+            outbound = direction is Direction.OUTBOUND
+            l4 = translate_l4(original.proto, original.payload, t.src_port, t.dst_port, outbound)
+            l4 = fix_l4(t.src_ip, t.dst_ip, original.proto, l4)
+            return build_ipv4(
+                t.src_ip, t.dst_ip, original.proto, l4, options=original.options, **header
+            )
+        case SendTcp(segment=seg):
+            return build_ipv4(seg.src_ip, seg.dst_ip, PROTO_TCP, build_tcp(seg), **header)
+        case SendGre(src_ip=src, dst_ip=dst, gre=gre):
+            return build_ipv4(src, dst, PROTO_GRE, gre, **header)
+        case _:
+            assert_never(emit)
+
+
+def emit_destination(emit: Emit) -> IPv4Address:
+    """Where one of the core's emits goes (its IPv4 destination)."""
+    match emit:
+        case Forward(translation=t):
+            return t.dst_ip
+        case SendTcp(segment=seg):
+            return seg.dst_ip
+        case SendGre(dst_ip=dst):
+            return dst
+        case _:
+            assert_never(emit)

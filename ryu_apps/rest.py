@@ -9,17 +9,27 @@ JSON: ``GET /pptp-alg/counters``, ``/pptp-alg/calls``, ``/pptp-alg/sessions``,
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
 from alg import display
 from alg.nat import Proto
 
+if TYPE_CHECKING:
+    from ryu_apps.nat_gateway import NatGateway
+
 APP_KEY = "pptp_alg_gateway"
+Handler = Callable[..., Response]
 
 
-def register_rest(wsgi: Any, app: Any) -> None:
+def _get(path: str) -> Callable[[Handler], Handler]:
+    """Ryu's ``route`` for a GET of ``path``, typed."""
+    return cast(Callable[[Handler], Handler], route("pptp_alg", path, methods=["GET"]))
+
+
+def register_rest(wsgi: Any, app: NatGateway) -> None:
     """Mount the REST controller on Ryu's WSGI application."""
     wsgi.register(GatewayRest, {APP_KEY: app})
 
@@ -38,16 +48,17 @@ def _json(body: object) -> Response:
     )
 
 
-def snapshot_counters(app: Any) -> dict[str, Any]:
+def snapshot_counters(app: NatGateway) -> dict[str, Any]:
     """The core's and the shim's counters, plus derived gauges."""
     core = app.core
     return {
         "alg": {**core.counters.as_dict(), "calls_in_progress": core.calls_in_progress},
         "app": app.counters.as_dict(),
+        "neighbours": app.neighbours.counters.as_dict(),
     }
 
 
-def snapshot_calls(app: Any) -> list[dict[str, Any]]:
+def snapshot_calls(app: NatGateway) -> list[dict[str, Any]]:
     """Every live call with its Call IDs and data-path mode."""
     core = app.core
     out = []
@@ -73,7 +84,7 @@ def snapshot_calls(app: Any) -> list[dict[str, Any]]:
     return out
 
 
-def snapshot_sessions(app: Any) -> list[dict[str, Any]]:
+def snapshot_sessions(app: NatGateway) -> list[dict[str, Any]]:
     """Every NAT session (the control connections included)."""
     core = app.core
     return [
@@ -94,40 +105,40 @@ class GatewayRest(ControllerBase):  # type: ignore[misc]
 
     def __init__(self, req: Any, link: Any, data: dict[str, Any], **config: Any) -> None:
         super().__init__(req, link, data, **config)
-        self.app = data[APP_KEY]
+        self.app: NatGateway = data[APP_KEY]
 
-    @route("pptp_alg", "/pptp-alg/counters", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/counters")
     def counters(self, req: Any, **kwargs: Any) -> Response:
         """Counters of the ALG and of the app."""
         return _json(snapshot_counters(self.app))
 
-    @route("pptp_alg", "/pptp-alg/calls", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/calls")
     def calls(self, req: Any, **kwargs: Any) -> Response:
         """The live calls."""
         return _json(snapshot_calls(self.app))
 
-    @route("pptp_alg", "/pptp-alg/sessions", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/sessions")
     def sessions(self, req: Any, **kwargs: Any) -> Response:
         """The NAT sessions."""
         return _json(snapshot_sessions(self.app))
 
-    @route("pptp_alg", "/pptp-alg/session-table", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/session-table")
     def session_table(self, req: Any, **kwargs: Any) -> Response:
         """The session table as JSON."""
         return _json(display.as_json(display.session_table(self.app.core, self.app.now())))
 
-    @route("pptp_alg", "/pptp-alg/server-map", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/server-map")
     def server_map(self, req: Any, **kwargs: Any) -> Response:
         """The server-map as JSON."""
         return _json(display.as_json(display.server_map(self.app.core, self.app.now())))
 
-    @route("pptp_alg", "/pptp-alg/display/session-table", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/display/session-table")
     def display_session_table(self, req: Any, **kwargs: Any) -> Response:
         """``display firewall session-table``."""
         entries = display.session_table(self.app.core, self.app.now())
         return _text(display.render(entries, _verbose(req)))
 
-    @route("pptp_alg", "/pptp-alg/display/server-map", methods=["GET"])  # type: ignore[misc]
+    @_get("/pptp-alg/display/server-map")
     def display_server_map(self, req: Any, **kwargs: Any) -> Response:
         """``display firewall server-map``."""
         entries = display.server_map(self.app.core, self.app.now())

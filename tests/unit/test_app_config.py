@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from alg.config import load
 from alg.errors import ConfigError
-from ryu_apps.config import load
 
 GOOD: dict[str, Any] = {
     "inside_ports": ["lab-c1", "lab-c2"],

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alg.callid import CALL_ID_SPACE, CallIdAllocator
+from alg.config import AlgConfig
 from alg.errors import AllocationError, CallIdExhaustedError, ConfigError
 
 PUB = IPv4Address("203.0.113.2")
@@ -168,18 +169,25 @@ def test_allocation_purges_other_pairs() -> None:
     assert alloc.pair_count() == 1
 
 
-def test_zero_hold_down_frees_at_once() -> None:
-    alloc = CallIdAllocator(0.0)
-    assert alloc.hold_down == 0.0
+@pytest.mark.parametrize("hold_down", [0.0, -1.0])
+def test_hold_down_follows_the_options_rule(hold_down: float) -> None:
+    # One rule for the option and the allocator: a positive number of seconds.
+    with pytest.raises(ConfigError) as info:
+        CallIdAllocator(hold_down)
+    assert info.value.key == "call_id_hold_down"
+    with pytest.raises(ConfigError):
+        AlgConfig(call_id_hold_down=hold_down)
+
+
+def test_a_short_hold_down_frees_the_pair_when_it_ends() -> None:
+    alloc = CallIdAllocator(0.5)
     alloc.allocate(PUB, SRV, 1, 0.0)
-    alloc.allocate(PUB, SRV, 2, 0.0)
     alloc.release(PUB, SRV, 1, 0.0)
-    assert alloc.pair_count() == 1
-    assert alloc.allocate(PUB, SRV, 1, 0.0) == 1
-    alloc.release(PUB, SRV, 1, 0.0)
-    alloc.release(PUB, SRV, 2, 0.0)
+    assert alloc.held_down(PUB, SRV, 1, 0.4)
+    assert alloc.allocate(PUB, SRV, 1, 0.5) == 1
+    alloc.release(PUB, SRV, 1, 0.5)
+    alloc.purge(1.0)
     assert alloc.pair_count() == 0
-    assert not alloc.held_down(PUB, SRV, 2, 0.0)
 
 
 @pytest.mark.parametrize("preferred", [-1, 65536, 1 << 20])
@@ -221,7 +229,7 @@ def _held(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=_OPS, hold_down=st.sampled_from([0.0, 1.0, 30.0, 60.0]))
+@given(ops=_OPS, hold_down=st.sampled_from([0.5, 1.0, 30.0, 60.0]))
 def test_property_no_shared_live_id_and_no_reuse_in_hold_down(
     ops: list[tuple[str, int, int]], hold_down: float
 ) -> None:

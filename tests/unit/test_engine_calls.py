@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from alg.calls import CallState
 from alg.codec import parse_gre
-from alg.engine import CallState, Gateway
+from alg.engine import Gateway
 from alg.events import (
     CallLog,
     Direction,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from alg.calls import CallState
 from alg.codec import OutgoingCallRequest
-from alg.engine import CallState
 from alg.events import (
     TCP_ACK,
     TCP_FIN,
@@ -142,7 +142,7 @@ def test_request_split_after_thirteen_bytes_lets_the_server_acknowledge_the_head
     ack = link.send(link.server, flags=TCP_ACK)
     assert [e.segment.ack for e in sent_tcp(ack)] == [link.seq_at(link.client, before + 12)]
     [conn] = [c for c in gw.connections() if c.session.inside_ip == C1]
-    assert conn.upstream.acked == before + 12
+    assert conn.relay.outbound.acked == before + 12
     second = link.client_send(ocrq(A)[13:])
     # The translated Call ID leaves with the rest; the original one never did.
     assert b"".join(e.segment.payload for e in sent_tcp(second)) == ocrq(A + 1)[12:]

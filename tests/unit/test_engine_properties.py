@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alg.calls import CallState
 from alg.codec import ControlMessage
-from alg.engine import CallState, Gateway
+from alg.engine import Gateway
 from alg.events import TCP_FIN, CallLog, Decision
 from tests.unit.pptp_flows import (
     C1,

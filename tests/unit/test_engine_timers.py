@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from alg.engine import CallState, Gateway
+from alg.calls import CallState
+from alg.engine import Gateway
 from alg.events import Direction, EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries
 from tests.unit.pptp_flows import (
     C1,
@@ -114,11 +115,11 @@ def test_closed_calls_are_forgotten_after_hold_down() -> None:
     link.now = 5.0
     link.client_send(ccrq(A))
     conn = gw.connections()[0]
-    assert len(conn.closed_calls) == 1
+    assert len(conn.calls.closed) == 1
     gw.tick(64.0)
-    assert len(conn.closed_calls) == 1
+    assert len(conn.calls.closed) == 1
     gw.tick(65.0)
-    assert conn.closed_calls == []
+    assert conn.calls.closed == []
     link.server_send(cdn(A))
     assert gw.counters.unknown_call_ids == 1
 
@@ -164,7 +165,7 @@ def test_stats_of_a_session_that_is_gone_leave_no_state() -> None:
     assert out.decisions
     gw.tick(now=10_000)
     gw.flow_stats(EntryKind.SESSION, 1, 5, now=10_001)
-    assert gw.nat.get(1) is None and gw._session_packets == {}
+    assert gw.nat.get(1) is None and gw.session_counts(1) is None
     gw.flow_removed(EntryKind.SESSION, 1)
 
 

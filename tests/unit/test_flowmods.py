@@ -8,8 +8,8 @@ import pytest
 
 from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries, SessionEntries
 from alg.nat import NatSession, Proto
+from alg.neighbours import L2
 from ryu_apps import flowmods, switch
-from ryu_apps.flowmods import L2
 from tests.unit.fake_switch import FakeDatapath, Packet
 
 INSIDE_PORTS = (1, 2)
@@ -86,9 +86,9 @@ def session(proto: Proto = Proto.TCP) -> NatSession:
 
 
 @pytest.mark.parametrize("proto", [Proto.TCP, Proto.UDP])
-def test_session_flows_translate_both_directions(dp: FakeDatapath, proto: Proto) -> None:
-    for mod in flowmods.session_flows(dp, SessionEntries(session(proto), 120), CLIENT_L2, SERVER_L2,
-                                   GW_MAC):
+def test_session_entries_translate_both_directions(dp: FakeDatapath, proto: Proto) -> None:
+    decision = SessionEntries(session(proto), 120)
+    for mod in flowmods.session_entries(dp, decision, CLIENT_L2, SERVER_L2, GW_MAC):
         dp.send_msg(mod)
     l4 = "tcp" if proto is Proto.TCP else "udp"
     out = dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", int(proto),
@@ -110,7 +110,7 @@ def test_session_flows_translate_both_directions(dp: FakeDatapath, proto: Proto)
 
 
 def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> None:
-    for mod in flowmods.session_flows(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_entries(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     stranger = dp.process(tcp(OUTSIDE_PORT, "203.0.113.7", 80, "203.0.113.2", 40001))
@@ -120,7 +120,7 @@ def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> 
 
 
 def test_session_outbound_matches_only_the_inside_hosts_port(dp: FakeDatapath) -> None:
-    for mod in flowmods.session_flows(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_entries(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     spoofed = dp.process(tcp(2, "192.168.1.1", 40000, "203.0.113.1", 80))
@@ -176,7 +176,7 @@ def test_remove_deletes_only_that_entry_group(dp: FakeDatapath) -> None:
                                    CLIENT_L2, SERVER_L2, GW_MAC))
     dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
-    for mod in flowmods.session_flows(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_entries(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     before = len(dp.table)

@@ -7,6 +7,7 @@ at the flow-mods and packet-outs the fake datapath received, and at the counters
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 
 from alg.events import (
+    Decision,
     Direction,
     EntryKind,
     GreInboundEntry,
@@ -28,10 +30,11 @@ from alg.events import (
     SendTcp,
     TcpSegment,
 )
+from alg.neighbours import L2, Side
 from ryu_apps import flowmods, nat_gateway, packets, switch
-from ryu_apps.flowmods import L2
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.fake_switch import FakeDatapath
+from tests.unit.pptp_flows import ControlLink
 
 GW_MAC = "02:00:5e:00:01:fe"
 IN1, IN2, OUT = 1, 2, 100
@@ -106,6 +109,10 @@ def udp_out(src: IPv4Address = CLIENT, dst: IPv4Address | str = SERVER, **ip: An
     return IP(src=str(src), dst=str(dst), **ip) / UDP(sport=5000, dport=53) / b"query"
 
 
+def inside(app: NatGateway) -> dict[IPv4Address, L2]:
+    return app.neighbours.hosts(Side.INSIDE)
+
+
 def learn_server(app: NatGateway, dp: FakeDatapath) -> None:
     app.handle_frame(dp, OUT, arp(2, SERVER_MAC, SERVER, PUBLIC))
 
@@ -163,15 +170,15 @@ def test_an_inside_address_from_another_port_is_dropped_and_counted(
 ) -> None:
     learn_server(app, dp)
     app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
-    pinned = app.inside_hosts[CLIENT]
+    pinned = inside(app)[CLIENT]
     dp.sent.clear()
     calls = record(monkeypatch, app.core, "handle_udp")
     app.handle_frame(dp, IN2, ether(OTHER_MAC, udp_out()))
     app.handle_frame(dp, IN2, arp(2, OTHER_MAC, CLIENT, "192.168.1.254"))
     app.handle_frame(dp, IN2, arp(1, OTHER_MAC, CLIENT, "192.168.1.254"))
     assert calls == [] and dp.sent == []
-    assert app.counters.spoofed_drops == 3
-    assert app.inside_hosts[CLIENT] is pinned
+    assert app.neighbours.counters.spoofed_drops == 3
+    assert inside(app)[CLIENT] is pinned
     assert pinned == L2(IN1, CLIENT_MAC)
 
 
@@ -179,33 +186,61 @@ def test_a_pinned_hosts_mac_changes_by_arp_on_its_port_only(
     app: NatGateway, dp: FakeDatapath
 ) -> None:
     app.handle_frame(dp, IN1, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
-    first = app.inside_hosts[CLIENT]
+    first = inside(app)[CLIENT]
     app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out(dst="192.168.1.254")))
     app.handle_frame(dp, IN1, ether(OTHER_MAC, udp_out(dst="192.168.1.254")))
-    assert app.inside_hosts[CLIENT] is first  # not rewritten by each IP packet
+    assert inside(app)[CLIENT] is first  # not rewritten by each IP packet
     app.handle_frame(dp, IN1, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
-    assert app.inside_hosts[CLIENT] is first
+    assert inside(app)[CLIENT] is first
     app.handle_frame(dp, IN1, arp(2, OTHER_MAC, CLIENT, "192.168.1.254"))
-    assert app.inside_hosts[CLIENT] == L2(IN1, OTHER_MAC)
-    assert app.counters.spoofed_drops == 0
+    assert inside(app)[CLIENT] == L2(IN1, OTHER_MAC)
+    assert app.neighbours.counters.spoofed_drops == 0
 
 
-def test_gre_outbound_entry_needs_the_clients_port(app: NatGateway, dp: FakeDatapath) -> None:
+def entry_mods(app: NatGateway, dp: FakeDatapath, decision: Decision) -> list[Any] | None:
+    return flowmods.entry_mods(
+        dp, decision, app.neighbours.lookup, app.neighbours.outside_port, GW_MAC
+    )
+
+
+def test_gre_outbound_entry_needs_the_clients_port(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+) -> None:
     learn_server(app, dp)
     decision = GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300)
-    assert app._flow_mods(dp, decision) == []  # client not known: nothing installed
+    assert entry_mods(app, dp, decision) is None  # client not known: cannot be installed
+    failed = record(monkeypatch, app.core, "entry_failed")
+    app.apply(dp, Output(decisions=[decision]))
+    assert failed == [(decision,)] and added_flows(dp) == []  # reported, nothing installed
+    assert app.counters.entries_not_installed == 1
     app.handle_frame(dp, IN2, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
-    [mod] = app._flow_mods(dp, decision)
+    [mod] = entry_mods(app, dp, decision)
     assert dict(mod.match.items())["in_port"] == IN2
 
 
-def test_gre_inbound_to_an_unknown_client_goes_to_the_controller(
-    app: NatGateway, dp: FakeDatapath
+def test_gre_inbound_to_an_unknown_client_goes_to_the_controller_and_the_core_knows(
+    app: NatGateway, dp: FakeDatapath, clock: Clock
 ) -> None:
-    [mod] = app._flow_mods(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300))
+    learn_server(app, dp)
+    link = ControlLink(app.core, CLIENT, 40000, SERVER, now=clock.now).start()
+    link.outgoing_call(5, 700)  # the client's ID is kept: the core picks the flow path
+    out = link.outputs[-1]
+    [inbound] = [d for d in out.decisions if isinstance(d, GreInboundEntry)]
+    assert inbound.client_ip == CLIENT
+    app.apply(dp, out)  # the app has never seen the client
+    [mod] = [m for m in added_flows(dp)
+             if switch.decode_cookie(m.cookie) == (EntryKind.GRE_INBOUND, inbound.entry_id)]
     [action] = mod.instructions[0].actions
     assert action.port == dp.ofproto.OFPP_CONTROLLER
-    assert switch.decode_cookie(mod.cookie) == (EntryKind.GRE_INBOUND, 12)
+    assert app.core.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    # Once the client is known, the next tick offers the flow path again.
+    app.handle_frame(dp, IN1, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
+    dp.sent.clear()
+    app.apply(dp, app.core.tick(clock.now + 5))
+    [mod] = added_flows(dp)
+    assert [type(a).__name__ for a in mod.instructions[0].actions][-1] == "OFPActionOutput"
+    assert mod.instructions[0].actions[-1].port == IN1
+    assert app.core.inbound_gre_path(SERVER, PUBLIC) == "flow"
 
 
 # 2. A pending ARP entry is resolved only from its own side.
@@ -216,10 +251,10 @@ def test_outside_pending_arp_is_flushed_only_by_the_outside(
     app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
     assert arp_requests(dp) == [(OUT, str(SERVER))]
     app.handle_frame(dp, IN2, arp(2, OTHER_MAC, SERVER, "192.168.1.254"))
-    assert SERVER in app.pending_arp and ip_outs(dp) == []
-    assert SERVER not in app.outside_hosts
+    assert app.neighbours.waiting(SERVER) == 1 and ip_outs(dp) == []
+    assert SERVER not in app.neighbours.hosts(Side.OUTSIDE)
     app.handle_frame(dp, OUT, arp(2, SERVER_MAC, SERVER, PUBLIC))
-    assert SERVER not in app.pending_arp
+    assert app.neighbours.waiting(SERVER) is None
     [(port, sent)] = ip_outs(dp)
     assert (port, sent.src, sent.dst) == (OUT, str(PUBLIC), str(SERVER))
 
@@ -232,9 +267,9 @@ def test_inside_pending_arp_is_flushed_only_by_the_inside(
     app.apply(dp, Output(emits=[gre]))
     assert arp_requests(dp) == [(IN1, str(host)), (IN2, str(host))]
     app.handle_frame(dp, OUT, arp(2, SERVER_MAC, host, PUBLIC))
-    assert host in app.pending_arp and ip_outs(dp) == []
+    assert app.neighbours.waiting(host) == 1 and ip_outs(dp) == []
     app.handle_frame(dp, IN2, arp(2, OTHER_MAC, host, "192.168.1.254"))
-    assert host not in app.pending_arp
+    assert app.neighbours.waiting(host) is None
     [(port, sent)] = ip_outs(dp)
     assert (port, sent.dst) == (IN2, str(host))
 
@@ -360,11 +395,11 @@ def test_arp_is_retried_each_second_and_given_up_after_five_retries(
         assert len(arp_requests(dp)) == 1 + second
     clock.now = start + 6
     app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))  # no request beyond the retries
-    assert len(arp_requests(dp)) == 6 and len(app.pending_arp[SERVER].frames) == 3
+    assert len(arp_requests(dp)) == 6 and app.neighbours.waiting(SERVER) == 3
     app.periodic(clock.now)
     assert len(arp_requests(dp)) == 6
-    assert SERVER not in app.pending_arp
-    assert app.counters.arp_queue_drops == 3
+    assert app.neighbours.waiting(SERVER) is None
+    assert app.neighbours.counters.arp_queue_drops == 3
 
 
 def test_stats_and_ageing_run_every_stats_interval(
@@ -409,9 +444,10 @@ def test_inside_multicast_and_broadcast_are_dropped_silently(
 ) -> None:
     calls = record(monkeypatch, app.core, "handle_udp")
     app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out(dst=dst)))
-    assert calls == [] and dp.sent == [] and app.pending_arp == {}
+    assert calls == [] and dp.sent == [] and app.neighbours.waiting(IPv4Address(dst)) is None
     counters = app.counters
-    assert counters.spoofed_drops == counters.bad_checksums == counters.fragments_dropped == 0
+    assert app.neighbours.counters.spoofed_drops == 0
+    assert counters.bad_checksums == counters.fragments_dropped == 0
 
 
 # 9. Cleanups.
@@ -420,3 +456,34 @@ def test_removed_leftovers_are_gone(app: NatGateway) -> None:
     assert not hasattr(flowmods, "COOKIE_KIND_MASK")
     assert not hasattr(app, "started")
     assert flowmods.ETH_TYPE_IPV4 is packets.ETH_TYPE_IPV4
+
+
+# 10. REST views of the running app.
+
+def test_rest_shows_counters_calls_sessions_and_displays(
+    app: NatGateway, dp: FakeDatapath, clock: Clock
+) -> None:
+    from ryu_apps import rest
+
+    learn_server(app, dp)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    link = ControlLink(app.core, CLIENT, 40000, SERVER, now=clock.now).start()
+    link.outgoing_call(5, 700)
+    view = rest.GatewayRest(SimpleNamespace(GET={"verbose": "1"}), None, {rest.APP_KEY: app})
+    counters = json.loads(view.counters(None).body)
+    assert counters["alg"]["calls_set_up"] == 1 and counters["alg"]["calls_in_progress"] == 1
+    assert counters["app"]["packet_ins"] == 0 and counters["app"]["packet_outs"] >= 1
+    assert counters["neighbours"]["arp_requests_sent"] == 0
+    [call] = json.loads(view.calls(None).body)
+    assert (call["client_call_id"], call["public_call_id"], call["server_call_id"]) == (5, 5, 700)
+    assert call["inbound_gre_path"] == "flow" and call["direction"] == "outgoing"
+    sessions = json.loads(view.sessions(None).body)
+    assert sorted((s["proto"], s["pptp_control"]) for s in sessions) == [
+        ("tcp", True), ("udp", False)
+    ]
+    assert len(json.loads(view.server_map(None).body)) == 2
+    assert len(json.loads(view.session_table(None).body)) == 2
+    text = view.display_server_map(view.req).body.decode()
+    assert "Type: ASPF, 203.0.113.1:0 -> 203.0.113.2:5[192.168.1.1:5]" in text
+    assert "Path: flow" in text
+    assert "+-> 203.0.113.1:1723" in view.display_session_table(view.req).body.decode()

@@ -1,6 +1,13 @@
-"""Unit and property tests of ``alg.stream.StreamDirection`` (reassembly of one direction)."""
+"""Unit and property tests of one direction's reassembly: ``alg.relay.StreamDirection``
+(sequence space, gaps, retransmissions) and ``alg.framer.PptpFramer`` (message boundaries,
+decision bytes) together, composed as ``alg.control`` composes them.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +21,9 @@ from alg.errors import (
     ReservedFieldError,
     TruncatedError,
 )
-from alg.stream import DECISION_LENGTH, SEQ_MOD, OutSegment, StreamDirection
+from alg.framer import DECISION_LENGTH, Decide, PptpFramer
+from alg.relay import SEQ_MOD, OutSegment
+from alg.relay import StreamDirection as Relayed
 from tests.unit.pptp_flows import (
     ccrq,
     cuts,
@@ -28,6 +37,53 @@ from tests.unit.pptp_flows import (
 
 ISN = 5000
 BASE = ISN + 1
+
+
+@dataclass
+class FeedResult:
+    """What one segment's payload produced (see :meth:`StreamDirection.feed`)."""
+
+    segments: list[OutSegment]
+    dropped_bytes: int = 0
+    held: int = 0
+    stale: bool = False
+
+
+class StreamDirection:
+    """One direction's relay stream and framer, fed a segment at a time.
+
+    ``rewrite`` answers the framer's decisions, as ``alg.pptp.CallControl`` does.
+    """
+
+    def __init__(self, isn: int, max_buffer: int) -> None:
+        self.relayed = Relayed(isn, max_buffer, HEADER_LENGTH)
+        self.framer = PptpFramer()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.relayed, name)
+
+    @property
+    def held(self) -> int:
+        return self.relayed.held
+
+    @property
+    def idle(self) -> bool:
+        return self.relayed.held == 0 and self.framer.idle
+
+    def feed(self, seq: int, payload: bytes, rewrite: Callable[[bytes], bytes]) -> FeedResult:
+        arrival = self.relayed.receive(seq, payload)
+        self.framer.feed(arrival.data)
+        released = bytearray()
+        while (event := self.framer.next_event()) is not None:
+            if isinstance(event, Decide):
+                self.framer.decided(rewrite(event.head))
+            else:
+                released += event.data
+        segments = [*arrival.replays, *self.relayed.forward(bytes(released))]
+        return FeedResult(segments, arrival.dropped_bytes, self.relayed.held, arrival.stale)
+
+    def check_end(self, fin_seq: int) -> bool | None:
+        return self.relayed.end_verdict(fin_seq, self.framer.idle)
 
 
 class Recorder:

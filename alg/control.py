@@ -1,0 +1,212 @@
+"""PPTP control connections: the TCP relay, the framer and the calls of each, together.
+
+A control connection is a NAPT session to TCP port 1723 that the ALG reads. Each
+segment goes through the connection's :class:`~alg.relay.TcpRelay`; the new in-order
+bytes go through the direction's :class:`~alg.framer.PptpFramer`, whose messages
+:class:`~alg.pptp.CallControl` translates; the relay sends on what the framer released.
+
+Policy (also in the README): a malformed control message, a message a side may not send,
+a message truncated by FIN, Call ID exhaustion, or too many bytes awaiting
+acknowledgement: counted, the connection is reset (RST to both ends, each at the
+sequence number it expects) and its calls end. Nothing more of that message leaves
+(what left before is its header and translated Call ID fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from alg.calls import ConnectionCalls
+from alg.codec import HEADER_LENGTH
+from alg.config import AlgConfig
+from alg.counters import Counters
+from alg.errors import AllocationError, CodecError, ProtocolError, StreamError
+from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, Output, SendTcp, TcpSegment
+from alg.framer import Decide, PptpFramer
+from alg.nat import NatSession, NatTable, Proto
+from alg.pptp import CallControl
+from alg.relay import TcpRelay, Verdict
+
+_Key = tuple[IPv4Address, int, IPv4Address, int]
+
+
+@dataclass(eq=False)
+class ControlConnection:
+    """A TCP/1723 control connection, its NAT session and its calls (whose
+    ``client_ip``, ``public_ip`` and ``server_ip`` are the connection's)."""
+
+    session: NatSession
+    relay: TcpRelay
+    calls: ConnectionCalls
+    framers: dict[Direction, PptpFramer] = field(default_factory=lambda: {
+        Direction.OUTBOUND: PptpFramer(), Direction.INBOUND: PptpFramer(),
+    })
+
+
+class ControlConnections:
+    """Every control connection, by its inside and its public 4-tuple.
+
+    Args:
+        config: limits and timeouts.
+        counters: the core's counters.
+        nat: the NAT table (a control connection is one of its TCP sessions).
+        calls: the call state machine.
+    """
+
+    def __init__(
+        self, config: AlgConfig, counters: Counters, nat: NatTable, calls: CallControl
+    ) -> None:
+        self._config = config
+        self._counters = counters
+        self._nat = nat
+        self._calls = calls
+        self._inside: dict[_Key, ControlConnection] = {}
+        self._public: dict[_Key, ControlConnection] = {}
+        self._by_session: dict[int, ControlConnection] = {}
+
+    def connections(self) -> list[ControlConnection]:
+        """The live control connections, oldest first."""
+        return list(self._inside.values())
+
+    def is_control(self, session_id: int) -> bool:
+        """True when NAT session ``session_id`` is a control connection."""
+        return session_id in self._by_session
+
+    def handle(self, direction: Direction, seg: TcpSegment, now: float) -> Output:
+        """A segment of a control connection (to or from TCP port 1723)."""
+        if direction is Direction.OUTBOUND:
+            conn = self._inside.get((seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port))
+            if conn is not None and conn.relay.is_new_syn(seg):
+                out = Output()
+                self._close(conn, now, "reopened", out)
+                out.extend(self._open(seg, now))
+                return out
+            if conn is None:
+                return self._open(seg, now)
+        else:
+            conn = self._public.get((seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port))
+            if conn is None:
+                self._counters.no_session_drops += 1
+                return Output(drop_reason="no control connection for inbound segment")
+        self._nat.touch(conn.session.id, now)
+        return self._segment(conn, direction, seg, now)
+
+    def session_expired(self, session_id: int, now: float, out: Output) -> bool:
+        """The NAT aged a session out; end its connection if it is one (True)."""
+        conn = self._by_session.get(session_id)
+        if conn is None:
+            return False
+        self._close(conn, now, "control connection idle", out)
+        return True
+
+    def tick(self, now: float, out: Output) -> None:
+        """End connections that lingered after both FINs; age their calls."""
+        for conn in list(self._inside.values()):
+            closing = conn.relay.closing_since
+            if closing is not None and now - closing >= self._config.tcp_closing:
+                self._close(conn, now, "TCP closed", out)
+                continue
+            self._calls.age(conn.calls, now, out)
+
+    def _open(self, seg: TcpSegment, now: float) -> Output:
+        if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
+            self._counters.no_session_drops += 1
+            return Output(drop_reason="no control connection and not a SYN")
+        out = Output()
+        try:
+            session = self._nat.outbound(
+                Proto.TCP, seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port, now
+            )
+        except AllocationError as exc:
+            self._counters.allocation_failures += 1
+            out.errors.append(f"NAT allocation failed: {exc}")
+            out.drop_reason = "allocation failure"
+            return out
+        relay = TcpRelay(session, seg, self._config.max_buffer, HEADER_LENGTH)
+        conn = ControlConnection(session, relay, ConnectionCalls(session))
+        self._inside[(seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)] = conn
+        self._public[(session.public_ip, session.public_port, seg.dst_ip, seg.dst_port)] = conn
+        self._by_session[session.id] = conn
+        out.emits.append(SendTcp(Direction.OUTBOUND, relay.first_syn(seg)))
+        return out
+
+    def _segment(
+        self, conn: ControlConnection, direction: Direction, seg: TcpSegment, now: float
+    ) -> Output:
+        received = conn.relay.receive(direction, seg)
+        if received.verdict is Verdict.OUT_OF_WINDOW:
+            self._counters.out_of_window_drops += 1
+            return Output(drop_reason=received.verdict.value)
+        out = Output(emits=[SendTcp(direction, s) for s in received.sends])
+        if received.verdict is Verdict.RESET:
+            self._close(conn, now, "TCP RST", out)
+            return out
+        if received.verdict is Verdict.HANDSHAKE:
+            return out
+        framer = conn.framers[direction]
+        released = bytearray()
+        try:
+            framer.feed(received.arrival.data)
+            while (event := framer.next_event()) is not None:
+                if isinstance(event, Decide):
+                    framer.decided(
+                        self._calls.translate(conn.calls, direction, event.head, now, out)
+                    )
+                else:
+                    released += event.data
+            result = conn.relay.forward(
+                direction, seg, received.arrival, bytes(released), framer.idle, now
+            )
+        except (CodecError, ProtocolError, AllocationError, StreamError) as exc:
+            self._count_error(exc)
+            self._reset(conn, now, f"{type(exc).__name__}: {exc}", out)
+            return out
+        if received.arrival.dropped_bytes:
+            self._counters.buffer_limit_drops += 1
+        self._counters.retransmitted_segments += result.retransmissions
+        if result.repeat_ack is not None:
+            out.emits.append(SendTcp(_back(direction), result.repeat_ack))
+        out.emits.extend(SendTcp(direction, s) for s in result.sends)
+        if result.truncated:
+            self._counters.truncated_messages += 1
+            self._reset(conn, now, "control message truncated by FIN", out)
+            return out
+        if result.half_closed:
+            self._calls.close_all(conn.calls, now, "TCP FIN", out)
+        if out.drop_reason is None and not result.sends:
+            out.drop_reason = result.drop_reason
+        return out
+
+    def _count_error(self, exc: Exception) -> None:
+        if isinstance(exc, AllocationError):
+            self._counters.allocation_failures += 1
+        elif isinstance(exc, ProtocolError):
+            self._counters.unexpected_messages += 1
+        elif isinstance(exc, StreamError):
+            self._counters.buffer_limit_drops += 1
+        else:
+            self._counters.malformed_messages += 1
+
+    def _reset(self, conn: ControlConnection, now: float, reason: str, out: Output) -> None:
+        self._counters.connections_reset += 1
+        s = conn.session
+        out.errors.append(
+            f"control connection {s.inside_ip}:{s.inside_port} -> {s.remote_ip}:{s.remote_port}"
+            f" reset: {reason}"
+        )
+        out.emits.extend(SendTcp(d, rst) for d, rst in conn.relay.reset_segments())
+        out.drop_reason = reason
+        self._close(conn, now, "connection reset", out)
+
+    def _close(self, conn: ControlConnection, now: float, reason: str, out: Output) -> None:
+        self._calls.close_all(conn.calls, now, reason, out)
+        s = conn.session
+        self._inside.pop((s.inside_ip, s.inside_port, s.remote_ip, s.remote_port), None)
+        self._public.pop((s.public_ip, s.public_port, s.remote_ip, s.remote_port), None)
+        self._by_session.pop(s.id, None)
+        self._nat.remove(s.id)
+
+
+def _back(direction: Direction) -> Direction:
+    return Direction.INBOUND if direction is Direction.OUTBOUND else Direction.OUTBOUND

@@ -1,0 +1,36 @@
+"""What the core counts: every refusal and every translation, by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+class CounterSet:
+    """A dataclass of named counters."""
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass
+class Counters(CounterSet):
+    """What the core has counted since it started."""
+
+    calls_set_up: int = 0
+    call_ids_translated: int = 0
+    call_ids_changed: int = 0
+    allocation_failures: int = 0
+    malformed_messages: int = 0
+    truncated_messages: int = 0
+    unexpected_messages: int = 0
+    unknown_call_ids: int = 0
+    connections_reset: int = 0
+    retransmitted_segments: int = 0
+    buffer_limit_drops: int = 0
+    gre_unknown_dropped: int = 0
+    gre_malformed: int = 0
+    gre_slow_path: int = 0
+    policy_denied: int = 0
+    no_session_drops: int = 0
+    out_of_window_drops: int = 0

@@ -1,0 +1,88 @@
+"""NAPT of TCP, UDP and ICMP echo: the first packet decides, flow entries carry the rest.
+
+The first packet of an inside host's flow (a SYN for TCP) creates a session when the
+policy allows it; the session's two rewrite entries go to the switch, which carries
+the rest. ICMP echo has no entries (OpenFlow can neither match nor set the echo
+identifier): the controller translates every echo packet. Outside never starts a
+session.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from alg.codec import PPTP_PORT
+from alg.config import AlgConfig
+from alg.counters import Counters
+from alg.errors import AllocationError
+from alg.events import Direction, Forward, Output, SessionEntries, Translation
+from alg.nat import NatTable, Proto
+
+
+class Napt:
+    """The NAPT decisions over a :class:`~alg.nat.NatTable`.
+
+    Args:
+        config: the policy.
+        counters: the core's counters.
+        nat: the table of sessions.
+    """
+
+    def __init__(self, config: AlgConfig, counters: Counters, nat: NatTable) -> None:
+        self._config = config
+        self._counters = counters
+        self._nat = nat
+
+    def allows(self, proto: Proto, dst_port: int) -> bool:
+        """Whether the policy lets an inside host start this (``strict``: TCP/1723 only)."""
+        if self._config.policy == "open":
+            return True
+        return proto is Proto.TCP and dst_port == PPTP_PORT
+
+    def packet(
+        self,
+        direction: Direction,
+        proto: Proto,
+        src: tuple[IPv4Address, int],
+        dst: tuple[IPv4Address, int],
+        starts: bool,
+        now: float,
+    ) -> Output:
+        """One packet that reached the controller: forward it translated, or drop it.
+
+        Args:
+            src, dst: its addresses and ports (ICMP: the echo identifier, or 0).
+            starts: it may start a session (a TCP SYN, any UDP, an echo request).
+        """
+        (src_ip, src_port), (dst_ip, dst_port) = src, dst
+        out = Output()
+        if direction is Direction.INBOUND:
+            session = self._nat.inbound(proto, dst_ip, dst_port, src_ip, src_port)
+            if session is None:
+                self._counters.no_session_drops += 1
+                return Output(drop_reason=f"no {proto.name} session for inbound packet")
+            self._nat.touch(session.id, now)
+            translation = Translation(src_ip, src_port, session.inside_ip, session.inside_port)
+        else:
+            session = self._nat.find(proto, src_ip, src_port, dst_ip, dst_port)
+            if session is None:
+                if not starts:
+                    self._counters.no_session_drops += 1
+                    return Output(drop_reason=f"no {proto.name} session and not a start")
+                if not self.allows(proto, dst_port):
+                    self._counters.policy_denied += 1
+                    return Output(drop_reason=f"policy {self._config.policy} denies {proto.name}")
+                try:
+                    session = self._nat.outbound(proto, src_ip, src_port, dst_ip, dst_port, now)
+                except AllocationError as exc:
+                    self._counters.allocation_failures += 1
+                    out.errors.append(f"NAT allocation failed: {exc}")
+                    out.drop_reason = "allocation failure"
+                    return out
+            else:
+                self._nat.touch(session.id, now)
+            translation = Translation(session.public_ip, session.public_port, dst_ip, dst_port)
+        if proto is not Proto.ICMP:
+            out.decisions.append(SessionEntries(session, self._nat.idle_timeout(proto)))
+        out.emits.append(Forward(direction, translation))
+        return out

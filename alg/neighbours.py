@@ -1,0 +1,307 @@
+"""Where IPv4 neighbours are on the switch, and ARP for them, sans-IO.
+
+The gateway's addresses sit on no interface: it answers ARP for its inside gateway
+address (from inside ports) and its public addresses (from the outside port) itself, and
+resolves inside hosts and outside next hops itself (the outside subnet is on-link,
+anything beyond it goes to the configured next hop). Items waiting for an address are
+queued here until its ARP reply comes from the side the address is on; the queue is
+bounded and unanswered requests are retried, then given up.
+
+Inside addresses are pinned to the port they were first seen on: a packet or ARP from
+another port claiming one is a spoof (dropped, counted in ``spoofed_drops``); ARP on the
+pinned port may change the MAC, IP packets do not.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Generic, TypeVar
+
+from alg.config import GatewayConfig
+from alg.counters import CounterSet
+
+ARP_REQUEST = 1
+ARP_REPLY = 2
+QUEUE_LIMIT = 64
+"""Most items waiting for one address."""
+RETRY_SECONDS = 1.0
+RETRIES = 5
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+T = TypeVar("T")
+
+
+class Side(enum.Enum):
+    """Where a port, or an address, is."""
+
+    INSIDE = "inside"
+    OUTSIDE = "outside"
+
+
+@dataclass(frozen=True, slots=True)
+class L2:
+    """Where an IPv4 neighbour is: the switch port and the MAC to send to."""
+
+    port: int
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArpMessage:
+    """The fields of an ARP packet the table reads (MACs as ``aa:bb:..`` text)."""
+
+    opcode: int
+    sender_mac: str
+    sender_ip: IPv4Address
+    target_ip: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class ArpReply:
+    """Answer an ARP request: ``sender_ip`` is at the gateway's MAC.
+
+    Attributes:
+        port: where to send it; ``dst_mac``: the requester's frame source.
+        sender_ip: the gateway's address that was asked for.
+        target_mac, target_ip: the requester.
+    """
+
+    port: int
+    dst_mac: str
+    sender_ip: IPv4Address
+    target_mac: str
+    target_ip: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class ArpRequest:
+    """Ask, broadcast on ``ports``, where ``target_ip`` is (from ``sender_ip``)."""
+
+    ports: tuple[int, ...]
+    sender_ip: IPv4Address
+    target_ip: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[T]):
+    """A queued item whose destination is now known."""
+
+    l2: L2
+    item: T
+
+
+@dataclass
+class NeighbourOutput(Generic[T]):
+    """What one event of the table produced."""
+
+    replies: list[ArpReply] = field(default_factory=list)
+    requests: list[ArpRequest] = field(default_factory=list)
+    deliveries: list[Delivery[T]] = field(default_factory=list)
+
+
+class Route(enum.Enum):
+    """What to do with an IPv4 packet from an inside host."""
+
+    DROP = "drop"
+    """Not ours to route: from outside the inside subnet, to it, or multicast/broadcast."""
+    SPOOFED = "spoofed"
+    """From an inside address pinned to another port."""
+    GATEWAY = "gateway"
+    """To the gateway's inside address (it answers echo requests)."""
+    OUTSIDE = "outside"
+    """Through the NAT, to the outside."""
+    NO_ROUTE = "no route"
+    """Off the outside subnet with no next hop configured."""
+
+
+@dataclass
+class NeighbourCounters(CounterSet):
+    """What the table counts."""
+
+    arp_requests_sent: int = 0
+    arp_replies_sent: int = 0
+    arp_queue_drops: int = 0
+    spoofed_drops: int = 0
+
+
+@dataclass
+class _Pending(Generic[T]):
+    side: Side
+    sent_at: float = float("-inf")
+    requests: int = 0
+    items: deque[T] = field(default_factory=deque)
+
+
+class NeighbourTable(Generic[T]):
+    """Inside hosts and outside next hops by address, and what waits for them.
+
+    Args:
+        config: the subnets, the gateway's addresses and the next hop.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self.counters = NeighbourCounters()
+        self._inside_ports: tuple[int, ...] = ()
+        self._outside_port: int | None = None
+        self._hosts: dict[Side, dict[IPv4Address, L2]] = {Side.INSIDE: {}, Side.OUTSIDE: {}}
+        self._pending: dict[IPv4Address, _Pending[T]] = {}
+
+    def set_ports(self, inside: Iterable[int], outside: int) -> None:
+        """The switch's port numbers for the configured inside and outside ports."""
+        self._inside_ports = tuple(sorted(inside))
+        self._outside_port = outside
+
+    @property
+    def outside_port(self) -> int | None:
+        """The outside port's number, once known."""
+        return self._outside_port
+
+    @property
+    def inside_ports(self) -> tuple[int, ...]:
+        """The inside ports' numbers, lowest first."""
+        return self._inside_ports
+
+    def side(self, port: int) -> Side | None:
+        """Which side a port is on, None for a port the gateway does not use."""
+        if port in self._inside_ports:
+            return Side.INSIDE
+        if port == self._outside_port:
+            return Side.OUTSIDE
+        return None
+
+    def hosts(self, side: Side) -> dict[IPv4Address, L2]:
+        """The known neighbours of one side, by address."""
+        return dict(self._hosts[side])
+
+    def waiting(self, target: IPv4Address) -> int | None:
+        """How many items wait for ``target``, None when nothing does."""
+        pending = self._pending.get(target)
+        return None if pending is None else len(pending.items)
+
+    def hop(self, dst: IPv4Address) -> IPv4Address | None:
+        """The outside neighbour a packet to ``dst`` goes to (None: no route)."""
+        if dst in self._config.outside_subnet:
+            return dst
+        return self._config.next_hop
+
+    def lookup(self, side: Side, ip: IPv4Address) -> L2 | None:
+        """Where to send a packet for ``ip`` (outside: through its next hop), if known."""
+        if side is Side.OUTSIDE:
+            hop = self.hop(ip)
+            return None if hop is None else self._hosts[Side.OUTSIDE].get(hop)
+        return self._hosts[Side.INSIDE].get(ip)
+
+    def admit_inside(self, port: int, mac: str, src: IPv4Address, dst: IPv4Address) -> Route:
+        """Where an IPv4 packet from an inside port goes; its source is learnt on the way.
+
+        A source outside the inside subnet is not learnt; a source pinned to another port
+        is a spoof (counted).
+        """
+        subnet = self._config.inside_subnet
+        if src not in subnet:
+            return Route.DROP
+        if self._learn_inside(src, port, mac, from_arp=False) is None:
+            return Route.SPOOFED
+        if dst.is_multicast or dst in (LIMITED_BROADCAST, subnet.broadcast_address):
+            return Route.DROP
+        if dst == self._config.inside_gateway:
+            return Route.GATEWAY
+        if dst in subnet:
+            return Route.DROP
+        return Route.OUTSIDE if self.hop(dst) is not None else Route.NO_ROUTE
+
+    def arp(self, port: int, frame_src: str, arp: ArpMessage, now: float) -> NeighbourOutput[T]:
+        """An ARP packet from ``port``: learn its sender, answer it if it asks for us."""
+        out: NeighbourOutput[T] = NeighbourOutput()
+        side = self.side(port)
+        if side is None:
+            return out
+        learned: L2 | None = None
+        if side is Side.INSIDE:
+            if arp.sender_ip in self._config.inside_subnet:
+                learned = self._learn_inside(arp.sender_ip, port, arp.sender_mac, from_arp=True)
+                if learned is None:
+                    return out
+            ours = arp.target_ip == self._config.inside_gateway
+        else:
+            if arp.sender_ip in self._config.outside_subnet:
+                learned = self._hosts[Side.OUTSIDE][arp.sender_ip] = L2(port, arp.sender_mac)
+            ours = arp.target_ip in self._config.alg.public_ips
+        if arp.opcode == ARP_REQUEST and ours:
+            out.replies.append(ArpReply(
+                port, frame_src, arp.target_ip, arp.sender_mac, arp.sender_ip
+            ))
+            self.counters.arp_replies_sent += 1
+        pending = self._pending.get(arp.sender_ip)
+        if pending is not None and learned is not None and pending.side is side:
+            del self._pending[arp.sender_ip]
+            out.deliveries.extend(Delivery(learned, item) for item in pending.items)
+        return out
+
+    def send(self, side: Side, ip: IPv4Address, item: T, now: float) -> NeighbourOutput[T]:
+        """Deliver ``item`` to ``ip`` (outside: its next hop): now, or once resolved.
+
+        An item for an unroutable address is dropped (nothing comes back).
+        """
+        out: NeighbourOutput[T] = NeighbourOutput()
+        target = ip if side is Side.INSIDE else self.hop(ip)
+        if target is None:
+            return out
+        known = self._hosts[side].get(target)
+        if known is not None:
+            out.deliveries.append(Delivery(known, item))
+            return out
+        pending = self._pending.get(target)
+        if pending is None:
+            pending = self._pending[target] = _Pending(side)
+        if len(pending.items) >= QUEUE_LIMIT:
+            self.counters.arp_queue_drops += 1
+        else:
+            pending.items.append(item)
+        if now - pending.sent_at >= RETRY_SECONDS and pending.requests <= RETRIES:
+            out.requests.append(self._request(target, pending, now))
+        return out
+
+    def tick(self, now: float) -> NeighbourOutput[T]:
+        """Retry unanswered requests, one a second; a second after the last retry, give up.
+
+        The items of an address given up are dropped (counted in ``arp_queue_drops``).
+        """
+        out: NeighbourOutput[T] = NeighbourOutput()
+        for target, pending in list(self._pending.items()):
+            if now - pending.sent_at < RETRY_SECONDS:
+                continue
+            if pending.requests > RETRIES:
+                self.counters.arp_queue_drops += len(pending.items)
+                del self._pending[target]
+            else:
+                out.requests.append(self._request(target, pending, now))
+        return out
+
+    def _request(self, target: IPv4Address, pending: _Pending[T], now: float) -> ArpRequest:
+        pending.sent_at = now
+        pending.requests += 1
+        self.counters.arp_requests_sent += 1
+        if pending.side is Side.INSIDE:
+            return ArpRequest(self._inside_ports, self._config.inside_gateway, target)
+        ports = () if self._outside_port is None else (self._outside_port,)
+        return ArpRequest(ports, self._config.alg.public_ips[0], target)
+
+    def _learn_inside(
+        self, ip: IPv4Address, port: int, mac: str, from_arp: bool
+    ) -> L2 | None:
+        hosts = self._hosts[Side.INSIDE]
+        known = hosts.get(ip)
+        if known is None:
+            known = hosts[ip] = L2(port, mac)
+        elif known.port != port:
+            self.counters.spoofed_drops += 1
+            return None
+        elif from_arp and mac != known.mac:
+            known = hosts[ip] = L2(port, mac)
+        return known

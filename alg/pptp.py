@@ -1,0 +1,324 @@
+"""The PPTP call state machine: one function per control message and direction.
+
+Each message whose decision bytes are in (see ``alg.framer``) comes here with its
+direction; the function for that (message type, direction) finds the call by the ID the
+message carries, moves it through its states (RFC 2637 sections 2.7-2.13), opens or
+closes its server-map entries, and returns the message with its Call IDs translated.
+A message a side may not send (RFC 2637 roles) has no function: it raises
+:class:`~alg.errors.ProtocolError` and the connection is reset.
+
+Policies (also in the README):
+
+* Unknown Call ID in a valid message: counted and passed unchanged; peers scope Call
+  IDs per control connection, so it cannot reach another client's call. The exception is
+  an Incoming-Call-Reply for an unknown server Call ID: it is counted, and its client
+  Call ID is still translated (a client's ID never leaves as is).
+* Call-Disconnect-Notify: its Call ID is taken as the server's (``c``, RFC 2637 section
+  2.13) when a live or recently closed call of the connection has that ``c`` (the
+  server's answer to a Call-Clear-Request comes after the call closed), else as the
+  public-side ID ``b`` (rewritten to ``a``). So an ID that is one call's ``c`` and
+  another's ``b`` ends the call whose ``c`` it is.
+* Call ID exhaustion on a (public IP, server) pair: counted, the connection is reset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from alg.callid import CallIdAllocator
+from alg.calls import Call, CallState, ConnectionCalls
+from alg.codec import (
+    CallClearRequest,
+    CallDisconnectNotify,
+    ControlMessage,
+    EchoReply,
+    EchoRequest,
+    IncomingCallConnected,
+    IncomingCallReply,
+    IncomingCallRequest,
+    M,
+    OutgoingCallReply,
+    OutgoingCallRequest,
+    OutgoingCallResult,
+    SetLinkInfo,
+    StartControlConnectionReply,
+    StartControlConnectionRequest,
+    StopControlConnectionReply,
+    StopControlConnectionRequest,
+    WanErrorNotify,
+    parse_message,
+    replace,
+)
+from alg.config import AlgConfig
+from alg.counters import Counters
+from alg.errors import AllocationError, ProtocolError
+from alg.events import CallLog, Direction, Output
+from alg.servermap import ServerMap
+
+INCOMING_CALL_ACCEPT = 1
+"""Incoming-Call-Reply Result Code: Connect (RFC 2637 section 2.10)."""
+
+Handler = Callable[[ConnectionCalls, Any, float, Output], ControlMessage]
+
+OUT, IN = Direction.OUTBOUND, Direction.INBOUND
+
+
+class CallControl:
+    """The calls of every control connection, driven by their control messages.
+
+    Args:
+        config: the hold-down and server-map timeouts.
+        counters: the core's counters.
+        call_ids: the public Call ID allocator (per public address and server).
+        server_map: where established calls' data channels go.
+        ids: the core's id source (call indexes).
+    """
+
+    def __init__(
+        self,
+        config: AlgConfig,
+        counters: Counters,
+        call_ids: CallIdAllocator,
+        server_map: ServerMap,
+        ids: itertools.count[int],
+    ) -> None:
+        self._config = config
+        self._counters = counters
+        self._call_ids = call_ids
+        self._server_map = server_map
+        self._ids = ids
+        self._handlers: dict[tuple[type[ControlMessage], Direction], Handler] = {
+            (StartControlConnectionRequest, OUT): self._pass,
+            (StartControlConnectionRequest, IN): self._pass,
+            (StartControlConnectionReply, OUT): self._pass,
+            (StartControlConnectionReply, IN): self._pass,
+            (EchoRequest, OUT): self._pass,
+            (EchoRequest, IN): self._pass,
+            (EchoReply, OUT): self._pass,
+            (EchoReply, IN): self._pass,
+            (StopControlConnectionRequest, OUT): self._stop,
+            (StopControlConnectionRequest, IN): self._stop,
+            (StopControlConnectionReply, OUT): self._stop,
+            (StopControlConnectionReply, IN): self._stop,
+            (SetLinkInfo, OUT): self._pass,
+            (SetLinkInfo, IN): self._restore_peer,
+            (OutgoingCallRequest, OUT): self._outgoing_call_request,
+            (IncomingCallReply, OUT): self._incoming_call_reply,
+            (CallClearRequest, OUT): self._call_clear_request,
+            (OutgoingCallReply, IN): self._outgoing_call_reply,
+            (IncomingCallRequest, IN): self._incoming_call_request,
+            (IncomingCallConnected, IN): self._incoming_call_connected,
+            (CallDisconnectNotify, IN): self._call_disconnect_notify,
+            (WanErrorNotify, IN): self._restore_peer,
+        }
+
+    def translate(
+        self, calls: ConnectionCalls, direction: Direction, head: bytes, now: float,
+        out: Output,
+    ) -> bytes:
+        """Act on one message (its decision bytes, see ``alg.framer``); return its rewrite.
+
+        Raises:
+            CodecError: the bytes are not a valid message.
+            ProtocolError: that side may not send that message (RFC 2637 roles).
+            AllocationError: no public Call ID is free for a new call.
+        """
+        message = parse_message(head)
+        handler = self._handlers.get((type(message), direction))
+        if handler is None:
+            raise ProtocolError(
+                f"{type(message).__name__} may not travel {direction.value} (RFC 2637 roles)"
+            )
+        rewritten = handler(calls, message, now, out)
+        return head if rewritten is message else rewritten.encode()
+
+    def close(self, call: Call, now: float, reason: str, out: Output) -> None:
+        """End a call: its server-map entries go, its ``b`` goes into hold-down."""
+        if call.state is CallState.CLOSED:
+            return
+        if call.state is CallState.ESTABLISHED:
+            self._server_map.close(call, out)
+            out.logs.append(self._log("torn down", call, reason))
+        call.state = CallState.CLOSED
+        call.end_reason = reason
+        conn = call.conn
+        kept = call.public_call_id is not None
+        if kept:
+            self._call_ids.release(conn.public_ip, conn.server_ip, call.public_id, now)
+            call.hold_until = now + self._config.call_id_hold_down
+        conn.remove(call, keep=kept)
+
+    def close_all(self, calls: ConnectionCalls, now: float, reason: str, out: Output) -> None:
+        """End every live call of a connection."""
+        for call in calls:
+            self.close(call, now, reason, out)
+
+    def age(self, calls: ConnectionCalls, now: float, out: Output) -> None:
+        """End calls whose data channel has been idle for the server-map idle timeout."""
+        for call in calls:
+            if now - call.last_data >= self._config.gre_idle:
+                self.close(call, now, "server-map aged out", out)
+        calls.forget(now)
+
+    # The messages, one function each.
+
+    @staticmethod
+    def _pass(calls: ConnectionCalls, message: ControlMessage, now: float, out: Output
+              ) -> ControlMessage:
+        return message
+
+    def _stop(self, calls: ConnectionCalls, message: ControlMessage, now: float, out: Output
+              ) -> ControlMessage:
+        self.close_all(calls, now, "Stop-Control-Connection", out)
+        return message
+
+    def _outgoing_call_request(
+        self, calls: ConnectionCalls, message: OutgoingCallRequest, now: float, out: Output
+    ) -> ControlMessage:
+        call = calls.live("client", message.call_id)
+        if call is None:
+            call = self._new_call(calls, True, CallState.REQUESTED, now)
+            call.client_call_id = message.call_id
+            call.call_serial_number = message.call_serial_number
+            calls.name_id(call, "client")
+            self._allocate(call, now)
+        return self._translated(replace(message, call_id=call.public_id))
+
+    def _incoming_call_reply(
+        self, calls: ConnectionCalls, message: IncomingCallReply, now: float, out: Output
+    ) -> ControlMessage:
+        call = calls.live("server", message.peer_call_id)
+        if call is not None and call.client_call_id == message.call_id:
+            # A repeated reply (already answered): the same b, never a second one.
+            return self._translated(replace(message, call_id=call.public_id))
+        if call is None or call.state is not CallState.OFFERED:
+            self._counters.unknown_call_ids += 1
+            call = self._new_call(calls, False, CallState.OFFERED, now)
+            call.server_call_id = message.peer_call_id
+            calls.name_id(call, "server")
+        call.client_call_id = message.call_id
+        calls.name_id(call, "client")
+        call.state = CallState.ANSWERED
+        self._allocate(call, now)
+        translated = self._translated(replace(message, call_id=call.public_id))
+        if message.result_code != INCOMING_CALL_ACCEPT:
+            self.close(call, now, "Incoming-Call-Reply refused", out)
+        return translated
+
+    def _call_clear_request(
+        self, calls: ConnectionCalls, message: CallClearRequest, now: float, out: Output
+    ) -> ControlMessage:
+        call = calls.recent("client", message.call_id)
+        if call is None:
+            self._counters.unknown_call_ids += 1
+            return message
+        if call.state is not CallState.CLOSED:
+            self.close(call, now, "Call-Clear-Request", out)
+        return self._translated(replace(message, call_id=call.public_id))
+
+    def _outgoing_call_reply(
+        self, calls: ConnectionCalls, message: OutgoingCallReply, now: float, out: Output
+    ) -> ControlMessage:
+        call = calls.recent("public", message.peer_call_id)
+        if call is None:
+            self._counters.unknown_call_ids += 1
+            return message
+        reply = self._translated(replace(message, peer_call_id=call.client_id))
+        if call.state is CallState.REQUESTED:
+            call.server_call_id = message.call_id
+            calls.name_id(call, "server")
+            if message.result_code == OutgoingCallResult.CONNECTED:
+                self._establish(call, now, out)
+            else:
+                self.close(call, now, f"Outgoing-Call-Reply result {message.result_code}", out)
+        return reply
+
+    def _incoming_call_request(
+        self, calls: ConnectionCalls, message: IncomingCallRequest, now: float, out: Output
+    ) -> ControlMessage:
+        if calls.live("server", message.call_id) is None:
+            call = self._new_call(calls, False, CallState.OFFERED, now)
+            call.server_call_id = message.call_id
+            call.call_serial_number = message.call_serial_number
+            calls.name_id(call, "server")
+        return message
+
+    def _incoming_call_connected(
+        self, calls: ConnectionCalls, message: IncomingCallConnected, now: float, out: Output
+    ) -> ControlMessage:
+        call = calls.recent("public", message.peer_call_id)
+        if call is None:
+            self._counters.unknown_call_ids += 1
+            return message
+        if call.state is CallState.ANSWERED:
+            self._establish(call, now, out)
+        return self._translated(replace(message, peer_call_id=call.client_id))
+
+    def _call_disconnect_notify(
+        self, calls: ConnectionCalls, message: CallDisconnectNotify, now: float, out: Output
+    ) -> ControlMessage:
+        call = calls.recent("server", message.call_id)
+        if call is not None:
+            self.close(call, now, "Call-Disconnect-Notify", out)
+            return message
+        call = calls.recent("public", message.call_id)
+        if call is None:
+            self._counters.unknown_call_ids += 1
+            return message
+        if call.state is not CallState.CLOSED:
+            self.close(call, now, "Call-Disconnect-Notify", out)
+        return self._translated(replace(message, call_id=call.client_id))
+
+    def _restore_peer(
+        self, calls: ConnectionCalls, message: WanErrorNotify | SetLinkInfo, now: float,
+        out: Output,
+    ) -> ControlMessage:
+        call = calls.recent("public", message.peer_call_id)
+        if call is None:
+            self._counters.unknown_call_ids += 1
+            return message
+        return self._translated(replace(message, peer_call_id=call.client_id))
+
+    # Call life.
+
+    def _translated(self, message: M) -> M:
+        self._counters.call_ids_translated += 1
+        return message
+
+    def _new_call(
+        self, calls: ConnectionCalls, outgoing: bool, state: CallState, now: float
+    ) -> Call:
+        call = Call(next(self._ids), calls, outgoing, state, created=now, last_data=now)
+        calls.add(call)
+        return call
+
+    def _allocate(self, call: Call, now: float) -> None:
+        conn = call.conn
+        try:
+            public_id = self._call_ids.allocate(
+                conn.public_ip, conn.server_ip, call.client_id, now
+            )
+        except AllocationError:
+            conn.remove(call, keep=False)
+            raise
+        call.public_call_id = public_id
+        conn.name_id(call, "public")
+        if public_id != call.client_call_id:
+            self._counters.call_ids_changed += 1
+
+    def _establish(self, call: Call, now: float, out: Output) -> None:
+        call.state = CallState.ESTABLISHED
+        call.last_data = now
+        self._counters.calls_set_up += 1
+        self._server_map.open(call, out)
+        out.logs.append(self._log("set up", call))
+
+    @staticmethod
+    def _log(event: str, call: Call, reason: str = "") -> CallLog:
+        conn = call.conn
+        return CallLog(
+            event, call.index, conn.client_ip, conn.public_ip, conn.server_ip,
+            call.client_id, call.public_id, call.server_call_id, reason,
+        )

@@ -1,0 +1,487 @@
+"""The TCP relay of one translated connection, protocol-neutral and sans-IO.
+
+The gateway terminates nothing: it passes each segment on with its addresses and ports
+translated, but it reads the payload in order (an application layer, here the PPTP
+framer, may rewrite bytes in place without changing their number), so it follows each
+direction's byte stream by sequence number. A :class:`TcpRelay` takes a segment in two
+steps: :meth:`TcpRelay.receive` checks it and returns the new in-order bytes for the
+application layer; :meth:`TcpRelay.forward` takes what that layer releases and returns
+the segments to send.
+
+Policy (also in the README):
+
+* A segment far from what its sender's stream has reached is dropped whole, and an RST
+  only passes at or just beyond the sequence number its receiver expects (RFC 5961
+  section 3), so a blind guess rarely resets the connection or moves the
+  acknowledgement the relay relies on.
+* Bytes already forwarded and not yet acknowledged are kept: a retransmission is
+  answered with them as first forwarded, rewrites included, whatever it carries. A
+  retransmission of acknowledged bytes gets the receiver's acknowledgement repeated.
+* Bytes beyond a gap are held while the direction holds at most ``max_buffer`` bytes;
+  more is dropped for the sender to retransmit. More than ``max_buffer`` forwarded bytes
+  awaiting acknowledgement stop the stream (:class:`~alg.errors.BufferLimitError`).
+* Data on a SYN, or before the SYN-ACK, is not forwarded (it would bypass the
+  application layer); the peer's acknowledgement makes the sender repeat it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+from alg.errors import BufferLimitError
+from alg.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Direction, TcpSegment
+from alg.nat import NatSession
+
+SEQ_MOD = 1 << 32
+_HALF = 1 << 31
+WINDOW = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class OutSegment:
+    """A run of bytes to forward.
+
+    Attributes:
+        seq: the sequence number of the first byte, as on the wire.
+        payload: the bytes, rewritten where needed.
+        retransmission: True when these bytes were forwarded before.
+    """
+
+    seq: int
+    payload: bytes
+    retransmission: bool = False
+
+
+@dataclass(slots=True)
+class Arrival:
+    """What one segment's payload brought to its direction's stream.
+
+    Attributes:
+        replays: forwarded bytes the segment repeated, to send again as first sent.
+        data: new in-order bytes for the application layer.
+        dropped_bytes: bytes not kept because of the buffer limit.
+        stale: the segment held only bytes the receiver has already acknowledged.
+    """
+
+    replays: list[OutSegment] = field(default_factory=list)
+    data: bytes = b""
+    dropped_bytes: int = 0
+    stale: bool = False
+
+
+class StreamDirection:
+    """One direction's byte stream, by stream offset (bytes since the SYN).
+
+    Offsets: ``acked <= forwarded <= received``; bytes between ``forwarded`` and
+    ``received`` are with the application layer; bytes beyond ``received`` wait for a
+    gap to fill.
+
+    Args:
+        isn: the sender's initial sequence number (from its SYN).
+        max_buffer: most bytes held at once (with the application layer or beyond a gap)
+            and most forwarded bytes kept until acknowledged.
+        min_segment: the smallest segment size the relay cuts runs into.
+    """
+
+    def __init__(self, isn: int, max_buffer: int, min_segment: int = 1) -> None:
+        self._base = (isn + 1) % SEQ_MOD
+        self._max_buffer = max_buffer
+        self._min_segment = min_segment
+        self._forwarded = 0
+        self._received = 0
+        self._gap_starts: list[int] = []
+        self._gap_data: dict[int, bytes] = {}
+        self._gap_bytes = 0
+        self._unacked = bytearray()
+        self._acked = 0
+        self._max_segment = 0
+
+    @property
+    def isn(self) -> int:
+        """The sender's initial sequence number."""
+        return (self._base - 1) % SEQ_MOD
+
+    @property
+    def forwarded(self) -> int:
+        """Stream offset up to which bytes have been forwarded."""
+        return self._forwarded
+
+    @property
+    def received(self) -> int:
+        """Stream offset up to which bytes have arrived in order."""
+        return self._received
+
+    @property
+    def acked(self) -> int:
+        """Stream offset up to which the receiver has acknowledged."""
+        return self._acked
+
+    @property
+    def held(self) -> int:
+        """Bytes received and not forwarded: in order, and beyond a gap."""
+        return self._received - self._forwarded + self._gap_bytes
+
+    def seq_of(self, offset: int) -> int:
+        """The wire sequence number of stream offset ``offset``."""
+        return (self._base + offset) % SEQ_MOD
+
+    def offset_of(self, seq: int) -> int:
+        """The stream offset of wire sequence number ``seq``, nearest to what was seen."""
+        reference = self._forwarded
+        delta = (seq - self.seq_of(reference)) % SEQ_MOD
+        if delta >= _HALF:
+            delta -= SEQ_MOD
+        return reference + delta
+
+    def acknowledge(self, ack: int) -> None:
+        """Forget forwarded bytes the receiver acknowledged (``ack`` from the other side)."""
+        offset = self.offset_of(ack)
+        if self._acked < offset <= self._forwarded:
+            del self._unacked[: offset - self._acked]
+            self._acked = offset
+
+    def receive(self, seq: int, payload: bytes) -> Arrival:
+        """Take one segment's payload: replays of forwarded bytes, new in-order bytes."""
+        arrival = Arrival()
+        if not payload:
+            return arrival
+        self._max_segment = max(self._max_segment, len(payload))
+        start = self.offset_of(seq)
+        end = start + len(payload)
+        if start < self._forwarded:
+            old_end = min(end, self._forwarded)
+            if old_end > self._acked:
+                keep_from = max(start, self._acked)
+                old = bytes(self._unacked[keep_from - self._acked : old_end - self._acked])
+                arrival.replays.append(OutSegment(self.seq_of(keep_from), old, True))
+            else:
+                arrival.stale = end <= self._forwarded
+            if end <= self._forwarded:
+                return arrival
+            payload = payload[self._forwarded - start :]
+            start = self._forwarded
+        if start <= self._received:
+            fresh = bytearray(payload[self._received - start :])
+        else:
+            arrival.dropped_bytes = self._hold(start, payload)
+            return arrival
+        self._received += len(fresh)
+        while self._gap_starts and self._gap_starts[0] <= self._received:
+            offset = self._gap_starts.pop(0)
+            data = self._gap_data.pop(offset)
+            self._gap_bytes -= len(data)
+            if offset + len(data) > self._received:
+                fresh += data[self._received - offset :]
+                self._received = offset + len(data)
+        arrival.data = bytes(fresh)
+        return arrival
+
+    def forward(self, data: bytes) -> list[OutSegment]:
+        """Bytes the application layer released: keep them until acknowledged, cut them.
+
+        Raises:
+            BufferLimitError: more forwarded bytes would await acknowledgement than
+                allowed.
+        """
+        if not data:
+            return []
+        if len(self._unacked) + len(data) > self._max_buffer:
+            raise BufferLimitError(
+                f"more than {self._max_buffer} forwarded bytes await acknowledgement"
+            )
+        self._unacked += data
+        first = self._forwarded
+        self._forwarded += len(data)
+        size = max(self._max_segment, self._min_segment)
+        return [
+            OutSegment(self.seq_of(first + i), bytes(data[i : i + size]))
+            for i in range(0, len(data), size)
+        ]
+
+    def end_verdict(self, fin_seq: int, layer_idle: bool) -> bool | None:
+        """Whether a FIN at ``fin_seq`` may pass.
+
+        Args:
+            layer_idle: the application layer is at a message boundary, holding nothing.
+
+        Returns:
+            True when every byte before it was forwarded, False when bytes before it are
+            missing (drop the FIN; the sender repeats it), None when the stream ends in
+            the middle of what the application layer holds (a truncated message).
+        """
+        offset = self.offset_of(fin_seq)
+        if offset == self._forwarded and layer_idle:
+            return True
+        if offset == self._received and not layer_idle:
+            return None
+        return False
+
+    def _hold(self, start: int, payload: bytes) -> int:
+        known = self._gap_data.get(start)
+        if known is not None and len(known) >= len(payload):
+            return 0
+        if self.held + len(payload) - (len(known) if known else 0) > self._max_buffer:
+            return len(payload)
+        if known is None:
+            bisect.insort(self._gap_starts, start)
+        else:
+            self._gap_bytes -= len(known)
+        self._gap_data[start] = payload
+        self._gap_bytes += len(payload)
+        return 0
+
+
+class Verdict(enum.Enum):
+    """What :meth:`TcpRelay.receive` made of a segment."""
+
+    OUT_OF_WINDOW = "segment outside the window"
+    """Dropped whole."""
+    RESET = "TCP RST"
+    """A valid RST: it is passed on and the connection is over."""
+    HANDSHAKE = "handshake"
+    """SYN, SYN-ACK or a segment before the SYN-ACK: passed on without payload."""
+    DATA = "data"
+    """The payload went to the stream: call :meth:`TcpRelay.forward`."""
+
+
+@dataclass(slots=True)
+class Received:
+    """The outcome of :meth:`TcpRelay.receive`.
+
+    Attributes:
+        sends: segments to send now (RESET and HANDSHAKE).
+        arrival: for DATA, what the payload brought.
+    """
+
+    verdict: Verdict
+    sends: list[TcpSegment] = field(default_factory=list)
+    arrival: Arrival = field(default_factory=Arrival)
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """The outcome of :meth:`TcpRelay.forward`.
+
+    Attributes:
+        sends: segments to send ``direction``, in order.
+        repeat_ack: the acknowledgement to repeat the other way, sent before ``sends``.
+        retransmissions: how many of them repeat forwarded bytes.
+        half_closed: the segment's FIN passed: that direction is closed.
+        truncated: the segment's FIN cut a message the application layer holds.
+        drop_reason: why nothing was sent, when nothing was.
+    """
+
+    sends: list[TcpSegment] = field(default_factory=list)
+    repeat_ack: TcpSegment | None = None
+    retransmissions: int = 0
+    half_closed: bool = False
+    truncated: bool = False
+    drop_reason: str | None = None
+
+
+class TcpRelay:
+    """Both directions of one relayed connection.
+
+    Args:
+        session: the NAT session whose endpoints translate the connection's segments.
+        syn: the client's SYN (its sequence number starts the outbound stream).
+        max_buffer: see :class:`StreamDirection`.
+        min_segment: see :class:`StreamDirection`.
+    """
+
+    def __init__(
+        self, session: NatSession, syn: TcpSegment, max_buffer: int, min_segment: int = 1
+    ) -> None:
+        self.session = session
+        self._max_buffer = max_buffer
+        self._min_segment = min_segment
+        self.outbound = StreamDirection(syn.seq, max_buffer, min_segment)
+        self.inbound: StreamDirection | None = None
+        self.fin_sent: dict[Direction, bool] = {Direction.OUTBOUND: False, Direction.INBOUND: False}
+        self.closing_since: float | None = None
+        self._last_ack: dict[Direction, int] = {}
+        self._last_window: dict[Direction, int] = {}
+
+    def is_new_syn(self, seg: TcpSegment) -> bool:
+        """A SYN that starts a new connection on the 4-tuple (not a retransmitted SYN)."""
+        if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
+            return False
+        return seg.seq != self.outbound.isn
+
+    def first_syn(self, seg: TcpSegment) -> TcpSegment:
+        """The client's SYN as it leaves, without any data it carried."""
+        return self.translate(Direction.OUTBOUND, seg, payload=b"")
+
+    def stream(self, direction: Direction) -> StreamDirection | None:
+        """The stream of the bytes travelling ``direction`` (inbound: None before SYN-ACK)."""
+        return self.outbound if direction is Direction.OUTBOUND else self.inbound
+
+    def receive(self, direction: Direction, seg: TcpSegment) -> Received:
+        """Check a segment and take its payload into its stream."""
+        if (
+            direction is Direction.INBOUND and self.inbound is None
+            and seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        ):
+            self.inbound = StreamDirection(seg.seq, self._max_buffer, self._min_segment)
+        stream = self.stream(direction)
+        other = self.stream(_back(direction))
+        if stream is not None and not self._in_window(stream, seg):
+            return Received(Verdict.OUT_OF_WINDOW)
+        if stream is None and seg.flags & TCP_RST and not (
+            seg.flags & TCP_ACK and seg.ack == self.outbound.seq_of(0)
+        ):
+            return Received(Verdict.OUT_OF_WINDOW)
+        self._last_window[direction] = seg.window
+        if seg.flags & TCP_RST:
+            return Received(Verdict.RESET, [self.translate(direction, seg, payload=b"")])
+        if seg.flags & TCP_SYN or stream is None:
+            return Received(Verdict.HANDSHAKE, [self.translate(direction, seg, payload=b"")])
+        if seg.flags & TCP_ACK and other is not None:
+            other.acknowledge(seg.ack)
+        return Received(Verdict.DATA, arrival=stream.receive(seg.seq, seg.payload))
+
+    def forward(
+        self,
+        direction: Direction,
+        seg: TcpSegment,
+        arrival: Arrival,
+        released: bytes,
+        layer_idle: bool,
+        now: float,
+    ) -> Forwarded:
+        """The segments that carry on what one DATA segment brought.
+
+        Args:
+            seg: the segment :meth:`receive` took.
+            arrival: what :meth:`receive` returned for it.
+            released: the bytes the application layer released (rewritten).
+            layer_idle: the application layer holds nothing, at a message boundary.
+            now: the time (a connection closing in both directions starts lingering).
+
+        Raises:
+            BufferLimitError: too many forwarded bytes await acknowledgement.
+        """
+        stream = self.stream(direction)
+        other = self.stream(_back(direction))
+        assert stream is not None
+        runs = [*arrival.replays, *stream.forward(released)]
+        data_flags = seg.flags & (TCP_ACK | TCP_PSH)
+        sends = [
+            self.translate(direction, seg, seq=r.seq, flags=data_flags, payload=r.payload)
+            for r in runs
+        ]
+        result = Forwarded(retransmissions=sum(1 for r in runs if r.retransmission))
+        if seg.flags & TCP_FIN:
+            fin_seq = (seg.seq + len(seg.payload)) % SEQ_MOD
+            verdict = stream.end_verdict(fin_seq, layer_idle)
+            if verdict is None:
+                result.sends, result.truncated = sends, True
+                return result
+            if verdict:
+                last = sends[-1] if sends else None
+                if last is not None and (last.seq + len(last.payload)) % SEQ_MOD == fin_seq:
+                    sends[-1] = dataclasses.replace(last, flags=last.flags | TCP_FIN)
+                else:
+                    sends.append(self.translate(
+                        direction, seg, seq=fin_seq, flags=data_flags | TCP_FIN, payload=b""
+                    ))
+                self.fin_sent[direction] = result.half_closed = True
+                if all(self.fin_sent.values()) and self.closing_since is None:
+                    self.closing_since = now
+        if not sends and not seg.payload and seg.flags & (TCP_ACK | TCP_FIN) == TCP_ACK:
+            sends.append(self.translate(direction, seg))
+        elif not sends and seg.flags & TCP_ACK and self._last_ack.get(direction) != seg.ack:
+            # A FIN this side sent took one sequence number after the last byte: an ACK
+            # after it carries forwarded + 1, or the peer drops it as out of window.
+            sends.append(self.translate(
+                direction, seg, seq=self._next_seq(direction), flags=TCP_ACK, payload=b""
+            ))
+        if arrival.stale and other is not None:
+            result.repeat_ack = self._repeat_ack(direction, stream, other)
+        if sends:
+            self._last_ack[direction] = seg.ack
+        else:
+            result.drop_reason = (
+                "retransmission of acknowledged bytes" if arrival.stale else "control bytes held"
+            )
+        result.sends = sends
+        return result
+
+    def reset_segments(self) -> list[tuple[Direction, TcpSegment]]:
+        """RST to both ends, each at the sequence number it expects next."""
+        s = self.session
+        rsts = [(Direction.OUTBOUND, TcpSegment(
+            s.public_ip, s.public_port, s.remote_ip, s.remote_port,
+            seq=self._next_seq(Direction.OUTBOUND), ack=0, flags=TCP_RST, window=0,
+        ))]
+        if self.inbound is not None:
+            rsts.append((Direction.INBOUND, TcpSegment(
+                s.remote_ip, s.remote_port, s.inside_ip, s.inside_port,
+                seq=self._next_seq(Direction.INBOUND), ack=0, flags=TCP_RST, window=0,
+            )))
+        return rsts
+
+    def translate(
+        self,
+        direction: Direction,
+        seg: TcpSegment,
+        *,
+        seq: int | None = None,
+        flags: int | None = None,
+        payload: bytes | None = None,
+    ) -> TcpSegment:
+        """``seg`` with the endpoints it has on the far side of the gateway."""
+        s = self.session
+        if direction is Direction.OUTBOUND:
+            ends = (s.public_ip, s.public_port, s.remote_ip, s.remote_port)
+        else:
+            ends = (s.remote_ip, s.remote_port, s.inside_ip, s.inside_port)
+        return TcpSegment(
+            *ends,
+            seq=seg.seq if seq is None else seq,
+            ack=seg.ack,
+            flags=seg.flags if flags is None else flags,
+            window=seg.window,
+            payload=seg.payload if payload is None else payload,
+            options=seg.options,
+        )
+
+    def _next_seq(self, direction: Direction) -> int:
+        stream = self.stream(direction)
+        assert stream is not None
+        return stream.seq_of(stream.forwarded + int(self.fin_sent[direction]))
+
+    def _in_window(self, stream: StreamDirection, seg: TcpSegment) -> bool:
+        """Whether a segment's sequence number is plausible for its sender (RFC 5961).
+
+        An RST must fall between what was forwarded and a window beyond it; other
+        segments may also repeat up to a window of older bytes.
+        """
+        window = max(WINDOW, self._max_buffer)
+        distance = stream.offset_of(seg.seq) - stream.forwarded
+        low = 0 if seg.flags & TCP_RST else -window
+        return low <= distance <= stream.held + window
+
+    def _repeat_ack(
+        self, direction: Direction, stream: StreamDirection, other: StreamDirection
+    ) -> TcpSegment:
+        """The receiver's acknowledgement again, to a sender retransmitting acked bytes.
+
+        The relay saw the receiver acknowledge those bytes and forgot them, so the ACK
+        was lost after it; repeating it stops the retransmissions.
+        """
+        back = _back(direction)
+        template = TcpSegment(
+            self.session.inside_ip, 0, self.session.remote_ip, 0,
+            seq=other.seq_of(other.forwarded + int(self.fin_sent[back])),
+            ack=stream.seq_of(stream.acked), flags=TCP_ACK,
+            window=self._last_window.get(back, 0),
+        )
+        return self.translate(back, template)
+
+
+def _back(direction: Direction) -> Direction:
+    return Direction.INBOUND if direction is Direction.OUTBOUND else Direction.OUTBOUND

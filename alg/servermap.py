@@ -1,0 +1,277 @@
+"""The server-map: the GRE data channels of established calls, and the path each takes.
+
+Each established call has two server-map entries (RFC 2637 section 4: GRE carries the
+peer's Call ID in its key):
+
+* outbound, client -> server: key ``c`` (the server's ID, never translated); one flow
+  entry per (client, server) pair, shared by that pair's calls (reference-counted);
+* inbound, server -> client: key ``b`` (the public ID), restored to ``a``; one flow entry
+  per (server, public address) pair. OVS can neither match nor rewrite the key, so the
+  entry sends to the client (the *flow* path) only when the pair has one call whose
+  Call ID was kept (``b == a``), and to the controller (the *controller* path) otherwise,
+  which demultiplexes by key here. A pair moves between the paths as calls come and go.
+
+GRE that matches no server-map is dropped and counted, and creates no state. A released
+``b`` is held down by the Call ID allocator, so late GRE of an ended call that reaches
+the controller finds no call.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from alg.calls import Call
+from alg.codec import parse_gre, rewrite_gre_call_id
+from alg.config import AlgConfig
+from alg.counters import Counters
+from alg.errors import CodecError
+from alg.events import (
+    Direction,
+    EntryKind,
+    GreInboundEntry,
+    GreOutboundEntry,
+    Output,
+    RemoveEntries,
+    SendGre,
+)
+
+FRAME_OVERHEAD = 14 + 20
+"""Ethernet and IPv4 header bytes: what the switch counts beyond a GRE packet's bytes."""
+
+PATH_FLOW = "flow"
+PATH_CONTROLLER = "controller"
+
+
+@dataclass(eq=False)
+class GrePair:
+    """The flow entry shared by the calls of one GRE address pair.
+
+    Attributes:
+        entry_id: the entry's id in cookies.
+        calls: the established calls the entry carries.
+        client: for an inbound pair, the client the entry sends to (the flow path) or
+            None (the controller path).
+        unreachable: for an inbound pair, a client the app could not send to by a flow
+            entry (its address was not resolved): the pair stays on the controller path
+            until the next change of the pair or :meth:`ServerMap.retry`.
+        packets, bytes: the last counts the switch reported for the entry.
+    """
+
+    entry_id: int
+    calls: list[Call] = field(default_factory=list)
+    client: IPv4Address | None = None
+    unreachable: IPv4Address | None = None
+    packets: int = 0
+    bytes: int = 0
+
+
+Counts = tuple[int, int]
+
+
+class ServerMap:
+    """The GRE pairs of every established call, and GRE through the controller.
+
+    Args:
+        config: the server-map idle timeout.
+        counters: the core's counters.
+        ids: the core's entry id source (shared with the NAT, for distinct cookies).
+    """
+
+    def __init__(
+        self, config: AlgConfig, counters: Counters, ids: itertools.count[int]
+    ) -> None:
+        self._config = config
+        self._counters = counters
+        self._ids = ids
+        self._inbound_calls: dict[tuple[IPv4Address, IPv4Address, int], Call] = {}
+        self._outbound_calls: dict[tuple[IPv4Address, IPv4Address, int], Call] = {}
+        self._outbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
+        self._inbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
+        self._by_id: dict[int, GrePair] = {}
+
+    def path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
+        """How a pair's server -> client GRE travels: ``flow``, ``controller``, or None."""
+        pair = self._inbound.get((server_ip, public_ip))
+        if pair is None:
+            return None
+        return PATH_FLOW if pair.client is not None else PATH_CONTROLLER
+
+    def open(self, call: Call, out: Output) -> None:
+        """Add an established call's two entries (with its ``b`` and ``c``)."""
+        conn = call.conn
+        assert call.server_call_id is not None
+        self._inbound_calls[(conn.server_ip, conn.public_ip, call.public_id)] = call
+        self._outbound_calls[(conn.client_ip, conn.server_ip, call.server_call_id)] = call
+        up = self._outbound.get((conn.client_ip, conn.server_ip))
+        if up is None:
+            up = self._outbound[(conn.client_ip, conn.server_ip)] = self._new_pair()
+            out.decisions.append(self._outbound_entry(call, up))
+        up.calls.append(call)
+        down = self._inbound.get((conn.server_ip, conn.public_ip))
+        if down is None:
+            down = self._inbound[(conn.server_ip, conn.public_ip)] = self._new_pair()
+        down.calls.append(call)
+        down.unreachable = None
+        self._choose_path(conn.server_ip, conn.public_ip, down, out, force=True)
+
+    def close(self, call: Call, out: Output) -> None:
+        """Remove an established call's entries; a pair's entry goes with its last call."""
+        conn = call.conn
+        assert call.server_call_id is not None
+        inbound_key = (conn.server_ip, conn.public_ip, call.public_id)
+        if self._inbound_calls.get(inbound_key) is call:
+            del self._inbound_calls[inbound_key]
+        outbound_key = (conn.client_ip, conn.server_ip, call.server_call_id)
+        if self._outbound_calls.get(outbound_key) is call:
+            del self._outbound_calls[outbound_key]
+        up = self._outbound[(conn.client_ip, conn.server_ip)]
+        up.calls.remove(call)
+        if not up.calls:
+            del self._outbound[(conn.client_ip, conn.server_ip)]
+            del self._by_id[up.entry_id]
+            out.decisions.append(RemoveEntries(EntryKind.GRE_OUTBOUND, up.entry_id))
+        down = self._inbound[(conn.server_ip, conn.public_ip)]
+        down.calls.remove(call)
+        down.unreachable = None
+        if not down.calls:
+            del self._inbound[(conn.server_ip, conn.public_ip)]
+            del self._by_id[down.entry_id]
+            out.decisions.append(RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id))
+        else:
+            self._choose_path(conn.server_ip, conn.public_ip, down, out)
+
+    def unreachable(self, entry: GreInboundEntry, out: Output) -> None:
+        """The app cannot send to ``entry.client`` by a flow entry: use the controller."""
+        pair = self._by_id.get(entry.entry_id)
+        if pair is None or entry.client_ip is None or pair.client != entry.client_ip:
+            return
+        pair.unreachable = entry.client_ip
+        self._choose_path(entry.server_ip, entry.public_ip, pair, out)
+
+    def retry(self, out: Output) -> None:
+        """Offer the flow path again to pairs that fell back because of an unknown client."""
+        for (server_ip, public_ip), pair in self._inbound.items():
+            if pair.unreachable is not None:
+                pair.unreachable = None
+                self._choose_path(server_ip, public_ip, pair, out)
+
+    def handle_gre(
+        self, direction: Direction, src_ip: IPv4Address, dst_ip: IPv4Address, gre: bytes,
+        now: float,
+    ) -> Output:
+        """A GRE packet that reached the controller.
+
+        Inbound, it is server -> client data of a pair on the controller path (or of a
+        pair whose flow entry was lost); outbound, client -> server data whose entry was
+        lost.
+        """
+        try:
+            header = parse_gre(gre)
+        except CodecError:
+            self._counters.gre_malformed += 1
+            return Output(drop_reason="malformed GRE")
+        out = Output()
+        if direction is Direction.INBOUND:
+            call = self._inbound_calls.get((src_ip, dst_ip, header.call_id))
+            if call is None:
+                self._counters.gre_unknown_dropped += 1
+                return Output(drop_reason="GRE matches no server-map")
+            pair = self._inbound[(src_ip, dst_ip)]
+            if pair.client is not None:
+                out.decisions.append(self._inbound_entry(src_ip, dst_ip, pair))
+            call.inbound_packets += 1
+            call.inbound_bytes += len(gre) + FRAME_OVERHEAD
+            out.emits.append(SendGre(
+                direction, src_ip, call.conn.client_ip, rewrite_gre_call_id(gre, call.client_id),
+            ))
+        else:
+            call = self._outbound_calls.get((src_ip, dst_ip, header.call_id))
+            if call is None:
+                self._counters.gre_unknown_dropped += 1
+                return Output(drop_reason="GRE matches no server-map")
+            out.decisions.append(self._outbound_entry(call, self._outbound[(src_ip, dst_ip)]))
+            call.outbound_packets += 1
+            call.outbound_bytes += len(gre) + FRAME_OVERHEAD
+            out.emits.append(SendGre(direction, call.conn.public_ip, dst_ip, gre))
+        call.last_data = now
+        call.slow_path_packets += 1
+        self._counters.gre_slow_path += 1
+        return out
+
+    def entry_stats(self, kind: EntryKind, entry_id: int, packets: int, byte_count: int,
+                    now: float) -> bool:
+        """The switch's counts for one of the server-map's entries; False if not one.
+
+        Growth restarts the idle clock of the entry's calls. An inbound entry on the
+        controller path counts what it punted: :meth:`handle_gre` saw each of those
+        packets and restarted only its own call's clock.
+        """
+        pair = self._by_id.get(entry_id)
+        if pair is None:
+            return False
+        grew = packets != pair.packets and packets > 0
+        pair.packets, pair.bytes = packets, byte_count
+        punted = kind is EntryKind.GRE_INBOUND and pair.client is None
+        if grew and not punted:
+            for call in pair.calls:
+                call.last_data = now
+        return True
+
+    def entry_removed(self, entry_id: int) -> bool:
+        """The switch removed an entry; its counts restart. False if not one of ours."""
+        pair = self._by_id.get(entry_id)
+        if pair is None:
+            return False
+        pair.packets = pair.bytes = 0
+        return True
+
+    def counts(self, call: Call) -> tuple[Counts, Counts]:
+        """(packets, bytes) the switch carried for a call, outbound and inbound.
+
+        The outbound entry is shared by the calls of one (client, server) pair, so its
+        counts are the pair's. The inbound counts are the entry's only on the flow path
+        (one call on the pair); on the controller path the controller counts each call's
+        packets itself (``Call.inbound_packets``), so the punting entry adds nothing.
+        """
+        conn = call.conn
+        up = self._outbound.get((conn.client_ip, conn.server_ip))
+        down = self._inbound.get((conn.server_ip, conn.public_ip))
+        up_counts = (up.packets, up.bytes) if up is not None else (0, 0)
+        flow = down is not None and down.client is not None
+        down_counts = (down.packets, down.bytes) if down is not None and flow else (0, 0)
+        return up_counts, down_counts
+
+    def _new_pair(self) -> GrePair:
+        pair = GrePair(next(self._ids))
+        self._by_id[pair.entry_id] = pair
+        return pair
+
+    def _outbound_entry(self, call: Call, pair: GrePair) -> GreOutboundEntry:
+        conn = call.conn
+        return GreOutboundEntry(
+            pair.entry_id, conn.client_ip, conn.server_ip, conn.public_ip, self._config.gre_idle
+        )
+
+    def _inbound_entry(
+        self, server_ip: IPv4Address, public_ip: IPv4Address, pair: GrePair
+    ) -> GreInboundEntry:
+        return GreInboundEntry(
+            pair.entry_id, server_ip, public_ip, pair.client, self._config.gre_idle
+        )
+
+    def _choose_path(
+        self, server_ip: IPv4Address, public_ip: IPv4Address, pair: GrePair, out: Output,
+        force: bool = False,
+    ) -> None:
+        client: IPv4Address | None = None
+        if len(pair.calls) == 1:
+            only = pair.calls[0]
+            if only.public_call_id == only.client_call_id:
+                client = only.conn.client_ip
+        if client is not None and client == pair.unreachable:
+            client = None
+        if force or client != pair.client:
+            pair.client = client
+            out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))

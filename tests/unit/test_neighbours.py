@@ -1,0 +1,167 @@
+"""The neighbour table, sans-IO: ARP answers, pins, queues and retries, without a switch."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+
+from alg.config import AlgConfig, GatewayConfig, load
+from alg.neighbours import (
+    ARP_REPLY,
+    ARP_REQUEST,
+    L2,
+    QUEUE_LIMIT,
+    RETRIES,
+    ArpMessage,
+    ArpReply,
+    ArpRequest,
+    Delivery,
+    NeighbourTable,
+    Route,
+    Side,
+)
+
+IN1, IN2, OUT = 1, 2, 100
+GATEWAY = IPv4Address("192.168.1.254")
+CLIENT = IPv4Address("192.168.1.1")
+SERVER = IPv4Address("203.0.113.1")
+PUBLIC = IPv4Address("203.0.113.2")
+FAR = IPv4Address("198.51.100.7")
+HOP = IPv4Address("203.0.113.254")
+MAC1, MAC2, SRV_MAC = "0a:00:00:00:00:01", "0a:00:00:00:00:02", "0a:00:00:00:00:64"
+
+
+def config(next_hop: str = "") -> GatewayConfig:
+    return load({
+        "inside_ports": ["in1", "in2"], "outside_port": "out",
+        "inside_subnet": "192.168.1.0/24", "inside_gateway": str(GATEWAY),
+        "outside_subnet": "203.0.113.0/24", "public_ips": [str(PUBLIC)], "next_hop": next_hop,
+    })
+
+
+def table(next_hop: str = "") -> NeighbourTable[str]:
+    t: NeighbourTable[str] = NeighbourTable(config(next_hop))
+    t.set_ports([IN2, IN1], OUT)
+    return t
+
+
+def arp(op: int, mac: str, sender: IPv4Address, target: IPv4Address) -> ArpMessage:
+    return ArpMessage(op, mac, sender, target)
+
+
+def test_ports_have_sides() -> None:
+    t = table()
+    assert (t.side(IN1), t.side(IN2), t.side(OUT), t.side(7)) == (
+        Side.INSIDE, Side.INSIDE, Side.OUTSIDE, None
+    )
+    assert t.inside_ports == (IN1, IN2) and t.outside_port == OUT
+    assert t.arp(7, MAC1, arp(ARP_REQUEST, MAC1, CLIENT, GATEWAY), 0.0).replies == []
+
+
+def test_the_gateway_answers_for_its_own_addresses_only_on_their_side() -> None:
+    t = table()
+    out = t.arp(IN1, MAC1, arp(ARP_REQUEST, MAC1, CLIENT, GATEWAY), 0.0)
+    assert out.replies == [ArpReply(IN1, MAC1, GATEWAY, MAC1, CLIENT)]
+    out = t.arp(OUT, SRV_MAC, arp(ARP_REQUEST, SRV_MAC, SERVER, PUBLIC), 0.0)
+    assert out.replies == [ArpReply(OUT, SRV_MAC, PUBLIC, SRV_MAC, SERVER)]
+    assert t.arp(OUT, SRV_MAC, arp(ARP_REQUEST, SRV_MAC, SERVER, GATEWAY), 0.0).replies == []
+    assert t.arp(IN1, MAC1, arp(ARP_REQUEST, MAC1, CLIENT, PUBLIC), 0.0).replies == []
+    assert t.arp(IN1, MAC1, arp(ARP_REPLY, MAC1, CLIENT, GATEWAY), 0.0).replies == []
+    assert t.counters.arp_replies_sent == 2
+    assert t.lookup(Side.INSIDE, CLIENT) == L2(IN1, MAC1)
+    assert t.lookup(Side.OUTSIDE, SERVER) == L2(OUT, SRV_MAC)
+
+
+def test_inside_addresses_are_pinned_to_their_first_port() -> None:
+    t = table()
+    assert t.admit_inside(IN1, MAC1, CLIENT, SERVER) is Route.OUTSIDE
+    assert t.admit_inside(IN2, MAC2, CLIENT, SERVER) is Route.SPOOFED
+    assert t.arp(IN2, MAC2, arp(ARP_REPLY, MAC2, CLIENT, GATEWAY), 0.0).replies == []
+    assert t.arp(IN2, MAC2, arp(ARP_REQUEST, MAC2, CLIENT, GATEWAY), 0.0).replies == []
+    assert t.counters.spoofed_drops == 3
+    assert t.lookup(Side.INSIDE, CLIENT) == L2(IN1, MAC1)
+    assert t.admit_inside(IN1, MAC2, CLIENT, SERVER) is Route.OUTSIDE  # IP: MAC kept
+    assert t.lookup(Side.INSIDE, CLIENT) == L2(IN1, MAC1)
+    t.arp(IN1, MAC2, arp(ARP_REPLY, MAC2, CLIENT, GATEWAY), 0.0)  # ARP: MAC changes
+    assert t.lookup(Side.INSIDE, CLIENT) == L2(IN1, MAC2)
+
+
+@pytest.mark.parametrize(("src", "dst", "route"), [
+    ("10.0.0.1", "203.0.113.1", Route.DROP),
+    ("192.168.1.1", "224.0.0.251", Route.DROP),
+    ("192.168.1.1", "255.255.255.255", Route.DROP),
+    ("192.168.1.1", "192.168.1.255", Route.DROP),
+    ("192.168.1.1", "192.168.1.2", Route.DROP),
+    ("192.168.1.1", "192.168.1.254", Route.GATEWAY),
+    ("192.168.1.1", "203.0.113.9", Route.OUTSIDE),
+    ("192.168.1.1", "198.51.100.7", Route.NO_ROUTE),
+])
+def test_inside_packets_are_routed(src: str, dst: str, route: Route) -> None:
+    assert table().admit_inside(IN1, MAC1, IPv4Address(src), IPv4Address(dst)) is route
+
+
+def test_a_source_outside_the_inside_subnet_is_not_learnt() -> None:
+    t = table()
+    t.admit_inside(IN1, MAC1, IPv4Address("10.0.0.1"), SERVER)
+    assert t.hosts(Side.INSIDE) == {}
+
+
+def test_beyond_the_outside_subnet_goes_to_the_next_hop() -> None:
+    t = table(next_hop=str(HOP))
+    assert t.admit_inside(IN1, MAC1, CLIENT, FAR) is Route.OUTSIDE
+    out = t.send(Side.OUTSIDE, FAR, "a", 0.0)
+    assert out.requests == [ArpRequest((OUT,), PUBLIC, HOP)] and out.deliveries == []
+    out = t.arp(OUT, SRV_MAC, arp(ARP_REPLY, SRV_MAC, HOP, PUBLIC), 0.1)
+    assert out.deliveries == [Delivery(L2(OUT, SRV_MAC), "a")]
+    assert t.lookup(Side.OUTSIDE, FAR) == L2(OUT, SRV_MAC)
+
+
+def test_unroutable_items_are_dropped_at_once() -> None:
+    out = table().send(Side.OUTSIDE, FAR, "a", 0.0)
+    assert out.requests == [] and out.deliveries == []
+
+
+def test_known_neighbours_get_items_at_once() -> None:
+    t = table()
+    t.admit_inside(IN2, MAC2, CLIENT, SERVER)
+    assert t.send(Side.INSIDE, CLIENT, "x", 0.0).deliveries == [Delivery(L2(IN2, MAC2), "x")]
+
+
+def test_a_queue_is_released_only_by_its_own_side() -> None:
+    t = table()
+    out = t.send(Side.INSIDE, CLIENT, "a", 0.0)
+    assert out.requests == [ArpRequest((IN1, IN2), GATEWAY, CLIENT)]
+    assert t.arp(OUT, SRV_MAC, arp(ARP_REPLY, SRV_MAC, CLIENT, PUBLIC), 0.1).deliveries == []
+    assert t.waiting(CLIENT) == 1
+    out = t.arp(IN2, MAC2, arp(ARP_REPLY, MAC2, CLIENT, GATEWAY), 0.2)
+    assert out.deliveries == [Delivery(L2(IN2, MAC2), "a")] and t.waiting(CLIENT) is None
+
+
+def test_queues_are_bounded_and_requests_retried_then_given_up() -> None:
+    t = table()
+    for i in range(QUEUE_LIMIT + 3):
+        out = t.send(Side.OUTSIDE, SERVER, f"item{i}", 0.0)
+        assert len(out.requests) == (1 if i == 0 else 0)  # one request a second at most
+    assert t.waiting(SERVER) == QUEUE_LIMIT and t.counters.arp_queue_drops == 3
+    assert t.tick(0.5).requests == []
+    for second in range(1, RETRIES + 1):
+        assert t.tick(float(second)).requests == [ArpRequest((OUT,), PUBLIC, SERVER)]
+    assert t.counters.arp_requests_sent == 1 + RETRIES
+    assert t.tick(RETRIES + 1.0).requests == []
+    assert t.waiting(SERVER) is None
+    assert t.counters.arp_queue_drops == 3 + QUEUE_LIMIT
+
+
+def test_requests_before_the_ports_are_known_go_nowhere() -> None:
+    t: NeighbourTable[str] = NeighbourTable(config())
+    assert t.send(Side.OUTSIDE, SERVER, "a", 0.0).requests == [ArpRequest((), PUBLIC, SERVER)]
+
+
+def test_the_config_describes_itself() -> None:
+    text = config().describe()
+    assert "inside 192.168.1.0/24 via 192.168.1.254" in text and "ALG on" in text
+    assert GatewayConfig(
+        AlgConfig(alg_enabled=False), ("a",), "b", config().inside_subnet, GATEWAY,
+        config().outside_subnet,
+    ).describe().endswith("ALG off")
