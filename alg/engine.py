@@ -222,15 +222,23 @@ class Gateway:
         elif not self.server_map.entry_stats(kind, entry_id, packets, byte_count, now):
             self.plain.entry_stats(entry_id, packets, now)
 
-    def flow_removed(self, kind: EntryKind, entry_id: int) -> None:
-        """The switch removed an entry (idle timeout, deletion, eviction).
+    def flow_removed(
+        self, kind: EntryKind, entry_id: int, packets: int = 0, byte_count: int = 0
+    ) -> None:
+        """The switch removed an entry (idle timeout, deletion, eviction) with these counts.
 
-        Its counts start again from zero if the entry is installed again (the next
-        packet of a live session or call is punted and re-installs it), so the last
-        counts are forgotten. Ageing itself is the core's, by :meth:`tick`.
+        A NAT session has two entries under one cookie, whose counts the app reports
+        summed: the removed entry's counts leave the session's sum, so that the other
+        entry's unchanged count is no growth. A server-map entry's counts start again
+        from zero if it is installed again (the next packet of a live call is punted and
+        re-installs it). Ageing itself is the core's, by :meth:`tick`.
         """
         if kind is EntryKind.SESSION:
-            self._session_counts.pop(entry_id, None)
+            last = self._session_counts.get(entry_id)
+            if last is not None:
+                self._session_counts[entry_id] = (
+                    max(0, last[0] - packets), max(0, last[1] - byte_count)
+                )
         elif not self.server_map.entry_removed(entry_id):
             self.plain.entry_removed(entry_id)
 

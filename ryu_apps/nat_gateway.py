@@ -156,7 +156,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.counters.flows_removed += 1
         decoded = switch.decode_cookie(ev.msg.cookie)
         if decoded is not None:
-            self.core.flow_removed(*decoded)
+            self.core.flow_removed(*decoded, ev.msg.packet_count, ev.msg.byte_count)
 
     @_on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:

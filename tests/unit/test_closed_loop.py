@@ -695,15 +695,6 @@ def test_one_way_udp_on_its_entry_keeps_the_session_past_the_idle_timeout(lab: L
     assert len(lab.switch.entries(ip_proto=17)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: Gateway.flow_removed(SESSION, id) forgets the session's packet count when "
-    "ONE of its two entries (same cookie; the app sums both per cookie) is removed; at the "
-    "next poll the surviving entry's unchanged count differs from the forgotten 0, counts "
-    "as growth, and nat.touch restarts the idle clock with no traffic. A one-way UDP "
-    "session whose unused outbound entry idles out therefore outlives udp_idle by up to "
-    "another udp_idle: here a datagram 79 s after the last traffic (udp_idle 60) still "
-    "gets in."
-))
 def test_a_session_entry_idling_out_does_not_refresh_the_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -185,3 +185,16 @@ def test_slow_path_packets_are_not_counted_twice() -> None:
     second = next(c for c in gw.calls() if c.conn.client_ip != C1)
     assert gw.gre_flow_packets(first)[1] + first.inbound_packets == 3
     assert gw.gre_flow_packets(second)[1] + second.inbound_packets == 0
+
+
+def test_one_session_entry_going_is_no_traffic_of_the_session() -> None:
+    # The app sums a session's two entries; one of them idling out must not look like
+    # growth of the sum at the next poll (found by the closed-loop tests).
+    gw = gateway(udp_idle=60)
+    gw.handle_udp(Direction.OUTBOUND, C1, 5000, SERVER, 53, now=0)
+    gw.flow_stats(EntryKind.SESSION, 1, 1 + 3, now=5, byte_count=400)  # out 1, in 3
+    gw.flow_removed(EntryKind.SESSION, 1, packets=1, byte_count=100)  # the outbound one
+    gw.flow_stats(EntryKind.SESSION, 1, 3, now=50, byte_count=300)  # the inbound, unchanged
+    assert gw.session_counts(1) == (3, 300)
+    out = gw.tick(66)
+    assert out.decisions == [RemoveEntries(EntryKind.SESSION, 1)]  # aged from t=5

@@ -372,12 +372,14 @@ def test_flow_removed_tells_the_core(app: NatGateway, monkeypatch: pytest.Monkey
     calls = record(monkeypatch, app.core, "flow_removed")
 
     def removed(cookie: int) -> None:
-        app._flow_removed(SimpleNamespace(msg=SimpleNamespace(cookie=cookie)))
+        app._flow_removed(SimpleNamespace(msg=SimpleNamespace(
+            cookie=cookie, packet_count=3, byte_count=300,
+        )))
 
     removed(switch.cookie(EntryKind.SESSION, 7))
     removed(switch.cookie(EntryKind.GRE_INBOUND, 12))
     removed(0x1234)
-    assert calls == [(EntryKind.SESSION, 7), (EntryKind.GRE_INBOUND, 12)]
+    assert calls == [(EntryKind.SESSION, 7, 3, 300), (EntryKind.GRE_INBOUND, 12, 3, 300)]
     assert app.counters.flows_removed == 3
 
 
