@@ -158,8 +158,10 @@ def bridge_name(name: str = DEFAULT_NAME) -> str:
 
 
 def namespace(host: str, name: str = DEFAULT_NAME) -> str:
-    """The namespace of ``host`` (``c<i>`` or ``srv``): itself in the default lab, else
-    ``NAME-<host>``."""
+    """The namespace of ``host`` (``c<i>`` or ``srv``) in lab ``name``.
+
+    It is ``host`` itself in the default lab, ``NAME-<host>`` in any other.
+    """
     return host if check_name(name) == DEFAULT_NAME else f"{name}-{host}"
 
 
@@ -583,8 +585,14 @@ def _pid_file(name: str) -> int | None:
 def owned(name: str, state: LabState | None) -> tuple[list[str], list[str]]:
     """The namespaces and OVS ports that ``down`` of lab ``name`` may delete.
 
-    Those the state file records, or without one those of a lab of ``MAX_CLIENTS``
-    clients; in both cases only names of the lab's own pattern.
+    Args:
+        name: The lab's name.
+        state: Its recorded state, or None when there is no state file.
+
+    Returns:
+        The namespaces and the ports that ``state`` records, or without a state those of
+        a lab of ``MAX_CLIENTS`` clients; in both cases only names of the lab's own
+        pattern (``namespace_pattern``, ``port_pattern``).
     """
     recorded = state if state is not None else plan(MAX_CLIENTS, name=name)
     spaces, ports = namespace_pattern(name), port_pattern(name)
