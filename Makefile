@@ -4,8 +4,9 @@
 setup:
 	bash scripts/setup.sh
 
+# `make demo LAB=NAME` runs the demo on lab NAME instead of the default one.
 demo: setup
-	.venv/bin/python -m topo.demo
+	.venv/bin/python -m topo.demo $(if $(LAB),--name $(LAB))
 
 test: setup
 	bash scripts/test.sh

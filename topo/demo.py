@@ -5,10 +5,16 @@ real pptp-linux; ``c2`` and ``c3`` run the project's own PNS driver, both with t
 **same** Call ID, so the translation is visible. Data passes both ways; then the demo
 prints the firewall's display commands, tshark's decode of what the server saw, the
 frames each client exchanged and the counters, tears the lab down and prints a verdict.
+
+The demo runs on the default lab (``--name`` picks another) and replaces a lab of that
+name that is up, so a demo stopped half-way can simply be run again::
+
+    .venv/bin/python -m topo.demo [--name NAME]      # what `make demo [LAB=NAME]` runs
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -16,7 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +30,8 @@ from topo import display, lab, peers
 from topo.netns import ns_argv
 from topo.pns_driver import parse_events
 
-SERVER = "203.0.113.1"
-PUBLIC = "203.0.113.2"
+SERVER = lab.SERVER_IP
+PUBLIC = lab.public_addresses(1)[0]
 SHARED_CALL_ID = 4242
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,9 +46,9 @@ def heading(text: str) -> None:
     print(f"\n--- {text} " + "-" * max(0, 72 - len(text)), flush=True)
 
 
-def rest_json(path: str) -> Any:
-    """GET a JSON document from the lab controller's REST API."""
-    with urllib.request.urlopen(display.DEFAULT_REST + path, timeout=5) as response:
+def rest_json(rest: str, path: str) -> Any:
+    """GET a JSON document from the lab controller's REST API at ``rest``."""
+    with urllib.request.urlopen(rest + path, timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -55,9 +61,9 @@ def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.3)
 
 
-def established_calls() -> list[dict[str, Any]]:
-    """The calls whose data channel is open, from REST."""
-    return [c for c in rest_json("/pptp-alg/calls") if c["state"] == "established"]
+def established_calls(rest: str) -> list[dict[str, Any]]:
+    """The calls whose data channel is open, from the REST API at ``rest``."""
+    return [c for c in rest_json(rest, "/pptp-alg/calls") if c["state"] == "established"]
 
 
 def start_driver(namespace: str, tag: str) -> subprocess.Popen[str]:
@@ -71,10 +77,10 @@ def start_driver(namespace: str, tag: str) -> subprocess.Popen[str]:
                             text=True)
 
 
-def capture(run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """tcpdump on the server's side of the wire: control and GRE."""
+def capture(server_ns: str, run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """tcpdump on the server's side of the wire (in ``server_ns``): control and GRE."""
     pcap = run_dir / "server-side.pcap"
-    argv = ns_argv("srv", ["tcpdump", "-i", "eth0", "-U", "-w", str(pcap),
+    argv = ns_argv(server_ns, ["tcpdump", "-i", "eth0", "-U", "-w", str(pcap),
                            "tcp port 1723 or ip proto 47"])
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
@@ -103,32 +109,37 @@ def server_view(pcap: Path) -> tuple[str, set[int]]:
     return "\n".join(lines), ids
 
 
-def run_demo(run_dir: Path) -> bool:
-    """The demo itself; True when every check held."""
+def run_demo(run_dir: Path, name: str = lab.DEFAULT_NAME) -> bool:
+    """The demo itself, on lab ``name`` (replaced if up); True when every check held."""
     ok = True
-    step("bringing up the lab: 3 clients, bridge br-lab, Ryu app on 127.0.0.1:6653")
-    lab.up(3)
+    planned = lab.plan(3, name=name)
+    step(f"bringing up the lab {name}: 3 clients, bridge {planned.bridge}, the Ryu app")
+    state = lab.up(3, name=name, replace=True)
+    rest = state.rest_url
+    step(f"the app listens on {state.controller} and serves REST on {rest}")
+    c1, c2, c3 = (state.client(i) for i in (1, 2, 3))
     server = client = None
     drivers: list[subprocess.Popen[str]] = []
     tcpdump = None
     try:
-        step("starting real pptpd in srv (203.0.113.1) and a capture on its wire")
-        server = peers.start_pptpd("srv", SERVER, run_dir / "srv")
-        tcpdump, pcap = capture(run_dir)
-        step("c1: real pptp-linux calls the server")
-        client = peers.start_pptp_client("c1", SERVER, run_dir / "c1", tag="c1")
-        wait(lambda: len(established_calls()) >= 1, 20, "the pptp-linux call")
-        step(f"c2, c3: the project's PNS driver, both with Call ID {SHARED_CALL_ID}")
-        drivers = [start_driver("c2", "c2"), start_driver("c3", "c3")]
-        wait(lambda: len(established_calls()) >= 3, 20, "three established calls")
+        step(f"starting real pptpd in {state.server_namespace} ({SERVER}) and a capture on "
+             f"its wire")
+        server = peers.start_pptpd(state.server_namespace, SERVER, run_dir / "srv")
+        tcpdump, pcap = capture(state.server_namespace, run_dir)
+        step(f"{c1}: real pptp-linux calls the server")
+        client = peers.start_pptp_client(c1, SERVER, run_dir / "c1", tag="c1")
+        wait(lambda: len(established_calls(rest)) >= 1, 20, "the pptp-linux call")
+        step(f"{c2}, {c3}: the project's PNS driver, both with Call ID {SHARED_CALL_ID}")
+        drivers = [start_driver(c2, "c2"), start_driver(c3, "c3")]
+        wait(lambda: len(established_calls(rest)) >= 3, 20, "three established calls")
         step("three calls up; passing data both ways (the switch's flow statistics are "
              "polled every 5 s)")
         time.sleep(6)
         heading("display firewall session-table")
-        print(display.show(display.DEFAULT_REST, "session-table"))
+        print(display.show(rest, "session-table"))
         heading("display firewall server-map")
-        print(display.show(display.DEFAULT_REST, "server-map"))
-        calls = established_calls()
+        print(display.show(rest, "server-map"))
+        calls = established_calls(rest)
         step("waiting for the drivers to finish their calls")
         results = []
         for proc in drivers:
@@ -141,15 +152,15 @@ def run_demo(run_dir: Path) -> bool:
         print(f"   c1 pptp-linux     sent {status.get('sent', 0):3d}  "
               f"received {status.get('received', 0):3d}  from {sorted(c1_tags)}")
         ok &= status.get("received", 0) > 0
-        for name, events in zip(("c2", "c3"), results, strict=True):
+        for tag, events in zip(("c2", "c3"), results, strict=True):
             summary = next((e for e in events if e.get("event") == "summary"), {})
             keys = summary.get("gre_received_by_key", {})
-            print(f"   {name} PNS driver    sent {summary.get('gre_sent', 0):3d}  "
+            print(f"   {tag} PNS driver    sent {summary.get('gre_sent', 0):3d}  "
                   f"received {summary.get('gre_received', 0):3d}  "
                   f"GRE keys received {sorted(int(k) for k in keys)}")
             ok &= summary.get("gre_received", 0) > 0 and set(keys) == {str(SHARED_CALL_ID)}
         heading("counters")
-        print(display.show(display.DEFAULT_REST, "counters"))
+        print(display.show(rest, "counters"))
         tcpdump.terminate()
         tcpdump.wait(timeout=10)
         tcpdump = None
@@ -158,7 +169,7 @@ def run_demo(run_dir: Path) -> bool:
         print(text)
         ok &= len(ids) == 3 and len(calls) >= 3
         ok &= all(c["public"] == PUBLIC for c in calls)
-        publics = sorted(c["public_call_id"] for c in calls if c["client"] != "192.168.1.1")
+        publics = sorted(c["public_call_id"] for c in calls if c["client"] != lab.client_address(1))
         print(f"\n   c2 and c3 both sent Call ID {SHARED_CALL_ID}; on the public side they "
               f"became {publics}")
     finally:
@@ -171,19 +182,29 @@ def run_demo(run_dir: Path) -> bool:
                 proc.kill()
                 proc.wait()
         peers.stop_all([client, server])
-        lab.down()
+        lab.down(name=name)
     return ok
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; exit 0 when the ALG did its job."""
+    parser = argparse.ArgumentParser(prog="python -m topo.demo",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--name", default=lab.DEFAULT_NAME,
+                        help=f"the lab to run on (default {lab.DEFAULT_NAME}); it is replaced")
+    args = parser.parse_args(argv)
+    try:
+        lab.check_name(args.name)
+    except ValueError as exc:
+        print(f"topo.demo: {exc}", file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("the demo needs root (namespaces and OVS)", file=sys.stderr)
         return 1
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pptp-alg-demo-") as tmp:
         try:
-            ok = run_demo(Path(tmp))
+            ok = run_demo(Path(tmp), args.name)
         except Exception as exc:
             print(f"\nverdict: FAILED ({type(exc).__name__}: {exc})")
             return 1

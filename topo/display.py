@@ -16,7 +16,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-DEFAULT_REST = "http://127.0.0.1:8080"
+from ryu_apps import switch
+
+DEFAULT_REST = f"http://127.0.0.1:{switch.REST_PORT}"
 VIEWS = ("session-table", "server-map", "counters")
 
 

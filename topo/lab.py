@@ -1,30 +1,41 @@
 """The lab: client and server namespaces around one OVS bridge that the gateway app drives.
 
-Layout (see the design's "The lab" section):
+Every lab has a name (``lab`` by default); labs of different names run side by side.
+Layout of lab ``NAME`` (see the design's "The lab" section):
 
-- clients: network namespaces ``c1`` .. ``cN``, each with ``eth0`` at
-  ``192.168.1.<i>/24`` and a default route via the gateway address ``192.168.1.254``;
-- server: namespace ``srv`` with ``eth0`` at ``203.0.113.1/24`` (the outside subnet is
-  on-link, so it needs no other route);
-- the gateway: OVS bridge ``br-lab`` on the userspace datapath (``datapath_type=netdev``,
+- clients: network namespaces ``c1`` .. ``cN`` (``NAME-c1`` .. ``NAME-cN`` when NAME is
+  not ``lab``), each with ``eth0`` at ``192.168.1.<i>/24`` and a default route via the
+  gateway address ``192.168.1.254``;
+- server: namespace ``srv`` (``NAME-srv``) with ``eth0`` at ``203.0.113.1/24`` (the
+  outside subnet is on-link, so it needs no other route);
+- the gateway: OVS bridge ``br-NAME`` on the userspace datapath (``datapath_type=netdev``,
   ``fail-mode=secure``, OpenFlow 1.3, in-band control off), whose ports are the root-side
-  ends of the veth pairs: ``lab-c<i>`` is OpenFlow port ``i`` and ``lab-srv`` is port 100;
+  ends of the veth pairs: ``NAME-c<i>`` is OpenFlow port ``i`` and ``NAME-srv`` is port
+  100; its datapath ID is 1 for ``lab`` and derived from the name otherwise;
 - the controller: ``ryu-manager`` running the gateway app, listening for the switch on
-  ``127.0.0.1:6653`` and serving REST on ``127.0.0.1:8080``.
+  ``127.0.0.1:6653`` and serving REST on ``127.0.0.1:8080`` for ``lab``; any other lab
+  gets two free ports of 127.0.0.1, picked at ``up`` and recorded in its state.
 
-Everything the lab writes goes to ``/run/pptp-alg-lab/``: ``gateway.conf`` (the app's
-``[nat]`` options, oslo.config INI), ``lab.json`` (the ``LabState``, for tests and tools),
-``ryu.pid``, ``ryu.log`` (the previous run's log is kept as ``ryu.log.1``) and a lock
-file that serialises ``up`` and ``down``.
+The addresses are the same in every lab: each lab has its own namespaces and bridge.
+
+Everything lab ``NAME`` writes goes to its folder, ``/run/pptp-alg-lab/`` for ``lab`` and
+``/run/pptp-alg-lab-NAME/`` otherwise: ``gateway.conf`` (the app's ``[nat]`` options,
+oslo.config INI), ``lab.json`` (the ``LabState``, for tests and tools), ``ryu.pid``,
+``ryu.log`` (the previous run's log is kept as ``ryu.log.1``) and a lock file that
+serialises ``up`` and ``down`` of that lab. ``/run/pptp-alg-lab.lock`` serialises the
+choice of ports between labs.
 
 Command line, from the repo root, as root::
 
-    .venv/bin/python -m topo.lab up --clients 3 [--policy open|strict] [--public-ips K]
+    .venv/bin/python -m topo.lab up --clients 3 [--name NAME] [--replace]
+                                    [--policy open|strict] [--public-ips K]
                                     [--no-alg] [--app PATH] [--timeout SECONDS]
-    .venv/bin/python -m topo.lab status     # exit 0 when the lab is up, 3 when not
-    .venv/bin/python -m topo.lab down
+    .venv/bin/python -m topo.lab status [--name NAME]  # exit 0 when up, 3 when not
+    .venv/bin/python -m topo.lab down [--name NAME] [--purge]
+    .venv/bin/python -m topo.lab list
 
-The same from Python: ``up``, ``down`` and ``status``.
+The same from Python: ``up``, ``down``, ``status``, ``describe``, ``read_state`` and
+``labs``, each with the keyword ``name``.
 """
 
 from __future__ import annotations
@@ -36,7 +47,9 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +62,7 @@ from alg.events import EntryKind
 from ryu_apps import switch
 from topo import display
 from topo.netns import (
+    IFNAMSIZ,
     CommandError,
     add_netns,
     address,
@@ -61,22 +75,22 @@ from topo.netns import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-RUN_DIR = Path("/run/pptp-alg-lab")
-STATE_PATH = RUN_DIR / "lab.json"
-CONFIG_PATH = RUN_DIR / "gateway.conf"
-LOG_PATH = RUN_DIR / "ryu.log"
-PID_PATH = RUN_DIR / "ryu.pid"
-LOCK_PATH = RUN_DIR / "lock"
 
-BRIDGE = "br-lab"
-#: The bridge's fixed datapath ID (otherwise OVS derives one from a random MAC).
-DATAPATH_ID = 1
+DEFAULT_NAME = "lab"
+MAX_NAME_LENGTH = 10
+DEFAULT_RUN_DIR = Path("/run/pptp-alg-lab")
+#: Held while a lab picks its TCP ports, so that two labs never pick the same.
+PORTS_LOCK_PATH = Path("/run/pptp-alg-lab.lock")
+STATE_FILE = "lab.json"
+CONFIG_FILE = "gateway.conf"
+LOG_FILE = "ryu.log"
+PID_FILE = "ryu.pid"
+LOCK_FILE = "lock"
+
+#: The default lab's fixed datapath ID (otherwise OVS derives one from a random MAC).
+DEFAULT_DATAPATH_ID = 1
 OFP_HOST = "127.0.0.1"
-OFP_PORT = switch.OPENFLOW_PORT
 REST_HOST = "127.0.0.1"
-REST_PORT = switch.REST_PORT
-CONTROLLER_TARGET = f"tcp:{OFP_HOST}:{OFP_PORT}"
-REST_URL = f"http://{REST_HOST}:{REST_PORT}"
 DEFAULT_APP = "ryu_apps/nat_gateway.py"
 
 INSIDE_PREFIX = "192.168.1"
@@ -85,26 +99,117 @@ INSIDE_GATEWAY = f"{INSIDE_PREFIX}.254"
 OUTSIDE_PREFIX = "203.0.113"
 OUTSIDE_SUBNET = f"{OUTSIDE_PREFIX}.0/24"
 SERVER_IP = f"{OUTSIDE_PREFIX}.1"
-SERVER_NS = "srv"
+#: The server's host name; its namespace is ``srv`` in the default lab, ``NAME-srv`` else.
+SERVER_HOST = "srv"
 SERVER_OFPORT = 100
 NS_IFNAME = "eth0"
-PORT_PREFIX = "lab-"
 
 MAX_CLIENTS = 64
 MAX_PUBLIC_IPS = 253
 POLICIES = ("open", "strict")
 
-
 #: Exit status of ``status`` when the lab is not up.
 EXIT_NOT_UP = 3
 
-_LAB_NS = re.compile(rf"^(c[0-9]+|{SERVER_NS})$")
-_LAB_PORT = re.compile(rf"^{PORT_PREFIX}(c[0-9]+|{SERVER_NS})$")
+_NAME = re.compile(rf"[a-z0-9]{{1,{MAX_NAME_LENGTH}}}")
+_NAME_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_DATAPATH_ID_TAG = 0x50 << 56
+_HOST = r"(c[0-9]+|srv)"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LabError(RuntimeError):
-    """The lab could not be built, started or torn down."""
+    """The lab could not be built, started or torn down, or is in the way."""
+
+
+# ---------------------------------------------------------------------------- naming
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` when it can name a lab.
+
+    Args:
+        name: The proposed lab name.
+
+    Returns:
+        The name.
+
+    Raises:
+        ValueError: When the name is not 1 to 10 characters of ``a-z`` and ``0-9``.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"lab name {name!r} is not valid: use 1 to {MAX_NAME_LENGTH} characters of a-z "
+            f"and 0-9 (it becomes part of interface names such as NAME-srv, which Linux "
+            f"limits to {IFNAMSIZ} characters)")
+    return name
+
+
+def run_dir(name: str = DEFAULT_NAME) -> Path:
+    """The folder of lab ``name``: ``/run/pptp-alg-lab`` or ``/run/pptp-alg-lab-NAME``."""
+    if check_name(name) == DEFAULT_NAME:
+        return DEFAULT_RUN_DIR
+    return DEFAULT_RUN_DIR.with_name(f"{DEFAULT_RUN_DIR.name}-{name}")
+
+
+def bridge_name(name: str = DEFAULT_NAME) -> str:
+    """The OVS bridge of lab ``name``: ``br-NAME``."""
+    return f"br-{check_name(name)}"
+
+
+def namespace(host: str, name: str = DEFAULT_NAME) -> str:
+    """The namespace of ``host`` (``c<i>`` or ``srv``) in lab ``name``.
+
+    It is ``host`` itself in the default lab, ``NAME-<host>`` in any other.
+    """
+    return host if check_name(name) == DEFAULT_NAME else f"{name}-{host}"
+
+
+def client_namespace(index: int, name: str = DEFAULT_NAME) -> str:
+    """The namespace of client ``index`` (1-based): ``c<index>`` or ``NAME-c<index>``."""
+    return namespace(f"c{index}", name)
+
+
+def port_name(host: str, name: str = DEFAULT_NAME) -> str:
+    """The OVS port (root-side veth end) of ``host`` in lab ``name``: ``NAME-<host>``."""
+    return f"{check_name(name)}-{host}"
+
+
+def datapath_id(name: str = DEFAULT_NAME) -> int:
+    """The bridge's datapath ID: 1 for the default lab, otherwise one that only ``name`` has.
+
+    The name is read as a number in bijective base 37 (a = 1 .. 9 = 36), so different
+    names give different numbers; ``0x50`` in the top byte keeps it apart from 1.
+    """
+    if check_name(name) == DEFAULT_NAME:
+        return DEFAULT_DATAPATH_ID
+    value = 0
+    for char in name:
+        value = value * (len(_NAME_DIGITS) + 1) + _NAME_DIGITS.index(char) + 1
+    return _DATAPATH_ID_TAG | value
+
+
+def namespace_pattern(name: str = DEFAULT_NAME) -> re.Pattern[str]:
+    """What the namespaces of lab ``name`` look like; ``down`` deletes no other."""
+    return re.compile(re.escape(namespace("", name)) + _HOST)
+
+
+def port_pattern(name: str = DEFAULT_NAME) -> re.Pattern[str]:
+    """What the OVS ports of lab ``name`` look like; ``down`` deletes no other."""
+    return re.compile(re.escape(port_name("", name)) + _HOST)
+
+
+def client_address(index: int) -> str:
+    """Address of client ``index``: ``192.168.1.<index>``."""
+    return f"{INSIDE_PREFIX}.{index}"
+
+
+def public_addresses(count: int) -> list[str]:
+    """The gateway's public addresses: ``203.0.113.2`` .. ``203.0.113.(1+count)``."""
+    return [f"{OUTSIDE_PREFIX}.{2 + k}" for k in range(count)]
+
+
+# ---------------------------------------------------------------------------- state
 
 
 @dataclass
@@ -116,16 +221,22 @@ class LabState:
         policy: The gateway's security policy, ``open`` or ``strict``.
         alg: Whether the PPTP ALG is on.
         public_ips: The gateway's public addresses.
-        namespaces: Every namespace of the lab (``c1`` .. ``cN``, then ``srv``).
+        namespaces: Every namespace of the lab (the clients in order, then the server).
         addresses: Namespace name -> its IPv4 address (without prefix length).
         namespace_ports: Namespace name -> the OVS port of its veth pair.
         ports: OVS port name -> OpenFlow port number.
         inside_ports: OVS port names on the inside, in client order.
         outside_port: OVS port name on the outside.
+        name: The lab's name.
+        server_namespace: The server's namespace.
         bridge: The OVS bridge.
-        controller: The bridge's controller target.
+        datapath_id: The bridge's datapath ID.
+        openflow_port: The controller's OpenFlow port on 127.0.0.1 (0 until ``up``
+            picks it, in a lab other than the default).
+        rest_port: The REST API's port on 127.0.0.1 (likewise).
+        controller: The bridge's controller target (empty until the port is known).
         controller_pid: PID of ``ryu-manager``, None before it was started.
-        rest_url: Base URL of the app's REST API.
+        rest_url: Base URL of the app's REST API (empty until the port is known).
         app: Path of the Ryu application that runs.
         phase: ``building``, ``starting`` or ``up`` (how far ``up`` got).
         created: When ``up`` started (seconds since the epoch).
@@ -138,6 +249,7 @@ class LabState:
         inside_gateway: The gateway's inside address (the clients' default route).
         outside_subnet: The outside (on-link) subnet.
         ns_ifname: The interface name inside every namespace.
+        extra: Keys of the state file that this version does not know.
     """
 
     clients: int
@@ -150,18 +262,23 @@ class LabState:
     ports: dict[str, int]
     inside_ports: list[str]
     outside_port: str
-    bridge: str = BRIDGE
-    controller: str = CONTROLLER_TARGET
+    name: str = DEFAULT_NAME
+    server_namespace: str = SERVER_HOST
+    bridge: str = bridge_name()
+    datapath_id: int = DEFAULT_DATAPATH_ID
+    openflow_port: int = switch.OPENFLOW_PORT
+    rest_port: int = switch.REST_PORT
+    controller: str = f"tcp:{OFP_HOST}:{switch.OPENFLOW_PORT}"
     controller_pid: int | None = None
-    rest_url: str = REST_URL
+    rest_url: str = f"http://{REST_HOST}:{switch.REST_PORT}"
     app: str = DEFAULT_APP
     phase: str = "building"
     created: float = 0.0
-    run_dir: str = str(RUN_DIR)
-    state_path: str = str(STATE_PATH)
-    config_path: str = str(CONFIG_PATH)
-    log_path: str = str(LOG_PATH)
-    pid_path: str = str(PID_PATH)
+    run_dir: str = str(DEFAULT_RUN_DIR)
+    state_path: str = str(DEFAULT_RUN_DIR / STATE_FILE)
+    config_path: str = str(DEFAULT_RUN_DIR / CONFIG_FILE)
+    log_path: str = str(DEFAULT_RUN_DIR / LOG_FILE)
+    pid_path: str = str(DEFAULT_RUN_DIR / PID_FILE)
     inside_subnet: str = INSIDE_SUBNET
     inside_gateway: str = INSIDE_GATEWAY
     outside_subnet: str = OUTSIDE_SUBNET
@@ -170,13 +287,30 @@ class LabState:
 
     @property
     def client_namespaces(self) -> list[str]:
-        """The client namespaces, ``c1`` .. ``cN``."""
-        return [name for name in self.namespaces if name != SERVER_NS]
+        """The client namespaces, in order."""
+        return [ns for ns in self.namespaces if ns != self.server_namespace]
 
     @property
     def server_ip(self) -> str:
         """The server's address."""
-        return self.addresses[SERVER_NS]
+        return self.addresses[self.server_namespace]
+
+    def client(self, index: int) -> str:
+        """The namespace of client ``index`` (1-based).
+
+        Raises:
+            ValueError: When the lab has no such client.
+        """
+        if not 1 <= index <= self.clients:
+            raise ValueError(f"lab {self.name} has clients 1 .. {self.clients}, not {index}")
+        return self.client_namespaces[index - 1]
+
+    def use_ports(self, openflow_port: int, rest_port: int) -> None:
+        """Set the controller's TCP ports and what follows from them."""
+        self.openflow_port = openflow_port
+        self.rest_port = rest_port
+        self.controller = f"tcp:{OFP_HOST}:{openflow_port}"
+        self.rest_url = f"http://{REST_HOST}:{rest_port}"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the state as plain JSON-able data."""
@@ -200,35 +334,14 @@ class LabState:
         return cls(**known, extra=extra)
 
 
-# ---------------------------------------------------------------------------- naming
-
-
-def client_namespace(index: int) -> str:
-    """Name of client ``index`` (1-based): ``c<index>``."""
-    return f"c{index}"
-
-
-def port_name(namespace: str) -> str:
-    """Name of the OVS port (root-side veth end) of a namespace: ``lab-<namespace>``."""
-    return f"{PORT_PREFIX}{namespace}"
-
-
-def client_address(index: int) -> str:
-    """Address of client ``index``: ``192.168.1.<index>``."""
-    return f"{INSIDE_PREFIX}.{index}"
-
-
-def public_addresses(count: int) -> list[str]:
-    """The gateway's public addresses: ``203.0.113.2`` .. ``203.0.113.(1+count)``."""
-    return [f"{OUTSIDE_PREFIX}.{2 + k}" for k in range(count)]
-
-
 def plan(
     clients: int,
     policy: str = "open",
     public_ips: int = 1,
     alg: bool = True,
     app: str | os.PathLike[str] = DEFAULT_APP,
+    *,
+    name: str = DEFAULT_NAME,
 ) -> LabState:
     """Describe a lab without building anything.
 
@@ -238,13 +351,16 @@ def plan(
         public_ips: Number of public addresses (1 .. 253).
         alg: Whether the PPTP ALG is on.
         app: The Ryu application, absolute or relative to the repo root.
+        name: The lab's name.
 
     Returns:
-        The planned state (phase ``building``, no controller yet).
+        The planned state (phase ``building``, no controller yet; the TCP ports of a lab
+        other than the default are 0 until ``up`` picks them).
 
     Raises:
-        ValueError: On an argument out of range.
+        ValueError: On an argument out of range or a bad name.
     """
+    check_name(name)
     if not 1 <= clients <= MAX_CLIENTS:
         raise ValueError(f"clients must be 1 .. {MAX_CLIENTS}, not {clients}")
     if policy not in POLICIES:
@@ -254,25 +370,43 @@ def plan(
     app_path = Path(app)
     if not app_path.is_absolute():
         app_path = REPO / app_path
-    names = [client_namespace(i) for i in range(1, clients + 1)]
-    addresses = {name: client_address(i) for i, name in enumerate(names, start=1)}
-    addresses[SERVER_NS] = SERVER_IP
-    ports = {port_name(name): i for i, name in enumerate(names, start=1)}
-    ports[port_name(SERVER_NS)] = SERVER_OFPORT
-    return LabState(
+    hosts = [f"c{i}" for i in range(1, clients + 1)] + [SERVER_HOST]
+    spaces = [namespace(host, name) for host in hosts]
+    addresses = {ns: client_address(i) for i, ns in enumerate(spaces[:-1], start=1)}
+    addresses[spaces[-1]] = SERVER_IP
+    ports = {port_name(host, name): i for i, host in enumerate(hosts[:-1], start=1)}
+    ports[port_name(SERVER_HOST, name)] = SERVER_OFPORT
+    folder = run_dir(name)
+    state = LabState(
         clients=clients,
         policy=policy,
         alg=alg,
         public_ips=public_addresses(public_ips),
-        namespaces=[*names, SERVER_NS],
+        namespaces=spaces,
         addresses=addresses,
-        namespace_ports={name: port_name(name) for name in [*names, SERVER_NS]},
+        namespace_ports={ns: port_name(host, name) for ns, host in zip(spaces, hosts,
+                                                                        strict=True)},
         ports=ports,
-        inside_ports=[port_name(name) for name in names],
-        outside_port=port_name(SERVER_NS),
+        inside_ports=[port_name(host, name) for host in hosts[:-1]],
+        outside_port=port_name(SERVER_HOST, name),
+        name=name,
+        server_namespace=spaces[-1],
+        bridge=bridge_name(name),
+        datapath_id=datapath_id(name),
         app=str(app_path),
         created=time.time(),
+        run_dir=str(folder),
+        state_path=str(folder / STATE_FILE),
+        config_path=str(folder / CONFIG_FILE),
+        log_path=str(folder / LOG_FILE),
+        pid_path=str(folder / PID_FILE),
     )
+    if name == DEFAULT_NAME:
+        state.use_ports(switch.OPENFLOW_PORT, switch.REST_PORT)
+    else:
+        state.openflow_port = state.rest_port = 0
+        state.controller = state.rest_url = ""
+    return state
 
 
 def render_config(state: LabState) -> str:
@@ -302,6 +436,14 @@ def render_config(state: LabState) -> str:
     return "\n".join(lines) + "\n"
 
 
+def command(verb: str, name: str = DEFAULT_NAME, *extra: str) -> str:
+    """The command line of ``python -m topo.lab VERB`` for lab ``name``, for messages."""
+    words = ["python -m topo.lab", verb]
+    if name != DEFAULT_NAME:
+        words += ["--name", name]
+    return " ".join([*words, *extra])
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -309,20 +451,20 @@ def _vsctl(*args: str, check: bool = True) -> str:
     return run(["ovs-vsctl", "--timeout=10", *args], check=check).strip()
 
 
-def _bridge_exists() -> bool:
+def _bridge_exists(bridge: str) -> bool:
     proc = subprocess.run(
-        ["ovs-vsctl", "--timeout=10", "br-exists", BRIDGE], capture_output=True, timeout=30
+        ["ovs-vsctl", "--timeout=10", "br-exists", bridge], capture_output=True, timeout=30
     )
     return proc.returncode == 0
 
 
-def _is_connected() -> bool:
-    return _vsctl("get", "controller", BRIDGE, "is_connected", check=False) == "true"
+def _is_connected(bridge: str) -> bool:
+    return _vsctl("get", "controller", bridge, "is_connected", check=False) == "true"
 
 
-def _pipeline_flows() -> int:
+def _pipeline_flows(bridge: str) -> int:
     out = run(
-        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", BRIDGE,
+        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge,
          switch.kind_filter(EntryKind.PIPELINE)],
         check=False,
     )
@@ -361,9 +503,12 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def _is_controller(pid: int) -> bool:
-    """Tell whether ``pid`` is a live ``ryu-manager``."""
-    return _alive(pid) and any(Path(arg).name == "ryu-manager" for arg in _cmdline(pid))
+def _is_controller(pid: int, config_path: str) -> bool:
+    """Tell whether ``pid`` is a live ``ryu-manager`` started with ``config_path``."""
+    if not _alive(pid):
+        return False
+    argv = _cmdline(pid)
+    return any(Path(arg).name == "ryu-manager" for arg in argv) and config_path in argv
 
 
 def _ryu_manager() -> Path:
@@ -373,9 +518,9 @@ def _ryu_manager() -> Path:
     return REPO / ".venv" / "bin" / "ryu-manager"
 
 
-def _log_tail(lines: int = 40) -> str:
+def _log_tail(log_path: str, lines: int = 40) -> str:
     try:
-        text = LOG_PATH.read_text(errors="replace")
+        text = Path(log_path).read_text(errors="replace")
     except OSError:
         return "(no controller log)"
     tail = text.splitlines()[-lines:]
@@ -383,23 +528,36 @@ def _log_tail(lines: int = 40) -> str:
 
 
 def _write_state(state: LabState) -> None:
-    tmp = STATE_PATH.with_suffix(".json.tmp")
+    path = Path(state.state_path)
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(state.to_dict(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(STATE_PATH)
+    tmp.replace(path)
 
 
-def read_state() -> LabState | None:
-    """Return the recorded lab, or None when there is no (readable) state file."""
+def read_state(name: str = DEFAULT_NAME) -> LabState | None:
+    """Return lab ``name`` as recorded, or None when there is no (readable) state file."""
     try:
-        return LabState.from_dict(json.loads(STATE_PATH.read_text()))
+        data = json.loads((run_dir(name) / STATE_FILE).read_text())
+        return LabState.from_dict(data)
     except (OSError, ValueError, TypeError):
         return None
 
 
+def labs() -> list[str]:
+    """The names of the labs that have a state file, the default lab first."""
+    found = [DEFAULT_NAME] if (DEFAULT_RUN_DIR / STATE_FILE).exists() else []
+    prefix = f"{DEFAULT_RUN_DIR.name}-"
+    for path in sorted(DEFAULT_RUN_DIR.parent.glob(f"{prefix}*/{STATE_FILE}")):
+        name = path.parent.name[len(prefix):]
+        if _NAME.fullmatch(name) and name != DEFAULT_NAME:
+            found.append(name)
+    return found
+
+
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_PATH, "w") as lock:
+def _flocked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -412,33 +570,121 @@ def _say(quiet: bool, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def _existing_namespaces() -> set[str]:
+    listing = run(["ip", "netns", "list"], check=False)
+    return {line.split()[0] for line in listing.splitlines() if line.strip()}
+
+
+def _pid_file(name: str) -> int | None:
+    try:
+        return int((run_dir(name) / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def owned(name: str, state: LabState | None) -> tuple[list[str], list[str]]:
+    """The namespaces and OVS ports that ``down`` of lab ``name`` may delete.
+
+    Args:
+        name: The lab's name.
+        state: Its recorded state, or None when there is no state file.
+
+    Returns:
+        The namespaces and the ports that ``state`` records, or without a state those of
+        a lab of ``MAX_CLIENTS`` clients; in both cases only names of the lab's own
+        pattern (``namespace_pattern``, ``port_pattern``).
+    """
+    recorded = state if state is not None else plan(MAX_CLIENTS, name=name)
+    spaces, ports = namespace_pattern(name), port_pattern(name)
+    return ([ns for ns in recorded.namespaces if spaces.fullmatch(ns)],
+            [p for p in recorded.namespace_ports.values() if ports.fullmatch(p)])
+
+
+# ---------------------------------------------------------------------------- ports
+
+
+def pick_ports(taken: set[int], count: int = 2) -> list[int]:
+    """Pick ``count`` different free TCP ports of 127.0.0.1, none of them in ``taken``.
+
+    Args:
+        taken: Ports not to use (those other labs recorded, the default lab's).
+        count: How many ports.
+
+    Returns:
+        The ports.
+
+    Raises:
+        LabError: When the kernel keeps offering ports that are taken.
+    """
+    sockets: list[socket.socket] = []
+    picked: list[int] = []
+    try:
+        while len(picked) < count:
+            if len(sockets) >= 100:
+                raise LabError("found no free TCP ports on 127.0.0.1")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((OFP_HOST, 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken and not _listening(port):
+                picked.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return picked
+
+
+def _assign_ports(state: LabState) -> None:
+    """Give the lab its TCP ports: the default's fixed ones, or free ones no lab recorded.
+
+    Must run with ``PORTS_LOCK_PATH`` held until the state file records the ports.
+    """
+    if state.name == DEFAULT_NAME:
+        for port, what in ((state.openflow_port, "OpenFlow"), (state.rest_port, "REST")):
+            if _listening(port):
+                raise LabError(
+                    f"TCP port {port} ({what}) is already taken by a process the lab did "
+                    f"not start (see `ss -ltnp sport = :{port}`); another lab name "
+                    f"(--name) gets other ports")
+        return
+    taken = {switch.OPENFLOW_PORT, switch.REST_PORT}
+    for other in labs():
+        recorded = read_state(other)
+        if other != state.name and recorded is not None:
+            taken |= {recorded.openflow_port, recorded.rest_port}
+    openflow_port, rest_port = pick_ports(taken)
+    state.use_ports(openflow_port, rest_port)
+
+
 # ---------------------------------------------------------------------------- build
 
 
 def _build_namespaces(state: LabState) -> None:
-    for name in state.namespaces:
-        subnet = state.outside_subnet if name == SERVER_NS else state.inside_subnet
-        port = state.namespace_ports[name]
-        add_netns(name)  # also brings lo up
-        veth(name, state.ns_ifname, None, port)
-        tx_off(name, state.ns_ifname)
-        address(name, state.ns_ifname, f"{state.addresses[name]}/{subnet.split('/')[1]}")
-        if name != SERVER_NS:
-            route(name, "default", state.inside_gateway)
+    for ns in state.namespaces:
+        server = ns == state.server_namespace
+        subnet = state.outside_subnet if server else state.inside_subnet
+        port = state.namespace_ports[ns]
+        add_netns(ns)  # also brings lo up
+        veth(ns, state.ns_ifname, None, port)
+        tx_off(ns, state.ns_ifname)
+        address(ns, state.ns_ifname, f"{state.addresses[ns]}/{subnet.split('/')[1]}")
+        if not server:
+            route(ns, "default", state.inside_gateway)
         # Nothing in the lab speaks IPv6: keep router solicitations and MLD off the switch.
-        ns_run(name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+        ns_run(ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", check=False)
         run(["sysctl", "-q", "-w", f"net.ipv6.conf.{port}.disable_ipv6=1"], check=False)
 
 
 def _build_bridge(state: LabState) -> None:
+    bridge = state.bridge
     argv = [
-        "--", "add-br", BRIDGE,
-        "--", "set", "bridge", BRIDGE, "datapath_type=netdev", "fail_mode=secure",
+        "--", "add-br", bridge,
+        "--", "set", "bridge", bridge, "datapath_type=netdev", "fail_mode=secure",
         "protocols=OpenFlow13", "other-config:disable-in-band=true",
-        f"other-config:datapath-id={DATAPATH_ID:016x}",
+        f"other-config:datapath-id={state.datapath_id:016x}",
     ]
     for port, ofport in state.ports.items():
-        argv += ["--", "add-port", BRIDGE, port,
+        argv += ["--", "add-port", bridge, port,
                  "--", "set", "interface", port, f"ofport_request={ofport}"]
     _vsctl(*argv)
     for port, ofport in state.ports.items():
@@ -449,12 +695,13 @@ def _build_bridge(state: LabState) -> None:
 
 
 def _start_controller(state: LabState) -> subprocess.Popen[bytes]:
-    if LOG_PATH.exists():
-        LOG_PATH.replace(LOG_PATH.with_name(LOG_PATH.name + ".1"))
+    log_path = Path(state.log_path)
+    if log_path.exists():
+        log_path.replace(log_path.with_name(log_path.name + ".1"))
     argv = [
         str(_ryu_manager()),
-        "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(OFP_PORT),
-        "--wsapi-host", REST_HOST, "--wsapi-port", str(REST_PORT),
+        "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(state.openflow_port),
+        "--wsapi-host", REST_HOST, "--wsapi-port", str(state.rest_port),
         "--config-file", state.config_path,
         state.app,
     ]
@@ -463,33 +710,63 @@ def _start_controller(state: LabState) -> subprocess.Popen[bytes]:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
-    with open(LOG_PATH, "wb") as log:
+    with open(log_path, "wb") as log:
         child = subprocess.Popen(
             argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
         )
     _children[child.pid] = child
-    PID_PATH.write_text(f"{child.pid}\n")
+    Path(state.pid_path).write_text(f"{child.pid}\n")
     return child
 
 
-def _fail(message: str) -> LabError:
+def _fail(state: LabState, message: str) -> LabError:
     return LabError(
-        f"{message}\n--- last lines of {LOG_PATH} ---\n{_log_tail()}\n"
-        f"--- the lab is left as it is; `python -m topo.lab down` removes it ---"
+        f"{message}\n--- last lines of {state.log_path} ---\n{_log_tail(state.log_path)}\n"
+        f"--- the lab is left as it is; `{command('down', state.name)}` removes it ---"
     )
 
 
-def _wait_until(child: subprocess.Popen[bytes], deadline: float, what: str,
+def _wait_until(state: LabState, child: subprocess.Popen[bytes], deadline: float, what: str,
                 ready: Callable[[], bool]) -> None:
     while True:
         if child.poll() is not None:
-            raise _fail(f"ryu-manager exited with status {child.returncode} ({what})")
+            raise _fail(state, f"ryu-manager exited with status {child.returncode} ({what})")
         if ready():
             return
         if time.monotonic() >= deadline:
-            raise _fail(f"timed out waiting for {what}")
+            raise _fail(state, f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def _remains(name: str) -> list[str]:
+    """What of lab ``name`` exists (what its ``down`` would remove), for people."""
+    found = []
+    state = read_state(name)
+    if state is not None:
+        found.append(f"its state file {state.state_path} (phase {state.phase})")
+    config_path = str(run_dir(name) / CONFIG_FILE)
+    pids = {_pid_file(name), state.controller_pid if state is not None else None}
+    found += [f"its controller (pid {pid})" for pid in sorted(p for p in pids if p is not None)
+              if _is_controller(pid, config_path)]
+    bridge = bridge_name(name)
+    if _bridge_exists(bridge):
+        found.append(f"its bridge {bridge}")
+    spaces, ports = owned(name, state)
+    existing = _existing_namespaces()
+    found += [f"namespace {ns}" for ns in spaces if ns in existing]
+    found += [f"interface {p}" for p in ports if Path("/sys/class/net", p).exists()]
+    return found
+
+
+def _in_the_way(state: LabState) -> list[str]:
+    """What of the planned lab exists already although the lab is down."""
+    existing = _existing_namespaces()
+    found = [f"namespace {ns}" for ns in state.namespaces if ns in existing]
+    found += [f"interface {p}" for p in state.ports if Path("/sys/class/net", p).exists()]
+    if _bridge_exists(state.bridge):
+        found.append(f"bridge {state.bridge}")
+    return found
 
 
 def up(
@@ -500,11 +777,14 @@ def up(
     timeout: float = 30,
     app: str | os.PathLike[str] = DEFAULT_APP,
     quiet: bool = True,
+    *,
+    name: str = DEFAULT_NAME,
+    replace: bool = False,
 ) -> LabState:
-    """Remove any lab, build a new one, start the controller and wait until it is ready.
+    """Build lab ``name``, start its controller and wait until it is ready.
 
     Ready means the switch reports the controller connected and a flow with the app's
-    pipeline cookie (kind 1) is installed.
+    pipeline cookie (kind 1) is installed. No other lab is touched.
 
     Args:
         clients: Number of client namespaces (1 .. 64).
@@ -514,60 +794,81 @@ def up(
         timeout: Seconds to wait for the controller, from its start.
         app: The Ryu application, absolute or relative to the repo root.
         quiet: Do not print progress on stderr.
+        name: The lab's name.
+        replace: Take lab ``name`` down first when anything of it exists; without it,
+            ``up`` refuses.
 
     Returns:
         The lab's state (also in ``lab.json``).
 
     Raises:
-        ValueError: On an argument out of range.
-        LabError: When the app is missing, a port is taken, a command fails, the
+        ValueError: On an argument out of range or a bad name.
+        LabError: When the lab exists and ``replace`` is not set, something else is in
+            the way, the app is missing, a port is taken, a command fails, the
             controller dies or is not ready in time. What was built stays for ``down``.
     """
-    state = plan(clients, policy, public_ips, alg, app)
+    state = plan(clients, policy, public_ips, alg, app, name=name)
     if not Path(state.app).is_file():
         raise LabError(f"the Ryu app {state.app} does not exist")
-    with _locked():
-        _down_locked(quiet)
-        for port, what in ((OFP_PORT, "OpenFlow"), (REST_PORT, "REST")):
-            if _listening(port):
+    with _flocked(Path(state.run_dir) / LOCK_FILE):
+        if replace:
+            _down_locked(name, quiet)
+        else:
+            running = status(name)
+            found = _remains(name) if running is None else []
+            if running is not None or found:
+                what = (f"is up (bridge {running.bridge}, controller pid "
+                        f"{running.controller_pid})" if running is not None else
+                        f"is not up, but parts of it exist ({'; '.join(found)})")
                 raise LabError(
-                    f"TCP port {port} ({what}) is already taken by a process the lab did "
-                    f"not start (see `ss -ltnp sport = :{port}`)")
-        _write_state(state)
+                    f"lab {name} {what}: `{command('down', name)}` removes it, or "
+                    f"`{command('up', name, '--replace', '...')}` replaces it")
+        blocking = _in_the_way(state)
+        if blocking:
+            raise LabError(
+                f"lab {name} is down but {', '.join(blocking)} exist: the lab did not make "
+                f"them, so it leaves them alone; remove them or choose another --name")
+        with _flocked(PORTS_LOCK_PATH):
+            _assign_ports(state)
+            _write_state(state)
         try:
-            _say(quiet, f"lab: building {len(state.namespaces)} namespaces and {BRIDGE}")
+            _say(quiet, f"lab {name}: building {len(state.namespaces)} namespaces and "
+                        f"{state.bridge}")
             _build_namespaces(state)
             _build_bridge(state)
-            CONFIG_PATH.write_text(render_config(state))
+            Path(state.config_path).write_text(render_config(state))
         except CommandError as exc:
-            raise LabError(f"building the lab failed: {exc}") from exc
-        _say(quiet, f"lab: starting ryu-manager with {state.app}")
+            raise LabError(f"building the lab failed: {exc}\n"
+                           f"`{command('down', name)}` removes what was built") from exc
+        _say(quiet, f"lab {name}: starting ryu-manager with {state.app}")
         child = _start_controller(state)
         state.controller_pid = child.pid
         state.phase = "starting"
         _write_state(state)
         deadline = time.monotonic() + timeout
-        _wait_until(child, deadline, f"ryu-manager to listen on {OFP_HOST}:{OFP_PORT}",
-                    lambda: _listening(OFP_PORT))
-        _vsctl("set-controller", BRIDGE, CONTROLLER_TARGET,
-               "--", "set", "controller", BRIDGE, "connection_mode=out-of-band",
+        _wait_until(state, child, deadline,
+                    f"ryu-manager to listen on {OFP_HOST}:{state.openflow_port}",
+                    lambda: _listening(state.openflow_port))
+        _vsctl("set-controller", state.bridge, state.controller,
+               "--", "set", "controller", state.bridge, "connection_mode=out-of-band",
                "max_backoff=1000")
-        _wait_until(child, deadline, "the switch to connect to the controller", _is_connected)
-        _wait_until(child, deadline,
+        _wait_until(state, child, deadline, "the switch to connect to the controller",
+                    lambda: _is_connected(state.bridge))
+        _wait_until(state, child, deadline,
                     f"a flow with the pipeline cookie {switch.cookie(EntryKind.PIPELINE):#018x}",
-                    lambda: _pipeline_flows() > 0)
+                    lambda: _pipeline_flows(state.bridge) > 0)
         state.phase = "up"
         _write_state(state)
-        _say(quiet, f"lab: up (controller pid {child.pid}, log {LOG_PATH})")
+        _say(quiet, f"lab {name}: up (controller pid {child.pid}, log {state.log_path})")
         return state
 
 
 # ---------------------------------------------------------------------------- down
 
 
-def _stop_controller(pid: int, quiet: bool) -> None:
+def _stop_controller(pid: int, config_path: str, quiet: bool) -> None:
     child = _children.pop(pid, None)
-    if not _is_controller(pid):
+    if not _is_controller(pid, config_path):
         if child is not None:
             child.poll()
         return
@@ -586,65 +887,61 @@ def _stop_controller(pid: int, quiet: bool) -> None:
     raise LabError(f"ryu-manager (pid {pid}) does not stop")
 
 
-def _existing_namespaces() -> set[str]:
-    listing = run(["ip", "netns", "list"], check=False)
-    return {line.split()[0] for line in listing.splitlines() if line.strip()}
+def _down_locked(name: str, quiet: bool) -> None:
+    folder = run_dir(name)
+    state = read_state(name)
+    pids = {_pid_file(name), state.controller_pid if state is not None else None}
+    for pid in sorted(p for p in pids if p is not None):
+        _stop_controller(pid, str(folder / CONFIG_FILE), quiet)
 
+    bridge = bridge_name(name)
+    if _bridge_exists(bridge):
+        _say(quiet, f"lab {name}: deleting bridge {bridge}")
+    _vsctl("--if-exists", "del-br", bridge)
 
-def _down_locked(quiet: bool) -> None:
-    state = read_state()
-    pids: set[int] = set()
-    with contextlib.suppress(OSError, ValueError):
-        pids.add(int(PID_PATH.read_text().strip()))
-    if state is not None and state.controller_pid is not None:
-        pids.add(state.controller_pid)
-    for pid in sorted(pids):
-        _stop_controller(pid, quiet)
-
-    if _bridge_exists():
-        _say(quiet, f"lab: deleting bridge {BRIDGE}")
-    _vsctl("--if-exists", "del-br", BRIDGE)
-
-    if state is not None:
-        namespaces = [n for n in state.namespaces if _LAB_NS.match(n)]
-        ports = [p for p in state.namespace_ports.values() if _LAB_PORT.match(p)]
-    else:
-        namespaces = [client_namespace(i) for i in range(1, MAX_CLIENTS + 1)] + [SERVER_NS]
-        ports = [port_name(n) for n in namespaces]
+    namespaces, ports = owned(name, state)
     for port in ports:
         if Path("/sys/class/net", port).exists():
             run(["ip", "link", "del", port], check=False)
     existing = _existing_namespaces()
-    for name in namespaces:
-        if name not in existing:
+    for ns in namespaces:
+        if ns not in existing:
             continue
-        left = run(["ip", "netns", "pids", name], check=False).split()
+        left = run(["ip", "netns", "pids", ns], check=False).split()
         if left:
-            _say(quiet, f"lab: warning: processes {' '.join(left)} still run in namespace "
-                        f"{name}; the lab did not start them and leaves them alone")
-        _say(quiet, f"lab: deleting namespace {name}")
-        del_netns(name)
-    for path in (STATE_PATH, PID_PATH, CONFIG_PATH):
-        path.unlink(missing_ok=True)
+            _say(quiet, f"lab {name}: warning: processes {' '.join(left)} still run in "
+                        f"namespace {ns}; the lab did not start them and leaves them alone")
+        _say(quiet, f"lab {name}: deleting namespace {ns}")
+        del_netns(ns)
+    for file in (STATE_FILE, PID_FILE, CONFIG_FILE):
+        (folder / file).unlink(missing_ok=True)
 
 
-def down(quiet: bool = True) -> None:
-    """Remove every namespace, the bridge and the controller of the lab.
+def down(quiet: bool = True, *, name: str = DEFAULT_NAME, purge: bool = False) -> None:
+    """Remove the namespaces, the bridge and the controller of lab ``name``, nothing else.
 
     Works after a half-finished ``up`` and when there is nothing to remove. Only the
-    namespaces named ``c<digits>`` and ``srv`` that the state file records are deleted, or,
-    without a state file, those of ``c1`` .. ``c64`` and ``srv`` that exist. The controller
-    is killed by the PID in the PID file, and only if that process is ``ryu-manager``.
+    namespaces and OVS ports that the state file records are deleted, or, without a state
+    file, those of a lab of 64 clients that exist; in both cases only names of the lab's
+    own pattern (``c<digits>``/``srv`` in the default lab, ``NAME-c<digits>``/``NAME-srv``
+    else). The controller is killed by the PID in the PID file or the state, and only if
+    that process is a ``ryu-manager`` started with this lab's configuration file.
 
     Args:
         quiet: Do not print progress on stderr.
+        name: The lab's name.
+        purge: Also delete the lab's folder with its logs (for throwaway labs).
 
     Raises:
+        ValueError: On a bad name.
         LabError: When the controller does not stop.
         CommandError: When OVS cannot be reached.
     """
-    with _locked():
-        _down_locked(quiet)
+    folder = run_dir(name)
+    with _flocked(folder / LOCK_FILE):
+        _down_locked(name, quiet)
+    if purge:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- status
@@ -652,66 +949,70 @@ def down(quiet: bool = True) -> None:
 
 def _problems(state: LabState) -> list[str]:
     problems = []
-    if not _bridge_exists():
-        problems.append(f"bridge {BRIDGE} does not exist")
-    elif not _is_connected():
-        problems.append(f"{BRIDGE} is not connected to {CONTROLLER_TARGET}")
+    if not _bridge_exists(state.bridge):
+        problems.append(f"bridge {state.bridge} does not exist")
+    elif not _is_connected(state.bridge):
+        problems.append(f"{state.bridge} is not connected to {state.controller}")
     pid = state.controller_pid
-    if pid is None or not _is_controller(pid):
+    if pid is None or not _is_controller(pid, state.config_path):
         problems.append(f"ryu-manager (pid {pid}) is not running")
     if state.phase != "up":
         problems.append(f"`up` did not finish (phase {state.phase})")
     return problems
 
 
-def status() -> LabState | None:
-    """Return the lab's state when it is up, else None.
+def status(name: str = DEFAULT_NAME) -> LabState | None:
+    """Return the state of lab ``name`` when it is up, else None.
 
     Up means: a state file, the bridge, a live ``ryu-manager`` with the recorded PID, and
     the switch connected to it.
     """
-    state = read_state()
+    state = read_state(name)
     if state is None or _problems(state):
         return None
     return state
 
 
-def describe() -> tuple[bool, str]:
-    """Describe the lab for people: what runs, where, and where the logs are.
+def describe(name: str = DEFAULT_NAME) -> tuple[bool, str]:
+    """Describe lab ``name`` for people: what runs, where, and where the logs are.
 
     Returns:
         Whether the lab is up, and the text.
     """
-    state = read_state()
+    state = read_state(name)
+    folder = run_dir(name)
     if state is None:
-        lines = [f"lab: down (no state file {STATE_PATH})"]
-        if _bridge_exists():
-            lines.append(f"  but bridge {BRIDGE} exists: `python -m topo.lab down` removes it")
-        if LOG_PATH.exists():
-            lines.append(f"last controller log: {LOG_PATH}")
+        lines = [f"lab: down (no state file {folder / STATE_FILE})", f"  name {name}"]
+        bridge = bridge_name(name)
+        if _bridge_exists(bridge):
+            lines.append(f"  but bridge {bridge} exists: `{command('down', name)}` removes it")
+        if (folder / LOG_FILE).exists():
+            lines.append(f"last controller log: {folder / LOG_FILE}")
         return False, "\n".join(lines)
     problems = _problems(state)
     existing = _existing_namespaces()
     lines = ["lab: up" if not problems else "lab: down (" + "; ".join(problems) + ")"]
+    lines.append(f"  name {state.name}, folder {state.run_dir}")
     lines.append(f"  policy {state.policy}, ALG {'on' if state.alg else 'off'}, "
                  f"public IPs {', '.join(state.public_ips)}")
-    for name in state.namespaces:
-        port = state.namespace_ports[name]
-        role = "server" if name == SERVER_NS else "client"
+    width = max(len(ns) for ns in state.namespaces)
+    for ns in state.namespaces:
+        port = state.namespace_ports[ns]
+        role = "server" if ns == state.server_namespace else "client"
         lines.append(
-            f"  {role} {name:<4} {state.addresses[name]:<15} {state.ns_ifname} <-> "
+            f"  {role} {ns:<{width}} {state.addresses[ns]:<15} {state.ns_ifname} <-> "
             f"{port} (OpenFlow port {state.ports[port]})"
-            + ("" if name in existing else "  [namespace missing]"))
-    connected = _is_connected() if _bridge_exists() else False
-    lines.append(f"  bridge {BRIDGE}: controller {state.controller} "
-                 f"{'connected' if connected else 'not connected'}, "
-                 f"{_pipeline_flows() if connected else 0} pipeline flow(s)")
+            + ("" if ns in existing else "  [namespace missing]"))
+    connected = _is_connected(state.bridge) if _bridge_exists(state.bridge) else False
+    lines.append(f"  bridge {state.bridge} (datapath ID {state.datapath_id:#x}): controller "
+                 f"{state.controller} {'connected' if connected else 'not connected'}, "
+                 f"{_pipeline_flows(state.bridge) if connected else 0} pipeline flow(s)")
     pid = state.controller_pid
-    running = pid is not None and _is_controller(pid)
+    running = pid is not None and _is_controller(pid, state.config_path)
     lines.append(f"  controller: ryu-manager pid {pid} {'running' if running else 'not running'}"
                  f", app {state.app}")
     lines.append(f"  REST: {state.rest_url} "
-                 f"({'listening' if _listening(REST_PORT) else 'not listening'})")
+                 f"({'listening' if _listening(state.rest_port) else 'not listening'})")
     lines.append(f"  log: {state.log_path}")
     lines.append(f"  config: {state.config_path}")
     lines.append(f"  state: {state.state_path}")
@@ -730,10 +1031,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 on failure, 3 when ``status`` finds no lab.
     """
+    named = argparse.ArgumentParser(add_help=False)
+    named.add_argument(
+        "--name", default=DEFAULT_NAME,
+        help=f"the lab's name (default {DEFAULT_NAME}): 1 to {MAX_NAME_LENGTH} of a-z 0-9")
     parser = argparse.ArgumentParser(prog="python -m topo.lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_up = sub.add_parser("up", help="(re)build the lab and start the controller")
+    p_up = sub.add_parser("up", parents=[named], help="build a lab and start its controller")
     p_up.add_argument("--clients", type=int, required=True, help=f"1 .. {MAX_CLIENTS}")
+    p_up.add_argument("--replace", action="store_true",
+                      help="take the lab of this name down first (otherwise `up` refuses)")
     p_up.add_argument("--policy", choices=POLICIES, default="open")
     p_up.add_argument("--public-ips", type=int, default=1, help="number of public addresses")
     p_up.add_argument("--no-alg", action="store_true", help="turn the PPTP ALG off")
@@ -741,14 +1048,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help=f"the Ryu app (default {DEFAULT_APP}, relative to the repo root)")
     p_up.add_argument("--timeout", type=float, default=30.0,
                       help="seconds to wait for the controller (default 30)")
-    sub.add_parser("down", help="remove the lab")
-    sub.add_parser("status", help="show the lab; exit 0 when up, 3 when not")
-    p_display = sub.add_parser("display", help="the gateway's display commands, from the lab")
+    p_down = sub.add_parser("down", parents=[named], help="remove a lab")
+    p_down.add_argument("--purge", action="store_true",
+                        help="also delete the lab's folder with its logs")
+    sub.add_parser("status", parents=[named], help="show a lab; exit 0 when up, 3 when not")
+    sub.add_parser("list", help="the labs that have a state file, and whether they are up")
+    p_display = sub.add_parser("display", parents=[named],
+                               help="the gateway's display commands, from a lab")
     display.add_arguments(p_display)
     args = parser.parse_args(argv)
+    name = getattr(args, "name", DEFAULT_NAME)
+    try:
+        check_name(name)
+    except ValueError as exc:
+        print(f"topo.lab: {exc}", file=sys.stderr)
+        return 1
     if args.command == "display":
-        state = read_state()
-        rest = state.rest_url if state is not None else display.DEFAULT_REST
+        state = read_state(name)
+        if state is not None:
+            rest = state.rest_url
+        elif name == DEFAULT_NAME:
+            rest = display.DEFAULT_REST
+        else:
+            print(f"topo.lab: lab {name} has no state file: is it up? "
+                  f"(`{command('status', name)}`)", file=sys.stderr)
+            return 1
         return display.main(["--rest", rest, args.view, *(["--verbose"] if args.verbose else [])])
 
     if os.geteuid() != 0:
@@ -757,14 +1081,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             up(args.clients, args.policy, args.public_ips, not args.no_alg,
-               timeout=args.timeout, app=args.app, quiet=False)
-            print(describe()[1])
+               timeout=args.timeout, app=args.app, quiet=False, name=name,
+               replace=args.replace)
+            print(describe(name)[1])
             return 0
         if args.command == "down":
-            down(quiet=False)
-            print("lab: down")
+            down(quiet=False, name=name, purge=args.purge)
+            print(f"lab: down (name {name})")
             return 0
-        is_up, text = describe()
+        if args.command == "list":
+            for other in labs():
+                print(f"{other:<{MAX_NAME_LENGTH}}  {'up' if status(other) else 'down':<4}  "
+                      f"{run_dir(other)}")
+            return 0
+        is_up, text = describe(name)
         print(text)
         return 0 if is_up else EXIT_NOT_UP
     except (LabError, CommandError, ValueError) as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.gateway_lab import GatewayLab
+from tests.e2e.gateway_lab import GatewayLab, lab_name
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -27,12 +27,14 @@ def gateway(
 ) -> Iterator[Callable[..., GatewayLab]]:
     """A factory: ``gateway(clients, policy="open", public_ips=1, alg=True)`` builds the lab.
 
-    At the end, everything the test started in it is stopped (by PID) and the lab is
-    removed (``topo.lab.down``), whatever happened. When the test failed, the app's
-    counters, calls, flows, the peers' logs and the controller log go to stdout.
+    The lab has a name of its own (``lab_name``). At the end, everything the test started
+    in it is stopped (by PID) and the lab is removed with its folder (``topo.lab.down``),
+    whatever happened. When the test failed, the app's counters, calls, flows, the peers'
+    logs and the controller log go to stdout, and the controller log to ``tmp_path``.
     """
     from topo import lab
 
+    name = lab_name()
     made: list[GatewayLab] = []
     started = False
 
@@ -40,7 +42,7 @@ def gateway(
              alg: bool = True) -> GatewayLab:
         nonlocal started
         started = True
-        state = lab.up(clients, policy, public_ips, alg)
+        state = lab.up(clients, policy, public_ips, alg, name=name)
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw
@@ -57,5 +59,5 @@ def gateway(
         if started:
             if failed:
                 with contextlib.suppress(OSError):
-                    shutil.copy(lab.LOG_PATH, tmp_path / "ryu.log")
-            lab.down()
+                    shutil.copy(lab.run_dir(name) / lab.LOG_FILE, tmp_path / "ryu.log")
+            lab.down(name=name, purge=True)

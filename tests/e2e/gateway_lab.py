@@ -4,6 +4,11 @@ A :class:`GatewayLab` wraps a lab that ``topo.lab.up`` built and everything a te
 in it (real PPTP peers, the PNS driver, the tools of ``tests.e2e.gw_tools``, packet
 captures). ``cleanup`` stops all of it, each process by its own PID; the ``gateway``
 fixture in ``conftest.py`` calls it and then ``topo.lab.down``, whatever happens.
+
+Every test's lab has a name of its own (``lab_name``), never the default one, so tests
+leave a lab that someone works in alone and can run side by side. The namespaces, the
+bridge and the controller's ports come from the lab's state (``gw.client(i)``,
+``gw.server``, ``gw.state``); the addresses are the same in every lab.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,10 +44,8 @@ from topo.peers import (
 from topo.peers import wait_for as _wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER_NS = lab.SERVER_NS
 SERVER_IP = lab.SERVER_IP
 PUBLIC_IP = lab.public_addresses(1)[0]
-BRIDGE = lab.BRIDGE
 
 OCRQ, OCRP, CCRQ, CDN = 7, 8, 12, 13
 #: Control message types with a Call ID field, and with a Peer's Call ID field.
@@ -49,6 +53,11 @@ _HAS_CALL_ID = (7, 8, 9, 10, 12, 13)
 _HAS_PEER_CALL_ID = (8, 10, 11, 14, 15)
 
 T = TypeVar("T")
+
+
+def lab_name() -> str:
+    """A lab name for one test: ``t`` and 7 random hex digits, never the default name."""
+    return f"t{uuid.uuid4().hex[:7]}"
 
 
 def client_ip(index: int) -> str:
@@ -215,6 +224,15 @@ class GatewayLab:
         self.captures: list[Capture] = []
         self.repls: list[Repl] = []
 
+    @property
+    def server(self) -> str:
+        """The server's namespace."""
+        return self.state.server_namespace
+
+    def client(self, index: int) -> str:
+        """The namespace of client ``index`` (1-based)."""
+        return self.state.client(index)
+
     # REST and the switch ------------------------------------------------------------
 
     def rest(self, path: str) -> Any:
@@ -251,7 +269,7 @@ class GatewayLab:
 
     def flows(self, kind: EntryKind | None = None) -> list[str]:
         """``ovs-ofctl dump-flows`` lines, only those of one kind of entry if given."""
-        argv = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", BRIDGE]
+        argv = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.state.bridge]
         if kind is not None:
             argv.append(switch.kind_filter(kind))
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
@@ -274,8 +292,8 @@ class GatewayLab:
     # Processes ----------------------------------------------------------------------
 
     def pptpd(self, **kwargs: Any) -> PptpServer:
-        """Start pptpd in ``srv`` (with the stand-in as its pppd)."""
-        server = start_pptpd(SERVER_NS, SERVER_IP, self.run_dir / "srv", **kwargs)
+        """Start pptpd in the server's namespace (with the stand-in as its pppd)."""
+        server = start_pptpd(self.server, SERVER_IP, self.run_dir / "srv", **kwargs)
         self.peers.append(server)
         return server
 

@@ -13,7 +13,6 @@ from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
     PUBLIC_IP,
     SERVER_IP,
-    SERVER_NS,
     GatewayLab,
     wait_for,
 )
@@ -38,12 +37,12 @@ def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
 
 def test_tcp_and_udp_from_several_clients_with_the_same_source_port(gateway: Factory) -> None:
     gw = gateway(N)
-    gw.tool(SERVER_NS, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
     wait_for(lambda: log_records(gw), 5, "the listener in srv")
 
     # All clients at once, each from local port 40000, keeping their sockets open a while
     # so that the NAT has to tell them apart.
-    procs = [gw.tool(f"c{i}", "napt-client", SERVER_IP, str(PORT), "--bind-port",
+    procs = [gw.tool(gw.client(i), "napt-client", SERVER_IP, str(PORT), "--bind-port",
                      str(SAME_PORT), "--tag", f"c{i}", "--hold", "3", text=True)
              for i in range(1, N + 1)]
     results = []

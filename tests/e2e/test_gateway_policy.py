@@ -19,7 +19,6 @@ from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
     PUBLIC_IP,
     SERVER_IP,
-    SERVER_NS,
     GatewayLab,
     wait_for,
 )
@@ -47,14 +46,14 @@ def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
 def test_strict_policy(gateway: Factory) -> None:
     gw = gateway(2, policy="strict")
     rng = random.Random(1723)
-    ns_run(SERVER_NS, "ip", "addr", "add", f"{STRANGER_IP}/24", "dev", "eth0")
-    gw.tool(SERVER_NS, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    ns_run(gw.server, "ip", "addr", "add", f"{STRANGER_IP}/24", "dev", "eth0")
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
     wait_for(lambda: log_records(gw), 5, "the listener in srv")
 
     # 1. GRE from outside with keys nobody gave out, before any call.
-    caps = [gw.capture(f"c{i}", f"unknown-c{i}", GRE) for i in (1, 2)]
+    caps = [gw.capture(gw.client(i), f"unknown-c{i}", GRE) for i in (1, 2)]
     dropped = gw.counters()["gre_unknown_dropped"]
-    sent = gw.send_gre(SERVER_NS, PUBLIC_IP, rng.sample(range(1, 65536), 10), count=3)
+    sent = gw.send_gre(gw.server, PUBLIC_IP, rng.sample(range(1, 65536), 10), count=3)
     wait_for(lambda: gw.counters()["gre_unknown_dropped"] - dropped >= sent, 5,
              "the gateway to count the unknown GRE")
     for cap in caps:
@@ -64,7 +63,7 @@ def test_strict_policy(gateway: Factory) -> None:
 
     # 2. TCP and UDP to another port: dropped and counted, the connection fails.
     denied = gw.counters()["policy_denied"]
-    proc = gw.tool("c1", "napt-client", SERVER_IP, str(PORT), "--timeout", "3", text=True)
+    proc = gw.tool(gw.client(1), "napt-client", SERVER_IP, str(PORT), "--timeout", "3", text=True)
     out, err = proc.communicate(timeout=30)
     (result,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert proc.returncode == 1, (out, err)
@@ -76,7 +75,7 @@ def test_strict_policy(gateway: Factory) -> None:
 
     # 3. PPTP works: its control connection is allowed, its GRE rides the server-map.
     server = gw.pptpd()
-    client = gw.pptp_client("c1", "c1")
+    client = gw.pptp_client(gw.client(1), "c1")
 
     def flowing() -> bool:
         standins = server.standins()
@@ -93,12 +92,12 @@ def test_strict_policy(gateway: Factory) -> None:
     #    no client, is counted, and adds no entry.
     mine = {call["public_call_id"], call["client_call_id"]}
     keys = [k for k in rng.sample(range(1, 65536), 12) if k not in mine][:10]
-    caps = [gw.capture(f"c{i}", f"stranger-c{i}", [*GRE, "and", "src", "host", STRANGER_IP])
+    caps = [gw.capture(gw.client(i), f"stranger-c{i}", [*GRE, "and", "src", "host", STRANGER_IP])
             for i in (1, 2)]
-    cap_c2_all = gw.capture("c2", "all-c2", GRE)
+    cap_c2_all = gw.capture(gw.client(2), "all-c2", GRE)
     dropped = gw.counters()["gre_unknown_dropped"]
     flows_before = sorted(line.split(",")[0] for line in gw.gre_flows())
-    sent = gw.send_gre(SERVER_NS, PUBLIC_IP, keys, count=3, src=STRANGER_IP)
+    sent = gw.send_gre(gw.server, PUBLIC_IP, keys, count=3, src=STRANGER_IP)
     wait_for(lambda: gw.counters()["gre_unknown_dropped"] - dropped >= sent, 5,
              "the gateway to count the stranger's GRE")
     for cap in [*caps, cap_c2_all]:

@@ -51,9 +51,9 @@ def driver_result(proc: subprocess.Popen[str], timeout: float = 30
 def test_four_pptp_linux_clients_pass_ppp_both_ways(gateway: Factory) -> None:
     """Four real clients behind one public address, one real server: all calls work."""
     gw = gateway(4)
-    cap = gw.capture("srv", "srv", PPTP_BPF)
+    cap = gw.capture(gw.server, "srv", PPTP_BPF)
     server = gw.pptpd()
-    clients = [gw.pptp_client(f"c{i}", f"c{i}") for i in range(1, 5)]
+    clients = [gw.pptp_client(gw.client(i), f"c{i}") for i in range(1, 5)]
 
     def flowing() -> bool:
         standins = server.standins()
@@ -109,11 +109,11 @@ def test_four_pptp_linux_clients_pass_ppp_both_ways(gateway: Factory) -> None:
 def test_three_clients_with_the_same_call_id(gateway: Factory) -> None:
     """The seed's collision: three PNS drivers all use Call ID 4242 to one server."""
     gw = gateway(3)
-    cap = gw.capture("srv", "srv", PPTP_BPF)
-    cap_c1 = gw.capture("c1", "c1", ["ip", "proto", "47"])
+    cap = gw.capture(gw.server, "srv", PPTP_BPF)
+    cap_c1 = gw.capture(gw.client(1), "c1", ["ip", "proto", "47"])
     server = gw.pptpd()
     procs = [
-        gw.driver(f"c{i}", "--call-id", "4242", "--frames", "10", "--interval", "0.2",
+        gw.driver(gw.client(i), "--call-id", "4242", "--frames", "10", "--interval", "0.2",
                   "--hold", "1.5", "--tag", f"d{i}")
         for i in (1, 2, 3)
     ]
@@ -171,13 +171,13 @@ def test_two_calls_on_one_control_connection_pns_driver(gateway: Factory) -> Non
     4243, which is free on the pair only until client 1's own first call takes it.
     """
     gw = gateway(2)
-    cap = gw.capture("srv", "srv", PPTP_BPF)
+    cap = gw.capture(gw.server, "srv", PPTP_BPF)
     server = gw.pptpd()
-    other = gw.driver("c2", "--call-id", "4242", "--frames", "25", "--interval", "0.2",
+    other = gw.driver(gw.client(2), "--call-id", "4242", "--frames", "25", "--interval", "0.2",
                       "--hold", "0.5", "--tag", "d2")
     wait_for(lambda: any(c["client"] == client_ip(2) for c in gw.established()), 10,
              "client 2's call")
-    proc = gw.driver("c1", "--call-id", "4242", "--call-id", "4243", "--frames", "10",
+    proc = gw.driver(gw.client(1), "--call-id", "4242", "--call-id", "4243", "--frames", "10",
                      "--interval", "0.2", "--hold", "1", "--tag", "d1")
     calls = gw.wait_established(3, 10)
     summary, events, code = driver_result(proc)
@@ -224,11 +224,11 @@ def test_two_calls_on_one_control_connection_pns_driver(gateway: Factory) -> Non
 def test_two_pptp_linux_calls_sharing_a_call_manager(gateway: Factory) -> None:
     """Two pptp-linux clients sharing one call manager: two calls, one control connection."""
     gw = gateway(1)
-    cap = gw.capture("srv", "srv", PPTP_BPF)
+    cap = gw.capture(gw.server, "srv", PPTP_BPF)
     server = gw.pptpd()
-    first = gw.pptp_client("c1", "a")
+    first = gw.pptp_client(gw.client(1), "a")
     wait_for(lambda: len(first.calls()) == 1, 10, "the first call")
-    second = gw.pptp_client("c1", "b", share_with=first)
+    second = gw.pptp_client(gw.client(1), "b", share_with=first)
     calls = wait_for(lambda: first.calls() if len(first.calls()) == 2 else None, 10,
                      "the second call")
     rest_calls = gw.wait_established(2, 5)
@@ -255,15 +255,15 @@ def test_two_pptp_linux_calls_sharing_a_call_manager(gateway: Factory) -> None:
 def test_split_outgoing_call_request_with_a_colliding_call_id(gateway: Factory) -> None:
     """An OCRQ cut over three segments (the Call ID straddling two) that collides."""
     gw = gateway(2)
-    cap = gw.capture("srv", "srv", PPTP_BPF)
+    cap = gw.capture(gw.server, "srv", PPTP_BPF)
     server = gw.pptpd()
-    first = gw.driver("c1", "--call-id", "4242", "--frames", "30", "--interval", "0.2",
+    first = gw.driver(gw.client(1), "--call-id", "4242", "--frames", "30", "--interval", "0.2",
                       "--hold", "0.5", "--tag", "d1")
     wait_for(lambda: any(c["client"] == client_ip(1) for c in gw.established()), 10,
              "client 1's call")
     # The Call ID is bytes 12-13 of the message: cut between them, and again later.
-    cap_c2 = gw.capture("c2", "c2", ["tcp", "dst", "port", "1723"])
-    second = gw.driver("c2", "--call-id", "4242", "--split", "ocrq=13,100",
+    cap_c2 = gw.capture(gw.client(2), "c2", ["tcp", "dst", "port", "1723"])
+    second = gw.driver(gw.client(2), "--call-id", "4242", "--split", "ocrq=13,100",
                        "--frames", "10", "--interval", "0.2", "--hold", "1", "--tag", "d2")
     calls = gw.wait_established(2, 10)
     sessions = gw.sessions()
@@ -312,7 +312,7 @@ def test_public_pool_keeps_gre_on_flow_entries(gateway: Factory) -> None:
     gw = gateway(2, public_ips=2)
     server = gw.pptpd(standin=StandinConfig(tag="srv{pid}", count=60, interval=0.05))
     before = gw.counters()["gre_slow_path"]
-    clients = [gw.pptp_client(f"c{i}", f"c{i}",
+    clients = [gw.pptp_client(gw.client(i), f"c{i}",
                               standin=StandinConfig(count=60, interval=0.05))
                for i in (1, 2)]
 
@@ -353,7 +353,7 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     if its b == a, and stays with the controller if not."""
     gw = gateway(2)
     server = gw.pptpd()
-    first = gw.repl("c1")
+    first = gw.repl(gw.client(1))
     first("start")
     reply1 = first("call", call_id=4242)["fields"]
     assert reply1["result"] == 1 and reply1["peer_call_id"] == 4242
@@ -362,7 +362,7 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert f"set_field:{client_ip(1)}->ip_dst" in down and "output:1" in down, down
 
-    second = gw.repl("c2")
+    second = gw.repl(gw.client(2))
     second("start")
     reply2 = second("call", call_id=4242)["fields"]
     assert reply2["result"] == 1 and reply2["peer_call_id"] == 4242
@@ -395,7 +395,7 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
 
     # Client 2 calls again (its old public ID is held down) and client 1 leaves: client 2
     # is alone, but with b != a its GRE still needs the key rewritten, by the app.
-    third = gw.repl("c2")
+    third = gw.repl(gw.client(2))
     third("start")
     reply3 = third("call", call_id=4242)["fields"]
     assert reply3["result"] == 1 and reply3["peer_call_id"] == 4242
@@ -435,8 +435,9 @@ def test_split_outgoing_call_request_with_a_pause_longer_than_the_rto(
     """
     gw = gateway(1)
     gw.pptpd()
-    proc = gw.driver("c1", "--call-id", "4242", "--split", f"ocrq={cut}", "--split-pause", "1.0",
-                     "--frames", "3", "--interval", "0.1", "--hold", "0.5", "--timeout", "4")
+    proc = gw.driver(gw.client(1), "--call-id", "4242", "--split", f"ocrq={cut}",
+                     "--split-pause", "1.0", "--frames", "3", "--interval", "0.1", "--hold", "0.5",
+                     "--timeout", "4")
     summary, events, code = driver_result(proc)
     errors = [e["error"] for e in events if e["event"] == "error"]
     assert code == 0 and summary["calls"].get("4242", {}).get("result") == 1, errors
@@ -449,7 +450,7 @@ def test_alg_off_shows_the_seeds_broken_behaviour(gateway: Factory) -> None:
     gw = gateway(2, alg=False)
     server = gw.pptpd(standin=StandinConfig(tag="srv{pid}", count=40, interval=0.05))
     procs = [
-        gw.driver(f"c{i}", "--call-id", "4242", "--frames", "20", "--interval", "0.1",
+        gw.driver(gw.client(i), "--call-id", "4242", "--frames", "20", "--interval", "0.1",
                   "--hold", "1.5", "--tag", f"d{i}")
         for i in (1, 2)
     ]

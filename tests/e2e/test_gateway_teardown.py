@@ -22,7 +22,6 @@ from tests.e2e.gateway_lab import (
     OCRQ,
     PUBLIC_IP,
     SERVER_IP,
-    SERVER_NS,
     GatewayLab,
     wait_for,
 )
@@ -51,7 +50,7 @@ def tcp_states(netns: str) -> list[str]:
 def test_call_teardown_removes_flows_and_drops_late_gre(gateway: Factory, ending: str) -> None:
     gw = gateway(1)
     server = gw.pptpd()
-    repl = gw.repl("c1")
+    repl = gw.repl(gw.client(1))
     repl("start")
     reply = repl("call", call_id=CALL_ID)["fields"]
     assert reply["result"] == 1 and reply["peer_call_id"] == CALL_ID
@@ -80,9 +79,9 @@ def test_call_teardown_removes_flows_and_drops_late_gre(gateway: Factory, ending
 
     # Late GRE for the call, from both sides, is dropped and counted, and installs nothing.
     dropped = gw.counters()["gre_unknown_dropped"]
-    cap_c1 = gw.capture("c1", "late-c1", [*GRE_ONLY, "and", "src", "host", SERVER_IP])
-    cap_srv = gw.capture("srv", "late-srv", [*GRE_ONLY, "and", "src", "host", PUBLIC_IP])
-    sent = gw.send_gre("srv", PUBLIC_IP, [public_id, CALL_ID], count=5)
+    cap_c1 = gw.capture(gw.client(1), "late-c1", [*GRE_ONLY, "and", "src", "host", SERVER_IP])
+    cap_srv = gw.capture(gw.server, "late-srv", [*GRE_ONLY, "and", "src", "host", PUBLIC_IP])
+    sent = gw.send_gre(gw.server, PUBLIC_IP, [public_id, CALL_ID], count=5)
     repl("gre", peer=server_id, count=5, tag="late", interval=0.02)
     sent += 5
     late = repl("recv", seconds=1.0)["packets"]
@@ -98,13 +97,13 @@ def test_call_teardown_removes_flows_and_drops_late_gre(gateway: Factory, ending
     # the gateway (pptpd itself closes the connection after Call-Clear-Request).
     repl("close")
     with contextlib.suppress(TimeoutError):
-        wait_for(lambda: tcp_states("c1") == [] and tcp_states("srv") == [], 5,
+        wait_for(lambda: tcp_states(gw.client(1)) == [] and tcp_states(gw.server) == [], 5,
                  "both ends of the control connection to close")
-    assert (tcp_states("c1"), tcp_states("srv")) == ([], [])
+    assert (tcp_states(gw.client(1)), tcp_states(gw.server)) == ([], [])
 
     # A new call, on a new control connection, works.
-    cap = gw.capture("srv", "new-srv", ["tcp", "port", "1723"])
-    proc = gw.driver("c1", "--call-id", str(CALL_ID), "--frames", "5", "--interval", "0.1",
+    cap = gw.capture(gw.server, "new-srv", ["tcp", "port", "1723"])
+    proc = gw.driver(gw.client(1), "--call-id", str(CALL_ID), "--frames", "5", "--interval", "0.1",
                      "--hold", "1", "--tag", "new")
     out, err = proc.communicate(timeout=30)
     cap.stop()
@@ -126,9 +125,9 @@ def test_call_disconnect_notify_from_the_server(gateway: Factory) -> None:
     """A tiny PAC in srv ends the call with Call-Disconnect-Notify (pptpd never does)."""
     gw = gateway(1)
     log = gw.run_dir / "pac.log"
-    gw.tool(SERVER_NS, "pac", SERVER_IP, "--log", str(log), "--cdn-after", "1.5")
+    gw.tool(gw.server, "pac", SERVER_IP, "--log", str(log), "--cdn-after", "1.5")
     wait_for(log.exists, 5, "the PAC to listen")
-    repl = gw.repl("c1")
+    repl = gw.repl(gw.client(1))
     repl("start")
     reply = repl("call", call_id=CALL_ID)["fields"]
     assert reply["result"] == 1 and reply["peer_call_id"] == CALL_ID
@@ -151,7 +150,7 @@ def test_call_disconnect_notify_from_the_server(gateway: Factory) -> None:
     repl("recv", seconds=0.3)
 
     dropped = gw.counters()["gre_unknown_dropped"]
-    sent = gw.send_gre(SERVER_NS, PUBLIC_IP, [public_id], count=5)
+    sent = gw.send_gre(gw.server, PUBLIC_IP, [public_id], count=5)
     assert repl("recv", seconds=0.5)["packets"] == []
     wait_for(lambda: gw.counters()["gre_unknown_dropped"] - dropped >= sent, 5,
              "the late GRE to be counted")

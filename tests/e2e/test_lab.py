@@ -1,8 +1,8 @@
 """The lab's lifecycle: ``up``, ``status`` and ``down`` on real OVS and namespaces.
 
-These tests own the lab: they use its fixed names (``c1`` .., ``srv``, ``br-lab``,
-``/run/pptp-alg-lab``) and ports (6653, 8080), so they replace a lab that someone left
-running, and remove it at the end.
+Every test builds labs of names of its own (``lab_name``), never the default lab, so a
+lab that someone works in is left alone; the ``name`` and ``names`` fixtures remove the
+test's labs at the end, whatever happened. Two labs run side by side in one test.
 
 The tests with the real gateway app skip until ``ryu_apps/nat_gateway.py`` exists; the
 ones with a stand-in app (written to a temporary directory) check the lab itself.
@@ -15,12 +15,16 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from ryu_apps import switch
+from tests.e2e.gateway_lab import lab_name
 from topo import lab
+from topo.netns import ping
 
 pytestmark = [
     pytest.mark.e2e,
@@ -118,13 +122,31 @@ def controller_runs(pid: int) -> bool:
     return b"ryu-manager" in cmdline and stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def listeners(port: int) -> list[str]:
+    """The local addresses of the TCP sockets that listen on ``port``."""
+    return [line.split()[3] for line in sh("ss", "-Hltn", f"sport = :{port}").splitlines()]
+
+
 @pytest.fixture
-def clean_lab() -> Iterator[None]:
-    lab.down()
+def names() -> Iterator[Callable[[], str]]:
+    """A factory of lab names; every lab of those names is removed at the end."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(lab_name())
+        return made[-1]
+
     try:
-        yield
+        yield new
     finally:
-        lab.down()
+        for name in made:
+            lab.down(name=name, purge=True)
+
+
+@pytest.fixture
+def name(names: Callable[[], str]) -> str:
+    """One lab name of the test's own."""
+    return names()
 
 
 @pytest.fixture
@@ -136,154 +158,214 @@ def stand_in(tmp_path: Path) -> Path:
 
 def check_lab_is_up(state: lab.LabState, clients: int) -> None:
     """Everything that `up` promises, read back from the system."""
-    names = [f"c{i}" for i in range(1, clients + 1)]
-    assert state.namespaces == [*names, "srv"]
+    name = state.name
+    bridge = f"br-{name}"
+    names = [f"{name}-c{i}" for i in range(1, clients + 1)]
+    assert state.namespaces == [*names, f"{name}-srv"]
     assert set(state.namespaces) <= namespaces()
-    expected_ports = {f"lab-c{i}": i for i in range(1, clients + 1)} | {"lab-srv": 100}
+    expected_ports = {f"{name}-c{i}": i for i in range(1, clients + 1)} | {f"{name}-srv": 100}
     assert state.ports == expected_ports
     for port, ofport in expected_ports.items():
         assert sh("ovs-vsctl", "get", "interface", port, "ofport") == str(ofport)
-    assert sh("ovs-vsctl", "get", "bridge", "br-lab", "datapath_type") == "netdev"
-    assert sh("ovs-vsctl", "get", "bridge", "br-lab", "fail_mode") == "secure"
-    protocols = sh("ovs-vsctl", "get", "bridge", "br-lab", "protocols")
+    assert state.bridge == bridge
+    assert sh("ovs-vsctl", "get", "bridge", bridge, "datapath_type") == "netdev"
+    assert sh("ovs-vsctl", "get", "bridge", bridge, "fail_mode") == "secure"
+    protocols = sh("ovs-vsctl", "get", "bridge", bridge, "protocols")
     assert protocols.replace('"', "") == "[OpenFlow13]"
-    assert sh("ovs-vsctl", "get", "bridge", "br-lab",
+    assert sh("ovs-vsctl", "get", "bridge", bridge,
               "other-config:disable-in-band") == '"true"'
-    assert sh("ovs-vsctl", "get", "controller", "br-lab", "target") == '"tcp:127.0.0.1:6653"'
-    assert sh("ovs-vsctl", "get", "controller", "br-lab", "is_connected") == "true"
-    flows = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-lab",
+    assert sh("ovs-vsctl", "get", "bridge", bridge, "datapath_id") == (
+        f'"{state.datapath_id:016x}"')
+    assert state.datapath_id == lab.datapath_id(name) != lab.DEFAULT_DATAPATH_ID
+    assert state.openflow_port not in (0, switch.OPENFLOW_PORT, switch.REST_PORT)
+    assert state.rest_port not in (0, switch.OPENFLOW_PORT, switch.REST_PORT, state.openflow_port)
+    assert sh("ovs-vsctl", "get", "controller", bridge, "target") == (
+        f'"tcp:127.0.0.1:{state.openflow_port}"')
+    assert listeners(state.openflow_port) == [f"127.0.0.1:{state.openflow_port}"]
+    assert sh("ovs-vsctl", "get", "controller", bridge, "is_connected") == "true"
+    flows = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge,
                "cookie=0x5001000000000000/0xffff000000000000")
     assert "cookie=0x5001" in flows
-    for i, name in enumerate(names, start=1):
-        assert f"192.168.1.{i}/24" in sh("ip", "-n", name, "-br", "addr", "show", "eth0")
-        assert sh("ip", "-n", name, "route", "show", "default").startswith(
+    for i, ns in enumerate(names, start=1):
+        assert f"192.168.1.{i}/24" in sh("ip", "-n", ns, "-br", "addr", "show", "eth0")
+        assert sh("ip", "-n", ns, "route", "show", "default").startswith(
             "default via 192.168.1.254 dev eth0")
-    assert "203.0.113.1/24" in sh("ip", "-n", "srv", "-br", "addr", "show", "eth0")
-    assert sh("ip", "-n", "srv", "route", "show", "default") == ""
-    for name in state.namespaces:
-        offload = sh("ip", "netns", "exec", name, "ethtool", "-k", "eth0")
+    assert "203.0.113.1/24" in sh("ip", "-n", f"{name}-srv", "-br", "addr", "show", "eth0")
+    assert sh("ip", "-n", f"{name}-srv", "route", "show", "default") == ""
+    for ns in state.namespaces:
+        offload = sh("ip", "netns", "exec", ns, "ethtool", "-k", "eth0")
         assert "tx-checksumming: off" in offload
-        assert "UP" in sh("ip", "-n", name, "-br", "link", "show", "lo")
+        assert "UP" in sh("ip", "-n", ns, "-br", "link", "show", "lo")
+    folder = Path(f"/run/pptp-alg-lab-{name}")
+    assert Path(state.run_dir) == folder
     assert state.controller_pid is not None and controller_runs(state.controller_pid)
-    assert Path(lab.PID_PATH).read_text().strip() == str(state.controller_pid)
-    assert state.rest_url == "http://127.0.0.1:8080"
+    assert (folder / "ryu.pid").read_text().strip() == str(state.controller_pid)
+    assert state.rest_url == f"http://127.0.0.1:{state.rest_port}"
     assert state.phase == "up"
-    recorded = json.loads(Path(lab.STATE_PATH).read_text())
+    recorded = json.loads((folder / "lab.json").read_text())
     assert recorded["controller_pid"] == state.controller_pid
     assert recorded["ports"] == expected_ports
     assert lab.LabState.from_dict(recorded) == state
-    assert lab.status() == state
-    assert cli("status").returncode == 0
+    assert lab.status(name=name) == state
+    assert cli("status", "--name", name).returncode == 0
 
 
-def check_lab_is_gone(pid: int | None) -> None:
-    assert not ({"srv"} | {f"c{i}" for i in range(1, 65)}) & namespaces()
-    assert "br-lab" not in sh("ovs-vsctl", "list-br").split()
-    assert not [n for n in os.listdir("/sys/class/net") if n.startswith("lab-")]
+def check_lab_is_gone(name: str, pid: int | None) -> None:
+    assert not {ns for ns in namespaces() if ns.startswith(f"{name}-")}
+    assert f"br-{name}" not in sh("ovs-vsctl", "list-br").split()
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(f"{name}-")]
     assert pid is None or not controller_runs(pid)
-    assert not Path(lab.STATE_PATH).exists()
-    assert lab.status() is None
-    assert cli("status").returncode == 3
+    assert not (lab.run_dir(name) / "lab.json").exists()
+    assert lab.status(name=name) is None
+    assert cli("status", "--name", name).returncode == 3
+
+
+def check_pings_through_its_gateway(state: lab.LabState, client: int) -> None:
+    """Client ``client`` pings the server through the lab's NAT, and only that lab's app
+    sees it: its REST shows the echo session from that client's address alone."""
+    assert ping(state.client(client), state.server_ip, count=2), (
+        f"{state.client(client)} cannot ping the server through lab {state.name}")
+    with urllib.request.urlopen(state.rest_url + "/pptp-alg/sessions", timeout=5) as resp:
+        sessions = json.loads(resp.read())
+    icmp = {(s["inside"].split(":")[0], s["public"].split(":")[0], s["remote"].split(":")[0])
+            for s in sessions if s["proto"] == "icmp"}
+    assert icmp == {(lab.client_address(client), state.public_ips[0], state.server_ip)}, sessions
 
 
 # ----------------------------------------------------------------- with a stand-in app
 
 
-@pytest.mark.usefixtures("clean_lab")
-def test_lifecycle_with_stand_in_app(stand_in: Path) -> None:
-    state = lab.up(3, policy="strict", public_ips=2, alg=False, app=stand_in)
+def test_lifecycle_with_stand_in_app(name: str, stand_in: Path) -> None:
+    state = lab.up(3, policy="strict", public_ips=2, alg=False, app=stand_in, name=name)
     check_lab_is_up(state, 3)
     assert state.public_ips == ["203.0.113.2", "203.0.113.3"]
     # The app read the [nat] options through oslo.config.
-    log = Path(lab.LOG_PATH).read_text()
+    log = Path(state.log_path).read_text()
     assert repr((
-        ["lab-c1", "lab-c2", "lab-c3"], "lab-srv", "192.168.1.0/24", "192.168.1.254",
-        "203.0.113.0/24", ["203.0.113.2", "203.0.113.3"], None, "strict", False, "br-lab",
+        [f"{name}-c1", f"{name}-c2", f"{name}-c3"], f"{name}-srv", "192.168.1.0/24",
+        "192.168.1.254", "203.0.113.0/24", ["203.0.113.2", "203.0.113.3"], None, "strict",
+        False, f"br-{name}",
     )) in log
-    lab.down()
-    check_lab_is_gone(state.controller_pid)
-    lab.down()  # nothing left: still fine
+    lab.down(name=name)
+    check_lab_is_gone(name, state.controller_pid)
+    lab.down(name=name)  # nothing left: still fine
 
 
-@pytest.mark.usefixtures("clean_lab")
-def test_up_replaces_a_running_lab(stand_in: Path) -> None:
-    first = lab.up(3, app=stand_in)
-    second = lab.up(1, app=stand_in)
+def test_up_replaces_a_running_lab(name: str, stand_in: Path) -> None:
+    first = lab.up(3, app=stand_in, name=name)
+    second = lab.up(1, app=stand_in, name=name, replace=True)
     assert first.controller_pid != second.controller_pid
     assert first.controller_pid is not None and not controller_runs(first.controller_pid)
-    assert not {"c2", "c3"} & namespaces()
+    assert not {f"{name}-c2", f"{name}-c3"} & namespaces()
     check_lab_is_up(second, 1)
 
 
-@pytest.mark.usefixtures("clean_lab")
-def test_up_times_out_with_the_log_and_down_cleans(tmp_path: Path) -> None:
+def test_up_times_out_with_the_log_and_down_cleans(name: str, tmp_path: Path) -> None:
     silent = tmp_path / "silent.py"
     silent.write_text(SILENT_APP)
     with pytest.raises(lab.LabError, match="SILENT-APP connected"):
-        lab.up(2, app=silent, timeout=5)
-    recorded = lab.read_state()
+        lab.up(2, app=silent, timeout=5, name=name)
+    recorded = lab.read_state(name)
     assert recorded is not None and recorded.phase == "starting"
-    assert lab.status() is None
-    assert cli("status").returncode == 3
-    lab.down()
-    check_lab_is_gone(recorded.controller_pid)
+    assert lab.status(name=name) is None
+    assert cli("status", "--name", name).returncode == 3
+    with pytest.raises(lab.LabError, match=f"lab {name} is not up, but parts of it exist"):
+        lab.up(2, app=silent, timeout=5, name=name)
+    lab.down(name=name)
+    check_lab_is_gone(name, recorded.controller_pid)
 
 
-@pytest.mark.usefixtures("clean_lab")
-def test_down_without_state_file(stand_in: Path) -> None:
-    state = lab.up(2, app=stand_in)
-    Path(lab.STATE_PATH).unlink()
-    lab.down()
-    check_lab_is_gone(state.controller_pid)
+def test_down_without_state_file(name: str, stand_in: Path) -> None:
+    state = lab.up(2, app=stand_in, name=name)
+    Path(state.state_path).unlink()
+    lab.down(name=name)
+    check_lab_is_gone(name, state.controller_pid)
 
 
-@pytest.mark.usefixtures("clean_lab")
-def test_cli_lifecycle_with_stand_in_app(stand_in: Path) -> None:
-    up = cli("up", "--clients", "2", "--public-ips", "3", "--app", str(stand_in))
+def test_cli_lifecycle_with_stand_in_app(name: str, stand_in: Path) -> None:
+    up = cli("up", "--name", name, "--clients", "2", "--public-ips", "3", "--app",
+             str(stand_in))
     assert up.returncode == 0, up.stderr
     assert "lab: up" in up.stdout
-    status = cli("status")
+    status = cli("status", "--name", name)
     assert status.returncode == 0, status.stdout
-    assert "lab-c2 (OpenFlow port 2)" in status.stdout
-    assert str(lab.LOG_PATH) in status.stdout
-    config = Path(lab.CONFIG_PATH).read_text()
+    assert f"{name}-c2 (OpenFlow port 2)" in status.stdout
+    assert str(lab.run_dir(name) / "ryu.log") in status.stdout
+    config = (lab.run_dir(name) / "gateway.conf").read_text()
     assert "public_ips = 203.0.113.2,203.0.113.3,203.0.113.4" in config
-    assert cli("down").returncode == 0
-    assert cli("down").returncode == 0
-    assert cli("status").returncode == 3
+    assert name in cli("list").stdout
+    assert cli("down", "--name", name).returncode == 0
+    assert cli("down", "--name", name).returncode == 0
+    assert cli("status", "--name", name).returncode == 3
 
 
 # ----------------------------------------------------------------- with the real app
 
 
 @needs_app
-@pytest.mark.usefixtures("clean_lab")
-def test_lifecycle_with_the_gateway_app() -> None:
-    state = lab.up(3, policy="open", public_ips=1, alg=True)
+def test_lifecycle_with_the_gateway_app(name: str) -> None:
+    state = lab.up(3, policy="open", public_ips=1, alg=True, name=name)
     assert Path(state.app) == APP
     check_lab_is_up(state, 3)
-    assert Path(lab.CONFIG_PATH).read_text() == lab.render_config(state)
-    lab.down()
-    check_lab_is_gone(state.controller_pid)
-    lab.down()
+    assert listeners(state.rest_port) == [f"127.0.0.1:{state.rest_port}"]
+    assert Path(state.config_path).read_text() == lab.render_config(state)
+    lab.down(name=name)
+    check_lab_is_gone(name, state.controller_pid)
+    lab.down(name=name)
 
 
 @needs_app
-@pytest.mark.usefixtures("clean_lab")
-def test_gateway_app_up_twice_and_strict_without_alg() -> None:
-    first = lab.up(2)
-    second = lab.up(2, policy="strict", public_ips=2, alg=False)
+def test_gateway_app_up_twice_and_strict_without_alg(name: str) -> None:
+    first = lab.up(2, name=name)
+    second = lab.up(2, policy="strict", public_ips=2, alg=False, name=name, replace=True)
     assert first.controller_pid is not None and not controller_runs(first.controller_pid)
     check_lab_is_up(second, 2)
-    config = Path(lab.CONFIG_PATH).read_text()
+    config = Path(second.config_path).read_text()
     assert "policy = strict" in config and "alg = false" in config
 
 
 @needs_app
-@pytest.mark.usefixtures("clean_lab")
-def test_gateway_app_cli() -> None:
-    up = cli("up", "--clients", "2")
+def test_gateway_app_cli(name: str) -> None:
+    up = cli("up", "--name", name, "--clients", "2")
     assert up.returncode == 0, up.stderr
-    assert cli("status").returncode == 0
-    assert cli("down").returncode == 0
-    assert cli("status").returncode == 3
+    assert cli("status", "--name", name).returncode == 0
+    assert cli("down", "--name", name).returncode == 0
+    assert cli("status", "--name", name).returncode == 3
+
+
+@needs_app
+def test_two_labs_side_by_side(names: Callable[[], str]) -> None:
+    """Two labs pass traffic at once, each through its own gateway; `up` of a lab that is
+    up is refused, `replace` replaces it alone, and `down` of one leaves the other up."""
+    a_name, b_name = names(), names()
+    a = lab.up(1, name=a_name)
+    b = lab.up(2, name=b_name)
+    assert lab.status(name=a_name) == a
+    assert {a.openflow_port, a.rest_port}.isdisjoint({b.openflow_port, b.rest_port})
+    assert (a.bridge, a.datapath_id, a.run_dir) != (b.bridge, b.datapath_id, b.run_dir)
+    assert set(a.namespaces).isdisjoint(b.namespaces)
+    check_lab_is_up(a, 1)
+    check_lab_is_up(b, 2)
+    assert {a_name, b_name} <= set(lab.labs())
+    check_pings_through_its_gateway(a, 1)
+    check_pings_through_its_gateway(b, 2)
+
+    with pytest.raises(lab.LabError, match=f"lab {a_name} is up.*--replace"):
+        lab.up(1, name=a_name)
+    refused = cli("up", "--name", a_name, "--clients", "1")
+    assert refused.returncode == 1
+    assert f"lab {a_name} is up" in refused.stderr and "--replace" in refused.stderr
+    assert lab.status(name=a_name) == a
+
+    replaced = lab.up(1, name=a_name, replace=True)
+    assert a.controller_pid is not None and not controller_runs(a.controller_pid)
+    assert replaced.controller_pid != a.controller_pid
+    check_lab_is_up(replaced, 1)
+    assert lab.status(name=b_name) == b
+    check_pings_through_its_gateway(replaced, 1)
+
+    lab.down(name=a_name)
+    check_lab_is_gone(a_name, replaced.controller_pid)
+    assert lab.status(name=b_name) == b
+    check_lab_is_up(b, 2)
+    check_pings_through_its_gateway(b, 2)

@@ -10,8 +10,16 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.gateway_lab import PUBLIC_IP, REPO, SERVER_IP, GatewayLab, client_ip, wait_for
-from topo import display
+from tests.e2e.gateway_lab import (
+    PUBLIC_IP,
+    REPO,
+    SERVER_IP,
+    GatewayLab,
+    client_ip,
+    lab_name,
+    wait_for,
+)
+from topo import display, lab
 from topo.standin_ppp import StandinConfig
 
 pytestmark = [
@@ -28,9 +36,10 @@ def seconds(text: str) -> list[int]:
     return [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in LEFT_TIME.findall(text)]
 
 
-def lab_display(view: str, *extra: str) -> str:
+def lab_display(gw: GatewayLab, view: str, *extra: str) -> str:
     proc = subprocess.run(
-        [str(REPO / ".venv/bin/python"), "-m", "topo.lab", "display", view, *extra],
+        [str(REPO / ".venv/bin/python"), "-m", "topo.lab", "display", "--name", gw.state.name,
+         view, *extra],
         cwd=REPO, capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
@@ -40,7 +49,7 @@ def lab_display(view: str, *extra: str) -> str:
 def test_server_map_session_table_and_rest_follow_two_colliding_calls(gateway: Factory) -> None:
     gw = gateway(2)
     gw.pptpd(standin=StandinConfig(tag="srv{pid}", count=3, interval=0.05))
-    repls = [gw.repl("c1"), gw.repl("c2")]
+    repls = [gw.repl(gw.client(1)), gw.repl(gw.client(2))]
     server_ids = []
     for repl in repls:
         repl("start")
@@ -54,7 +63,7 @@ def test_server_map_session_table_and_rest_follow_two_colliding_calls(gateway: F
     c1, c2 = server_ids
     time.sleep(1.0)  # the server's stand-ins have sent their few frames: the data idles
 
-    server_map = lab_display("server-map")
+    server_map = lab_display(gw, "server-map")
     for client, b, c in ((client_ip(1), b1, c1), (client_ip(2), b2, c2)):
         assert (f"Type: ASPF, {SERVER_IP}:0 -> {PUBLIC_IP}:{b}[{client}:{CALL_ID}], Zone: ---"
                 in server_map)
@@ -64,18 +73,18 @@ def test_server_map_session_table_and_rest_follow_two_colliding_calls(gateway: F
     first = seconds(server_map)
     assert all(0 < s <= 300 for s in first)
 
-    verbose = lab_display("server-map", "--verbose")
+    verbose = lab_display(gw, "server-map", "--verbose")
     assert "Path: controller" in verbose and "Path: flow" in verbose
     assert re.search(r"Packets: \d+, Bytes: \d+", verbose)
 
     time.sleep(2.5)
-    later = seconds(lab_display("server-map"))
+    later = seconds(lab_display(gw, "server-map"))
     assert all(b < a for a, b in zip(first, later, strict=True)), (first, later)
 
     for repl, c in zip(repls, server_ids, strict=True):
         repl("gre", peer=c, count=3, tag="x", interval=0.05)
         repl("recv", seconds=0.5)
-    table = wait_for(lambda: (t := lab_display("session-table")).count("pptp-gre") >= 3 and t,
+    table = wait_for(lambda: (t := lab_display(gw, "session-table")).count("pptp-gre") >= 3 and t,
                      10, "pptp-gre sessions")
     assert table.count(f"+-> {SERVER_IP}:1723") == 2
     assert (f"pptp-gre  VPN:public --> public {client_ip(1)}:0[{PUBLIC_IP}:0] --> "
@@ -88,26 +97,30 @@ def test_server_map_session_table_and_rest_follow_two_colliding_calls(gateway: F
         (client_ip(2), "server-to-client", b2, c2), (client_ip(2), "client-to-server", b2, c2),
     }
     assert {e["client_call_id"] for e in rest_map} == {CALL_ID}
-    assert display.show(display.DEFAULT_REST, "server-map") == server_map_now()
-    counters = lab_display("counters")
+    assert display.show(gw.state.rest_url, "server-map") == server_map_now(gw)
+    counters = lab_display(gw, "counters")
     assert re.search(r"calls_in_progress\s+2", counters)
     assert re.search(r"call_ids_changed\s+1", counters)
 
     repls[1]("clear", call_id=CALL_ID)
     wait_for(lambda: len(gw.established()) == 1, 10, "the cleared call to go")
-    after = lab_display("server-map")
+    after = lab_display(gw, "server-map")
     assert f"[{client_ip(2)}:{CALL_ID}]" not in after and f"{client_ip(2)}:0[" not in after
     assert f"[{client_ip(1)}:{CALL_ID}]" in after
     assert [e["client"] for e in gw.rest("/pptp-alg/server-map")] == [client_ip(1)] * 2
 
 
-def server_map_now() -> str:
-    return display.show(display.DEFAULT_REST, "server-map")
+def server_map_now(gw: GatewayLab) -> str:
+    return display.show(gw.state.rest_url, "server-map")
 
 
 def test_the_demo_runs_and_says_ok() -> None:
-    proc = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    name = lab_name()
+    try:
+        proc = subprocess.run(["make", "demo", f"LAB={name}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        lab.down(name=name, purge=True)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
     assert "--- display firewall server-map" in out, out
