@@ -216,7 +216,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
     }
     alg = AlgConfig(
         public_ips=tuple(_address("public_ips", p) for p in _list(raw["public_ips"])),
-        alg_enabled=bool(raw["alg"]),
+        alg_enabled=_bool("alg", raw["alg"]),
         policy=str(raw["policy"] or "open"),
         **numbers,
     )
@@ -243,6 +243,17 @@ def _option(name: str) -> Option:
 def _list(value: object) -> list[str]:
     items = value if isinstance(value, list | tuple) else str(value or "").split(",")
     return [str(p).strip() for p in items if str(p).strip()]
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(key, f"not true or false: {value!r}")
 
 
 def _number(option: Option, value: object) -> Any:

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alg import config as options
 from alg.events import EntryKind
 from ryu_apps import switch
 from topo import display
@@ -420,20 +421,20 @@ def render_config(state: LabState) -> str:
     Returns:
         The file's text.
     """
-    lines = [
-        "# Written by topo.lab; rewritten on every `up`.",
-        "[nat]",
-        f"inside_ports = {','.join(state.inside_ports)}",
-        f"outside_port = {state.outside_port}",
-        f"inside_subnet = {state.inside_subnet}",
-        f"inside_gateway = {state.inside_gateway}",
-        f"outside_subnet = {state.outside_subnet}",
-        f"public_ips = {','.join(state.public_ips)}",
-        f"policy = {state.policy}",
-        f"alg = {'true' if state.alg else 'false'}",
-        f"bridge = {state.bridge}",
-    ]
-    return "\n".join(lines) + "\n"
+    values = {
+        "inside_ports": ",".join(state.inside_ports),
+        "outside_port": state.outside_port,
+        "inside_subnet": state.inside_subnet,
+        "inside_gateway": state.inside_gateway,
+        "outside_subnet": state.outside_subnet,
+        "public_ips": ",".join(state.public_ips),
+        "policy": state.policy,
+        "alg": "true" if state.alg else "false",
+        "bridge": state.bridge,
+    }
+    options.load(values)  # the app's own rules: a lab never writes a file the app refuses
+    lines = ["# Written by topo.lab; rewritten on every `up`.", f"[{options.GROUP}]"]
+    return "\n".join([*lines, *(f"{key} = {value}" for key, value in values.items())]) + "\n"
 
 
 def command(verb: str, name: str = DEFAULT_NAME, *extra: str) -> str:

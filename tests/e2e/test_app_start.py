@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def start(tmp_path: Path, options: dict[str, str]) -> subprocess.CompletedProces
          str(free_tcp_port()), "--wsapi-host", "127.0.0.1", "--wsapi-port",
          str(free_tcp_port()), "--config-file", str(conf), "ryu_apps/nat_gateway.py"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # this tree, whatever the venv points to
     )
 
 

@@ -63,6 +63,9 @@ def test_good_values_load() -> None:
         ({"port_min": 3000, "port_max": 2000}, "nat.port_min"),
         ({"tcp_idle": 0}, "nat.tcp_idle"),
         ({"max_buffer": 1}, "nat.max_buffer"),
+        ({"alg": "maybe"}, "nat.alg"),
+        ({"tcp_idle": "soon"}, "nat.tcp_idle"),
+        ({"call_id_hold_down": 0}, "nat.call_id_hold_down"),
     ],
 )
 def test_bad_values_are_refused_naming_the_option(changes: dict[str, Any], key: str) -> None:
@@ -74,3 +77,11 @@ def test_bad_values_are_refused_naming_the_option(changes: dict[str, Any], key: 
 
 def test_next_hop_on_the_outside_subnet_is_accepted() -> None:
     assert load({**GOOD, "next_hop": "203.0.113.254"}).next_hop == IPv4Address("203.0.113.254")
+
+
+@pytest.mark.parametrize(("text", "value"), [("false", False), ("No", False), ("true", True),
+                                             ("1", True)])
+def test_options_as_text_load_as_a_file_gives_them(text: str, value: bool) -> None:
+    config = load({**GOOD, "alg": text, "inside_ports": "lab-c1, lab-c2", "gre_idle": "30"})
+    assert config.alg.alg_enabled is value
+    assert config.inside_ports == ("lab-c1", "lab-c2") and config.alg.gre_idle == 30.0

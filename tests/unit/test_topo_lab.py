@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from alg.config import load
+from alg.errors import ConfigError
 from ryu_apps import switch
 from topo import lab, mininet_lab
 
@@ -55,6 +57,23 @@ def test_config_file_has_exactly_the_nat_options() -> None:
         "alg": "false",
         "bridge": "br-lab",
     }
+
+
+def test_config_file_is_what_the_app_loads() -> None:
+    text = lab.render_config(lab.plan(2, policy="strict", public_ips=3, alg=False))
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    config = load(dict(parser["nat"]))
+    assert config.inside_ports == ("lab-c1", "lab-c2") and not config.alg.alg_enabled
+    assert len(config.alg.public_ips) == 3 and config.alg.policy == "strict"
+
+
+def test_a_state_the_app_would_refuse_is_refused_before_the_file_is_written() -> None:
+    state = lab.plan(2)
+    state.inside_gateway = "10.0.0.1"
+    with pytest.raises(ConfigError) as info:
+        lab.render_config(state)
+    assert info.value.key == "nat.inside_gateway"
 
 
 def test_state_round_trips_through_json() -> None:
