@@ -107,7 +107,7 @@ NS_IFNAME = "eth0"
 
 MAX_CLIENTS = 64
 MAX_PUBLIC_IPS = 253
-POLICIES = ("open", "strict")
+POLICIES = options.POLICIES
 
 #: Exit status of ``status`` when the lab is not up.
 EXIT_NOT_UP = 3
