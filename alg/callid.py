@@ -34,6 +34,7 @@ class _PairState:
 
     in_use: set[int] = field(default_factory=set)
     held: dict[int, float] = field(default_factory=dict)
+    hold_end: float = 0.0
 
     def taken(self) -> int:
         return len(self.in_use) + len(self.held)
@@ -132,6 +133,7 @@ class CallIdAllocator:
         self._count_in_use -= 1
         until = now + self._hold_down
         state.held[call_id] = until
+        state.hold_end = max(state.hold_end, until)
         heapq.heappush(self._expiries, (until, public_ip, server_ip, call_id))
 
     def in_use(self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int) -> bool:
@@ -148,6 +150,11 @@ class CallIdAllocator:
             return False
         until = state.held.get(call_id)
         return until is not None and now < until
+
+    def holds(self, public_ip: IPv4Address, server_ip: IPv4Address, now: float) -> bool:
+        """Tells whether any released Call ID of a pair is still held down at ``now``."""
+        state = self._pairs.get((public_ip, server_ip))
+        return state is not None and now < state.hold_end
 
     def count_in_use(self) -> int:
         """Returns the number of Call IDs in use over all pairs."""

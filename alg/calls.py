@@ -53,6 +53,8 @@ class Call:
         outbound_packets, inbound_packets, outbound_bytes, inbound_bytes: GRE the
             controller carried for this call (the switch's counts are the server-map's).
         slow_path_packets: GRE packets of this call that went through the controller.
+        data_idle: the data channel has been idle for the server-map idle timeout: its
+            flow entries are gone until its next GRE packet (the call and its IDs stay).
     """
 
     index: int
@@ -71,6 +73,7 @@ class Call:
     outbound_bytes: int = 0
     inbound_bytes: int = 0
     slow_path_packets: int = 0
+    data_idle: bool = False
     end_reason: str = ""
 
     @property

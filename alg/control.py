@@ -138,6 +138,11 @@ class ControlConnections:
         if received.verdict is Verdict.OUT_OF_WINDOW:
             self._counters.out_of_window_drops += 1
             return Output(drop_reason=received.verdict.value)
+        if received.verdict is Verdict.CHALLENGED:
+            self._counters.challenge_acks += 1
+            out = Output(drop_reason=received.verdict.value)
+            out.emits.extend(SendTcp(_back(direction), s) for s in received.sends)
+            return out
         out = Output(emits=[SendTcp(direction, s) for s in received.sends])
         if received.verdict is Verdict.RESET:
             self._close(conn, now, "TCP RST", out)

@@ -34,3 +34,4 @@ class Counters(CounterSet):
     policy_denied: int = 0
     no_session_drops: int = 0
     out_of_window_drops: int = 0
+    challenge_acks: int = 0

@@ -124,11 +124,15 @@ def gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
 
 
 def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
-    """Every call's server-map entries, oldest call first."""
+    """Every call's server-map entries, oldest call first.
+
+    A call whose data channel aged out has none until its next GRE packet (the call
+    itself lives on with its control connection, see ``alg.servermap``).
+    """
     entries = []
     idle = gateway.config.gre_idle
     for call in sorted(gateway.calls(), key=lambda c: c.index):
-        if call.client_call_id is None or call.public_call_id is None:
+        if call.client_call_id is None or call.public_call_id is None or call.data_idle:
             continue
         conn = call.conn
         left = int(idle - (now - call.last_data))

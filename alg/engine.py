@@ -65,7 +65,7 @@ class Gateway:
         self.nat = NatTable(config)
         self.call_ids = CallIdAllocator(config.call_id_hold_down)
         ids = itertools.count(1)
-        self.server_map = ServerMap(config, self.counters, ids)
+        self.server_map = ServerMap(config, self.counters, self.call_ids, ids)
         self.call_control = CallControl(config, self.counters, self.call_ids, self.server_map, ids)
         self.control = ControlConnections(config, self.counters, self.nat, self.call_control)
         self.napt = Napt(config, self.counters, self.nat)
@@ -192,7 +192,7 @@ class Gateway:
 
     # The switch's reports and the clock.
 
-    def entry_failed(self, decision: Decision) -> Output:
+    def entry_failed(self, decision: Decision, now: float) -> Output:
         """The app could not carry out ``decision``; the core adapts where it can.
 
         A server -> client entry to a client whose address the app cannot resolve moves
@@ -201,7 +201,7 @@ class Gateway:
         """
         out = Output()
         if isinstance(decision, GreInboundEntry) and decision.client_ip is not None:
-            self.server_map.unreachable(decision, out)
+            self.server_map.unreachable(decision, now, out)
         return out
 
     def flow_stats(
@@ -251,6 +251,6 @@ class Gateway:
                 out.decisions.append(RemoveEntries(EntryKind.SESSION, session.id))
         self.control.tick(now, out)
         self.plain.tick(now, out)
-        self.server_map.retry(out)
         self.call_ids.purge(now)
+        self.server_map.reconsider(now, out)
         return out

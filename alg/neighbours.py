@@ -7,9 +7,12 @@ anything beyond it goes to the configured next hop). Items waiting for an addres
 queued here until its ARP reply comes from the side the address is on; the queue is
 bounded and unanswered requests are retried, then given up.
 
-Inside addresses are pinned to the port they were first seen on: a packet or ARP from
+Inside addresses are pinned to the port they were last seen on: a packet or ARP from
 another port claiming one is a spoof (dropped, counted in ``spoofed_drops``); ARP on the
-pinned port may change the MAC, IP packets do not.
+pinned port may change the MAC, IP packets do not. A pin ages after
+:data:`PIN_SECONDS` without a packet or ARP from its address, so a host that moved is
+found again. The gateway's own inside address is never anybody's. Each side knows at
+most :data:`MAX_NEIGHBOURS` addresses (``neighbours_refused`` beyond).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ QUEUE_LIMIT = 64
 """Most items waiting for one address."""
 RETRY_SECONDS = 1.0
 RETRIES = 5
+PIN_SECONDS = 300.0
+"""How long an inside address stays pinned to its port without a packet or ARP from it."""
+MAX_NEIGHBOURS = 4096
+"""Most neighbours known per side; an address beyond it is not learnt (counted)."""
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
 T = TypeVar("T")
@@ -126,6 +133,7 @@ class NeighbourCounters(CounterSet):
     arp_replies_sent: int = 0
     arp_queue_drops: int = 0
     spoofed_drops: int = 0
+    neighbours_refused: int = 0
 
 
 @dataclass
@@ -149,6 +157,7 @@ class NeighbourTable(Generic[T]):
         self._inside_ports: tuple[int, ...] = ()
         self._outside_port: int | None = None
         self._hosts: dict[Side, dict[IPv4Address, L2]] = {Side.INSIDE: {}, Side.OUTSIDE: {}}
+        self._pinned_at: dict[IPv4Address, float] = {}
         self._pending: dict[IPv4Address, _Pending[T]] = {}
 
     def set_ports(self, inside: Iterable[int], outside: int) -> None:
@@ -196,7 +205,9 @@ class NeighbourTable(Generic[T]):
             return None if hop is None else self._hosts[Side.OUTSIDE].get(hop)
         return self._hosts[Side.INSIDE].get(ip)
 
-    def admit_inside(self, port: int, mac: str, src: IPv4Address, dst: IPv4Address) -> Route:
+    def admit_inside(
+        self, port: int, mac: str, src: IPv4Address, dst: IPv4Address, now: float = 0.0
+    ) -> Route:
         """Where an IPv4 packet from an inside port goes; its source is learnt on the way.
 
         A source outside the inside subnet is not learnt; a source pinned to another port
@@ -205,7 +216,7 @@ class NeighbourTable(Generic[T]):
         subnet = self._config.inside_subnet
         if src not in subnet:
             return Route.DROP
-        if self._learn_inside(src, port, mac, from_arp=False) is None:
+        if self._learn_inside(src, port, mac, False, now) is None:
             return Route.SPOOFED
         if dst.is_multicast or dst in (LIMITED_BROADCAST, subnet.broadcast_address):
             return Route.DROP
@@ -224,12 +235,13 @@ class NeighbourTable(Generic[T]):
         learned: L2 | None = None
         if side is Side.INSIDE:
             if arp.sender_ip in self._config.inside_subnet:
-                learned = self._learn_inside(arp.sender_ip, port, arp.sender_mac, from_arp=True)
+                learned = self._learn_inside(arp.sender_ip, port, arp.sender_mac, True, now)
                 if learned is None:
                     return out
             ours = arp.target_ip == self._config.inside_gateway
         else:
-            if arp.sender_ip in self._config.outside_subnet:
+            if arp.sender_ip in self._config.outside_subnet and self._room(Side.OUTSIDE,
+                                                                           arp.sender_ip):
                 learned = self._hosts[Side.OUTSIDE][arp.sender_ip] = L2(port, arp.sender_mac)
             ours = arp.target_ip in self._config.alg.public_ips
         if arp.opcode == ARP_REQUEST and ours:
@@ -268,11 +280,15 @@ class NeighbourTable(Generic[T]):
         return out
 
     def tick(self, now: float) -> NeighbourOutput[T]:
-        """Retry unanswered requests, one a second; a second after the last retry, give up.
+        """Retry unanswered requests, one a second; a second after the last retry, give up;
+        unpin inside addresses not seen for :data:`PIN_SECONDS`.
 
         The items of an address given up are dropped (counted in ``arp_queue_drops``).
         """
         out: NeighbourOutput[T] = NeighbourOutput()
+        for ip, seen in list(self._pinned_at.items()):
+            if now - seen > PIN_SECONDS:
+                del self._pinned_at[ip], self._hosts[Side.INSIDE][ip]
         for target, pending in list(self._pending.items()):
             if now - pending.sent_at < RETRY_SECONDS:
                 continue
@@ -293,15 +309,25 @@ class NeighbourTable(Generic[T]):
         return ArpRequest(ports, self._config.alg.public_ips[0], target)
 
     def _learn_inside(
-        self, ip: IPv4Address, port: int, mac: str, from_arp: bool
+        self, ip: IPv4Address, port: int, mac: str, from_arp: bool, now: float
     ) -> L2 | None:
         hosts = self._hosts[Side.INSIDE]
         known = hosts.get(ip)
-        if known is None:
-            known = hosts[ip] = L2(port, mac)
-        elif known.port != port:
+        if ip == self._config.inside_gateway or (known is not None and known.port != port):
             self.counters.spoofed_drops += 1
             return None
+        if known is None:
+            if not self._room(Side.INSIDE, ip):
+                return None
+            known = hosts[ip] = L2(port, mac)
         elif from_arp and mac != known.mac:
             known = hosts[ip] = L2(port, mac)
+        self._pinned_at[ip] = now
         return known
+
+    def _room(self, side: Side, ip: IPv4Address) -> bool:
+        hosts = self._hosts[side]
+        if ip in hosts or len(hosts) < MAX_NEIGHBOURS:
+            return True
+        self.counters.neighbours_refused += 1
+        return False

@@ -138,16 +138,16 @@ class CallControl:
         """End a call: its server-map entries go, its ``b`` goes into hold-down."""
         if call.state is CallState.CLOSED:
             return
-        if call.state is CallState.ESTABLISHED:
-            self._server_map.close(call, out)
-            out.logs.append(self._log("torn down", call, reason))
-        call.state = CallState.CLOSED
-        call.end_reason = reason
         conn = call.conn
         kept = call.public_call_id is not None
         if kept:
             self._call_ids.release(conn.public_ip, conn.server_ip, call.public_id, now)
             call.hold_until = now + self._config.call_id_hold_down
+        if call.state is CallState.ESTABLISHED:
+            self._server_map.close(call, now, out)
+            out.logs.append(self._log("torn down", call, reason))
+        call.state = CallState.CLOSED
+        call.end_reason = reason
         conn.remove(call, keep=kept)
 
     def close_all(self, calls: ConnectionCalls, now: float, reason: str, out: Output) -> None:
@@ -156,10 +156,19 @@ class CallControl:
             self.close(call, now, reason, out)
 
     def age(self, calls: ConnectionCalls, now: float, out: Output) -> None:
-        """End calls whose data channel has been idle for the server-map idle timeout."""
+        """Age calls by the server-map idle timeout.
+
+        A call never set up within it ends. An established call stays, with its Call
+        IDs, while its control connection lives: an idle data channel only loses its
+        flow entries, which its next GRE packet reinstalls through the controller.
+        """
         for call in calls:
-            if now - call.last_data >= self._config.gre_idle:
-                self.close(call, now, "server-map aged out", out)
+            if now - call.last_data < self._config.gre_idle:
+                continue
+            if call.state is not CallState.ESTABLISHED:
+                self.close(call, now, "never set up", out)
+            elif not call.data_idle:
+                self._server_map.idle(call, out)
         calls.forget(now)
 
     # The messages, one function each.
@@ -312,7 +321,7 @@ class CallControl:
         call.state = CallState.ESTABLISHED
         call.last_data = now
         self._counters.calls_set_up += 1
-        self._server_map.open(call, out)
+        self._server_map.open(call, now, out)
         out.logs.append(self._log("set up", call))
 
     @staticmethod

@@ -17,11 +17,19 @@ Policy (also in the README):
 * Bytes already forwarded and not yet acknowledged are kept: a retransmission is
   answered with them as first forwarded, rewrites included, whatever it carries. A
   retransmission of acknowledged bytes gets the receiver's acknowledgement repeated.
-* Bytes beyond a gap are held while the direction holds at most ``max_buffer`` bytes;
-  more is dropped for the sender to retransmit. More than ``max_buffer`` forwarded bytes
-  awaiting acknowledgement stop the stream (:class:`~alg.errors.BufferLimitError`).
-* Data on a SYN, or before the SYN-ACK, is not forwarded (it would bypass the
-  application layer); the peer's acknowledgement makes the sender repeat it.
+* Bytes beyond a gap are held while the direction holds at most ``max_buffer`` bytes in
+  at most :data:`MAX_GAP_PIECES` pieces; more is dropped for the sender to retransmit.
+  More than ``max_buffer`` forwarded bytes awaiting acknowledgement stop the stream
+  (:class:`~alg.errors.BufferLimitError`).
+* The server's SYN-ACK must acknowledge the client's SYN; another is dropped and the
+  real one still opens the connection.
+* Data before the handshake is complete (on a SYN, or before a valid SYN-ACK) is not
+  forwarded and not read: the application layer only ever sees an open connection; the
+  peer's acknowledgement makes the sender repeat it.
+* An RST passes only at exactly the sequence number its receiver expects (what the relay
+  forwarded, or what it received, or what the receiver acknowledged). One elsewhere in
+  the window is answered with a challenge ACK to its sender (RFC 5961 section 3.2), which
+  a peer that really lost the connection answers with an exact RST.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ from alg.nat import NatSession
 SEQ_MOD = 1 << 32
 _HALF = 1 << 31
 WINDOW = 65535
+MAX_GAP_PIECES = 64
+"""Most pieces held beyond gaps per direction: a segment that would add one more is
+dropped (for its sender to retransmit), so the cost of a segment does not grow with how
+finely a peer cuts its stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +237,8 @@ class StreamDirection:
             return 0
         if self.held + len(payload) - (len(known) if known else 0) > self._max_buffer:
             return len(payload)
+        if known is None and len(self._gap_starts) >= MAX_GAP_PIECES:
+            return len(payload)
         if known is None:
             bisect.insort(self._gap_starts, start)
         else:
@@ -241,6 +255,8 @@ class Verdict(enum.Enum):
     """Dropped whole."""
     RESET = "TCP RST"
     """A valid RST: it is passed on and the connection is over."""
+    CHALLENGED = "RST not at the expected sequence number"
+    """An RST in the window but not exact: dropped, a challenge ACK goes to its sender."""
     HANDSHAKE = "handshake"
     """SYN, SYN-ACK or a segment before the SYN-ACK: passed on without payload."""
     DATA = "data"
@@ -323,8 +339,10 @@ class TcpRelay:
         """Check a segment and take its payload into its stream."""
         if (
             direction is Direction.INBOUND and self.inbound is None
-            and seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+            and seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK
         ):
+            if seg.ack != self.outbound.seq_of(0):
+                return Received(Verdict.OUT_OF_WINDOW)
             self.inbound = StreamDirection(seg.seq, self._max_buffer, self._min_segment)
         stream = self.stream(direction)
         other = self.stream(_back(direction))
@@ -334,10 +352,15 @@ class TcpRelay:
             seg.flags & TCP_ACK and seg.ack == self.outbound.seq_of(0)
         ):
             return Received(Verdict.OUT_OF_WINDOW)
+        if (
+            seg.flags & TCP_RST and stream is not None and other is not None
+            and not self._exact_reset(direction, stream, seg)
+        ):
+            return Received(Verdict.CHALLENGED, [self._challenge(direction, stream, other)])
         self._last_window[direction] = seg.window
         if seg.flags & TCP_RST:
             return Received(Verdict.RESET, [self.translate(direction, seg, payload=b"")])
-        if seg.flags & TCP_SYN or stream is None:
+        if seg.flags & TCP_SYN or stream is None or self.inbound is None:
             return Received(Verdict.HANDSHAKE, [self.translate(direction, seg, payload=b"")])
         if seg.flags & TCP_ACK and other is not None:
             other.acknowledge(seg.ack)
@@ -457,13 +480,33 @@ class TcpRelay:
     def _in_window(self, stream: StreamDirection, seg: TcpSegment) -> bool:
         """Whether a segment's sequence number is plausible for its sender (RFC 5961).
 
-        An RST must fall between what was forwarded and a window beyond it; other
-        segments may also repeat up to a window of older bytes.
+        An RST must fall between what the receiver acknowledged and a window beyond what
+        was forwarded; other segments may also repeat up to a window of older bytes.
         """
         window = max(WINDOW, self._max_buffer)
         distance = stream.offset_of(seg.seq) - stream.forwarded
-        low = 0 if seg.flags & TCP_RST else -window
+        low = stream.acked - stream.forwarded if seg.flags & TCP_RST else -window
         return low <= distance <= stream.held + window
+
+    def _exact_reset(self, direction: Direction, stream: StreamDirection, seg: TcpSegment
+                     ) -> bool:
+        fin = int(self.fin_sent[direction])
+        offset = stream.offset_of(seg.seq)
+        return offset in (stream.forwarded + fin, stream.received + fin, stream.acked)
+
+    def _challenge(
+        self, direction: Direction, stream: StreamDirection, other: StreamDirection
+    ) -> TcpSegment:
+        """An ACK to the sender of an inexact RST, as from its peer: the sequence number
+        its peer expects next from it, so that a real RST can answer exactly."""
+        back = _back(direction)
+        template = TcpSegment(
+            self.session.inside_ip, 0, self.session.remote_ip, 0,
+            seq=other.seq_of(other.forwarded + int(self.fin_sent[back])),
+            ack=stream.seq_of(stream.forwarded + int(self.fin_sent[direction])),
+            flags=TCP_ACK, window=self._last_window.get(back, 0),
+        )
+        return self.translate(back, template)
 
     def _repeat_ack(
         self, direction: Direction, stream: StreamDirection, other: StreamDirection

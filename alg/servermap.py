@@ -13,7 +13,10 @@ peer's Call ID in its key):
 
 GRE that matches no server-map is dropped and counted, and creates no state. A released
 ``b`` is held down by the Call ID allocator, so late GRE of an ended call that reaches
-the controller finds no call.
+the controller finds no call, and a pair stays off the flow path while any of its IDs is
+held down. A data channel idle for the server-map idle timeout loses its flow entries,
+not its call: the call keeps its Call IDs while its control connection lives, and its
+next GRE packet, punted to the controller, reinstalls the entries.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import itertools
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from alg.callid import CallIdAllocator
 from alg.calls import Call
 from alg.codec import parse_gre, rewrite_gre_call_id
 from alg.config import AlgConfig
@@ -55,7 +59,7 @@ class GrePair:
             None (the controller path).
         unreachable: for an inbound pair, a client the app could not send to by a flow
             entry (its address was not resolved): the pair stays on the controller path
-            until the next change of the pair or :meth:`ServerMap.retry`.
+            until the next change of the pair or :meth:`ServerMap.reconsider`.
         packets, bytes: the last counts the switch reported for the entry.
     """
 
@@ -80,11 +84,14 @@ class ServerMap:
     """
 
     def __init__(
-        self, config: AlgConfig, counters: Counters, ids: itertools.count[int]
+        self, config: AlgConfig, counters: Counters, call_ids: CallIdAllocator,
+        ids: itertools.count[int],
     ) -> None:
         self._config = config
         self._counters = counters
+        self._call_ids = call_ids
         self._ids = ids
+        self._waiting: set[tuple[IPv4Address, IPv4Address]] = set()
         self._inbound_calls: dict[tuple[IPv4Address, IPv4Address, int], Call] = {}
         self._outbound_calls: dict[tuple[IPv4Address, IPv4Address, int], Call] = {}
         self._outbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
@@ -98,7 +105,7 @@ class ServerMap:
             return None
         return PATH_FLOW if pair.client is not None else PATH_CONTROLLER
 
-    def open(self, call: Call, out: Output) -> None:
+    def open(self, call: Call, now: float, out: Output) -> None:
         """Add an established call's two entries (with its ``b`` and ``c``)."""
         conn = call.conn
         assert call.server_call_id is not None
@@ -114,9 +121,9 @@ class ServerMap:
             down = self._inbound[(conn.server_ip, conn.public_ip)] = self._new_pair()
         down.calls.append(call)
         down.unreachable = None
-        self._choose_path(conn.server_ip, conn.public_ip, down, out, force=True)
+        self._choose_path(conn.server_ip, conn.public_ip, down, now, out, force=True)
 
-    def close(self, call: Call, out: Output) -> None:
+    def close(self, call: Call, now: float, out: Output) -> None:
         """Remove an established call's entries; a pair's entry goes with its last call."""
         conn = call.conn
         assert call.server_call_id is not None
@@ -138,24 +145,38 @@ class ServerMap:
         if not down.calls:
             del self._inbound[(conn.server_ip, conn.public_ip)]
             del self._by_id[down.entry_id]
+            self._waiting.discard((conn.server_ip, conn.public_ip))
             out.decisions.append(RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id))
         else:
-            self._choose_path(conn.server_ip, conn.public_ip, down, out)
+            self._choose_path(conn.server_ip, conn.public_ip, down, now, out)
 
-    def unreachable(self, entry: GreInboundEntry, out: Output) -> None:
+    def unreachable(self, entry: GreInboundEntry, now: float, out: Output) -> None:
         """The app cannot send to ``entry.client`` by a flow entry: use the controller."""
         pair = self._by_id.get(entry.entry_id)
         if pair is None or entry.client_ip is None or pair.client != entry.client_ip:
             return
         pair.unreachable = entry.client_ip
-        self._choose_path(entry.server_ip, entry.public_ip, pair, out)
+        self._choose_path(entry.server_ip, entry.public_ip, pair, now, out)
 
-    def retry(self, out: Output) -> None:
-        """Offer the flow path again to pairs that fell back because of an unknown client."""
-        for (server_ip, public_ip), pair in self._inbound.items():
-            if pair.unreachable is not None:
-                pair.unreachable = None
-                self._choose_path(server_ip, public_ip, pair, out)
+    def idle(self, call: Call, out: Output) -> None:
+        """A call's data channel aged out: remove each entry none of whose calls is busy."""
+        call.data_idle = True
+        conn = call.conn
+        for kind, pair in (
+            (EntryKind.GRE_OUTBOUND, self._outbound[(conn.client_ip, conn.server_ip)]),
+            (EntryKind.GRE_INBOUND, self._inbound[(conn.server_ip, conn.public_ip)]),
+        ):
+            if all(c.data_idle for c in pair.calls):
+                pair.packets = pair.bytes = 0
+                out.decisions.append(RemoveEntries(kind, pair.entry_id))
+
+    def reconsider(self, now: float, out: Output) -> None:
+        """Offer the flow path again to pairs kept off it by a hold-down or an unknown
+        client."""
+        for key in list(self._waiting):
+            pair = self._inbound[key]
+            pair.unreachable = None
+            self._choose_path(*key, pair, now, out)
 
     def handle_gre(
         self, direction: Direction, src_ip: IPv4Address, dst_ip: IPv4Address, gre: bytes,
@@ -179,7 +200,7 @@ class ServerMap:
                 self._counters.gre_unknown_dropped += 1
                 return Output(drop_reason="GRE matches no server-map")
             pair = self._inbound[(src_ip, dst_ip)]
-            if pair.client is not None:
+            if pair.client is not None or call.data_idle:
                 out.decisions.append(self._inbound_entry(src_ip, dst_ip, pair))
             call.inbound_packets += 1
             call.inbound_bytes += len(gre) + FRAME_OVERHEAD
@@ -192,9 +213,18 @@ class ServerMap:
                 self._counters.gre_unknown_dropped += 1
                 return Output(drop_reason="GRE matches no server-map")
             out.decisions.append(self._outbound_entry(call, self._outbound[(src_ip, dst_ip)]))
+            if call.data_idle:
+                conn = call.conn
+                pair = self._inbound[(conn.server_ip, conn.public_ip)]
+                out.decisions.append(self._inbound_entry(conn.server_ip, conn.public_ip, pair))
             call.outbound_packets += 1
             call.outbound_bytes += len(gre) + FRAME_OVERHEAD
             out.emits.append(SendGre(direction, call.conn.public_ip, dst_ip, gre))
+        if call.data_idle and direction is Direction.INBOUND:
+            conn = call.conn
+            pair = self._outbound[(conn.client_ip, conn.server_ip)]
+            out.decisions.append(self._outbound_entry(call, pair))
+        call.data_idle = False
         call.last_data = now
         call.slow_path_packets += 1
         self._counters.gre_slow_path += 1
@@ -262,16 +292,25 @@ class ServerMap:
         )
 
     def _choose_path(
-        self, server_ip: IPv4Address, public_ip: IPv4Address, pair: GrePair, out: Output,
-        force: bool = False,
+        self, server_ip: IPv4Address, public_ip: IPv4Address, pair: GrePair, now: float,
+        out: Output, force: bool = False,
     ) -> None:
+        """The flow path when the pair has one call whose Call ID was kept, its client is
+        reachable, and no other Call ID of the pair is held down (the switch cannot see
+        the key: late GRE of a released ID would reach the client)."""
         client: IPv4Address | None = None
         if len(pair.calls) == 1:
             only = pair.calls[0]
             if only.public_call_id == only.client_call_id:
                 client = only.conn.client_ip
-        if client is not None and client == pair.unreachable:
+        key = (server_ip, public_ip)
+        if client is not None and (
+            client == pair.unreachable or self._call_ids.holds(public_ip, server_ip, now)
+        ):
             client = None
+            self._waiting.add(key)
+        else:
+            self._waiting.discard(key)
         if force or client != pair.client:
             pair.client = client
             out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))

@@ -187,7 +187,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             return
         direction = Direction.INBOUND
         if side is Side.INSIDE:
-            route = self.neighbours.admit_inside(in_port, frame.src_mac, ip.src, ip.dst)
+            route = self.neighbours.admit_inside(in_port, frame.src_mac, ip.src, ip.dst, now)
             if route is Route.GATEWAY and packets.is_echo_request(ip):
                 self._frame_out(dp, packets.echo_reply(ip), L2(in_port, frame.src_mac))
             if route is not Route.OUTSIDE:
@@ -220,7 +220,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             )
             if built is None:
                 self.counters.entries_not_installed += 1
-                self.apply(dp, self.core.entry_failed(decision))
+                self.apply(dp, self.core.entry_failed(decision, self.now()))
             else:
                 mods.extend(built)
         if mods:

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from alg import config as options
+from alg.errors import ConfigError
 from alg.events import EntryKind
 from ryu_apps import switch
 from topo import display
@@ -250,6 +251,8 @@ class LabState:
         inside_gateway: The gateway's inside address (the clients' default route).
         outside_subnet: The outside (on-link) subnet.
         ns_ifname: The interface name inside every namespace.
+        options: More ``[nat]`` options for the app (name -> value as in the file),
+            e.g. shorter timeouts for a test.
         extra: Keys of the state file that this version does not know.
     """
 
@@ -284,6 +287,7 @@ class LabState:
     inside_gateway: str = INSIDE_GATEWAY
     outside_subnet: str = OUTSIDE_SUBNET
     ns_ifname: str = NS_IFNAME
+    options: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -343,6 +347,7 @@ def plan(
     app: str | os.PathLike[str] = DEFAULT_APP,
     *,
     name: str = DEFAULT_NAME,
+    options: dict[str, str] | None = None,
 ) -> LabState:
     """Describe a lab without building anything.
 
@@ -401,7 +406,9 @@ def plan(
         config_path=str(folder / CONFIG_FILE),
         log_path=str(folder / LOG_FILE),
         pid_path=str(folder / PID_FILE),
+        options=dict(options or {}),
     )
+    render_config(state)  # refuses options the app would refuse, before anything is built
     if name == DEFAULT_NAME:
         state.use_ports(switch.OPENFLOW_PORT, switch.REST_PORT)
     else:
@@ -432,6 +439,10 @@ def render_config(state: LabState) -> str:
         "alg": "true" if state.alg else "false",
         "bridge": state.bridge,
     }
+    unknown = sorted(set(state.options) - {o.name for o in options.OPTIONS})
+    if unknown:
+        raise ConfigError(f"{options.GROUP}.{unknown[0]}", "no such option")
+    values.update(state.options)
     options.load(values)  # the app's own rules: a lab never writes a file the app refuses
     lines = ["# Written by topo.lab; rewritten on every `up`.", f"[{options.GROUP}]"]
     return "\n".join([*lines, *(f"{key} = {value}" for key, value in values.items())]) + "\n"
@@ -781,6 +792,7 @@ def up(
     *,
     name: str = DEFAULT_NAME,
     replace: bool = False,
+    options: dict[str, str] | None = None,
 ) -> LabState:
     """Build lab ``name``, start its controller and wait until it is ready.
 
@@ -798,6 +810,7 @@ def up(
         name: The lab's name.
         replace: Take lab ``name`` down first when anything of it exists; without it,
             ``up`` refuses.
+        options: More ``[nat]`` options for the app (see :class:`LabState`).
 
     Returns:
         The lab's state (also in ``lab.json``).
@@ -808,7 +821,7 @@ def up(
             the way, the app is missing, a port is taken, a command fails, the
             controller dies or is not ready in time. What was built stays for ``down``.
     """
-    state = plan(clients, policy, public_ips, alg, app, name=name)
+    state = plan(clients, policy, public_ips, alg, app, name=name, options=options)
     if not Path(state.app).is_file():
         raise LabError(f"the Ryu app {state.app} does not exist")
     with _flocked(Path(state.run_dir) / LOCK_FILE):
@@ -1049,6 +1062,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help=f"the Ryu app (default {DEFAULT_APP}, relative to the repo root)")
     p_up.add_argument("--timeout", type=float, default=30.0,
                       help="seconds to wait for the controller (default 30)")
+    p_up.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                      help="one more [nat] option for the app, e.g. gre_idle=60 (repeatable)")
     p_down = sub.add_parser("down", parents=[named], help="remove a lab")
     p_down.add_argument("--purge", action="store_true",
                         help="also delete the lab's folder with its logs")
@@ -1081,9 +1096,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         if args.command == "up":
+            extra = dict(item.partition("=")[::2] for item in args.option)
             up(args.clients, args.policy, args.public_ips, not args.no_alg,
                timeout=args.timeout, app=args.app, quiet=False, name=name,
-               replace=args.replace)
+               replace=args.replace, options=extra)
             print(describe(name)[1])
             return 0
         if args.command == "down":
@@ -1098,7 +1114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         is_up, text = describe(name)
         print(text)
         return 0 if is_up else EXIT_NOT_UP
-    except (LabError, CommandError, ValueError) as exc:
+    except (LabError, CommandError, ConfigError, ValueError) as exc:
         print(f"topo.lab: {exc}", file=sys.stderr)
         return 1
 

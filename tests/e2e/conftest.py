@@ -39,10 +39,10 @@ def gateway(
     started = False
 
     def make(clients: int, policy: str = "open", public_ips: int = 1,
-             alg: bool = True) -> GatewayLab:
+             alg: bool = True, options: dict[str, str] | None = None) -> GatewayLab:
         nonlocal started
         started = True
-        state = lab.up(clients, policy, public_ips, alg, name=name)
+        state = lab.up(clients, policy, public_ips, alg, name=name, options=options)
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw

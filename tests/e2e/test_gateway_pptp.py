@@ -350,8 +350,9 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
 ) -> None:
     """One call alone on (server, public IP) with b == a rides a flow; two share it through
     the controller, demultiplexed by key; when one leaves, the other is back on a flow
-    if its b == a, and stays with the controller if not."""
-    gw = gateway(2)
+    if its b == a (once the other call's ID is out of hold-down), and stays with the
+    controller if not."""
+    gw = gateway(2, options={"call_id_hold_down": "2", "stats_interval": "1"})
     server = gw.pptpd()
     first = gw.repl(gw.client(1))
     first("start")
@@ -380,10 +381,12 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     assert len(tags1) == 1 and len(tags2) == 1 and tags1 != tags2
     assert gw.counters()["gre_slow_path"] - slow >= len(got1) + len(got2)
 
-    # The second call ends: the first is alone again, with b == a, back on a flow.
+    # The second call ends: the first is alone again, with b == a, back on a flow once
+    # the second's public ID is out of hold-down (its late GRE would reach the first).
     second("clear", call_id=4242)
     (call,) = gw.wait_established(1)
-    assert call["client"] == client_ip(1) and call["inbound_gre_path"] == "flow"
+    assert call["client"] == client_ip(1)
+    wait_for(lambda: gw.calls()[0]["inbound_gre_path"] == "flow", 10, "the flow path again")
     (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert f"set_field:{client_ip(1)}->ip_dst" in down and "output:1" in down, down
     first("recv", seconds=0.3)

@@ -267,9 +267,8 @@ def test_which_messages_tear_the_call_down(row: Row, collide: bool) -> None:
                                 setup.c, reason)]
     assert RemoveEntries(EntryKind.GRE_OUTBOUND, up_id) in out.decisions
     if collide:
-        # C2's call keeps the pair; it kept its ID, so the pair goes back to the fast path.
-        assert out.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C2, 300)
-        assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+        # C2's call keeps the pair, on the controller path while C1's b is held down.
+        assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
     else:
         assert RemoveEntries(EntryKind.GRE_INBOUND, down_id) in out.decisions
         assert gw.inbound_gre_path(SERVER, PUBLIC) is None
@@ -280,6 +279,11 @@ def test_which_messages_tear_the_call_down(row: Row, collide: bool) -> None:
     assert gw.counters.gre_unknown_dropped == 1
     assert up_gre(gw, C1, setup.c, setup.link.now + 1).emits == []
     assert gw.counters.gre_unknown_dropped == 2
+    if collide:
+        # C2 kept its ID: the pair goes back to the fast path when the hold-down ends.
+        back = gw.tick(setup.link.now + gw.config.call_id_hold_down)
+        assert back.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C2, 300)
+        assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
 
 
 def test_refused_outgoing_call_opens_nothing_and_releases_b() -> None:
@@ -502,6 +506,8 @@ def test_pair_returns_to_fast_path_when_the_colliding_call_ends() -> None:
     l2.outgoing_call(A, 701)
     out = l2.client_send(ccrq(A))
     assert l2.server.stream[-16:] == ccrq(A + 1)
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"  # A + 1 is held down
+    out = gw.tick(gw.config.call_id_hold_down)
     assert out.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C1, 300)
     assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
     # Fast path: a punted packet (lost flow) re-installs the flow entry.

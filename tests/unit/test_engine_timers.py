@@ -20,6 +20,7 @@ from tests.unit.pptp_flows import (
     gateway,
     icrq,
     ocrq,
+    sent_gre,
     up_gre,
 )
 
@@ -43,12 +44,14 @@ def test_server_map_ages_out_without_traffic() -> None:
     out = gw.tick(300.0)
     assert set(out.decisions) == {RemoveEntries(EntryKind.GRE_OUTBOUND, up.entry_id),
                                   RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id)}
-    [log] = out.logs
-    assert (log.event, log.reason, log.public_call_id) == ("torn down", "server-map aged out", A)
-    assert call.state is CallState.CLOSED
+    # Only the entries go: the call keeps its Call IDs while its connection lives.
+    assert out.logs == [] and call.state is CallState.ESTABLISHED and call.data_idle
     assert gw.connections()  # the control connection lives on
-    assert down_gre(gw, PUBLIC, A, 301.0).drop_reason
-    assert gw.counters.gre_unknown_dropped == 1
+    assert gw.tick(400.0).decisions == []  # aged once
+    late = down_gre(gw, PUBLIC, A, 401.0)
+    assert [g.dst_ip for g in sent_gre(late)] == [C1]
+    assert set(late.decisions) == {up, down}  # the next packet reinstalls the entries
+    assert gw.counters.gre_unknown_dropped == 0 and not call.data_idle
 
 
 def test_flow_stats_growth_defers_ageing() -> None:
@@ -56,26 +59,33 @@ def test_flow_stats_growth_defers_ageing() -> None:
     _, up, down = one_call(gw)
     gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 0, 100.0)  # zero: not traffic
     gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 7, 200.0)
-    assert gw.tick(300.0).logs == []
+    assert gw.tick(300.0).decisions == []
     gw.flow_stats(EntryKind.GRE_INBOUND, down.entry_id, 7, 400.0)  # no growth
     gw.flow_stats(EntryKind.GRE_OUTBOUND, up.entry_id, 3, 450.0)
-    assert gw.tick(500.0).logs == []
+    assert gw.tick(500.0).decisions == []
     [call] = gw.calls()
     assert gw.gre_flow_packets(call) == (3, 7)
-    assert gw.tick(749.0).logs == []
-    assert gw.tick(750.0).logs[0].reason == "server-map aged out"
+    assert gw.tick(749.0).decisions == []
+    assert set(gw.tick(750.0).decisions) == {RemoveEntries(EntryKind.GRE_OUTBOUND, up.entry_id),
+                                             RemoveEntries(EntryKind.GRE_INBOUND, down.entry_id)}
+
+
+def idle_clients(gw: Gateway) -> list[IPv4Address]:
+    return [c.conn.client_ip for c in gw.calls() if c.data_idle]
 
 
 def test_slow_path_traffic_keeps_its_call_alive() -> None:
     gw = gateway()
-    one_call(gw, C1, port=40000)
+    up1 = one_call(gw, C1, port=40000)[1]
     one_call(gw, C2, port=40001)
     for t in range(50, 500, 50):
         down_gre(gw, PUBLIC, A + 1, float(t))  # only C2's call carries data
         up_gre(gw, C2, 700, float(t))
     out = gw.tick(500.0)
-    assert [log.client_ip for log in out.logs] == [C1]
-    [call] = gw.calls()
+    # C1's data channel is idle: its own entry goes, the pair's it shares with C2 stays.
+    assert out.decisions == [RemoveEntries(EntryKind.GRE_OUTBOUND, up1.entry_id)]
+    assert idle_clients(gw) == [C1] and out.logs == []
+    [call] = [c for c in gw.calls() if not c.data_idle]
     assert call.conn.client_ip == C2 and call.inbound_packets == 9
 
 
@@ -88,8 +98,8 @@ def test_slow_path_pair_counters_do_not_keep_an_idle_call_alive() -> None:
         down_gre(gw, PUBLIC, A + 1, float(t))
         up_gre(gw, C2, 700, float(t))
         gw.flow_stats(EntryKind.GRE_INBOUND, down2.entry_id, t, float(t))
-    out = gw.tick(500.0)
-    assert [log.client_ip for log in out.logs] == [C1]
+    gw.tick(500.0)
+    assert idle_clients(gw) == [C1]
 
 
 def test_call_ids_are_held_down_after_release() -> None:

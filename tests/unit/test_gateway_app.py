@@ -204,14 +204,14 @@ def entry_mods(app: NatGateway, dp: FakeDatapath, decision: Decision) -> list[An
 
 
 def test_gre_outbound_entry_needs_the_clients_port(
-    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     learn_server(app, dp)
     decision = GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300)
     assert entry_mods(app, dp, decision) is None  # client not known: cannot be installed
     failed = record(monkeypatch, app.core, "entry_failed")
     app.apply(dp, Output(decisions=[decision]))
-    assert failed == [(decision,)] and added_flows(dp) == []  # reported, nothing installed
+    assert failed == [(decision, clock.now)] and added_flows(dp) == []  # reported only
     assert app.counters.entries_not_installed == 1
     app.handle_frame(dp, IN2, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
     [mod] = entry_mods(app, dp, decision)

@@ -76,6 +76,19 @@ def test_a_state_the_app_would_refuse_is_refused_before_the_file_is_written() ->
     assert info.value.key == "nat.inside_gateway"
 
 
+def test_more_options_reach_the_config_file_and_bad_ones_are_refused() -> None:
+    text = lab.render_config(lab.plan(1, options={"call_id_hold_down": "3"}))
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    assert load(dict(parser["nat"])).alg.call_id_hold_down == 3.0
+    with pytest.raises(ConfigError) as info:
+        lab.plan(1, options={"gre_idle": "0"})
+    assert info.value.key == "nat.gre_idle"
+    with pytest.raises(ConfigError) as info:
+        lab.plan(1, options={"colour": "blue"})
+    assert info.value.key == "nat.colour"
+
+
 def test_state_round_trips_through_json() -> None:
     state = lab.plan(2)
     state.controller_pid = 1234

@@ -1,0 +1,171 @@
+"""Attacks on the core, played as an attacker would; each failed before its fix.
+
+Spoofed handshakes and resets, data before the handshake, finely cut streams, late GRE
+on a pair that returns to the flow path, server-map ageing that handed a live call's
+Call ID to another client, and state that one inside host could fill.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from alg import display
+from alg.calls import CallState
+from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, GreInboundEntry
+from alg.relay import MAX_GAP_PIECES
+from tests.unit.pptp_flows import (
+    C1,
+    C2,
+    PUBLIC,
+    SEQ_MOD,
+    SERVER,
+    ControlLink,
+    ccrq,
+    down_gre,
+    echo_request,
+    gateway,
+    ocrq,
+    sent_gre,
+    sent_tcp,
+)
+
+A = 4242
+
+
+def test_a_spoofed_syn_ack_is_dropped_and_the_real_one_still_opens() -> None:
+    gw = gateway()
+    link = ControlLink(gw)
+    link.send(link.client, flags=TCP_SYN, ack=0)
+    spoof = link.send(link.server, flags=TCP_SYN | TCP_ACK, seq=12345, ack=999)
+    assert spoof.emits == [] and gw.counters.out_of_window_drops == 1
+    real = link.send(link.server, flags=TCP_SYN | TCP_ACK, ack=link.client.isn + 1)
+    assert [e.segment.seq for e in sent_tcp(real)] == [link.server.isn]
+    link.send(link.client, flags=TCP_ACK)
+    link.client_send(echo_request())
+    assert link.server.stream == echo_request()
+    link.server_send(echo_request(9))
+    assert link.client.stream == echo_request(9)
+
+
+def test_an_rst_in_the_window_but_not_exact_gets_a_challenge_ack() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    link.outgoing_call(A, 9)
+    expected = link.server.snd_nxt
+    guess = link.send(link.server, flags=TCP_RST, seq=expected + 1000, ack=0)
+    [challenge] = sent_tcp(guess)
+    assert challenge.direction is Direction.OUTBOUND  # back to the RST's sender, the server
+    assert challenge.segment.flags == TCP_ACK
+    assert challenge.segment.ack == expected  # where an exact RST must be
+    assert (challenge.segment.src_ip, challenge.segment.dst_ip) == (PUBLIC, SERVER)
+    assert link.client.resets == [] and gw.calls_in_progress == 1
+    assert gw.counters.challenge_acks == 1
+    exact = link.send(link.server, flags=TCP_RST, seq=challenge.segment.ack, ack=0)
+    assert sent_tcp(exact) and gw.connections() == [] and gw.calls_in_progress == 0
+
+
+def test_control_messages_before_the_handshake_completes_reach_no_call() -> None:
+    gw = gateway()
+    link = ControlLink(gw)
+    link.send(link.client, flags=TCP_SYN, ack=0)
+    early = link.client_send(ocrq(A) * 3)
+    assert [e.segment.payload for e in sent_tcp(early)] == [b""]
+    assert list(gw.calls()) == [] and gw.call_ids.count_in_use() == 0
+
+
+def test_one_byte_pieces_beyond_a_gap_are_capped() -> None:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    start = link.sent(link.client)
+    data = ocrq(A) * 3
+    for offset in range(1, 2 * MAX_GAP_PIECES + 1):  # every byte but the first, one by one
+        link.send(link.client, data[offset:offset + 1],
+                  seq=link.seq_at(link.client, start + offset))
+    assert gw.counters.buffer_limit_drops == MAX_GAP_PIECES
+    [conn] = gw.connections()
+    assert conn.relay.outbound.held == MAX_GAP_PIECES
+    link.send(link.client, data[:1], seq=link.seq_at(link.client, start))
+    assert conn.relay.outbound.received == start + 1 + MAX_GAP_PIECES  # the run joins up
+
+
+def test_late_gre_of_a_released_id_never_reaches_the_client_left_on_the_pair() -> None:
+    gw = gateway(call_id_hold_down=60)
+    first = ControlLink(gw, C1, 40000).start()
+    first.outgoing_call(A, 700)
+    second = ControlLink(gw, C2, 40001).start()
+    b2 = second.outgoing_call(A, 701)
+    assert b2 != A and gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    second.now = 10.0
+    out = second.client_send(ccrq(A))
+    # The pair keeps the controller path while b2 is held down: its late GRE is dropped.
+    assert [d.client_ip for d in out.decisions if isinstance(d, GreInboundEntry)] == []
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    late = down_gre(gw, PUBLIC, b2, 11.0)
+    assert sent_gre(late) == [] and gw.counters.gre_unknown_dropped == 1
+    assert [g.dst_ip for g in sent_gre(down_gre(gw, PUBLIC, A, 12.0))] == [C1]
+    assert gw.tick(69.0).decisions == []
+    back = gw.tick(70.0)  # hold-down over: the flow path again
+    assert [d.client_ip for d in back.decisions if isinstance(d, GreInboundEntry)] == [C1]
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+
+
+def test_an_idle_data_channel_keeps_its_call_and_call_id_while_the_connection_lives() -> None:
+    gw = gateway(gre_idle=300)
+    first = ControlLink(gw, C1, 40000).start()
+    first.outgoing_call(A, 700)
+    out = gw.tick(400.0)
+    assert out.logs == [] and [c.state for c in gw.calls()] == [CallState.ESTABLISHED]
+    second = ControlLink(gw, C2, 40001, now=401.0).start()
+    assert second.outgoing_call(A, 701) != A  # A is still the first call's
+    assert [e.public_call_id for e in display.server_map(gw, 401.0)] == [A + 1, A + 1]
+    [gre] = sent_gre(down_gre(gw, PUBLIC, A, 402.0))
+    assert gre.dst_ip == C1  # late data still reaches its own call
+    assert sorted(e.public_call_id for e in display.server_map(gw, 402.0)) == [A, A, A + 1, A + 1]
+
+
+def test_the_gateways_own_address_cannot_be_pinned() -> None:
+    from alg.config import load
+    from alg.neighbours import ARP_REPLY, ArpMessage, NeighbourTable, Route, Side
+
+    config = load({
+        "inside_ports": ["a", "b"], "outside_port": "c", "inside_subnet": "192.168.1.0/24",
+        "inside_gateway": "192.168.1.254", "outside_subnet": "203.0.113.0/24",
+        "public_ips": ["203.0.113.2"],
+    })
+    table: NeighbourTable[str] = NeighbourTable(config)
+    table.set_ports([1, 2], 100)
+    gateway_ip = IPv4Address("192.168.1.254")
+    table.arp(1, "0a:00:00:00:00:09", ArpMessage(ARP_REPLY, "0a:00:00:00:00:09", gateway_ip,
+                                                 gateway_ip), 0.0)
+    assert gateway_ip not in table.hosts(Side.INSIDE)
+    assert table.admit_inside(1, "0a:00:00:00:00:09", gateway_ip, SERVER) is Route.SPOOFED
+    assert table.counters.spoofed_drops == 2
+    assert table.admit_inside(2, "0a:00:00:00:00:01", C1, SERVER) is Route.OUTSIDE
+
+
+def test_inside_pins_age_so_a_moved_host_is_found_again() -> None:
+    from alg.config import load
+    from alg.neighbours import PIN_SECONDS, NeighbourTable, Route
+
+    config = load({
+        "inside_ports": ["a", "b"], "outside_port": "c", "inside_subnet": "192.168.1.0/24",
+        "inside_gateway": "192.168.1.254", "outside_subnet": "203.0.113.0/24",
+        "public_ips": ["203.0.113.2"],
+    })
+    table: NeighbourTable[str] = NeighbourTable(config)
+    table.set_ports([1, 2], 100)
+    assert table.admit_inside(1, "0a:00:00:00:00:01", C1, SERVER, now=0.0) is Route.OUTSIDE
+    assert table.admit_inside(2, "0a:00:00:00:00:01", C1, SERVER, now=10.0) is Route.SPOOFED
+    table.tick(PIN_SECONDS + 1.0)
+    assert table.admit_inside(2, "0a:00:00:00:00:01", C1, SERVER,
+                              now=PIN_SECONDS + 2.0) is Route.OUTSIDE
+
+
+def test_seq_arithmetic_of_the_challenge_wraps() -> None:
+    gw = gateway()
+    link = ControlLink(gw, server_isn=SEQ_MOD - 3).start()
+    expected = link.server.snd_nxt
+    assert expected < 1000  # the server's sequence numbers wrapped
+    guess = link.send(link.server, flags=TCP_RST, seq=(expected + 7) % SEQ_MOD, ack=0)
+    [challenge] = sent_tcp(guess)
+    assert challenge.segment.ack == expected
