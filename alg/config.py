@@ -18,7 +18,14 @@ from alg.errors import ConfigError
 
 GROUP = "nat"
 POLICIES = ("open", "strict")
-_SECONDS = ("tcp_idle", "udp_idle", "icmp_idle", "gre_idle", "call_id_hold_down", "tcp_closing")
+_SECONDS = (
+    "tcp_idle", "udp_idle", "icmp_idle", "gre_idle", "call_id_hold_down", "tcp_closing",
+    "tcp_handshake",
+)
+_COUNTS = (
+    "max_calls_per_connection", "max_calls", "max_connections_per_host",
+    "max_handshakes_per_host", "max_sessions_per_host", "max_sessions",
+)
 
 
 def check_public_ips(addresses: Sequence[IPv4Address]) -> None:
@@ -62,6 +69,16 @@ class AlgConfig:
             1723. Outside hosts never start anything.
         tcp_closing: how long a control connection lingers after FIN from both sides
             (an RST ends it at once).
+        tcp_handshake: how long a control connection may take to complete its TCP
+            handshake before it is forgotten.
+        max_calls_per_connection: most live calls of one control connection.
+        max_calls: most live calls in all.
+        max_connections_per_host: most control connections of one inside host.
+        max_handshakes_per_host: most control connections of one inside host whose
+            handshake is not complete.
+        max_sessions_per_host: most NAT sessions (control connections included) of one
+            inside host.
+        max_sessions: most NAT sessions in all.
     """
 
     public_ips: tuple[IPv4Address, ...] = (IPv4Address("203.0.113.2"),)
@@ -76,11 +93,21 @@ class AlgConfig:
     alg_enabled: bool = True
     policy: str = "open"
     tcp_closing: float = 10.0
+    tcp_handshake: float = 30.0
+    max_calls_per_connection: int = 16
+    max_calls: int = 20_000
+    max_connections_per_host: int = 32
+    max_handshakes_per_host: int = 16
+    max_sessions_per_host: int = 4096
+    max_sessions: int = 200_000
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)
         for name in _SECONDS:
             check_seconds(name, getattr(self, name))
+        for name in _COUNTS:
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.policy not in POLICIES:
             raise ConfigError("policy", f"must be one of {', '.join(POLICIES)}: {self.policy!r}")
         if self.max_buffer < 1024:
@@ -191,6 +218,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("port_min", "int", _ALG.port_min,
            "lowest public port handed out when the inside port is taken"),
     Option("port_max", "int", _ALG.port_max, "highest public port handed out"),
+    Option("tcp_handshake", "float", _ALG.tcp_handshake,
+           "seconds a control connection may take to complete its TCP handshake"),
+    Option("max_calls_per_connection", "int", _ALG.max_calls_per_connection,
+           "most live calls of one control connection"),
+    Option("max_calls", "int", _ALG.max_calls, "most live calls in all"),
+    Option("max_connections_per_host", "int", _ALG.max_connections_per_host,
+           "most control connections of one inside host"),
+    Option("max_handshakes_per_host", "int", _ALG.max_handshakes_per_host,
+           "most unfinished TCP handshakes of control connections of one inside host"),
+    Option("max_sessions_per_host", "int", _ALG.max_sessions_per_host,
+           "most NAT sessions of one inside host"),
+    Option("max_sessions", "int", _ALG.max_sessions, "most NAT sessions in all"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),
 )
 

@@ -6,9 +6,12 @@ bytes go through the direction's :class:`~alg.framer.PptpFramer`, whose messages
 :class:`~alg.pptp.CallControl` translates; the relay sends on what the framer released.
 
 Policy (also in the README): a malformed control message, a message a side may not send,
-a message truncated by FIN, Call ID exhaustion, or too many bytes awaiting
-acknowledgement: counted, the connection is reset (RST to both ends, each at the
-sequence number it expects) and its calls end. Nothing more of that message leaves
+a message truncated by FIN, Call ID exhaustion, a call beyond its limits, or too many
+bytes awaiting acknowledgement: counted, the connection is reset (RST to both ends, each
+at the sequence number it expects) and its calls end. A new connection beyond
+``max_connections_per_host``, ``max_handshakes_per_host`` or the NAT's session limits
+gets an RST (``refused_connections``); one that has not completed its handshake within
+``tcp_handshake`` is forgotten. Nothing more of that message leaves
 (what left before is its header and translated Call ID fields).
 """
 
@@ -21,7 +24,7 @@ from alg.calls import ConnectionCalls
 from alg.codec import HEADER_LENGTH
 from alg.config import AlgConfig
 from alg.counters import Counters
-from alg.errors import AllocationError, CodecError, ProtocolError, StreamError
+from alg.errors import AllocationError, CodecError, LimitError, ProtocolError, StreamError
 from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, Output, SendTcp, TcpSegment
 from alg.framer import Decide, PptpFramer
 from alg.nat import NatSession, NatTable, Proto
@@ -64,6 +67,8 @@ class ControlConnections:
         self._inside: dict[_Key, ControlConnection] = {}
         self._public: dict[_Key, ControlConnection] = {}
         self._by_session: dict[int, ControlConnection] = {}
+        self._per_host: dict[IPv4Address, int] = {}
+        self._handshakes: dict[IPv4Address, dict[int, ControlConnection]] = {}
 
     def connections(self) -> list[ControlConnection]:
         """The live control connections, oldest first."""
@@ -101,7 +106,12 @@ class ControlConnections:
         return True
 
     def tick(self, now: float, out: Output) -> None:
-        """End connections that lingered after both FINs; age their calls."""
+        """End connections that lingered after both FINs or never completed their
+        handshake; age their calls."""
+        for waiting in list(self._handshakes.values()):
+            for conn in list(waiting.values()):
+                if now - conn.session.created >= self._config.tcp_handshake:
+                    self._close(conn, now, "TCP handshake not completed", out)
         for conn in list(self._inside.values()):
             closing = conn.relay.closing_since
             if closing is not None and now - closing >= self._config.tcp_closing:
@@ -114,10 +124,23 @@ class ControlConnections:
             self._counters.no_session_drops += 1
             return Output(drop_reason="no control connection and not a SYN")
         out = Output()
+        host = seg.src_ip
         try:
+            if self._per_host.get(host, 0) >= self._config.max_connections_per_host:
+                raise LimitError("max_connections_per_host", f"{host} has too many "
+                                 "control connections")
+            if len(self._handshakes.get(host, {})) >= self._config.max_handshakes_per_host:
+                raise LimitError("max_handshakes_per_host", f"{host} has too many "
+                                 "unfinished handshakes")
             session = self._nat.outbound(
                 Proto.TCP, seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port, now
             )
+        except LimitError as exc:
+            self._counters.refused_connections += 1
+            out.errors.append(f"control connection refused: {exc}")
+            out.emits.append(SendTcp(Direction.INBOUND, refusal(seg)))
+            out.drop_reason = "limit reached"
+            return out
         except AllocationError as exc:
             self._counters.allocation_failures += 1
             out.errors.append(f"NAT allocation failed: {exc}")
@@ -128,6 +151,8 @@ class ControlConnections:
         self._inside[(seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)] = conn
         self._public[(session.public_ip, session.public_port, seg.dst_ip, seg.dst_port)] = conn
         self._by_session[session.id] = conn
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self._handshakes.setdefault(host, {})[session.id] = conn
         out.emits.append(SendTcp(Direction.OUTBOUND, relay.first_syn(seg)))
         return out
 
@@ -135,6 +160,8 @@ class ControlConnections:
         self, conn: ControlConnection, direction: Direction, seg: TcpSegment, now: float
     ) -> Output:
         received = conn.relay.receive(direction, seg)
+        if conn.relay.inbound is not None:
+            self._handshake_done(conn)
         if received.verdict is Verdict.OUT_OF_WINDOW:
             self._counters.out_of_window_drops += 1
             return Output(drop_reason=received.verdict.value)
@@ -183,8 +210,15 @@ class ControlConnections:
             out.drop_reason = result.drop_reason
         return out
 
+    def _handshake_done(self, conn: ControlConnection) -> None:
+        waiting = self._handshakes.get(conn.session.inside_ip)
+        if waiting is not None and waiting.pop(conn.session.id, None) is not None and not waiting:
+            del self._handshakes[conn.session.inside_ip]
+
     def _count_error(self, exc: Exception) -> None:
-        if isinstance(exc, AllocationError):
+        if isinstance(exc, LimitError):
+            self._counters.refused_calls += 1
+        elif isinstance(exc, AllocationError):
             self._counters.allocation_failures += 1
         elif isinstance(exc, ProtocolError):
             self._counters.unexpected_messages += 1
@@ -209,8 +243,22 @@ class ControlConnections:
         s = conn.session
         self._inside.pop((s.inside_ip, s.inside_port, s.remote_ip, s.remote_port), None)
         self._public.pop((s.public_ip, s.public_port, s.remote_ip, s.remote_port), None)
-        self._by_session.pop(s.id, None)
+        if self._by_session.pop(s.id, None) is not None:
+            self._handshake_done(conn)
+            left = self._per_host[s.inside_ip] - 1
+            if left:
+                self._per_host[s.inside_ip] = left
+            else:
+                del self._per_host[s.inside_ip]
         self._nat.remove(s.id)
+
+
+def refusal(syn: TcpSegment) -> TcpSegment:
+    """The RST that refuses a connection, to the client that sent ``syn`` (RFC 793)."""
+    return TcpSegment(
+        syn.dst_ip, syn.dst_port, syn.src_ip, syn.src_port, seq=0,
+        ack=(syn.seq + 1 + len(syn.payload)) % (1 << 32), flags=TCP_RST | TCP_ACK, window=0,
+    )
 
 
 def _back(direction: Direction) -> Direction:

@@ -35,3 +35,6 @@ class Counters(CounterSet):
     no_session_drops: int = 0
     out_of_window_drops: int = 0
     challenge_acks: int = 0
+    refused_calls: int = 0
+    refused_connections: int = 0
+    refused_sessions: int = 0

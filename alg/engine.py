@@ -137,7 +137,7 @@ class Gateway:
         starts = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
         return self.napt.packet(
             direction, Proto.TCP, (seg.src_ip, seg.src_port), (seg.dst_ip, seg.dst_port),
-            starts, now,
+            starts, now, seg if starts else None,
         )
 
     def handle_udp(

@@ -68,6 +68,18 @@ class PortExhaustedError(AllocationError):
     """Every public port (or ICMP identifier) of an address is in use."""
 
 
+class LimitError(AllocationError):
+    """A configured bound is reached (per inside host, per connection, or in total).
+
+    Attributes:
+        limit: the name of the option that bounds it.
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(f"{message} ({limit} reached)")
+        self.limit = limit
+
+
 class ConfigError(AlgError):
     """A configuration value is missing or invalid.
 

@@ -13,9 +13,10 @@ from ipaddress import IPv4Address
 
 from alg.codec import PPTP_PORT
 from alg.config import AlgConfig
+from alg.control import refusal
 from alg.counters import Counters
-from alg.errors import AllocationError
-from alg.events import Direction, Forward, Output, SessionEntries, Translation
+from alg.errors import AllocationError, LimitError
+from alg.events import Direction, Forward, Output, SendTcp, SessionEntries, TcpSegment, Translation
 from alg.nat import NatTable, Proto
 
 
@@ -47,12 +48,17 @@ class Napt:
         dst: tuple[IPv4Address, int],
         starts: bool,
         now: float,
+        syn: TcpSegment | None = None,
     ) -> Output:
         """One packet that reached the controller: forward it translated, or drop it.
+
+        Over a session limit a TCP SYN gets an RST, anything else is dropped; both are
+        counted (``refused_sessions``) and logged.
 
         Args:
             src, dst: its addresses and ports (ICMP: the echo identifier, or 0).
             starts: it may start a session (a TCP SYN, any UDP, an echo request).
+            syn: the TCP SYN, to refuse with an RST.
         """
         (src_ip, src_port), (dst_ip, dst_port) = src, dst
         out = Output()
@@ -74,6 +80,13 @@ class Napt:
                     return Output(drop_reason=f"policy {self._config.policy} denies {proto.name}")
                 try:
                     session = self._nat.outbound(proto, src_ip, src_port, dst_ip, dst_port, now)
+                except LimitError as exc:
+                    self._counters.refused_sessions += 1
+                    out.errors.append(f"NAT session refused: {exc}")
+                    out.drop_reason = "limit reached"
+                    if syn is not None:
+                        out.emits.append(SendTcp(Direction.INBOUND, refusal(syn)))
+                    return out
                 except AllocationError as exc:
                     self._counters.allocation_failures += 1
                     out.errors.append(f"NAT allocation failed: {exc}")

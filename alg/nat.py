@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from alg.config import AlgConfig, check_public_ips
-from alg.errors import PortExhaustedError
+from alg.errors import LimitError, PortExhaustedError
 
 PORT_MAX = 65535
 """Highest port number, and highest ICMP echo identifier."""
@@ -197,6 +197,7 @@ class NatTable:
         self._by_public: dict[_FlowKey, NatSession] = {}
         self._mappings: dict[_EndpointKey, _Mapping] = {}
         self._ports: dict[tuple[Proto, IPv4Address], _PortSpace] = {}
+        self._per_host: dict[IPv4Address, int] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -241,6 +242,8 @@ class NatTable:
         Raises:
             ValueError: ``proto`` is GRE, or a port is outside 0..65535.
             PortExhaustedError: no public port is free on the host's address.
+            LimitError: the host has ``max_sessions_per_host`` sessions, or the table
+                ``max_sessions``.
         """
         if proto is Proto.GRE:
             raise ValueError("GRE is not NATed by NatTable")
@@ -251,6 +254,10 @@ class NatTable:
         if session is not None:
             session.last_seen = max(session.last_seen, now)
             return session
+        if self._per_host.get(inside_ip, 0) >= self._config.max_sessions_per_host:
+            raise LimitError("max_sessions_per_host", f"{inside_ip} has too many NAT sessions")
+        if len(self._sessions) >= self._config.max_sessions:
+            raise LimitError("max_sessions", "the NAT table is full")
         public_ip = self.pool.acquire(inside_ip)
         endpoint = (proto, inside_ip, inside_port)
         mapping = self._mappings.get(endpoint)
@@ -276,6 +283,7 @@ class NatTable:
         )
         self._next_id += 1
         self._sessions[session.id] = session
+        self._per_host[inside_ip] = self._per_host.get(inside_ip, 0) + 1
         self._by_flow[flow] = session
         public_flow = (proto, mapping.public_ip, mapping.public_port, remote_ip, remote_port)
         self._by_public[public_flow] = session
@@ -363,6 +371,11 @@ class NatTable:
             del self._mappings[endpoint]
             self._free_port(proto, session.public_ip, session.public_port)
         self.pool.release(session.inside_ip)
+        left = self._per_host[session.inside_ip] - 1
+        if left:
+            self._per_host[session.inside_ip] = left
+        else:
+            del self._per_host[session.inside_ip]
         return session
 
     def expire(self, now: float) -> list[NatSession]:

@@ -18,7 +18,8 @@ Policies (also in the README):
   server's answer to a Call-Clear-Request comes after the call closed), else as the
   public-side ID ``b`` (rewritten to ``a``). So an ID that is one call's ``c`` and
   another's ``b`` ends the call whose ``c`` it is.
-* Call ID exhaustion on a (public IP, server) pair: counted, the connection is reset.
+* Call ID exhaustion on a (public IP, server) pair, or a new call beyond
+  ``max_calls_per_connection`` or ``max_calls``: counted, the connection is reset.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from alg.codec import (
 )
 from alg.config import AlgConfig
 from alg.counters import Counters
-from alg.errors import AllocationError, ProtocolError
+from alg.errors import AllocationError, LimitError, ProtocolError
 from alg.events import CallLog, Direction, Output
 from alg.servermap import ServerMap
 
@@ -89,6 +90,7 @@ class CallControl:
         self._call_ids = call_ids
         self._server_map = server_map
         self._ids = ids
+        self._live = 0
         self._handlers: dict[tuple[type[ControlMessage], Direction], Handler] = {
             (StartControlConnectionRequest, OUT): self._pass,
             (StartControlConnectionRequest, IN): self._pass,
@@ -149,6 +151,7 @@ class CallControl:
         call.state = CallState.CLOSED
         call.end_reason = reason
         conn.remove(call, keep=kept)
+        self._live -= 1
 
     def close_all(self, calls: ConnectionCalls, now: float, reason: str, out: Output) -> None:
         """End every live call of a connection."""
@@ -299,8 +302,16 @@ class CallControl:
     def _new_call(
         self, calls: ConnectionCalls, outgoing: bool, state: CallState, now: float
     ) -> Call:
+        if len(calls) >= self._config.max_calls_per_connection:
+            raise LimitError(
+                "max_calls_per_connection", f"{calls.client_ip} has too many calls on one "
+                "control connection",
+            )
+        if self._live >= self._config.max_calls:
+            raise LimitError("max_calls", "too many calls")
         call = Call(next(self._ids), calls, outgoing, state, created=now, last_data=now)
         calls.add(call)
+        self._live += 1
         return call
 
     def _allocate(self, call: Call, now: float) -> None:
@@ -311,6 +322,7 @@ class CallControl:
             )
         except AllocationError:
             conn.remove(call, keep=False)
+            self._live -= 1
             raise
         call.public_call_id = public_id
         conn.name_id(call, "public")

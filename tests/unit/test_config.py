@@ -19,6 +19,9 @@ def test_defaults_are_the_architecture_ones() -> None:
     assert config.max_buffer == 64 * 1024
     assert config.policy == "open"
     assert config.alg_enabled
+    assert (config.max_calls_per_connection, config.max_calls) == (16, 20_000)
+    assert (config.max_connections_per_host, config.max_handshakes_per_host) == (32, 16)
+    assert (config.max_sessions_per_host, config.max_sessions) == (4096, 200_000)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +40,13 @@ def test_defaults_are_the_architecture_ones() -> None:
         ({"port_min": 0}, "port_min"),
         ({"port_min": 2000, "port_max": 1000}, "port_min"),
         ({"port_max": 70000}, "port_min"),
+        ({"tcp_handshake": 0}, "tcp_handshake"),
+        ({"max_calls_per_connection": 0}, "max_calls_per_connection"),
+        ({"max_calls": 0}, "max_calls"),
+        ({"max_connections_per_host": 0}, "max_connections_per_host"),
+        ({"max_handshakes_per_host": -1}, "max_handshakes_per_host"),
+        ({"max_sessions_per_host": 0}, "max_sessions_per_host"),
+        ({"max_sessions": 0}, "max_sessions"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(changes: dict[str, object], key: str) -> None:

@@ -11,11 +11,12 @@ from ipaddress import IPv4Address
 
 from alg import display
 from alg.calls import CallState
-from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, GreInboundEntry
+from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, GreInboundEntry, SendTcp, TcpSegment
 from alg.relay import MAX_GAP_PIECES
 from tests.unit.pptp_flows import (
     C1,
     C2,
+    C3,
     PUBLIC,
     SEQ_MOD,
     SERVER,
@@ -169,3 +170,75 @@ def test_seq_arithmetic_of_the_challenge_wraps() -> None:
     guess = link.send(link.server, flags=TCP_RST, seq=(expected + 7) % SEQ_MOD, ack=0)
     [challenge] = sent_tcp(guess)
     assert challenge.segment.ack == expected
+
+
+# Bounds: one inside host cannot take what the others need.
+
+def test_calls_per_control_connection_are_bounded() -> None:
+    gw = gateway(max_calls_per_connection=3)
+    link = ControlLink(gw, C1, 40000).start()
+    for a in range(3):
+        link.outgoing_call(100 + a, 700 + a)
+    out = link.client_send(ocrq(200))
+    assert gw.counters.refused_calls == 1 and gw.counters.connections_reset == 1
+    assert any("max_calls_per_connection" in e for e in out.errors)
+    assert gw.connections() == [] and gw.call_ids.count_in_use() == 0
+
+
+def test_one_host_flooding_calls_leaves_call_ids_for_the_others() -> None:
+    gw = gateway(max_calls_per_connection=4, max_connections_per_host=2)
+    for port in (40000, 40001):
+        flood = ControlLink(gw, C1, port).start()
+        for a in range(4):
+            flood.client_send(ocrq(a))  # calls the server never answers
+    third = ControlLink(gw, C1, 40002)
+    refused = third.send(third.client, flags=TCP_SYN, ack=0)
+    [rst] = sent_tcp(refused)
+    assert rst.direction is Direction.INBOUND and rst.segment.flags == TCP_RST | TCP_ACK
+    assert rst.segment.ack == third.client.isn + 1
+    assert gw.counters.refused_connections == 1
+    assert gw.call_ids.count_in_use() == 8  # all that one host can hold
+    victim = ControlLink(gw, C2, 40000).start()
+    assert victim.outgoing_call(0, 900) == 8  # 0..7 are the flood's, the next is free
+
+
+def test_calls_in_all_are_bounded() -> None:
+    gw = gateway(max_calls=2)
+    ControlLink(gw, C1, 40000).start().outgoing_call(1, 701)
+    ControlLink(gw, C2, 40000).start().outgoing_call(2, 702)
+    third = ControlLink(gw, C3, 40000).start()
+    third.client_send(ocrq(3))
+    assert gw.counters.refused_calls == 1 and gw.calls_in_progress == 2
+
+
+def test_unfinished_handshakes_per_host_are_bounded_and_forgotten() -> None:
+    gw = gateway(max_handshakes_per_host=2, tcp_handshake=30)
+    for port in (40000, 40001):
+        pending = ControlLink(gw, C1, port)
+        pending.send(pending.client, flags=TCP_SYN, ack=0)
+    late = ControlLink(gw, C1, 40002)
+    assert sent_tcp(late.send(late.client, flags=TCP_SYN, ack=0))[0].segment.flags & TCP_RST
+    assert gw.counters.refused_connections == 1
+    ControlLink(gw, C2, 40000).start()  # another host is not affected
+    gw.tick(30.0)
+    assert [c.session.inside_ip for c in gw.connections()] == [C2]
+    again = ControlLink(gw, C1, 40002, now=31.0)
+    assert sent_tcp(again.send(again.client, flags=TCP_SYN, ack=0))[0].direction is (
+        Direction.OUTBOUND
+    )
+
+
+def test_nat_sessions_per_host_and_in_all_are_bounded() -> None:
+    gw = gateway(max_sessions_per_host=2, max_sessions=3)
+    for port in (5000, 5001):
+        assert gw.handle_udp(Direction.OUTBOUND, C1, port, SERVER, 53, 0.0).emits
+    over = gw.handle_udp(Direction.OUTBOUND, C1, 5002, SERVER, 53, 0.0)
+    assert over.emits == [] and over.drop_reason == "limit reached"
+    syn = TcpSegment(C1, 33000, SERVER, 80, 1000, 0, TCP_SYN, 65535)
+    [rst] = gw.handle_tcp(Direction.OUTBOUND, syn, 0.0).emits
+    assert isinstance(rst, SendTcp) and rst.segment.flags == TCP_RST | TCP_ACK
+    assert (rst.segment.dst_ip, rst.segment.dst_port, rst.segment.ack) == (C1, 33000, 1001)
+    assert gw.handle_udp(Direction.OUTBOUND, C2, 5000, SERVER, 53, 0.0).emits
+    full = gw.handle_udp(Direction.OUTBOUND, C2, 5001, SERVER, 53, 0.0)
+    assert full.emits == [] and any("max_sessions" in e for e in full.errors)
+    assert gw.counters.refused_sessions == 3
