@@ -79,6 +79,9 @@ class AlgConfig:
         max_sessions_per_host: most NAT sessions (control connections included) of one
             inside host.
         max_sessions: most NAT sessions in all.
+        gre_outbound_strict: client -> server GRE goes through the controller, which
+            passes only the keys of the client's own calls (the switch cannot match the
+            key; off, the flow entry passes any key, as Linux conntrack does).
     """
 
     public_ips: tuple[IPv4Address, ...] = (IPv4Address("203.0.113.2"),)
@@ -100,6 +103,7 @@ class AlgConfig:
     max_handshakes_per_host: int = 16
     max_sessions_per_host: int = 4096
     max_sessions: int = 200_000
+    gre_outbound_strict: bool = False
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)
@@ -230,6 +234,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_sessions_per_host", "int", _ALG.max_sessions_per_host,
            "most NAT sessions of one inside host"),
     Option("max_sessions", "int", _ALG.max_sessions, "most NAT sessions in all"),
+    Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
+           "client -> server GRE through the controller, only the client's own keys"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),
 )
 
@@ -256,6 +262,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
     alg = AlgConfig(
         public_ips=tuple(_address("public_ips", p) for p in _list(raw["public_ips"])),
         alg_enabled=_bool("alg", raw["alg"]),
+        gre_outbound_strict=_bool("gre_outbound_strict", raw["gre_outbound_strict"]),
         policy=str(raw["policy"] or "open"),
         **numbers,
     )

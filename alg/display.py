@@ -120,7 +120,8 @@ def gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
     if call.state is not CallState.ESTABLISHED:
         return None, None
     conn = call.conn
-    return "flow", gateway.inbound_gre_path(conn.server_ip, conn.public_ip)
+    outbound = "controller" if gateway.config.gre_outbound_strict else "flow"
+    return outbound, gateway.inbound_gre_path(conn.server_ip, conn.public_ip)
 
 
 def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:

@@ -4,7 +4,10 @@ Each established call has two server-map entries (RFC 2637 section 4: GRE carrie
 peer's Call ID in its key):
 
 * outbound, client -> server: key ``c`` (the server's ID, never translated); one flow
-  entry per (client, server) pair, shared by that pair's calls (reference-counted);
+  entry per (client, server) pair, shared by that pair's calls (reference-counted). It
+  passes any key, so a client can send GRE with another client's ``c`` to the same
+  server (as through Linux conntrack); with ``gre_outbound_strict`` there is no entry
+  and the controller passes only the keys of the client's own calls;
 * inbound, server -> client: key ``b`` (the public ID), restored to ``a``; one flow entry
   per (server, public address) pair. OVS can neither match nor rewrite the key, so the
   entry sends to the client (the *flow* path) only when the pair has one call whose
@@ -114,7 +117,8 @@ class ServerMap:
         up = self._outbound.get((conn.client_ip, conn.server_ip))
         if up is None:
             up = self._outbound[(conn.client_ip, conn.server_ip)] = self._new_pair()
-            out.decisions.append(self._outbound_entry(call, up))
+            if not self._config.gre_outbound_strict:
+                out.decisions.append(self._outbound_entry(call, up))
         up.calls.append(call)
         down = self._inbound.get((conn.server_ip, conn.public_ip))
         if down is None:
@@ -212,7 +216,8 @@ class ServerMap:
             if call is None:
                 self._counters.gre_unknown_dropped += 1
                 return Output(drop_reason="GRE matches no server-map")
-            out.decisions.append(self._outbound_entry(call, self._outbound[(src_ip, dst_ip)]))
+            if not self._config.gre_outbound_strict:
+                out.decisions.append(self._outbound_entry(call, self._outbound[(src_ip, dst_ip)]))
             if call.data_idle:
                 conn = call.conn
                 pair = self._inbound[(conn.server_ip, conn.public_ip)]
@@ -220,7 +225,8 @@ class ServerMap:
             call.outbound_packets += 1
             call.outbound_bytes += len(gre) + FRAME_OVERHEAD
             out.emits.append(SendGre(direction, call.conn.public_ip, dst_ip, gre))
-        if call.data_idle and direction is Direction.INBOUND:
+        strict = self._config.gre_outbound_strict
+        if call.data_idle and direction is Direction.INBOUND and not strict:
             conn = call.conn
             pair = self._outbound[(conn.client_ip, conn.server_ip)]
             out.decisions.append(self._outbound_entry(call, pair))

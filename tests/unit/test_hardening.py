@@ -11,7 +11,16 @@ from ipaddress import IPv4Address
 
 from alg import display
 from alg.calls import CallState
-from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, GreInboundEntry, SendTcp, TcpSegment
+from alg.events import (
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+    Direction,
+    GreInboundEntry,
+    GreOutboundEntry,
+    SendTcp,
+    TcpSegment,
+)
 from alg.relay import MAX_GAP_PIECES
 from tests.unit.pptp_flows import (
     C1,
@@ -28,6 +37,7 @@ from tests.unit.pptp_flows import (
     ocrq,
     sent_gre,
     sent_tcp,
+    up_gre,
 )
 
 A = 4242
@@ -242,3 +252,30 @@ def test_nat_sessions_per_host_and_in_all_are_bounded() -> None:
     full = gw.handle_udp(Direction.OUTBOUND, C2, 5001, SERVER, 53, 0.0)
     assert full.emits == [] and any("max_sessions" in e for e in full.errors)
     assert gw.counters.refused_sessions == 3
+
+
+# Client -> server GRE and other clients' server Call IDs.
+
+def test_by_default_the_outbound_entry_is_keyless_as_in_linux() -> None:
+    gw = gateway()
+    ControlLink(gw, C1, 40000).start().outgoing_call(1, 701)
+    out = ControlLink(gw, C2, 40000).start()
+    out.outgoing_call(2, 702)
+    entries = [d for o in out.outputs for d in o.decisions if isinstance(d, GreOutboundEntry)]
+    assert [(e.client_ip, e.server_ip) for e in entries] == [(C2, SERVER)]  # any key
+
+
+def test_strict_outbound_gre_carries_only_the_clients_own_server_call_ids() -> None:
+    gw = gateway(gre_outbound_strict=True)
+    ControlLink(gw, C1, 40000).start().outgoing_call(1, 701)
+    attacker = ControlLink(gw, C2, 40000).start()
+    attacker.outgoing_call(2, 702)
+    assert not any(isinstance(d, GreOutboundEntry)
+                   for o in attacker.outputs for d in o.decisions)  # no entry: checked here
+    own = up_gre(gw, C2, 702, 1.0)
+    assert [(g.src_ip, g.dst_ip) for g in sent_gre(own)] == [(PUBLIC, SERVER)]
+    assert own.decisions == []
+    stolen = up_gre(gw, C2, 701, 1.0)  # C1's call at the server
+    assert sent_gre(stolen) == [] and gw.counters.gre_unknown_dropped == 1
+    [call] = [c for c in gw.calls() if c.conn.client_ip == C2]
+    assert display.gre_paths(gw, call) == ("controller", "controller")
