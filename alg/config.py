@@ -24,7 +24,9 @@ _SECONDS = (
 )
 _COUNTS = (
     "max_calls_per_connection", "max_calls", "max_connections_per_host",
-    "max_handshakes_per_host", "max_sessions_per_host", "max_sessions",
+    "max_handshakes_per_host", "max_sessions_per_host", "max_sessions", "punt_rate_arp",
+    "punt_rate_inside_port", "punt_rate_outside_control", "punt_rate_outside_new",
+    "punt_rate_gre",
 )
 
 
@@ -79,6 +81,9 @@ class AlgConfig:
         max_sessions_per_host: most NAT sessions (control connections included) of one
             inside host.
         max_sessions: most NAT sessions in all.
+        punt_rate_arp, punt_rate_inside_port, punt_rate_outside_control,
+            punt_rate_outside_new, punt_rate_gre: packets per second each class of punt
+            to the controller may bring (an OpenFlow meter on the switch drops the rest).
         gre_outbound_strict: client -> server GRE goes through the controller, which
             passes only the keys of the client's own calls (the switch cannot match the
             key; off, the flow entry passes any key, as Linux conntrack does).
@@ -104,6 +109,11 @@ class AlgConfig:
     max_sessions_per_host: int = 4096
     max_sessions: int = 200_000
     gre_outbound_strict: bool = False
+    punt_rate_arp: int = 200
+    punt_rate_inside_port: int = 2000
+    punt_rate_outside_control: int = 2000
+    punt_rate_outside_new: int = 1000
+    punt_rate_gre: int = 8000
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)
@@ -234,6 +244,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_sessions_per_host", "int", _ALG.max_sessions_per_host,
            "most NAT sessions of one inside host"),
     Option("max_sessions", "int", _ALG.max_sessions, "most NAT sessions in all"),
+    Option("punt_rate_arp", "int", _ALG.punt_rate_arp, "ARP punts per second"),
+    Option("punt_rate_inside_port", "int", _ALG.punt_rate_inside_port,
+           "punts per second from each inside port"),
+    Option("punt_rate_outside_control", "int", _ALG.punt_rate_outside_control,
+           "control segments per second from the outside"),
+    Option("punt_rate_outside_new", "int", _ALG.punt_rate_outside_new,
+           "other punts per second from the outside (new or unknown traffic)"),
+    Option("punt_rate_gre", "int", _ALG.punt_rate_gre,
+           "controller-path GRE packets per second"),
     Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
            "client -> server GRE through the controller, only the client's own keys"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),

@@ -12,12 +12,16 @@ priority     entries
              controller (ALG on)
 500          NAT sessions (both directions), server-map GRE entries (those for
              packets from inside match the inside host's port); a (server, public
-             address) pair on the slow path has a GRE_INBOUND entry whose action is
-             output:CONTROLLER, so slow-path GRE reaches the controller here
+             address) pair on the controller path has a GRE_INBOUND entry whose action is
+             output:CONTROLLER, so its GRE reaches the controller here
 100          other IPv4 from inside ports, and from outside to a public address ->
              controller (first packets, ICMP echo, GRE that matches no server-map)
 0            everything else: dropped
 ===========  =====================================================================
+
+Every entry that outputs to the controller first passes the meter of its class
+(``ryu_apps.switch``: ARP, each inside port, control segments from the outside, other
+traffic from the outside, controller-path GRE).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ipaddress import IPv4Address
 from typing import Any, assert_never
 
 from alg.codec import PPTP_PORT
+from alg.config import AlgConfig
 from alg.events import (
     Decision,
     EntryKind,
@@ -41,6 +46,11 @@ from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
 from ryu_apps.switch import (
     COOKIE_TAG,
     COOKIE_TAG_MASK,
+    METER_ARP,
+    METER_GRE,
+    METER_INSIDE_PORT,
+    METER_OUTSIDE_CONTROL,
+    METER_OUTSIDE_NEW,
     PRIORITY_ARP,
     PRIORITY_CONTROL,
     PRIORITY_DROP,
@@ -53,9 +63,12 @@ from ryu_apps.switch import (
 def _flow(
     dp: Any, priority: int, match: Any, actions: Sequence[Any], kind: EntryKind,
     entry_id: int = 0, idle_timeout: float = 0, notify: bool = False,
+    meter: int | None = None,
 ) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, list(actions))]
+    if meter is not None:
+        instructions.insert(0, parser.OFPInstructionMeter(meter, ofp.OFPIT_METER))
     return parser.OFPFlowMod(
         datapath=dp,
         cookie=cookie(kind, entry_id),
@@ -83,6 +96,32 @@ def _route(dp: Any, gateway_mac: str, hop: L2) -> list[Any]:
     ]
 
 
+def meters(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
+    """The meters of the punt classes (``ryu_apps.switch``), in packets per second.
+
+    Each is sent as ADD then MODIFY: after a controller restart the ADD fails with
+    "meter exists" (harmless) and the MODIFY sets the rate; deleting a meter would delete
+    the entries that use it.
+    """
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    classes = [
+        (METER_ARP, rates.punt_rate_arp),
+        (METER_OUTSIDE_CONTROL, rates.punt_rate_outside_control),
+        (METER_OUTSIDE_NEW, rates.punt_rate_outside_new),
+        (METER_GRE, rates.punt_rate_gre),
+        *((METER_INSIDE_PORT + port, rates.punt_rate_inside_port) for port in inside_ports),
+    ]
+    mods = []
+    for meter_id, rate in classes:
+        band = parser.OFPMeterBandDrop(rate=rate, burst_size=max(1, rate // 2))
+        for command in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY):
+            mods.append(parser.OFPMeterMod(
+                dp, command=command, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+                meter_id=meter_id, bands=[band],
+            ))
+    return mods
+
+
 def pipeline(
     dp: Any,
     inside_ports: Iterable[int],
@@ -90,17 +129,21 @@ def pipeline(
     public_ips: Iterable[IPv4Address],
     alg_enabled: bool,
 ) -> list[Any]:
-    """The static entries: ARP and punts to the controller, and drop for the rest."""
+    """The static entries: ARP and punts to the controller, each through the meter of its
+    class (see :func:`meters`, which must be on the switch first), and drop for the rest."""
     parser = dp.ofproto_parser
     punt = [_to_controller(dp)]
+    pipe = EntryKind.PIPELINE
     mods = [
-        _flow(dp, PRIORITY_ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP), punt, EntryKind.PIPELINE),
-        _flow(dp, PRIORITY_DROP, parser.OFPMatch(), [], EntryKind.PIPELINE),
+        _flow(dp, PRIORITY_ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP), punt, pipe,
+              meter=METER_ARP),
+        _flow(dp, PRIORITY_DROP, parser.OFPMatch(), [], pipe),
     ]
     for port in inside_ports:
+        meter = METER_INSIDE_PORT + port
         mods.append(_flow(
             dp, PRIORITY_PUNT, parser.OFPMatch(in_port=port, eth_type=ETH_TYPE_IPV4), punt,
-            EntryKind.PIPELINE,
+            pipe, meter=meter,
         ))
         if alg_enabled:
             mods.append(_flow(
@@ -108,13 +151,13 @@ def pipeline(
                 parser.OFPMatch(
                     in_port=port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.TCP, tcp_dst=PPTP_PORT
                 ),
-                punt, EntryKind.PIPELINE,
+                punt, pipe, meter=meter,
             ))
     for public_ip in public_ips:
         mods.append(_flow(
             dp, PRIORITY_PUNT,
             parser.OFPMatch(in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip)),
-            punt, EntryKind.PIPELINE,
+            punt, pipe, meter=METER_OUTSIDE_NEW,
         ))
         if alg_enabled:
             mods.append(_flow(
@@ -123,7 +166,7 @@ def pipeline(
                     in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip),
                     ip_proto=Proto.TCP, tcp_src=PPTP_PORT,
                 ),
-                punt, EntryKind.PIPELINE,
+                punt, pipe, meter=METER_OUTSIDE_CONTROL,
             ))
     return mods
 
@@ -216,16 +259,17 @@ def gre_inbound(
         in_port=outside_port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE,
         ipv4_src=str(decision.server_ip), ipv4_dst=str(decision.public_ip),
     )
+    meter: int | None = None
     if decision.client_ip is not None and client is not None:
         actions = [
             parser.OFPActionSetField(ipv4_dst=str(decision.client_ip)),
             *_route(dp, gateway_mac, client),
         ]
     else:
-        actions = [_to_controller(dp)]
+        actions, meter = [_to_controller(dp)], METER_GRE
     return _flow(
         dp, PRIORITY_SESSION, match, actions, EntryKind.GRE_INBOUND, decision.entry_id,
-        decision.idle_timeout, True,
+        decision.idle_timeout, True, meter,
     )
 
 

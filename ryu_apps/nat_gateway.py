@@ -126,6 +126,9 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         outside = numbers[self.config.outside_port]
         self.neighbours.set_ports(inside, outside)
         dp.send_msg(flowmods.remove_all(dp))
+        for meter in flowmods.meters(dp, self.config.alg, inside):
+            dp.send_msg(meter)
+        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
         self._send_mods(dp, flowmods.pipeline(
             dp, inside, outside, self.config.alg.public_ips, self.config.alg.alg_enabled
         ))

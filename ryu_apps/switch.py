@@ -25,6 +25,18 @@ PRIORITY_SESSION = 500
 PRIORITY_PUNT = 100
 PRIORITY_DROP = 0
 
+METER_ARP = 1
+"""Meters: every punt to the controller passes one, a class per kind of punt, so that a
+flood of one kind cannot starve the others. ARP from any port."""
+METER_OUTSIDE_CONTROL = 2
+"""Control segments (TCP/1723) from the outside."""
+METER_OUTSIDE_NEW = 3
+"""Anything else from the outside to a public address (new or unknown traffic)."""
+METER_GRE = 4
+"""Server -> client GRE of pairs on the controller path."""
+METER_INSIDE_PORT = 0x100
+"""Plus the port number: what one inside port punts (control segments and new traffic)."""
+
 OPENFLOW_PORT = 6653
 """The controller's OpenFlow listening port by default (IANA's)."""
 REST_PORT = 8080

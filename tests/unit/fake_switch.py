@@ -79,6 +79,7 @@ class Entry:
     idle_timeout: int
     flags: int
     hard_timeout: int = 0
+    meter: int | None = None
     packet_count: int = 0
     byte_count: int = 0
     installed: float = 0.0
@@ -121,6 +122,7 @@ class FakeDatapath:
         self.table: list[Entry] = []
         self.sent: list[Any] = []
         self.errors: list[str] = []
+        self.meters: dict[int, int] = {}
 
     def now(self) -> float:
         """The switch's clock (a plain datapath has none: always 0)."""
@@ -131,6 +133,18 @@ class FakeDatapath:
         self.sent.append(msg)
         if isinstance(msg, PARSER.OFPFlowMod):
             self.apply(msg)
+        elif isinstance(msg, PARSER.OFPMeterMod):
+            self.meter(msg)
+
+    def meter(self, mod: Any) -> None:
+        """Apply one meter-mod: ADD of an existing meter or MODIFY of an unknown one is
+        refused (recorded in :attr:`errors`, as a switch answers with an error)."""
+        [band] = mod.bands
+        exists = mod.meter_id in self.meters
+        if (mod.command == OFP.OFPMC_ADD) == exists:
+            self.errors.append(f"meter-mod {mod.command} of meter {mod.meter_id} refused")
+            return
+        self.meters[mod.meter_id] = band.rate
 
     def apply(self, mod: Any) -> None:
         """Apply one flow-mod to the table.
@@ -144,12 +158,19 @@ class FakeDatapath:
         match = dict(mod.match.items())
         if mod.command == OFP.OFPFC_ADD:
             actions: list[Any] = []
+            meter: int | None = None
             for inst in mod.instructions:
+                if isinstance(inst, PARSER.OFPInstructionMeter):
+                    meter = inst.meter_id
+                    continue
                 if not isinstance(inst, PARSER.OFPInstructionActions) or (
                     inst.type != OFP.OFPIT_APPLY_ACTIONS
                 ):
                     raise NotImplementedError(type(inst).__name__)
                 actions.extend(inst.actions)
+            if meter is not None and meter not in self.meters:
+                self.errors.append(f"flow-mod cookie={mod.cookie:#x} refused: no meter {meter}")
+                return
             problem = _inconsistency(match, actions)
             if problem is not None:
                 self.errors.append(f"flow-mod cookie={mod.cookie:#x} refused: {problem}")
@@ -157,7 +178,7 @@ class FakeDatapath:
             now = self.now()
             entry = Entry(
                 mod.priority, mod.cookie, match, actions, mod.idle_timeout, mod.flags,
-                mod.hard_timeout, installed=now, last_used=now,
+                mod.hard_timeout, meter, installed=now, last_used=now,
             )
             for old in self.table:
                 if old.priority == entry.priority and old.match == entry.match:
@@ -529,7 +550,8 @@ class FakeSwitch(FakeDatapath):
                 for name, number in self.ports.items()
             ]
             self._to_app(PARSER.OFPPortDescStatsReply(self, body=body, flags=0))
-        elif not isinstance(msg, PARSER.OFPFlowMod | PARSER.OFPBarrierRequest):
+        elif not isinstance(msg, PARSER.OFPFlowMod | PARSER.OFPMeterMod
+                            | PARSER.OFPBarrierRequest):
             raise NotImplementedError(type(msg).__name__)
 
     def removed(self, entry: Entry, reason: int) -> None:

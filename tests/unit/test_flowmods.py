@@ -6,6 +6,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from alg.config import AlgConfig
 from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries, SessionEntries
 from alg.nat import NatSession, Proto
 from alg.neighbours import L2
@@ -39,8 +40,11 @@ def tcp(in_port: int, src: str, sport: int, dst: str, dport: int) -> Packet:
 @pytest.fixture
 def dp() -> FakeDatapath:
     datapath = FakeDatapath()
+    for mod in flowmods.meters(datapath, AlgConfig(), INSIDE_PORTS):
+        datapath.send_msg(mod)
     for mod in flowmods.pipeline(datapath, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], True):
         datapath.send_msg(mod)
+    assert datapath.errors == []
     return datapath
 
 
@@ -72,6 +76,8 @@ def test_control_connection_goes_to_the_controller_at_control_priority(dp: FakeD
 
 def test_alg_off_has_no_control_punt() -> None:
     dp = FakeDatapath()
+    for mod in flowmods.meters(dp, AlgConfig(), INSIDE_PORTS):
+        dp.send_msg(mod)
     for mod in flowmods.pipeline(dp, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], False):
         dp.send_msg(mod)
     result = dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 1723))
@@ -202,3 +208,36 @@ def test_idle_timeout_is_capped_to_the_openflow_field() -> None:
     mod = flowmods.gre_outbound(dp, GreOutboundEntry(1, CLIENT, SERVER, PUBLIC, 1e9), CLIENT_L2,
                              SERVER_L2, GW_MAC)
     assert mod.idle_timeout == 65535
+
+
+def test_every_punt_passes_the_meter_of_its_class(dp: FakeDatapath) -> None:
+    punts = [e for e in dp.table if any(
+        getattr(a, "port", None) == CONTROLLER for a in e.actions)]
+    meters = {(e.match.get("in_port"), e.match.get("tcp_src"), e.match.get("tcp_dst"),
+               e.match.get("eth_type")): e.meter for e in punts}
+    assert meters == {
+        (None, None, None, 0x0806): switch.METER_ARP,
+        (1, None, None, 0x0800): switch.METER_INSIDE_PORT + 1,
+        (1, None, 1723, 0x0800): switch.METER_INSIDE_PORT + 1,
+        (2, None, None, 0x0800): switch.METER_INSIDE_PORT + 2,
+        (2, None, 1723, 0x0800): switch.METER_INSIDE_PORT + 2,
+        (OUTSIDE_PORT, None, None, 0x0800): switch.METER_OUTSIDE_NEW,
+        (OUTSIDE_PORT, 1723, None, 0x0800): switch.METER_OUTSIDE_CONTROL,
+    }
+    rates = AlgConfig(punt_rate_arp=7, punt_rate_inside_port=9)
+    fresh = FakeDatapath()
+    for mod in flowmods.meters(fresh, rates, INSIDE_PORTS):
+        fresh.send_msg(mod)
+    assert fresh.meters[switch.METER_ARP] == 7 and fresh.meters[switch.METER_INSIDE_PORT + 2] == 9
+    assert fresh.errors == []
+    for mod in flowmods.meters(fresh, AlgConfig(), INSIDE_PORTS):
+        fresh.send_msg(mod)  # after a controller restart each ADD is refused...
+    assert len(fresh.errors) == len(fresh.meters)
+    assert fresh.meters[switch.METER_ARP] == AlgConfig().punt_rate_arp  # ...MODIFY sets it
+
+
+def test_the_controller_path_gre_entry_passes_the_gre_meter(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, None, 300),
+                                     OUTSIDE_PORT, None, GW_MAC))
+    [entry] = [e for e in dp.table if e.match.get("ip_proto") == 47]
+    assert entry.meter == switch.METER_GRE and dp.errors == []

@@ -230,8 +230,9 @@ def test_gre_inbound_to_an_unknown_client_goes_to_the_controller_and_the_core_kn
     app.apply(dp, out)  # the app has never seen the client
     [mod] = [m for m in added_flows(dp)
              if switch.decode_cookie(m.cookie) == (EntryKind.GRE_INBOUND, inbound.entry_id)]
-    [action] = mod.instructions[0].actions
+    [action] = mod.instructions[-1].actions
     assert action.port == dp.ofproto.OFPP_CONTROLLER
+    assert mod.instructions[0].meter_id == switch.METER_GRE
     assert app.core.inbound_gre_path(SERVER, PUBLIC) == "controller"
     # Once the client is known, the next tick offers the flow path again.
     app.handle_frame(dp, IN1, arp(1, CLIENT_MAC, CLIENT, "192.168.1.254"))
