@@ -9,7 +9,8 @@ each frame nothing may have escaped the app, and the victim must be unharmed: it
 established with its three Call IDs, its control connection alive, and the server's GRE
 for it delivered to it with its own Call ID.
 
-``make test`` runs 10,000 frames; ``FUZZ_EXAMPLES=100000`` runs the longer documented run.
+``make test`` runs 10,000 frames; ``FUZZ_EXAMPLES=100000`` (with ``--timeout=3600``) runs
+the longer documented run.
 """
 
 from __future__ import annotations
