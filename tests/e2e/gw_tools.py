@@ -165,6 +165,43 @@ def gre_send(dst: str, keys: Sequence[int], count: int, src: str | None,
     return 0
 
 
+def syn_flood(dst: str, port: int, count: int, rate: float) -> int:
+    """Send ``count`` TCP SYNs to ``dst:port`` from new source ports, ``rate`` a second,
+    through a raw socket (the namespace's own TCP knows none of them and resets what
+    answers)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    src = _source_address(dst)
+    started = time.monotonic()
+    for n in range(count):
+        sport = 20000 + n % 40000
+        header = struct.pack("!HHIIBBHHH", sport, port, 7000 + n, 0, 5 << 4, 0x02, 65535, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, 20)
+        header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+        sock.sendto(header, (dst, 0))
+        delay = started + (n + 1) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    _line({"sent": count, "seconds": round(time.monotonic() - started, 3)})
+    return 0
+
+
+def _source_address(dst: str) -> str:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.connect((dst, 9))
+    address: str = probe.getsockname()[0]
+    probe.close()
+    return address
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 # ---------------------------------------------------------------------------- pac
 
 
@@ -340,6 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--src")
     p.add_argument("--interval", type=float, default=0.0)
+    p = sub.add_parser("syn-flood")
+    p.add_argument("dst")
+    p.add_argument("--port", type=int, default=1723)
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=1000.0)
     p = sub.add_parser("pac")
     p.add_argument("listen_ip")
     p.add_argument("--log", type=Path, required=True)
@@ -355,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            args.timeout)
     if args.command == "gre-send":
         return gre_send(args.dst, args.keys, args.count, args.src, args.interval)
+    if args.command == "syn-flood":
+        return syn_flood(args.dst, args.port, args.count, args.rate)
     if args.command == "pac":
         return pac(args.listen_ip, args.log, args.cdn_after)
     return repl(args.server, args.timeout)

@@ -1,0 +1,43 @@
+"""Attacks on the real lab from one inside host; another client's call must not notice.
+
+Each test is bounded in count and time, and its traffic stays in the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from tests.e2e.gateway_lab import SERVER_IP, GatewayLab, wait_for
+
+Factory = Callable[..., GatewayLab]
+LIVENESS = 5.0
+"""Seconds a victim's call may take to complete under attack (the liveness bound)."""
+
+
+def test_a_syn_flood_to_1723_from_one_host_leaves_another_clients_call_working(
+    gateway: Factory,
+) -> None:
+    gw = gateway(2)
+    gw.pptpd()
+    flood = gw.tool(gw.client(1), "syn-flood", SERVER_IP, "--count", "3000", "--rate", "1000",
+                    text=True)
+    wait_for(lambda: gw.counters()["refused_connections"] > 0, 5, "the flood to be refused")
+    victim = gw.repl(gw.client(2))
+    started = time.monotonic()
+    victim("start")
+    reply = victim("call", call_id=4242)["fields"]
+    took = time.monotonic() - started
+    assert reply["result"] == 1 and reply["peer_call_id"] == 4242
+    assert took < LIVENESS, f"the victim's call took {took:.2f} s under the flood"
+    [call] = gw.wait_established(1)
+    assert call["client"].endswith(".2") and call["public_call_id"] == 4242
+    out, _ = flood.communicate(timeout=30)
+    assert flood.returncode == 0 and json.loads(out.splitlines()[-1])["sent"] == 3000
+    counters = gw.counters()
+    # At most max_handshakes_per_host (16) of the flood were unfinished at once; the
+    # rest got an RST from the gateway, or were dropped by the inside port's meter.
+    assert counters["refused_connections"] > 0
+    print(f"victim call set up in {took:.3f} s during a 1,000 SYN/s flood from another "
+          f"host; refused_connections={counters['refused_connections']}")
