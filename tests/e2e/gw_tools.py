@@ -185,6 +185,22 @@ def syn_flood(dst: str, port: int, count: int, rate: float) -> int:
     return 0
 
 
+def udp_flood(dst: str, seconds: float, rate: float) -> int:
+    """Send UDP datagrams to ``dst`` on changing ports for ``seconds``, ``rate`` a second
+    at most (as fast as the socket goes when that is less)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    started = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        if sent >= elapsed * rate:
+            time.sleep(0.001)
+            continue
+        sock.sendto(b"flood", (dst, 1024 + sent % 60000))
+        sent += 1
+    _line({"sent": sent, "seconds": round(time.monotonic() - started, 3)})
+    return 0
+
+
 def _source_address(dst: str) -> str:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.connect((dst, 9))
@@ -382,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=1723)
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--rate", type=float, default=1000.0)
+    p = sub.add_parser("udp-flood")
+    p.add_argument("dst")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--rate", type=float, default=20000.0)
     p = sub.add_parser("pac")
     p.add_argument("listen_ip")
     p.add_argument("--log", type=Path, required=True)
@@ -399,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gre_send(args.dst, args.keys, args.count, args.src, args.interval)
     if args.command == "syn-flood":
         return syn_flood(args.dst, args.port, args.count, args.rate)
+    if args.command == "udp-flood":
+        return udp_flood(args.dst, args.seconds, args.rate)
     if args.command == "pac":
         return pac(args.listen_ip, args.log, args.cdn_after)
     return repl(args.server, args.timeout)

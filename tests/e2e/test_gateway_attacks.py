@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 
-from tests.e2e.gateway_lab import SERVER_IP, GatewayLab, wait_for
+from tests.e2e.gateway_lab import PUBLIC_IP, SERVER_IP, GatewayLab, wait_for
 
 Factory = Callable[..., GatewayLab]
 LIVENESS = 5.0
@@ -41,3 +41,34 @@ def test_a_syn_flood_to_1723_from_one_host_leaves_another_clients_call_working(
     assert counters["refused_connections"] > 0
     print(f"victim call set up in {took:.3f} s during a 1,000 SYN/s flood from another "
           f"host; refused_connections={counters['refused_connections']}")
+
+
+def test_a_flood_from_outside_is_metered_creates_nothing_and_inside_clients_work(
+    gateway: Factory,
+) -> None:
+    rate, seconds = 1000, 3.0  # punt_rate_outside_new: what the meter lets through
+    gw = gateway(2, options={"punt_rate_outside_new": str(rate)})
+    gw.pptpd()
+    entries_before = len(gw.flows())
+    dropped_before = gw.counters()["no_session_drops"]
+    flood = gw.tool(gw.server, "udp-flood", PUBLIC_IP, "--seconds", str(seconds), text=True)
+    time.sleep(0.5)
+    victim = gw.repl(gw.client(2))
+    started = time.monotonic()
+    victim("start")
+    reply = victim("call", call_id=4242)["fields"]
+    took = time.monotonic() - started
+    assert reply["result"] == 1 and took < LIVENESS, f"{took:.2f} s under the flood"
+    out, _ = flood.communicate(timeout=30)
+    sent = json.loads(out.splitlines()[-1])["sent"]
+    [call] = gw.wait_established(1)
+    assert call["public_call_id"] == 4242
+    reached = gw.counters()["no_session_drops"] - dropped_before
+    # The meter lets at most its rate (and a burst of half a second) reach the controller;
+    # what reached it was dropped without an entry.
+    assert 0 < reached <= rate * (seconds + 1.5), (reached, sent)
+    assert sent > 3 * reached
+    new_entries = len(gw.flows()) - entries_before
+    assert new_entries == len(gw.gre_flows()) == 2  # the victim's server-map entries only
+    print(f"outside flood: {sent} datagrams sent, {reached} reached the controller, "
+          f"victim call set up in {took:.3f} s")
