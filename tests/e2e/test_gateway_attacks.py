@@ -9,6 +9,8 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.e2e.gateway_lab import PUBLIC_IP, SERVER_IP, GatewayLab, wait_for
 
 Factory = Callable[..., GatewayLab]
@@ -72,3 +74,27 @@ def test_a_flood_from_outside_is_metered_creates_nothing_and_inside_clients_work
     assert new_entries == len(gw.gre_flows()) == 2  # the victim's server-map entries only
     print(f"outside flood: {sent} datagrams sent, {reached} reached the controller, "
           f"victim call set up in {took:.3f} s")
+
+
+def test_one_host_asking_for_too_many_calls_loses_its_connection_not_the_others_calls(
+    gateway: Factory,
+) -> None:
+    gw = gateway(2, options={"max_calls_per_connection": "4"})
+    gw.pptpd()
+    victim = gw.repl(gw.client(2))
+    victim("start")
+    assert victim("call", call_id=4242)["fields"]["result"] == 1
+    attacker = gw.repl(gw.client(1))
+    attacker("start")
+    for call_id in range(1, 5):
+        assert attacker("call", call_id=call_id)["fields"]["result"] == 1
+    gw.wait_established(5)
+    with pytest.raises(AssertionError, match="failed"):
+        attacker("call", call_id=5, timeout=10)  # the gateway resets the connection
+    counters = gw.counters()
+    assert counters["refused_calls"] == 1 and counters["connections_reset"] == 1
+    [call] = gw.wait_established(1)
+    assert call["client"] == "192.168.1.2" and call["public_call_id"] == 4242
+    started = time.monotonic()
+    assert victim("call", call_id=4343)["fields"]["result"] == 1  # and it goes on calling
+    assert time.monotonic() - started < LIVENESS
