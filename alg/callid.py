@@ -2,9 +2,9 @@
 
 The server tells calls apart by the Call ID it sees, so two inside calls that leave from the
 same public address to the same server need distinct Call IDs. The client's own ID is kept
-whenever it is free on the pair (the fast path: GRE from the server then needs no key
+whenever it is free on the pair (the flow path: GRE from the server then needs no key
 rewrite). A released ID is held down for a while, so that late GRE of an ended call that
-the controller demultiplexes (the slow path) is never delivered to a new call.
+the controller demultiplexes (the controller path) is never delivered to a new call.
 """
 
 from __future__ import annotations

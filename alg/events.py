@@ -170,7 +170,7 @@ class GreInboundEntry:
 
     Matches ``ip_proto=47, ipv4_src=server_ip, ipv4_dst=public_ip``. With ``client_ip``
     set, the pair belongs to one call whose Call ID was kept: set ``ipv4_dst`` and output
-    (the fast path). With ``client_ip`` None, send to the controller (the slow path),
+    (the flow path). With ``client_ip`` None, send to the controller (the controller path),
     which demultiplexes by Call ID and rewrites it.
     """
 

@@ -251,8 +251,8 @@ def gre_inbound(
     """Server-map 1 for a (server, public address) pair: to the client, or to the controller.
 
     Args:
-        client: the client's port and MAC when the decision sends to a client (fast
-            path); ignored when ``decision.client_ip`` is None (slow path).
+        client: the client's port and MAC when the decision sends to a client (flow
+            path); ignored when ``decision.client_ip`` is None (controller path).
     """
     parser = dp.ofproto_parser
     match = parser.OFPMatch(
