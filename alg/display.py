@@ -73,8 +73,8 @@ class ServerMapEntry:
     """One server-map entry of a call (each call has two).
 
     Attributes:
-        direction: ``server-to-client`` (server-map 1, made by the Outgoing-Call-Request
-            or Incoming-Call-Reply) or ``client-to-server`` (server-map 2, made by the
+        direction: ``server-to-client`` (the inbound entry, made by the Outgoing-Call-Request
+            or Incoming-Call-Reply) or ``client-to-server`` (the outbound entry, made by the
             reply that names the server's Call ID).
         text: the ``Type: ASPF, ...`` line without the ``Zone`` suffix.
         call_index: the call's index in the gateway (logs name it too).

@@ -151,7 +151,7 @@ class RemoveEntries:
 
 @dataclass(frozen=True)
 class GreOutboundEntry:
-    """Server-map 2 on the switch: client -> server GRE leaves from the public address.
+    """The outbound server-map entry: client -> server GRE leaves from the public address.
 
     Matches ``ip_proto=47, ipv4_src=client_ip, ipv4_dst=server_ip``; sets ``ipv4_src`` to
     ``public_ip``. Shared by every call of that (client, server) pair.
@@ -166,7 +166,7 @@ class GreOutboundEntry:
 
 @dataclass(frozen=True)
 class GreInboundEntry:
-    """Server-map 1 on the switch, for every call of one (server, public address) pair.
+    """The inbound server-map entry of every call of one (server, public address) pair.
 
     Matches ``ip_proto=47, ipv4_src=server_ip, ipv4_dst=public_ip``. With ``client_ip``
     set, the pair belongs to one call whose Call ID was kept: set ``ipv4_dst`` and output

@@ -224,7 +224,7 @@ def session_entries(
 def gre_outbound(
     dp: Any, decision: GreOutboundEntry, client: L2, outside: L2, gateway_mac: str
 ) -> Any:
-    """Server-map 2: client -> server GRE leaves from the public address.
+    """The outbound server-map entry: client -> server GRE leaves from the public address.
 
     Args:
         client: the client's port and MAC; the entry matches only packets from that port.
@@ -248,7 +248,8 @@ def gre_outbound(
 def gre_inbound(
     dp: Any, decision: GreInboundEntry, outside_port: int, client: L2 | None, gateway_mac: str
 ) -> Any:
-    """Server-map 1 for a (server, public address) pair: to the client, or to the controller.
+    """The inbound server-map entry of a (server, public address) pair: to the client or to
+    the controller.
 
     Args:
         client: the client's port and MAC when the decision sends to a client (flow
