@@ -143,6 +143,11 @@ class ConnectionCalls:
         """Closed calls still in hold-down, oldest first."""
         return list(self._closed)
 
+    @property
+    def held(self) -> int:
+        """How many closed calls are still in hold-down."""
+        return len(self._closed)
+
     def add(self, call: Call) -> None:
         """Take a new live call, indexed by whichever IDs it has."""
         self._live[call.index] = call

@@ -58,6 +58,10 @@ from alg.errors import AllocationError, LimitError, ProtocolError
 from alg.events import CallLog, Direction, Output
 from alg.servermap import ServerMap
 
+HELD_PER_LIVE = 4
+"""A connection's calls in hold-down may number this many times ``max_calls_per_connection``:
+each holds a public Call ID of the pair, so calls set up and cleared in a loop would
+otherwise take them all."""
 INCOMING_CALL_ACCEPT = 1
 """Incoming-Call-Reply Result Code: Connect (RFC 2637 section 2.10)."""
 
@@ -302,10 +306,11 @@ class CallControl:
     def _new_call(
         self, calls: ConnectionCalls, outgoing: bool, state: CallState, now: float
     ) -> Call:
-        if len(calls) >= self._config.max_calls_per_connection:
+        limit = self._config.max_calls_per_connection
+        if len(calls) >= limit or calls.held >= HELD_PER_LIVE * limit:
             raise LimitError(
                 "max_calls_per_connection", f"{calls.client_ip} has too many calls on one "
-                "control connection",
+                "control connection, live or ended within the hold-down",
             )
         if self._live >= self._config.max_calls:
             raise LimitError("max_calls", "too many calls")

@@ -21,6 +21,7 @@ from alg.events import (
     SendTcp,
     TcpSegment,
 )
+from alg.pptp import HELD_PER_LIVE
 from alg.relay import MAX_GAP_PIECES
 from tests.unit.pptp_flows import (
     C1,
@@ -193,6 +194,18 @@ def test_calls_per_control_connection_are_bounded() -> None:
     assert gw.counters.refused_calls == 1 and gw.counters.connections_reset == 1
     assert any("max_calls_per_connection" in e for e in out.errors)
     assert gw.connections() == [] and gw.call_ids.count_in_use() == 0
+
+
+def test_calls_set_up_and_cleared_in_a_loop_cannot_take_the_pairs_call_ids() -> None:
+    gw = gateway(max_calls_per_connection=2)
+    link = ControlLink(gw, C1, 40000).start()
+    for n in range(HELD_PER_LIVE * 2):  # each ended call's b stays held down
+        link.outgoing_call(n, 700 + n)
+        link.client_send(ccrq(n))
+    assert gw.call_ids.count_held_down() == HELD_PER_LIVE * 2
+    link.client_send(ocrq(99))
+    assert gw.counters.refused_calls == 1 and gw.connections() == []
+    assert gw.call_ids.count_held_down() == HELD_PER_LIVE * 2  # no more than that
 
 
 def test_one_host_flooding_calls_leaves_call_ids_for_the_others() -> None:
