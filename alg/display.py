@@ -196,7 +196,7 @@ def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
 
 
 def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry]:
-    if call.state is not CallState.ESTABLISHED:
+    if call.state is not CallState.ESTABLISHED or call.data_idle:
         return []
     conn = call.conn
     assert call.client_call_id is not None and call.public_call_id is not None

@@ -116,7 +116,8 @@ class Route(enum.Enum):
     DROP = "drop"
     """Not ours to route: from outside the inside subnet, to it, or multicast/broadcast."""
     SPOOFED = "spoofed"
-    """From an inside address pinned to another port."""
+    """From an inside address pinned to another port (``spoofed_drops``), or from a new
+    one when the table is full (``neighbours_refused``): dropped either way."""
     GATEWAY = "gateway"
     """To the gateway's inside address (it answers echo requests)."""
     OUTSIDE = "outside"

@@ -26,6 +26,19 @@ from scapy.layers.l2 import GRE_PPTP, Ether
 
 from ryu_apps import nat_gateway
 from ryu_apps.nat_gateway import NatGateway
+from tests.unit.app_env import (
+    CLIENT,
+    CLIENT_MAC,
+    GW_MAC,
+    IN1,
+    IN2,
+    OTHER_MAC,
+    OUT,
+    PUBLIC,
+    SERVER,
+    SERVER_MAC,
+)
+from tests.unit.app_env import OPTIONS as BASE_OPTIONS
 from tests.unit.fake_hosts import (
     ClientCall,
     ClientLink,
@@ -36,31 +49,13 @@ from tests.unit.fake_hosts import (
 )
 from tests.unit.fake_switch import FakeSwitch
 
-GW_MAC = "02:00:5e:00:01:fe"
-IN1, IN2, OUT = 1, 2, 100
-CLIENT1 = IPv4Address("192.168.1.1")
-CLIENT2 = IPv4Address("192.168.1.2")
-CLIENT1_MAC = "0a:00:00:00:00:01"
-CLIENT2_MAC = "0a:00:00:00:00:02"
-SERVER = IPv4Address("203.0.113.1")
-SERVER_MAC = "0a:00:00:00:00:64"
-PUBLIC = IPv4Address("203.0.113.2")
+CLIENT1, CLIENT1_MAC = CLIENT, CLIENT_MAC
+CLIENT2, CLIENT2_MAC = IPv4Address("192.168.1.2"), OTHER_MAC
 GRE_IDLE = 30
 UDP_IDLE = 20
 HOLD_DOWN = 10
 OPTIONS: dict[str, Any] = {
-    "bridge": "br-test",
-    "inside_ports": ["in1", "in2"],
-    "outside_port": "out",
-    "inside_subnet": "192.168.1.0/24",
-    "inside_gateway": "192.168.1.254",
-    "outside_subnet": "203.0.113.0/24",
-    "public_ips": [str(PUBLIC)],
-    "next_hop": "203.0.113.254",
-    "policy": "open",
-    "alg": True,
-    "gateway_mac": GW_MAC,
-    "stats_interval": 5.0,
+    **BASE_OPTIONS,
     "gre_idle": float(GRE_IDLE),
     "udp_idle": float(UDP_IDLE),
     "call_id_hold_down": float(HOLD_DOWN),

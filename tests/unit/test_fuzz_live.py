@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from ipaddress import IPv4Address
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +30,18 @@ from alg.calls import Call, CallState
 from alg.events import Direction, SendGre
 from ryu_apps import nat_gateway
 from ryu_apps.nat_gateway import NatGateway
+from tests.unit.app_env import (
+    CLIENT,
+    CLIENT_MAC,
+    GW_MAC,
+    IN1,
+    IN2,
+    OPTIONS,
+    OUT,
+    PUBLIC,
+    SERVER,
+    SERVER_MAC,
+)
 from tests.unit.fake_switch import FakeDatapath
 from tests.unit.pptp_flows import (
     ControlLink,
@@ -51,19 +62,10 @@ from tests.unit.pptp_flows import (
 )
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
-GW_MAC = "02:00:5e:00:01:fe"
-IN1, IN2, OUT = 1, 2, 100
-VICTIM = IPv4Address("192.168.1.1")
-SERVER = IPv4Address("203.0.113.1")
-PUBLIC = IPv4Address("203.0.113.2")
+VICTIM = CLIENT
 A, C = 4242, 700
 ADDRESSES = ["192.168.1.1", "192.168.1.2", "192.168.1.254", "203.0.113.1", "203.0.113.2",
              "203.0.113.9", "10.0.0.1", "255.255.255.255", "224.0.0.1"]
-OPTIONS: dict[str, Any] = {
-    "inside_ports": ["in1", "in2"], "outside_port": "out",
-    "inside_subnet": "192.168.1.0/24", "inside_gateway": "192.168.1.254",
-    "outside_subnet": "203.0.113.0/24", "public_ips": [str(PUBLIC)], "gateway_mac": GW_MAC,
-}
 
 
 class Victim:
@@ -83,8 +85,8 @@ class Victim:
                  for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
         self.app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp)))
         self.app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp, body=ports)))
-        for port, mac, ip, target in ((IN1, "0a:00:00:00:00:01", VICTIM, "192.168.1.254"),
-                                      (OUT, "0a:00:00:00:00:64", SERVER, str(PUBLIC))):
+        for port, mac, ip, target in ((IN1, CLIENT_MAC, VICTIM, "192.168.1.254"),
+                                      (OUT, SERVER_MAC, SERVER, str(PUBLIC))):
             self.app.handle_frame(self.dp, port, bytes(
                 Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
                 / ARP(op=2, hwsrc=mac, psrc=str(ip), pdst=target)

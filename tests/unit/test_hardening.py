@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+import pytest
+
 from alg import display
 from alg.calls import CallState
 from alg.events import (
@@ -292,3 +294,38 @@ def test_strict_outbound_gre_carries_only_the_clients_own_server_call_ids() -> N
     assert sent_gre(stolen) == [] and gw.counters.gre_unknown_dropped == 1
     [call] = [c for c in gw.calls() if c.conn.client_ip == C2]
     assert display.gre_paths(gw, call) == ("controller", "controller")
+
+
+def test_neighbours_beyond_the_cap_are_refused_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alg import neighbours
+    from alg.config import load
+
+    monkeypatch.setattr(neighbours, "MAX_NEIGHBOURS", 2)
+    table: neighbours.NeighbourTable[str] = neighbours.NeighbourTable(load({
+        "inside_ports": ["a", "b"], "outside_port": "c", "inside_subnet": "192.168.1.0/24",
+        "inside_gateway": "192.168.1.254", "outside_subnet": "203.0.113.0/24",
+        "public_ips": ["203.0.113.2"],
+    }))
+    table.set_ports([1, 2], 100)
+    mac = "0a:00:00:00:00:01"
+    routes = [table.admit_inside(1, mac, IPv4Address(f"192.168.1.{i}"), SERVER)
+              for i in (1, 2, 3)]
+    assert routes == [neighbours.Route.OUTSIDE] * 2 + [neighbours.Route.SPOOFED]
+    for i in (10, 11, 12):
+        table.arp(100, mac, neighbours.ArpMessage(
+            neighbours.ARP_REPLY, mac, IPv4Address(f"203.0.113.{i}"), PUBLIC), 0.0)
+    assert len(table.hosts(neighbours.Side.OUTSIDE)) == 2
+    assert table.counters.neighbours_refused == 2
+
+
+def test_an_idle_data_channel_shows_no_pptp_gre_session() -> None:
+    gw = gateway(gre_idle=300)
+    ControlLink(gw, C1, 40000).start().outgoing_call(A, 700)
+    down_gre(gw, PUBLIC, A, 10.0)  # data flowed: the session table shows it
+    assert [e.protocol for e in display.session_table(gw, 20.0)].count("pptp-gre") == 1
+    gw.tick(400.0)
+    assert [e.protocol for e in display.session_table(gw, 400.0)].count("pptp-gre") == 0
+    down_gre(gw, PUBLIC, A, 401.0)
+    assert [e.protocol for e in display.session_table(gw, 401.0)].count("pptp-gre") == 1
