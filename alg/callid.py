@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 
 from alg.config import check_seconds
 from alg.errors import CallIdExhaustedError
+from alg.snapshot import HeldRecord, Journal
 
 CALL_ID_SPACE = 65536
 """Number of distinct Call IDs; 0 is a valid one (pptpd uses it)."""
@@ -51,17 +52,19 @@ class CallIdAllocator:
     release (one heap ordered by end of hold-down, so a purge costs only what it removes).
     """
 
-    def __init__(self, hold_down: float) -> None:
+    def __init__(self, hold_down: float, journal: Journal | None = None) -> None:
         """Creates an empty allocator.
 
         Args:
             hold_down: seconds a released Call ID stays unusable on its pair.
+            journal: where hold-downs begun and ended are noted (``alg.snapshot``).
 
         Raises:
             ConfigError: ``hold_down`` is not positive (the rule of ``call_id_hold_down``).
         """
         check_seconds("call_id_hold_down", hold_down)
         self._hold_down = hold_down
+        self._journal = journal if journal is not None else Journal()
         self._pairs: dict[Pair, _PairState] = {}
         self._expiries: list[tuple[float, IPv4Address, IPv4Address, int]] = []
         self._count_in_use = 0
@@ -131,10 +134,39 @@ class CallIdAllocator:
             return
         state.in_use.remove(call_id)
         self._count_in_use -= 1
-        until = now + self._hold_down
+        self._hold(public_ip, server_ip, call_id, now + self._hold_down)
+
+    def adopt(
+        self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int,
+        until: float | None = None,
+    ) -> bool:
+        """Takes back a Call ID a store kept (after a restart): in use, or held down
+        ``until`` then.
+
+        Returns:
+            False when the ID is out of range or already in use or held down on the pair
+            (the record contradicts the allocator and is left out).
+        """
+        state = self._pairs.get((public_ip, server_ip))
+        if not 0 <= call_id < CALL_ID_SPACE or (state is not None and not state.is_free(call_id)):
+            return False
+        if state is None:
+            state = self._pairs[(public_ip, server_ip)] = _PairState()
+        if until is None:
+            state.in_use.add(call_id)
+            self._count_in_use += 1
+        else:
+            self._hold(public_ip, server_ip, call_id, until)
+        return True
+
+    def _hold(self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int,
+              until: float) -> None:
+        state = self._pairs[(public_ip, server_ip)]
         state.held[call_id] = until
         state.hold_end = max(state.hold_end, until)
         heapq.heappush(self._expiries, (until, public_ip, server_ip, call_id))
+        self._journal.save("held", (public_ip, server_ip, call_id),
+                           lambda: HeldRecord(public_ip, server_ip, call_id, until))
 
     def in_use(self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int) -> bool:
         """Tells whether a Call ID is allocated and not released on a pair."""
@@ -186,6 +218,7 @@ class CallIdAllocator:
             pair = (public_ip, server_ip)
             state = self._pairs[pair]
             del state.held[call_id]
+            self._journal.forget("held", (public_ip, server_ip, call_id))
             if not state.in_use and not state.held:
                 del self._pairs[pair]
             ended += 1

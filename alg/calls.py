@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Literal
 
 from alg.nat import NatSession
+from alg.snapshot import CallRecord, ConnectionRecord, Journal
 
 
 class CallState(enum.Enum):
@@ -55,6 +56,8 @@ class Call:
         slow_path_packets: GRE packets of this call that went through the controller.
         data_idle: the data channel has been idle for the server-map idle timeout: its
             flow entries are gone until its next GRE packet (the call and its IDs stay).
+        entry_ids: the ids of an established call's outbound and inbound server-map
+            entries.
     """
 
     index: int
@@ -75,6 +78,7 @@ class Call:
     slow_path_packets: int = 0
     data_idle: bool = False
     end_reason: str = ""
+    entry_ids: tuple[int, int] | None = None
 
     @property
     def client_id(self) -> int:
@@ -96,6 +100,15 @@ class Call:
             return self.public_call_id
         return self.server_call_id
 
+    def record(self) -> CallRecord:
+        """What the store keeps of the call."""
+        return CallRecord(
+            self.index, self.conn.session.id, self.outgoing, self.state.value,
+            self.client_call_id, self.public_call_id, self.server_call_id,
+            self.call_serial_number, self.hold_until,
+            *(self.entry_ids if self.entry_ids is not None else (None, None)),
+        )
+
 
 class ConnectionCalls:
     """The calls of one control connection, by each Call ID.
@@ -103,10 +116,19 @@ class ConnectionCalls:
     Args:
         session: the control connection's NAT session (client, public and server
             addresses).
+        journal: where changes of calls are noted, with the connection's record
+            (``connection``) if it has one, for the stream positions (``alg.snapshot``).
     """
 
-    def __init__(self, session: NatSession) -> None:
+    def __init__(
+        self,
+        session: NatSession,
+        journal: Journal | None = None,
+        connection: Callable[[], ConnectionRecord] | None = None,
+    ) -> None:
         self.session = session
+        self._journal = journal if journal is not None else Journal()
+        self.connection = connection
         self._live: dict[int, Call] = {}
         self._by: dict[IdName, dict[int, list[Call]]] = {
             "client": {}, "public": {}, "server": {},
@@ -153,12 +175,20 @@ class ConnectionCalls:
         self._live[call.index] = call
         for name in self._by:
             self.name_id(call, name)
+        self.changed(call)
 
     def name_id(self, call: Call, name: IdName) -> None:
         """Index a live call by an ID it has just been given."""
         value = call.call_id(name)
         if value is not None:
             self._by[name].setdefault(value, []).append(call)
+            self.changed(call)
+
+    def changed(self, call: Call) -> None:
+        """Note a change of a call (and the connection's stream positions) for the store."""
+        self._journal.save("call", call.index, call.record)
+        if self.connection is not None:
+            self._journal.save("connection", self.session.id, self.connection)
 
     def live(self, name: IdName, value: int) -> Call | None:
         """The oldest live call whose ID ``name`` is ``value``."""
@@ -189,11 +219,15 @@ class ConnectionCalls:
                 value = call.call_id(name)
                 if value is not None:
                     closed[value] = call
+            self.changed(call)
+        else:
+            self._journal.forget("call", call.index)
 
     def forget(self, now: float) -> None:
         """Forget closed calls whose hold-down is over."""
         while self._closed and self._closed[0].hold_until <= now:
             call = self._closed.popleft()
+            self._journal.forget("call", call.index)
             for name, index in self._closed_by.items():
                 value = call.call_id(name)
                 if value is not None and index.get(value) is call:

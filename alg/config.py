@@ -24,9 +24,9 @@ _SECONDS = (
 )
 _COUNTS = (
     "max_calls_per_connection", "max_calls", "max_connections_per_host",
-    "max_handshakes_per_host", "max_sessions_per_host", "max_sessions", "punt_rate_arp",
-    "punt_rate_inside_port", "punt_rate_outside_control", "punt_rate_outside_new",
-    "punt_rate_gre",
+    "max_handshakes_per_host", "max_sessions_per_host", "max_sessions", "max_pins_per_port",
+    "punt_rate_arp", "punt_rate_inside_port", "punt_rate_outside_control",
+    "punt_rate_outside_new", "punt_rate_gre",
 )
 
 
@@ -81,6 +81,8 @@ class AlgConfig:
         max_sessions_per_host: most NAT sessions (control connections included) of one
             inside host.
         max_sessions: most NAT sessions in all.
+        max_pins_per_port: most inside addresses pinned to one inside port at once (see
+            :mod:`alg.neighbours`); a new address claimed from a port at it is dropped.
         punt_rate_arp, punt_rate_inside_port, punt_rate_outside_control,
             punt_rate_outside_new, punt_rate_gre: packets per second each class of punt
             to the controller may bring (an OpenFlow meter on the switch drops the rest).
@@ -108,6 +110,7 @@ class AlgConfig:
     max_handshakes_per_host: int = 16
     max_sessions_per_host: int = 4096
     max_sessions: int = 200_000
+    max_pins_per_port: int = 64
     gre_outbound_strict: bool = False
     punt_rate_arp: int = 200
     punt_rate_inside_port: int = 2000
@@ -145,6 +148,8 @@ class GatewayConfig:
         next_hop: the router for destinations off the outside subnet, if any.
         gateway_mac: the MAC the gateway answers ARP with and sends from.
         stats_interval: seconds between flow statistics polls (and ageing).
+        state_file: the SQLite file that keeps calls, control connections, sessions
+            and hold-downs across controller restarts; empty for none.
     """
 
     alg: AlgConfig
@@ -157,6 +162,7 @@ class GatewayConfig:
     gateway_mac: str = "02:00:5e:00:01:fe"
     bridge: str = ""
     stats_interval: float = 5.0
+    state_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.inside_ports:
@@ -244,6 +250,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_sessions_per_host", "int", _ALG.max_sessions_per_host,
            "most NAT sessions of one inside host"),
     Option("max_sessions", "int", _ALG.max_sessions, "most NAT sessions in all"),
+    Option("max_pins_per_port", "int", _ALG.max_pins_per_port,
+           "most inside addresses pinned to one inside port at once"),
     Option("punt_rate_arp", "int", _ALG.punt_rate_arp, "ARP punts per second"),
     Option("punt_rate_inside_port", "int", _ALG.punt_rate_inside_port,
            "punts per second from each inside port"),
@@ -256,6 +264,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
            "client -> server GRE through the controller, only the client's own keys"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),
+    Option("state_file", "str", "", "SQLite file in which calls, control connections and "
+           "sessions survive a controller restart (empty: none)"),
 )
 
 
@@ -298,6 +308,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         gateway_mac=str(raw["gateway_mac"] or "").lower(),
         bridge=str(raw["bridge"] or ""),
         stats_interval=_number(_option("stats_interval"), raw["stats_interval"]),
+        state_file=str(raw["state_file"] or "").strip(),
     )
 
 

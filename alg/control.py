@@ -29,7 +29,8 @@ from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, Output, SendTcp, Tc
 from alg.framer import Decide, PptpFramer
 from alg.nat import NatSession, NatTable, Proto
 from alg.pptp import CallControl
-from alg.relay import TcpRelay, Verdict
+from alg.relay import RESYNC_SPAN, TcpRelay, Verdict
+from alg.snapshot import ConnectionRecord, Journal
 
 _Key = tuple[IPv4Address, int, IPv4Address, int]
 
@@ -45,6 +46,24 @@ class ControlConnection:
     framers: dict[Direction, PptpFramer] = field(default_factory=lambda: {
         Direction.OUTBOUND: PptpFramer(), Direction.INBOUND: PptpFramer(),
     })
+    recorded: dict[Direction, int] = field(default_factory=dict)
+    """Stream offsets of each direction in the last record made."""
+
+    def record(self) -> ConnectionRecord:
+        """What the store keeps of the connection (noting the offsets it records)."""
+        for direction in Direction:
+            stream = self.relay.stream(direction)
+            if stream is not None:
+                self.recorded[direction] = stream.forwarded
+        return self.relay.record(self.session.id)
+
+    def moved_on(self, direction: Direction) -> bool:
+        """Whether a direction's stream is half :data:`~alg.relay.RESYNC_SPAN` beyond
+        its last record (so that the record is written again)."""
+        stream = self.relay.stream(direction)
+        return stream is not None and stream.synced and (
+            stream.forwarded - self.recorded.get(direction, 0) > RESYNC_SPAN // 2
+        )
 
 
 class ControlConnections:
@@ -55,12 +74,15 @@ class ControlConnections:
         counters: the core's counters.
         nat: the NAT table (a control connection is one of its TCP sessions).
         calls: the call state machine.
+        journal: where connections and their calls are noted (``alg.snapshot``).
     """
 
     def __init__(
-        self, config: AlgConfig, counters: Counters, nat: NatTable, calls: CallControl
+        self, config: AlgConfig, counters: Counters, nat: NatTable, calls: CallControl,
+        journal: Journal | None = None,
     ) -> None:
         self._config = config
+        self._journal = journal if journal is not None else Journal()
         self._counters = counters
         self._nat = nat
         self._calls = calls
@@ -147,21 +169,42 @@ class ControlConnections:
             out.drop_reason = "allocation failure"
             return out
         relay = TcpRelay(session, seg, self._config.max_buffer, HEADER_LENGTH)
-        conn = ControlConnection(session, relay, ConnectionCalls(session))
-        self._inside[(seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)] = conn
-        self._public[(session.public_ip, session.public_port, seg.dst_ip, seg.dst_port)] = conn
+        self._add(session, relay)
+        out.emits.append(SendTcp(Direction.OUTBOUND, relay.first_syn(seg)))
+        return out
+
+    def restore(self, session: NatSession, record: ConnectionRecord) -> ControlConnection:
+        """Take back a connection a store kept, to resynchronise (``alg.relay``)."""
+        relay = TcpRelay.restored(session, record, self._config.max_buffer, HEADER_LENGTH)
+        conn = self._add(session, relay)
+        if relay.inbound is not None:
+            self._handshake_done(conn)
+        return conn
+
+    def _add(self, session: NatSession, relay: TcpRelay) -> ControlConnection:
+        conn = ControlConnection(session, relay, ConnectionCalls(session, self._journal))
+        conn.calls.connection = conn.record
+        host = session.inside_ip
+        self._inside[(host, session.inside_port, session.remote_ip, session.remote_port)] = conn
+        self._public[(session.public_ip, session.public_port, session.remote_ip,
+                      session.remote_port)] = conn
         self._by_session[session.id] = conn
         self._per_host[host] = self._per_host.get(host, 0) + 1
         self._handshakes.setdefault(host, {})[session.id] = conn
-        out.emits.append(SendTcp(Direction.OUTBOUND, relay.first_syn(seg)))
-        return out
+        self._journal.save("connection", session.id, conn.record)
+        return conn
 
     def _segment(
         self, conn: ControlConnection, direction: Direction, seg: TcpSegment, now: float
     ) -> Output:
         received = conn.relay.receive(direction, seg)
-        if conn.relay.inbound is not None:
-            self._handshake_done(conn)
+        if conn.relay.inbound is not None and self._handshake_done(conn):
+            self._journal.save("connection", conn.session.id, conn.record)
+        if received.verdict is Verdict.RESYNC:
+            self._counters.resync_probes += 1
+            out = Output(drop_reason=received.verdict.value)
+            out.emits.extend(SendTcp(direction, s) for s in received.sends)
+            return out
         if received.verdict is Verdict.OUT_OF_WINDOW:
             self._counters.out_of_window_drops += 1
             return Output(drop_reason=received.verdict.value)
@@ -206,14 +249,20 @@ class ControlConnections:
             return out
         if result.half_closed:
             self._calls.close_all(conn.calls, now, "TCP FIN", out)
+        if conn.moved_on(direction):
+            self._journal.save("connection", conn.session.id, conn.record)
         if out.drop_reason is None and not result.sends:
             out.drop_reason = result.drop_reason
         return out
 
-    def _handshake_done(self, conn: ControlConnection) -> None:
+    def _handshake_done(self, conn: ControlConnection) -> bool:
+        """Take a connection out of the unfinished handshakes (True if it was in)."""
         waiting = self._handshakes.get(conn.session.inside_ip)
-        if waiting is not None and waiting.pop(conn.session.id, None) is not None and not waiting:
+        if waiting is None or waiting.pop(conn.session.id, None) is None:
+            return False
+        if not waiting:
             del self._handshakes[conn.session.inside_ip]
+        return True
 
     def _count_error(self, exc: Exception) -> None:
         if isinstance(exc, LimitError):

@@ -38,3 +38,5 @@ class Counters(CounterSet):
     refused_calls: int = 0
     refused_connections: int = 0
     refused_sessions: int = 0
+    resync_probes: int = 0
+    restore_skipped: int = 0

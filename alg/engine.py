@@ -18,8 +18,7 @@ through :meth:`Gateway.flow_stats`, :meth:`Gateway.flow_removed` and
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Address
 from typing import assert_never
 
@@ -42,6 +41,7 @@ from alg.events import (
     Output,
     Packet,
     RemoveEntries,
+    SessionEntries,
     TcpSegment,
     UdpDatagram,
 )
@@ -50,6 +50,27 @@ from alg.nat import NatTable, Proto
 from alg.plaingre import PlainGre, PlainGreTable
 from alg.pptp import CallControl
 from alg.servermap import Counts, ServerMap
+from alg.snapshot import Change, Forget, Journal, Snapshot
+
+Installed = Mapping[tuple[EntryKind, int], int]
+"""What a switch holds of the core's entries: how many entries per (kind, id)."""
+
+
+class Ids(Iterator[int]):
+    """The core's ids for calls and server-map entries: rising, never reused, and above
+    every id a switch or a store still has after a restart."""
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def __next__(self) -> int:
+        value = self._next
+        self._next += 1
+        return value
+
+    def skip(self, highest: int) -> None:
+        """Hand out ids above ``highest`` from now on."""
+        self._next = max(self._next, highest + 1)
 
 
 class Gateway:
@@ -62,12 +83,15 @@ class Gateway:
     def __init__(self, config: AlgConfig) -> None:
         self.config = config
         self.counters = Counters()
-        self.nat = NatTable(config)
-        self.call_ids = CallIdAllocator(config.call_id_hold_down)
-        ids = itertools.count(1)
+        self.journal = Journal()
+        self.nat = NatTable(config, journal=self.journal)
+        self.call_ids = CallIdAllocator(config.call_id_hold_down, self.journal)
+        self.ids = ids = Ids()
         self.server_map = ServerMap(config, self.counters, self.call_ids, ids)
         self.call_control = CallControl(config, self.counters, self.call_ids, self.server_map, ids)
-        self.control = ControlConnections(config, self.counters, self.nat, self.call_control)
+        self.control = ControlConnections(
+            config, self.counters, self.nat, self.call_control, self.journal
+        )
         self.napt = Napt(config, self.counters, self.nat)
         self.plain = PlainGreTable(config, self.counters, self.nat.pool, ids)
         self._session_counts: dict[int, Counts] = {}
@@ -116,18 +140,26 @@ class Gateway:
     # Packets.
 
     def handle(self, direction: Direction, packet: Packet, now: float) -> Output:
-        """A packet that reached the controller (no flow entry matched it)."""
+        """A packet that reached the controller (no flow entry matched it).
+
+        The output's ``records`` are the state changes the packet made, for the store.
+        """
         match packet:
             case TcpSegment():
-                return self.handle_tcp(direction, packet, now)
+                out = self.handle_tcp(direction, packet, now)
             case UdpDatagram(src_ip=src, src_port=sport, dst_ip=dst, dst_port=dport):
-                return self.handle_udp(direction, src, sport, dst, dport, now)
+                out = self.handle_udp(direction, src, sport, dst, dport, now)
             case IcmpEcho(src_ip=src, dst_ip=dst, identifier=ident, request=request):
-                return self.handle_icmp_echo(direction, src, dst, ident, request, now)
+                out = self.handle_icmp_echo(direction, src, dst, ident, request, now)
             case GrePacket(src_ip=src, dst_ip=dst, gre=gre):
-                return self.handle_gre(direction, src, dst, gre, now)
+                out = self.handle_gre(direction, src, dst, gre, now)
             case _:
                 assert_never(packet)
+        return self._noted(out)
+
+    def _noted(self, out: Output) -> Output:
+        out.records.extend(self.journal.drain())
+        return out
 
     def handle_tcp(self, direction: Direction, seg: TcpSegment, now: float) -> Output:
         """A TCP segment that reached the controller (no flow entry matched it)."""
@@ -202,7 +234,7 @@ class Gateway:
         out = Output()
         if isinstance(decision, GreInboundEntry) and decision.client_ip is not None:
             self.server_map.unreachable(decision, now, out)
-        return out
+        return self._noted(out)
 
     def flow_stats(
         self, kind: EntryKind, entry_id: int, packets: int, now: float, byte_count: int = 0
@@ -253,4 +285,94 @@ class Gateway:
         self.plain.tick(now, out)
         self.call_ids.purge(now)
         self.server_map.reconsider(now, out)
+        return self._noted(out)
+
+    # Restarts.
+
+    def restore(self, snapshot: Snapshot, installed: Installed, now: float) -> Output:
+        """Take back what a store kept, then reconcile with the switch (after a restart
+        of the controller; call it once, before any packet).
+
+        Sessions come back with their ids and public endpoints, control connections
+        with their sequence numbers (each direction resynchronises, ``alg.relay``),
+        calls with their Call IDs, hold-downs with their ends. A record that contradicts
+        what came back before it is left out, counted (``restore_skipped``) and
+        forgotten by the output's ``records``.
+
+        Args:
+            snapshot: the store's records.
+            installed: what the switch holds of the core's entries.
+            now: the time.
+        """
+        self.journal.drain()
+        left_out: list[Change] = []
+        sessions = {}
+        for session_record in sorted(snapshot.sessions, key=lambda r: r.id):
+            session = self.nat.adopt(session_record, now)
+            if session is None:
+                left_out.append(Forget("session", session_record.id))
+            else:
+                sessions[session.id] = session
+        hold_down = self.config.call_id_hold_down
+        for held in snapshot.held:
+            until = min(held.until, now + hold_down)
+            if until <= now or not self.call_ids.adopt(
+                held.public_ip, held.server_ip, held.call_id, until
+            ):
+                left_out.append(Forget("held", (held.public_ip, held.server_ip, held.call_id)))
+        self.ids.skip(max((max(r.index, r.outbound_entry or 0, r.inbound_entry or 0)
+                           for r in snapshot.calls), default=0))
+        self.ids.skip(max((i for k, i in installed if k is not EntryKind.SESSION), default=0))
+        connections = {}
+        for conn_record in snapshot.connections:
+            session = sessions.get(conn_record.session_id)
+            if (session is None or session.proto is not Proto.TCP
+                    or self.control.is_control(session.id)):
+                left_out.append(Forget("connection", conn_record.session_id))
+                continue
+            connections[session.id] = self.control.restore(session, conn_record)
+        for call_record in sorted(snapshot.calls, key=lambda r: r.index):
+            conn = connections.get(call_record.session_id)
+            if conn is None or not self.call_control.restore(conn.calls, call_record, now):
+                left_out.append(Forget("call", call_record.index))
+        self.journal.drain()
+        self.counters.restore_skipped += len(left_out)
+        out = self.reconcile(installed)
+        out.records[:0] = left_out
         return out
+
+    def reconcile(self, installed: Installed) -> Output:
+        """Bring a switch's entries in line with the core (on every connection of the
+        switch: after a restart of either).
+
+        Missing entries of live sessions, server-map pairs and ALG-off bindings are
+        installed, then entries the core does not own are removed (installs first: an
+        entry with the same match under an old cookie is replaced before the old
+        cookie's removal). After a controller restart the entries are found by the ids
+        the store kept, so nothing is installed again; after a switch restart
+        everything is. Ids continue above every id ``installed`` names.
+
+        Args:
+            installed: what the switch holds of the core's entries (pipeline included).
+        """
+        self.nat.skip_ids(max((i for k, i in installed if k is EntryKind.SESSION), default=0))
+        self.ids.skip(max((i for k, i in installed if k is not EntryKind.SESSION), default=0))
+        out = Output()
+        owned: set[tuple[EntryKind, int]] = set()
+        for session in self.nat.sessions():
+            if session.proto is Proto.ICMP or self.control.is_control(session.id):
+                continue
+            key = (EntryKind.SESSION, session.id)
+            owned.add(key)
+            if installed.get(key, 0) < 2:
+                self._session_counts.pop(session.id, None)
+                out.decisions.append(
+                    SessionEntries(session, self.nat.idle_timeout(session.proto))
+                )
+        owned |= self.server_map.reinstall(installed, out)
+        owned |= self.plain.reinstall(installed, out)
+        out.decisions.extend(
+            RemoveEntries(kind, entry_id) for kind, entry_id in installed
+            if kind is not EntryKind.PIPELINE and (kind, entry_id) not in owned
+        )
+        return self._noted(out)

@@ -92,3 +92,7 @@ class ConfigError(AlgError):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+
+
+class StoreError(AlgError):
+    """The store that keeps the core's records across restarts cannot be used."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from alg.nat import NatSession
+from alg.snapshot import Change
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -224,6 +225,8 @@ class Output:
         logs: calls set up or torn down.
         errors: one line per error the operator should see (malformed message, ...).
         drop_reason: why the input packet was dropped, when nothing was emitted for it.
+        records: state changes for the store, to write before anything else
+            (``alg.snapshot``).
     """
 
     emits: list[Emit] = field(default_factory=list)
@@ -231,6 +234,7 @@ class Output:
     logs: list[CallLog] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     drop_reason: str | None = None
+    records: list[Change] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         """Append ``other``'s contents to this output."""
@@ -238,3 +242,4 @@ class Output:
         self.decisions.extend(other.decisions)
         self.logs.extend(other.logs)
         self.errors.extend(other.errors)
+        self.records.extend(other.records)

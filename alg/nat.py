@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 
 from alg.config import AlgConfig, check_public_ips
 from alg.errors import LimitError, PortExhaustedError
+from alg.snapshot import Journal, SessionRecord
 
 PORT_MAX = 65535
 """Highest port number, and highest ICMP echo identifier."""
@@ -59,19 +60,25 @@ class AddressPool:
         """The public addresses of the pool, lowest first."""
         return self._addresses
 
-    def acquire(self, inside_ip: IPv4Address) -> IPv4Address:
+    def acquire(self, inside_ip: IPv4Address, address: IPv4Address | None = None
+                ) -> IPv4Address:
         """Takes one reference for an inside host and returns its public address.
 
         Args:
             inside_ip: the inside host.
+            address: the address to bind an unbound host to (one of the pool's; a
+                restore gives back the one a host had).
 
         Returns:
-            The host's current public address if it has one, else the address with the
-            fewest hosts (the lowest of those on a tie), to which the host is now bound.
+            The host's current public address if it has one, else ``address`` or the
+            address with the fewest hosts (the lowest of those on a tie), to which the
+            host is now bound.
         """
         public_ip = self._binding.get(inside_ip)
         if public_ip is None:
-            public_ip = min(self._addresses, key=lambda address: self._hosts[address])
+            public_ip = address if address in self._hosts else min(
+                self._addresses, key=lambda a: self._hosts[a])
+            assert public_ip is not None
             self._binding[inside_ip] = public_ip
             self._hosts[public_ip] += 1
             self._refs[inside_ip] = 0
@@ -140,6 +147,13 @@ class NatSession:
     created: float
     last_seen: float
 
+    def record(self) -> SessionRecord:
+        """What the store keeps of the session."""
+        return SessionRecord(
+            self.id, int(self.proto), self.inside_ip, self.inside_port, self.public_ip,
+            self.public_port, self.remote_ip, self.remote_port,
+        )
+
 
 @dataclass(slots=True)
 class _Mapping:
@@ -181,15 +195,19 @@ class NatTable:
     a session goes with it.
     """
 
-    def __init__(self, config: AlgConfig, pool: AddressPool | None = None) -> None:
+    def __init__(
+        self, config: AlgConfig, pool: AddressPool | None = None, journal: Journal | None = None
+    ) -> None:
         """Creates an empty table.
 
         Args:
             config: timeouts and the public port range.
             pool: the address pool to share (with the PPTP engine); by default a new one
                 over ``config.public_ips``.
+            journal: where sessions made and removed are noted (``alg.snapshot``).
         """
         self._config = config
+        self._journal = journal if journal is not None else Journal()
         self.pool = pool if pool is not None else AddressPool(config.public_ips)
         self._next_id = 1
         self._sessions: dict[int, NatSession] = {}
@@ -282,12 +300,72 @@ class NatTable:
             last_seen=now,
         )
         self._next_id += 1
-        self._sessions[session.id] = session
-        self._per_host[inside_ip] = self._per_host.get(inside_ip, 0) + 1
-        self._by_flow[flow] = session
-        public_flow = (proto, mapping.public_ip, mapping.public_port, remote_ip, remote_port)
-        self._by_public[public_flow] = session
+        self._insert(session)
         return session
+
+    def adopt(self, record: SessionRecord, now: float) -> NatSession | None:
+        """Takes back a session a store kept (after a restart), with its id and public
+        endpoint.
+
+        Returns:
+            The session, or None when the record contradicts the table (its flow or
+            public endpoint is taken, its inside endpoint maps elsewhere, its host is
+            pooled on another address, or a value is out of range): such a record is
+            left out.
+        """
+        try:
+            proto = Proto(record.proto)
+        except ValueError:
+            return None
+        flow = (proto, record.inside_ip, record.inside_port, record.remote_ip,
+                record.remote_port)
+        public_flow = (proto, record.public_ip, record.public_port, record.remote_ip,
+                       record.remote_port)
+        endpoint = (proto, record.inside_ip, record.inside_port)
+        mapping = self._mappings.get(endpoint)
+        bound = self.pool.lookup(record.inside_ip)
+        if (
+            proto is Proto.GRE or record.id in self._sessions or flow in self._by_flow
+            or public_flow in self._by_public
+            or record.public_ip not in self.pool.addresses
+            or (bound is not None and bound != record.public_ip)
+            or not all(0 <= p <= PORT_MAX for p in (
+                record.inside_port, record.public_port, record.remote_port))
+        ):
+            return None
+        if mapping is None:
+            space = self._ports.get((proto, record.public_ip))
+            if space is not None and record.public_port in space.used:
+                return None
+        elif (mapping.public_ip, mapping.public_port) != (record.public_ip, record.public_port):
+            return None
+        self.pool.acquire(record.inside_ip, record.public_ip)
+        if mapping is None:
+            self._claim_port(proto, record.public_ip, record.public_port)
+            mapping = self._mappings[endpoint] = _Mapping(record.public_ip, record.public_port)
+        mapping.sessions += 1
+        session = NatSession(
+            record.id, proto, record.inside_ip, record.inside_port, record.public_ip,
+            record.public_port, record.remote_ip, record.remote_port, now, now,
+        )
+        self._next_id = max(self._next_id, record.id + 1)
+        self._insert(session)
+        return session
+
+    def skip_ids(self, highest: int) -> None:
+        """Hand out ids above ``highest`` from now on (ids the switch still has)."""
+        self._next_id = max(self._next_id, highest + 1)
+
+    def _insert(self, session: NatSession) -> None:
+        self._sessions[session.id] = session
+        inside_ip = session.inside_ip
+        self._per_host[inside_ip] = self._per_host.get(inside_ip, 0) + 1
+        proto = session.proto
+        self._by_flow[(proto, inside_ip, session.inside_port, session.remote_ip,
+                       session.remote_port)] = session
+        self._by_public[(proto, session.public_ip, session.public_port, session.remote_ip,
+                         session.remote_port)] = session
+        self._journal.save("session", session.id, session.record)
 
     def inbound(
         self,
@@ -357,6 +435,7 @@ class NatTable:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return None
+        self._journal.forget("session", session_id)
         proto = session.proto
         del self._by_flow[
             (proto, session.inside_ip, session.inside_port, session.remote_ip, session.remote_port)
@@ -421,10 +500,17 @@ class NatTable:
             while port in space.used:
                 port = low if port == high else port + 1
             space.cursor = low if port == high else port + 1
+        self._claim_port(proto, public_ip, port)
+        return port
+
+    def _claim_port(self, proto: Proto, public_ip: IPv4Address, port: int) -> None:
+        low, high = self._port_range(proto)
+        space = self._ports.get((proto, public_ip))
+        if space is None:
+            space = self._ports[(proto, public_ip)] = _PortSpace(set(), 0, low)
         space.used.add(port)
         if low <= port <= high:
             space.in_range += 1
-        return port
 
     def _free_port(self, proto: Proto, public_ip: IPv4Address, port: int) -> None:
         low, high = self._port_range(proto)

@@ -7,18 +7,29 @@ anything beyond it goes to the configured next hop). Items waiting for an addres
 queued here until its ARP reply comes from the side the address is on; the queue is
 bounded and unanswered requests are retried, then given up.
 
-Inside addresses are pinned to the port they were last seen on: a packet or ARP from
-another port claiming one is a spoof (dropped, counted in ``spoofed_drops``); ARP on the
-pinned port may change the MAC, IP packets do not. A pin ages after
-:data:`PIN_SECONDS` without a packet or ARP from its address, so a host that moved is
-found again. The gateway's own inside address is never anybody's. Each side knows at
-most :data:`MAX_NEIGHBOURS` addresses (``neighbours_refused`` beyond).
+Inside addresses are pinned to the inside port they are seen on, with these policies:
+
+- Once its port has sent an IP packet from it, an address is held: a packet or ARP from
+  another port claiming it is a spoof (dropped, counted in ``spoofed_drops``).
+- Until then the pin rests on ARP alone, which any port can send for any address: the
+  next port to claim the address, by ARP or IP, takes it over, so ARP from one port
+  cannot lock other ports' hosts out of the gateway before they speak.
+- One inside port pins at most ``max_pins_per_port`` addresses at once (a ``[nat]``
+  option): a port at the limit claiming an address it does not pin is dropped
+  (``pins_refused``) and the address stays free for the other ports, so even IP from
+  spoofed sources holds at most that many addresses per port.
+- ARP on the pinned port may change the MAC, IP packets do not.
+- A pin ages after :data:`PIN_SECONDS` without a packet or ARP from its address, so a
+  host that moved is found again.
+- The gateway's own inside address is never anybody's.
+- Each side knows at most :data:`MAX_NEIGHBOURS` addresses (``neighbours_refused``
+  beyond).
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -116,8 +127,9 @@ class Route(enum.Enum):
     DROP = "drop"
     """Not ours to route: from outside the inside subnet, to it, or multicast/broadcast."""
     SPOOFED = "spoofed"
-    """From an inside address pinned to another port (``spoofed_drops``), or from a new
-    one when the table is full (``neighbours_refused``): dropped either way."""
+    """From an inside address held by another port (``spoofed_drops``), or from a new
+    one when its port is at ``max_pins_per_port`` (``pins_refused``) or the table is full
+    (``neighbours_refused``): dropped either way."""
     GATEWAY = "gateway"
     """To the gateway's inside address (it answers echo requests)."""
     OUTSIDE = "outside"
@@ -135,6 +147,7 @@ class NeighbourCounters(CounterSet):
     arp_queue_drops: int = 0
     spoofed_drops: int = 0
     neighbours_refused: int = 0
+    pins_refused: int = 0
 
 
 @dataclass
@@ -159,6 +172,8 @@ class NeighbourTable(Generic[T]):
         self._outside_port: int | None = None
         self._hosts: dict[Side, dict[IPv4Address, L2]] = {Side.INSIDE: {}, Side.OUTSIDE: {}}
         self._pinned_at: dict[IPv4Address, float] = {}
+        self._held: set[IPv4Address] = set()
+        self._pins: Counter[int] = Counter()
         self._pending: dict[IPv4Address, _Pending[T]] = {}
 
     def set_ports(self, inside: Iterable[int], outside: int) -> None:
@@ -211,8 +226,8 @@ class NeighbourTable(Generic[T]):
     ) -> Route:
         """Where an IPv4 packet from an inside port goes; its source is learnt on the way.
 
-        A source outside the inside subnet is not learnt; a source pinned to another port
-        is a spoof (counted).
+        A source outside the inside subnet is not learnt; a source held by another port
+        is a spoof (counted); a source pinned by ARP alone is taken over, and held.
         """
         subnet = self._config.inside_subnet
         if src not in subnet:
@@ -289,7 +304,7 @@ class NeighbourTable(Generic[T]):
         out: NeighbourOutput[T] = NeighbourOutput()
         for ip, seen in list(self._pinned_at.items()):
             if now - seen > PIN_SECONDS:
-                del self._pinned_at[ip], self._hosts[Side.INSIDE][ip]
+                self._unpin(ip)
         for target, pending in list(self._pending.items()):
             if now - pending.sent_at < RETRY_SECONDS:
                 continue
@@ -314,17 +329,34 @@ class NeighbourTable(Generic[T]):
     ) -> L2 | None:
         hosts = self._hosts[Side.INSIDE]
         known = hosts.get(ip)
-        if ip == self._config.inside_gateway or (known is not None and known.port != port):
+        moving = known is not None and known.port != port
+        if ip == self._config.inside_gateway or (moving and ip in self._held):
             self.counters.spoofed_drops += 1
             return None
-        if known is None:
-            if not self._room(Side.INSIDE, ip):
+        if known is None or moving:
+            if not (self._pin_room(port) and self._room(Side.INSIDE, ip)):
                 return None
+            if known is not None:
+                self._unpin(ip)
+            self._pins[port] += 1
             known = hosts[ip] = L2(port, mac)
         elif from_arp and mac != known.mac:
             known = hosts[ip] = L2(port, mac)
+        if not from_arp:
+            self._held.add(ip)
         self._pinned_at[ip] = now
         return known
+
+    def _unpin(self, ip: IPv4Address) -> None:
+        del self._pinned_at[ip]
+        self._pins[self._hosts[Side.INSIDE].pop(ip).port] -= 1
+        self._held.discard(ip)
+
+    def _pin_room(self, port: int) -> bool:
+        if self._pins[port] < self._config.alg.max_pins_per_port:
+            return True
+        self.counters.pins_refused += 1
+        return False
 
     def _room(self, side: Side, ip: IPv4Address) -> bool:
         hosts = self._hosts[side]

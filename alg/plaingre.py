@@ -7,7 +7,7 @@ sent GRE to that server last. So one client per (server, public address) at a ti
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -57,7 +57,7 @@ class PlainGreTable:
 
     def __init__(
         self, config: AlgConfig, counters: Counters, pool: AddressPool,
-        ids: itertools.count[int],
+        ids: Iterator[int],
     ) -> None:
         self._config = config
         self._counters = counters
@@ -138,6 +138,26 @@ class PlainGreTable:
         else:
             binding.inbound_packets = 0
         return True
+
+    def reinstall(self, installed: Container[tuple[EntryKind, int]], out: Output
+                  ) -> set[tuple[EntryKind, int]]:
+        """Both entries of every binding the switch lacks; every entry the table owns."""
+        owned: set[tuple[EntryKind, int]] = set()
+        for b in self._outbound.values():
+            up = (EntryKind.GRE_OUTBOUND, b.outbound_id)
+            down = (EntryKind.GRE_INBOUND, b.inbound_id)
+            owned |= {up, down}
+            if up not in installed:
+                b.outbound_packets = 0
+                out.decisions.append(GreOutboundEntry(
+                    b.outbound_id, b.client_ip, b.server_ip, b.public_ip, self._config.gre_idle
+                ))
+            if down not in installed and self._inbound.get((b.server_ip, b.public_ip)) is b:
+                b.inbound_packets = 0
+                out.decisions.append(GreInboundEntry(
+                    b.inbound_id, b.server_ip, b.public_ip, b.client_ip, self._config.gre_idle
+                ))
+        return owned
 
     def tick(self, now: float, out: Output) -> None:
         """Remove bindings idle for the GRE idle timeout."""

@@ -24,8 +24,7 @@ Policies (also in the README):
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from alg.callid import CallIdAllocator
@@ -57,6 +56,7 @@ from alg.counters import Counters
 from alg.errors import AllocationError, LimitError, ProtocolError
 from alg.events import CallLog, Direction, Output
 from alg.servermap import ServerMap
+from alg.snapshot import CallRecord
 
 HELD_PER_LIVE = 4
 """A connection's calls in hold-down may number this many times ``max_calls_per_connection``:
@@ -87,7 +87,7 @@ class CallControl:
         counters: Counters,
         call_ids: CallIdAllocator,
         server_map: ServerMap,
-        ids: itertools.count[int],
+        ids: Iterator[int],
     ) -> None:
         self._config = config
         self._counters = counters
@@ -139,6 +139,52 @@ class CallControl:
             )
         rewritten = handler(calls, message, now, out)
         return head if rewritten is message else rewritten.encode()
+
+    def restore(self, calls: ConnectionCalls, record: CallRecord, now: float) -> bool:
+        """Take back a call a store kept, with its Call IDs; an established one gets its
+        server-map again (its entries are the reconciliation's, ``alg.engine``).
+
+        Returns:
+            False when the record is not a call this machine could have made (a state
+            without the IDs it implies, an ID the allocator already has, a closed call
+            past its hold-down): it is left out.
+        """
+        try:
+            state = CallState(record.state)
+        except ValueError:
+            return False
+        a, b, c = record.client_call_id, record.public_call_id, record.server_call_id
+        needs = {
+            CallState.REQUESTED: (a, b), CallState.OFFERED: (c,),
+            CallState.ANSWERED: (a, b, c), CallState.ESTABLISHED: (a, b, c),
+            CallState.CLOSED: (),
+        }[state]
+        if any(value is None for value in needs):
+            return False
+        if state is not CallState.CLOSED and a is not None and calls.live("client", a):
+            return False
+        hold_until = min(record.hold_until, now + self._config.call_id_hold_down)
+        if state is CallState.CLOSED and (b is None or hold_until <= now):
+            return False
+        conn = calls.session
+        if (state is not CallState.CLOSED and b is not None
+                and not self._call_ids.adopt(conn.public_ip, conn.remote_ip, b)):
+            return False
+        call = Call(
+            record.index, calls, record.outgoing, state, created=now, last_data=now,
+            client_call_id=a, public_call_id=b, server_call_id=c,
+            call_serial_number=record.call_serial_number,
+        )
+        calls.add(call)
+        if state is CallState.CLOSED:
+            call.hold_until = hold_until
+            calls.remove(call, keep=True)
+            return True
+        self._live += 1
+        if state is CallState.ESTABLISHED:
+            ids = (record.outbound_entry, record.inbound_entry)
+            self._server_map.open(call, now, Output(), ids)
+        return True
 
     def close(self, call: Call, now: float, reason: str, out: Output) -> None:
         """End a call: its server-map entries go, its ``b`` goes into hold-down."""
@@ -336,6 +382,7 @@ class CallControl:
 
     def _establish(self, call: Call, now: float, out: Output) -> None:
         call.state = CallState.ESTABLISHED
+        call.conn.changed(call)
         call.last_data = now
         self._counters.calls_set_up += 1
         self._server_map.open(call, now, out)

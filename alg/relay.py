@@ -30,6 +30,16 @@ Policy (also in the README):
   forwarded, or what it received, or what the receiver acknowledged). One elsewhere in
   the window is answered with a challenge ACK to its sender (RFC 5961 section 3.2), which
   a peer that really lost the connection answers with an exact RST.
+* After a controller restart (:meth:`TcpRelay.restored`) the relay knows each
+  direction's initial sequence number and where it stood at the last record, not the
+  bytes in flight. Each direction takes its place again from its receiver's
+  acknowledgement, which must lie at most :data:`RESYNC_SPAN` bytes beyond the recorded
+  place: bytes before it are the receiver's, bytes beyond wait as beyond a gap. Until
+  then the direction's data and FIN are dropped and its receiver is sent a probe (an ACK
+  with a sequence number just behind, which a TCP answers with its acknowledgement,
+  RFC 793 section 3.9); pure ACKs pass, and an RST within the span passes. If the place
+  is inside a message (the restart cut one), the application layer finds no valid
+  message header there and the connection is reset: no rewrite is ever guessed.
 """
 
 from __future__ import annotations
@@ -42,10 +52,14 @@ from dataclasses import dataclass, field
 from alg.errors import BufferLimitError
 from alg.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Direction, TcpSegment
 from alg.nat import NatSession
+from alg.snapshot import ConnectionRecord
 
 SEQ_MOD = 1 << 32
 _HALF = 1 << 31
 WINDOW = 65535
+RESYNC_SPAN = 1 << 20
+"""How far beyond its recorded place a restored direction's receiver may have
+acknowledged (a control stream between two records carries a few echo messages)."""
 MAX_GAP_PIECES = 64
 """Most pieces held beyond gaps per direction: a segment that would add one more is
 dropped (for its sender to retransmit), so the cost of a segment does not grow with how
@@ -110,6 +124,23 @@ class StreamDirection:
         self._unacked = bytearray()
         self._acked = 0
         self._max_segment = 0
+        self.synced = True
+
+    def resume(self, seq: int) -> None:
+        """Stand at sequence number ``seq`` (a recorded place, after a restart), not
+        synchronised until :meth:`adopt`."""
+        self._forwarded = self._received = self._acked = (seq - self._base) % SEQ_MOD
+        self.synced = False
+
+    def adopt(self, offset: int) -> None:
+        """Stand at stream offset ``offset``, what the receiver has acknowledged, with
+        nothing held: the direction is synchronised again."""
+        self._forwarded = self._received = self._acked = offset
+        self._unacked.clear()
+        self._gap_starts.clear()
+        self._gap_data.clear()
+        self._gap_bytes = 0
+        self.synced = True
 
     @property
     def isn(self) -> int:
@@ -258,7 +289,11 @@ class Verdict(enum.Enum):
     CHALLENGED = "RST not at the expected sequence number"
     """An RST in the window but not exact: dropped, a challenge ACK goes to its sender."""
     HANDSHAKE = "handshake"
-    """SYN, SYN-ACK or a segment before the SYN-ACK: passed on without payload."""
+    """SYN, SYN-ACK or a segment before the SYN-ACK, or a pure ACK while resynchronising:
+    passed on without payload."""
+    RESYNC = "resynchronising after a restart"
+    """Data or FIN of a direction whose place is not known again yet: dropped, and a
+    probe goes to its receiver (``sends``, in the segment's direction)."""
     DATA = "data"
     """The payload went to the stream: call :meth:`TcpRelay.forward`."""
 
@@ -321,6 +356,39 @@ class TcpRelay:
         self._last_ack: dict[Direction, int] = {}
         self._last_window: dict[Direction, int] = {}
 
+    @classmethod
+    def restored(
+        cls,
+        session: NatSession,
+        record: ConnectionRecord,
+        max_buffer: int,
+        min_segment: int = 1,
+    ) -> TcpRelay:
+        """The relay of a connection a store kept, to resynchronise (see the module)."""
+        syn = TcpSegment(
+            session.inside_ip, session.inside_port, session.remote_ip, session.remote_port,
+            seq=record.client_isn % SEQ_MOD, ack=0, flags=TCP_SYN, window=0,
+        )
+        relay = cls(session, syn, max_buffer, min_segment)
+        if record.server_isn is not None:
+            relay.inbound = StreamDirection(record.server_isn % SEQ_MOD, max_buffer, min_segment)
+            relay.outbound.resume(record.outbound_seq)
+            inbound_seq = record.inbound_seq
+            relay.inbound.resume(
+                relay.inbound.seq_of(0) if inbound_seq is None else inbound_seq
+            )
+        return relay
+
+    def record(self, session_id: int) -> ConnectionRecord:
+        """What the store keeps of the connection: the initial sequence numbers and
+        where each direction stands."""
+        inbound = self.inbound
+        return ConnectionRecord(
+            session_id, self.outbound.isn, inbound.isn if inbound is not None else None,
+            self.outbound.seq_of(self.outbound.forwarded),
+            inbound.seq_of(inbound.forwarded) if inbound is not None else None,
+        )
+
     def is_new_syn(self, seg: TcpSegment) -> bool:
         """A SYN that starts a new connection on the 4-tuple (not a retransmitted SYN)."""
         if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
@@ -346,6 +414,10 @@ class TcpRelay:
             self.inbound = StreamDirection(seg.seq, self._max_buffer, self._min_segment)
         stream = self.stream(direction)
         other = self.stream(_back(direction))
+        if (stream is not None and not stream.synced) or (other is not None and not other.synced):
+            early = self._resync(direction, seg, stream, other)
+            if early is not None:
+                return early
         if stream is not None and not self._in_window(stream, seg):
             return Received(Verdict.OUT_OF_WINDOW)
         if stream is None and seg.flags & TCP_RST and not (
@@ -471,6 +543,38 @@ class TcpRelay:
             payload=seg.payload if payload is None else payload,
             options=seg.options,
         )
+
+    def _resync(
+        self,
+        direction: Direction,
+        seg: TcpSegment,
+        stream: StreamDirection | None,
+        other: StreamDirection | None,
+    ) -> Received | None:
+        """A segment while a direction's place is not known again (see the module);
+        None to take it the usual way (its direction is synchronised)."""
+        if seg.flags & TCP_SYN:
+            return Received(Verdict.OUT_OF_WINDOW)
+        if seg.flags & TCP_ACK and other is not None and not other.synced:
+            offset = other.offset_of(seg.ack)
+            if 0 <= offset - other.forwarded <= RESYNC_SPAN:
+                other.adopt(offset)
+        if stream is None or stream.synced:
+            return None
+        distance = stream.offset_of(seg.seq) - stream.forwarded
+        if not 0 <= distance <= RESYNC_SPAN:
+            return Received(Verdict.OUT_OF_WINDOW)
+        if seg.flags & TCP_RST:
+            return Received(Verdict.RESET, [self.translate(direction, seg, payload=b"")])
+        if seg.payload or seg.flags & TCP_FIN:
+            template = TcpSegment(
+                self.session.inside_ip, 0, self.session.remote_ip, 0,
+                seq=stream.seq_of(stream.forwarded - 1),
+                ack=other.seq_of(other.forwarded) if other is not None else 0,
+                flags=TCP_ACK, window=self._last_window.get(direction, seg.window),
+            )
+            return Received(Verdict.RESYNC, [self.translate(direction, template)])
+        return Received(Verdict.HANDSHAKE, [self.translate(direction, seg, payload=b"")])
 
     def _next_seq(self, direction: Direction) -> int:
         stream = self.stream(direction)

@@ -24,7 +24,7 @@ next GRE packet, punted to the controller, reinstalls the entries.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -88,7 +88,7 @@ class ServerMap:
 
     def __init__(
         self, config: AlgConfig, counters: Counters, call_ids: CallIdAllocator,
-        ids: itertools.count[int],
+        ids: Iterator[int],
     ) -> None:
         self._config = config
         self._counters = counters
@@ -108,22 +108,29 @@ class ServerMap:
             return None
         return PATH_FLOW if pair.client is not None else PATH_CONTROLLER
 
-    def open(self, call: Call, now: float, out: Output) -> None:
-        """Add an established call's two entries (with its ``b`` and ``c``)."""
+    def open(self, call: Call, now: float, out: Output,
+             entry_ids: tuple[int | None, int | None] = (None, None)) -> None:
+        """Add an established call's two entries (with its ``b`` and ``c``).
+
+        Args:
+            entry_ids: the ids a new pair takes instead of fresh ones (a restore gives
+                the ids its entries have on the switch).
+        """
         conn = call.conn
         assert call.server_call_id is not None
         self._inbound_calls[(conn.server_ip, conn.public_ip, call.public_id)] = call
         self._outbound_calls[(conn.client_ip, conn.server_ip, call.server_call_id)] = call
         up = self._outbound.get((conn.client_ip, conn.server_ip))
         if up is None:
-            up = self._outbound[(conn.client_ip, conn.server_ip)] = self._new_pair()
+            up = self._outbound[(conn.client_ip, conn.server_ip)] = self._new_pair(entry_ids[0])
             if not self._config.gre_outbound_strict:
                 out.decisions.append(self._outbound_entry(call, up))
         up.calls.append(call)
         down = self._inbound.get((conn.server_ip, conn.public_ip))
         if down is None:
-            down = self._inbound[(conn.server_ip, conn.public_ip)] = self._new_pair()
+            down = self._inbound[(conn.server_ip, conn.public_ip)] = self._new_pair(entry_ids[1])
         down.calls.append(call)
+        call.entry_ids = (up.entry_id, down.entry_id)
         down.unreachable = None
         self._choose_path(conn.server_ip, conn.public_ip, down, now, out, force=True)
 
@@ -181,6 +188,32 @@ class ServerMap:
             pair = self._inbound[key]
             pair.unreachable = None
             self._choose_path(*key, pair, now, out)
+
+    def reinstall(self, installed: Container[tuple[EntryKind, int]], out: Output
+                  ) -> set[tuple[EntryKind, int]]:
+        """The entries of every pair whose data channel is not idle that a switch lacks
+        (``installed`` lists what it has). An inbound entry found on another path than
+        the pair's corrects itself: its next packet through the controller reinstalls
+        it (:meth:`handle_gre`).
+
+        Returns:
+            Every entry the server-map owns, by kind and id.
+        """
+        owned: set[tuple[EntryKind, int]] = set()
+        for pair in self._outbound.values():
+            key = (EntryKind.GRE_OUTBOUND, pair.entry_id)
+            owned.add(key)
+            busy = not all(c.data_idle for c in pair.calls)
+            if busy and not self._config.gre_outbound_strict and key not in installed:
+                pair.packets = pair.bytes = 0
+                out.decisions.append(self._outbound_entry(pair.calls[0], pair))
+        for (server_ip, public_ip), pair in self._inbound.items():
+            key = (EntryKind.GRE_INBOUND, pair.entry_id)
+            owned.add(key)
+            if key not in installed and not all(c.data_idle for c in pair.calls):
+                pair.packets = pair.bytes = 0
+                out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))
+        return owned
 
     def handle_gre(
         self, direction: Direction, src_ip: IPv4Address, dst_ip: IPv4Address, gre: bytes,
@@ -279,8 +312,10 @@ class ServerMap:
         down_counts = (down.packets, down.bytes) if down is not None and flow else (0, 0)
         return up_counts, down_counts
 
-    def _new_pair(self) -> GrePair:
-        pair = GrePair(next(self._ids))
+    def _new_pair(self, entry_id: int | None = None) -> GrePair:
+        if entry_id is None or entry_id in self._by_id:
+            entry_id = next(self._ids)
+        pair = GrePair(entry_id)
         self._by_id[pair.entry_id] = pair
         return pair
 

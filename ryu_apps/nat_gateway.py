@@ -13,6 +13,14 @@ decision it cannot carry out (a neighbour not resolved) goes back to the core, w
 knows the real path. Before the core sees a packet the app drops, and counts, what it
 cannot decode (``undecodable_frames``), IP fragments (``fragments_dropped``) and packets
 with a bad TCP, UDP or ICMP checksum (``bad_checksums``).
+
+**Restarts.** With ``[nat] state_file`` set, each event's state changes go to the store
+(``ryu_apps.store``) before its flow-mods and packets. When the switch connects, the app
+deletes nothing: it reads the switch's entries of its own (by cookie), gives them with
+the store's records to the core (:meth:`~alg.engine.Gateway.restore` on the first
+connection, :meth:`~alg.engine.Gateway.reconcile` on later ones, after a switch
+restart), carries out what comes back, and only then handles packets; packet-ins before
+that are dropped and counted (``packet_ins_before_ready``), for their senders to repeat.
 """
 
 from __future__ import annotations
@@ -28,18 +36,25 @@ from ryu import cfg
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from ryu.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
 from alg.config import load
 from alg.counters import CounterSet
 from alg.engine import Gateway
-from alg.errors import ConfigError
-from alg.events import Direction, EntryKind, Output
+from alg.errors import ConfigError, StoreError
+from alg.events import Direction, EntryKind, Output, RemoveEntries
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
+from alg.snapshot import Change, Snapshot
 from ryu_apps import config as options
 from ryu_apps import flowmods, packets, switch
+from ryu_apps.store import Store
 
 LOG = logging.getLogger("pptp_alg.gateway")
 CONF = cfg.CONF
@@ -68,6 +83,11 @@ class AppCounters(CounterSet):
     ttl_expired: int = 0
     fragments_dropped: int = 0
     bad_checksums: int = 0
+    packet_ins_before_ready: int = 0
+    store_writes: int = 0
+    store_errors: int = 0
+    restores: int = 0
+    reconciliations: int = 0
 
 
 class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
@@ -83,10 +103,23 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         except ConfigError as exc:
             LOG.critical("refusing to start: configuration error: %s", exc)
             raise SystemExit(2) from exc
+        self.store: Store | None = None
+        if self.config.state_file:
+            try:
+                self.store = Store(self.config.state_file)
+            except StoreError as exc:
+                LOG.critical("refusing to start: nat.state_file: %s (move the file away to "
+                             "start without the saved state)", exc)
+                raise SystemExit(2) from exc
         self.core = Gateway(self.config.alg)
         self.neighbours: NeighbourTable[Send] = NeighbourTable(self.config)
         self.counters = AppCounters()
         self.datapath: Any = None
+        self.ready = False
+        self._restored = False
+        self._reconcile_xid: int | None = None
+        self._installed: dict[tuple[EntryKind, int], int] = {}
+        self._ports: tuple[list[int], int] = ([], 0)
         self._stats_parts: dict[tuple[EntryKind, int], tuple[int, int]] = {}
         self._next_stats = 0.0
         wsgi = kwargs.get("wsgi")
@@ -108,7 +141,15 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     def _switch_features(self, ev: Any) -> None:
         dp = ev.msg.datapath
         self.datapath = dp
+        self.ready = False
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+
+    @_on(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _switch_gone(self, ev: Any) -> None:
+        if ev.datapath is self.datapath:
+            LOG.warning("switch disconnected; the gateway waits for it to come back")
+            self.datapath = None
+            self.ready = False
 
     @_on(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev: Any) -> None:
@@ -125,23 +166,65 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         inside = sorted(numbers[n] for n in self.config.inside_ports)
         outside = numbers[self.config.outside_port]
         self.neighbours.set_ports(inside, outside)
-        dp.send_msg(flowmods.remove_all(dp))
+        self._ports = (inside, outside)
         for meter in flowmods.meters(dp, self.config.alg, inside):
             dp.send_msg(meter)
-        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        request = flowmods.stats_request(dp)
+        dp.set_xid(request)
+        self._reconcile_xid = request.xid
+        self._installed = {}
+        dp.send_msg(request)
+
+    def _reconcile(self, dp: Any) -> None:
+        """The switch's entries are known: restore or reconcile, then the pipeline."""
+        now = self.now()
+        installed, self._installed, self._reconcile_xid = self._installed, {}, None
+        if self._restored:
+            self.counters.reconciliations += 1
+            output = self.core.reconcile(installed)
+        else:
+            snapshot = Snapshot()
+            if self.store is not None:
+                try:
+                    snapshot = self.store.load()
+                except StoreError as exc:
+                    LOG.error("nat.state_file: %s; starting without the saved state", exc)
+            self.counters.restores += 1
+            output = self.core.restore(snapshot, installed, now)
+            self._restored = True
+            LOG.info("restored %d sessions, %d control connections, %d calls; %d of the "
+                     "switch's entries are the gateway's", len(self.core.nat),
+                     len(self.core.connections()), len(list(self.core.calls())),
+                     sum(installed.values()))
+        inside, outside = self._ports
+        dp.send_msg(flowmods.remove(dp, RemoveEntries(EntryKind.PIPELINE, 0)))
         self._send_mods(dp, flowmods.pipeline(
             dp, inside, outside, self.config.alg.public_ips, self.config.alg.alg_enabled
         ))
+        self.apply(dp, output)
+        self.ready = True
         LOG.info("pipeline installed on datapath %016x", dp.id)
 
     @_on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev: Any) -> None:
         self.counters.packet_ins += 1
+        if not self.ready:
+            self.counters.packet_ins_before_ready += 1
+            return
         self.handle_frame(ev.msg.datapath, ev.msg.match["in_port"], bytes(ev.msg.data))
 
     @_on(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
-        """Sum the counts per cookie (a session has two entries), then report them."""
+        """Sum the counts per cookie (a session has two entries), then report them; or,
+        for the request made on connection, count the entries for the reconciliation."""
+        if ev.msg.xid == self._reconcile_xid and self._reconcile_xid is not None:
+            for stat in ev.msg.body:
+                decoded = switch.decode_cookie(stat.cookie)
+                if decoded is not None:
+                    self._installed[decoded] = self._installed.get(decoded, 0) + 1
+            if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                self._reconcile(ev.msg.datapath)
+            return
         for stat in ev.msg.body:
             decoded = switch.decode_cookie(stat.cookie)
             if decoded is not None:
@@ -210,7 +293,9 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     # The core's output.
 
     def apply(self, dp: Any, output: Output, original: packets.Ipv4 | None = None) -> None:
-        """Send the flow-mods (and a barrier), then the packets, of one core output."""
+        """Write the state changes, send the flow-mods (and a barrier), then the packets,
+        of one core output."""
+        self._write(output.records)
         for line in output.errors:
             LOG.error("%s", line)
         for log in output.logs:
@@ -242,6 +327,19 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                     side, packets.emit_destination(emit),
                     functools.partial(self._frame_out, dp, ip), now,
                 ))
+
+    def _write(self, changes: list[Change]) -> None:
+        """Write state changes to the store; a failure is logged and counted, and the
+        gateway goes on (without the guarantee across a restart)."""
+        if self.store is None or not changes:
+            return
+        try:
+            self.store.write(changes)
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            LOG.error("nat.state_file: %s", exc)
+            return
+        self.counters.store_writes += 1
 
     def _send_mods(self, dp: Any, mods: list[Any]) -> None:
         for mod in mods:
@@ -289,7 +387,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         """One wake-up of the poller (every second): ARP retries; every ``stats_interval``
         seconds a flow statistics request and the core's ageing."""
         dp = self.datapath
-        if dp is None or self.neighbours.outside_port is None:
+        if dp is None or not self.ready:
             return
         self._neighbour(dp, self.neighbours.tick(now))
         if now >= self._next_stats:

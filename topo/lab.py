@@ -22,8 +22,16 @@ Everything lab ``NAME`` writes goes to its folder, ``/run/pptp-alg-lab/`` for ``
 ``/run/pptp-alg-lab-NAME/`` otherwise: ``gateway.conf`` (the app's ``[nat]`` options,
 oslo.config INI), ``lab.json`` (the ``LabState``, for tests and tools), ``ryu.pid``,
 ``ryu.log`` (the previous run's log is kept as ``ryu.log.1``) and a lock file that
-serialises ``up`` and ``down`` of that lab. ``/run/pptp-alg-lab.lock`` serialises the
-choice of ports between labs.
+serialises ``up``, ``down`` and the restarts of that lab. ``/run/pptp-alg-lab.lock``
+serialises the choice of ports between labs.
+
+Two commands make a running lab live through what a gateway in service does:
+``restart-controller`` stops the lab's ``ryu-manager`` and starts it again with the same
+configuration (the bridge keeps its flows meanwhile: ``fail-mode=secure``);
+``restart-switch`` makes the lab's bridge alone look like an ``ovs-vswitchd`` restart
+without saved flows (its controller connection, every flow and every meter are removed,
+then the controller is set again), leaving other bridges and the OVS daemons alone. Both
+return when the switch is connected again and the app's pipeline is installed.
 
 Command line, from the repo root, as root::
 
@@ -32,10 +40,12 @@ Command line, from the repo root, as root::
                                     [--no-alg] [--app PATH] [--timeout SECONDS]
     .venv/bin/python -m topo.lab status [--name NAME]  # exit 0 when up, 3 when not
     .venv/bin/python -m topo.lab down [--name NAME] [--purge]
+    .venv/bin/python -m topo.lab restart-controller [--name NAME] [--timeout SECONDS]
+    .venv/bin/python -m topo.lab restart-switch [--name NAME] [--timeout SECONDS]
     .venv/bin/python -m topo.lab list
 
-The same from Python: ``up``, ``down``, ``status``, ``describe``, ``read_state`` and
-``labs``, each with the keyword ``name``.
+The same from Python: ``up``, ``down``, ``restart_controller``, ``restart_switch``,
+``status``, ``describe``, ``read_state`` and ``labs``, each with the keyword ``name``.
 """
 
 from __future__ import annotations
@@ -88,6 +98,10 @@ CONFIG_FILE = "gateway.conf"
 LOG_FILE = "ryu.log"
 PID_FILE = "ryu.pid"
 LOCK_FILE = "lock"
+#: The app's store (``[nat] state_file``): calls survive ``restart-controller``.
+GATEWAY_STATE_FILE = "gateway-state.sqlite"
+GATEWAY_STATE_FILES = (GATEWAY_STATE_FILE, f"{GATEWAY_STATE_FILE}-wal",
+                       f"{GATEWAY_STATE_FILE}-shm")
 
 #: The default lab's fixed datapath ID (otherwise OVS derives one from a random MAC).
 DEFAULT_DATAPATH_ID = 1
@@ -117,6 +131,7 @@ _NAME = re.compile(rf"[a-z0-9]{{1,{MAX_NAME_LENGTH}}}")
 _NAME_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _DATAPATH_ID_TAG = 0x50 << 56
 _HOST = r"(c[0-9]+|srv)"
+_DURATION = re.compile(r"\bduration=([0-9.]+)s")
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
@@ -240,7 +255,8 @@ class LabState:
         controller_pid: PID of ``ryu-manager``, None before it was started.
         rest_url: Base URL of the app's REST API (empty until the port is known).
         app: Path of the Ryu application that runs.
-        phase: ``building``, ``starting`` or ``up`` (how far ``up`` got).
+        phase: ``building``, ``starting`` or ``up`` (how far ``up`` got), or
+            ``restarting`` while ``restart_controller`` or ``restart_switch`` runs.
         created: When ``up`` started (seconds since the epoch).
         run_dir: Directory of the lab's files.
         state_path: This state, as JSON.
@@ -438,6 +454,7 @@ def render_config(state: LabState) -> str:
         "policy": state.policy,
         "alg": "true" if state.alg else "false",
         "bridge": state.bridge,
+        "state_file": str(Path(state.run_dir) / GATEWAY_STATE_FILE),
     }
     unknown = sorted(set(state.options) - {o.name for o in options.OPTIONS})
     if unknown:
@@ -470,29 +487,77 @@ def _bridge_exists(bridge: str) -> bool:
     return proc.returncode == 0
 
 
+def _ofctl(*args: str, check: bool = True) -> str:
+    return run(["ovs-ofctl", "-O", "OpenFlow13", *args], check=check)
+
+
 def _is_connected(bridge: str) -> bool:
     return _vsctl("get", "controller", bridge, "is_connected", check=False) == "true"
 
 
+def _pipeline_ages(bridge: str) -> list[float]:
+    """The age in seconds (``duration``) of each flow of ``bridge`` with the pipeline cookie."""
+    out = _ofctl("dump-flows", bridge, switch.kind_filter(EntryKind.PIPELINE), check=False)
+    return [float(found.group(1)) for line in out.splitlines() if "cookie=" in line
+            for found in [_DURATION.search(line)] if found is not None]
+
+
 def _pipeline_flows(bridge: str) -> int:
-    out = run(
-        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge,
-         switch.kind_filter(EntryKind.PIPELINE)],
-        check=False,
-    )
-    return sum(1 for line in out.splitlines() if "cookie=" in line)
+    return len(_pipeline_ages(bridge))
 
 
-def _listening(port: int) -> bool:
-    """Tell whether a TCP socket listens on ``port`` (any address) in this namespace."""
+def _pipeline_installed(bridge: str, since: float | None) -> bool:
+    """Tell whether ``bridge`` has pipeline flows, all added after ``since`` if given.
+
+    Args:
+        bridge: The bridge.
+        since: A ``time.monotonic()`` value, or None for any pipeline flow. OVS resets a
+            flow's duration when a controller adds it again, even unchanged.
+    """
+    ages = _pipeline_ages(bridge)
+    return bool(ages) and (since is None or max(ages) < time.monotonic() - since)
+
+
+def _flow_count(bridge: str) -> int:
+    """The number of flows of ``bridge``, every table and cookie."""
+    return sum(1 for line in _ofctl("dump-flows", bridge).splitlines() if "cookie=" in line)
+
+
+def _meter_count(bridge: str) -> int:
+    """The number of meters of ``bridge``."""
+    return sum(1 for line in _ofctl("dump-meters", bridge).splitlines()
+               if line.lstrip().startswith("meter="))
+
+
+def _tcp_socket(port: int, tcp_state: str) -> bool:
+    """Tell whether a TCP socket of local ``port`` is in ``tcp_state`` (kernel hex code)."""
     wanted = f":{port:04X}"
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as fh:
             for line in fh.readlines()[1:]:
                 cols = line.split()
-                if len(cols) > 3 and cols[3] == "0A" and cols[1].endswith(wanted):
+                if len(cols) > 3 and cols[3] == tcp_state and cols[1].endswith(wanted):
                     return True
     return False
+
+
+def _listening(port: int) -> bool:
+    """Tell whether a TCP socket listens on ``port`` (any address) in this namespace."""
+    return _tcp_socket(port, "0A")
+
+
+def _established(port: int) -> bool:
+    """Tell whether a TCP connection to local ``port`` is established in this namespace.
+
+    OVSDB may report a connection that just ended as connected for a moment; once the
+    old controller is gone, an established socket on its port can only be a new one.
+    """
+    return _tcp_socket(port, "01")
+
+
+def _connected_to(state: LabState) -> bool:
+    """Tell whether the lab's bridge is connected to a controller on the lab's port."""
+    return _established(state.openflow_port) and _is_connected(state.bridge)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -739,16 +804,72 @@ def _fail(state: LabState, message: str) -> LabError:
     )
 
 
-def _wait_until(state: LabState, child: subprocess.Popen[bytes], deadline: float, what: str,
-                ready: Callable[[], bool]) -> None:
+def _wait_until(state: LabState, child: subprocess.Popen[bytes] | None, deadline: float,
+                what: str, ready: Callable[[], bool]) -> None:
+    """Poll ``ready`` until it holds; fail when the controller dies or at ``deadline``.
+
+    Args:
+        state: The lab.
+        child: The controller, when this process started it; otherwise the process of
+            ``state.controller_pid`` is checked.
+        deadline: When to give up (``time.monotonic()``).
+        what: What is awaited, for messages.
+        ready: The condition.
+
+    Raises:
+        LabError: When the controller is gone or the time is up, with the log's tail.
+    """
     while True:
-        if child.poll() is not None:
+        if child is not None and child.poll() is not None:
             raise _fail(state, f"ryu-manager exited with status {child.returncode} ({what})")
+        pid = state.controller_pid
+        if child is None and (pid is None or not _is_controller(pid, state.config_path)):
+            raise _fail(state, f"ryu-manager (pid {pid}) is not running ({what})")
         if ready():
             return
         if time.monotonic() >= deadline:
             raise _fail(state, f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def _wait_listening(state: LabState, child: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait until the controller listens for the switch."""
+    _wait_until(state, child, deadline,
+                f"ryu-manager to listen on {OFP_HOST}:{state.openflow_port}",
+                lambda: _listening(state.openflow_port))
+
+
+def _set_controller(state: LabState) -> None:
+    """Point the bridge at the lab's controller: out-of-band, retried at least every second.
+
+    Raises:
+        CommandError: When OVS refuses.
+    """
+    _vsctl("set-controller", state.bridge, state.controller,
+           "--", "set", "controller", state.bridge, "connection_mode=out-of-band",
+           "max_backoff=1000")
+
+
+def _wait_ready(state: LabState, child: subprocess.Popen[bytes] | None, deadline: float,
+                since: float | None = None) -> None:
+    """Wait until the switch is connected to the controller and the pipeline is installed.
+
+    Args:
+        state: The lab.
+        child: The controller, when this process started it (see ``_wait_until``).
+        deadline: When to give up (``time.monotonic()``).
+        since: When given (``time.monotonic()``), the pipeline flows must all have been
+            added after it: flows that the switch kept from before do not count.
+
+    Raises:
+        LabError: When the controller is gone or the time is up.
+    """
+    _wait_until(state, child, deadline, "the switch to connect to the controller",
+                lambda: _connected_to(state))
+    _wait_until(state, child, deadline,
+                f"a flow with the pipeline cookie {switch.cookie(EntryKind.PIPELINE):#018x}"
+                + ("" if since is None else " added by the controller just connected"),
+                lambda: _pipeline_installed(state.bridge, since))
 
 
 def _remains(name: str) -> list[str]:
@@ -851,6 +972,8 @@ def up(
             _build_namespaces(state)
             _build_bridge(state)
             Path(state.config_path).write_text(render_config(state))
+            for file in GATEWAY_STATE_FILES:
+                (Path(state.run_dir) / file).unlink(missing_ok=True)
         except CommandError as exc:
             raise LabError(f"building the lab failed: {exc}\n"
                            f"`{command('down', name)}` removes what was built") from exc
@@ -860,17 +983,9 @@ def up(
         state.phase = "starting"
         _write_state(state)
         deadline = time.monotonic() + timeout
-        _wait_until(state, child, deadline,
-                    f"ryu-manager to listen on {OFP_HOST}:{state.openflow_port}",
-                    lambda: _listening(state.openflow_port))
-        _vsctl("set-controller", state.bridge, state.controller,
-               "--", "set", "controller", state.bridge, "connection_mode=out-of-band",
-               "max_backoff=1000")
-        _wait_until(state, child, deadline, "the switch to connect to the controller",
-                    lambda: _is_connected(state.bridge))
-        _wait_until(state, child, deadline,
-                    f"a flow with the pipeline cookie {switch.cookie(EntryKind.PIPELINE):#018x}",
-                    lambda: _pipeline_flows(state.bridge) > 0)
+        _wait_listening(state, child, deadline)
+        _set_controller(state)
+        _wait_ready(state, child, deadline)
         state.phase = "up"
         _write_state(state)
         _say(quiet, f"lab {name}: up (controller pid {child.pid}, log {state.log_path})")
@@ -927,7 +1042,7 @@ def _down_locked(name: str, quiet: bool) -> None:
                         f"namespace {ns}; the lab did not start them and leaves them alone")
         _say(quiet, f"lab {name}: deleting namespace {ns}")
         del_netns(ns)
-    for file in (STATE_FILE, PID_FILE, CONFIG_FILE):
+    for file in (STATE_FILE, PID_FILE, CONFIG_FILE, *GATEWAY_STATE_FILES):
         (folder / file).unlink(missing_ok=True)
 
 
@@ -971,7 +1086,7 @@ def _problems(state: LabState) -> list[str]:
     if pid is None or not _is_controller(pid, state.config_path):
         problems.append(f"ryu-manager (pid {pid}) is not running")
     if state.phase != "up":
-        problems.append(f"`up` did not finish (phase {state.phase})")
+        problems.append(f"`up` or a restart did not finish (phase {state.phase})")
     return problems
 
 
@@ -1033,6 +1148,159 @@ def describe(name: str = DEFAULT_NAME) -> tuple[bool, str]:
     return not problems, "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- restarts
+
+
+def _not_up(name: str, verb: str) -> LabError:
+    """The refusal of ``verb`` (a restart) for lab ``name``, which is not up, with why."""
+    recorded = read_state(name)
+    why = (f"no state file {run_dir(name) / STATE_FILE}" if recorded is None
+           else "; ".join(_problems(recorded)))
+    return LabError(
+        f"lab {name} is not up ({why}), so there is nothing to {verb}: "
+        f"`{command('status', name)}` shows it, `{command('up', name, '--replace', '...')}` "
+        f"builds it")
+
+
+@contextlib.contextmanager
+def _while_up(name: str, verb: str) -> Iterator[LabState]:
+    """Hold lab ``name``'s lock and give its state, or refuse when it is not up.
+
+    A lab without a state file is refused before the lock is taken, so that no folder
+    is made for a lab that does not exist.
+
+    Args:
+        name: The lab's name.
+        verb: What is about to happen, for the refusal.
+
+    Yields:
+        The state of the lab, which is up.
+
+    Raises:
+        ValueError: On a bad name.
+        LabError: When the lab is not up.
+    """
+    folder = run_dir(name)
+    if not (folder / STATE_FILE).exists():
+        raise _not_up(name, verb)
+    with _flocked(folder / LOCK_FILE):
+        state = status(name)
+        if state is None:
+            raise _not_up(name, verb)
+        yield state
+
+
+def restart_controller(
+    name: str = DEFAULT_NAME, timeout: float = 30, quiet: bool = True
+) -> LabState:
+    """Stop the controller of lab ``name`` and start it again with the same configuration.
+
+    The bridge and its flows are left alone: with ``fail-mode=secure`` the switch keeps
+    its flows while no controller is connected, and reconnects by itself (the controller
+    target stays set, retried at least every second). The old ``ryu-manager`` is stopped
+    by the PID the lab recorded, and only if that process is this lab's controller, as in
+    ``down``. Returns when the new controller listens, the switch is connected to it (a
+    TCP connection on the lab's OpenFlow port, since OVSDB reports the old connection as
+    connected for up to about 5 s) and the pipeline flows were added by the new
+    controller (the flows the switch kept do not count; OVS restarts a flow's
+    ``duration`` when it is added again, even unchanged).
+
+    Args:
+        name: The lab's name.
+        timeout: Seconds to wait for the new controller, from its start.
+        quiet: Do not print progress on stderr.
+
+    Returns:
+        The lab's state, with the new controller's PID (also in ``lab.json``).
+
+    Raises:
+        ValueError: On a bad name.
+        LabError: When the lab is not up, the old controller does not stop, or the new
+            one dies or is not ready in time (the lab is then left as it is).
+    """
+    with _while_up(name, "restart") as state:
+        old = state.controller_pid
+        _say(quiet, f"lab {name}: restarting ryu-manager (pid {old}); {state.bridge} keeps "
+                    f"its flows")
+        state.phase = "restarting"
+        _write_state(state)
+        for pid in sorted(p for p in {_pid_file(name), old} if p is not None):
+            _stop_controller(pid, state.config_path, quiet)
+        state.controller_pid = None
+        _write_state(state)
+        _say(quiet, f"lab {name}: starting ryu-manager with {state.app}")
+        started = time.monotonic()
+        child = _start_controller(state)
+        state.controller_pid = child.pid
+        _write_state(state)
+        deadline = started + timeout
+        _wait_listening(state, child, deadline)
+        _wait_ready(state, child, deadline, since=started)
+        state.phase = "up"
+        _write_state(state)
+        _say(quiet, f"lab {name}: controller restarted (pid {old} -> {child.pid}, log "
+                    f"{state.log_path})")
+        return state
+
+
+def restart_switch(
+    name: str = DEFAULT_NAME, timeout: float = 30, quiet: bool = True
+) -> LabState:
+    """Make the bridge of lab ``name`` look like an ``ovs-vswitchd`` restart without flows.
+
+    Only the lab's bridge is touched, never another bridge or the OVS daemons: its
+    controller connection is removed (``ovs-vsctl del-controller``), then every flow and
+    every meter (``ovs-ofctl del-flows``, ``del-meters``), and the controller is set again
+    as ``up`` sets it. The running controller sees the switch leave and come back empty,
+    and installs its pipeline again. Returns when the switch is connected and a flow with
+    the pipeline cookie is installed again (OVSDB reports the new connection about 5 s
+    after it is made, at worst).
+
+    Args:
+        name: The lab's name.
+        timeout: Seconds to wait for the switch to come back, from when its emptying
+            starts.
+        quiet: Do not print progress on stderr.
+
+    Returns:
+        The lab's state (unchanged but for the phase, which is ``up`` again).
+
+    Raises:
+        ValueError: On a bad name.
+        LabError: When the lab is not up, an OVS command fails, flows or meters are left,
+            or the controller dies or does not reinstall its pipeline in time (the lab
+            is then left as it is).
+    """
+    with _while_up(name, "restart the switch of") as state:
+        bridge = state.bridge
+        _say(quiet, f"lab {name}: emptying {bridge} as a restart of ovs-vswitchd without "
+                    f"saved flows would (controller connection, flows, meters)")
+        state.phase = "restarting"
+        _write_state(state)
+        emptied = time.monotonic()
+        try:
+            _vsctl("del-controller", bridge)
+            _ofctl("del-flows", bridge)
+            _ofctl("del-meters", bridge)
+            left = (_flow_count(bridge), _meter_count(bridge))
+            if left != (0, 0):
+                raise LabError(f"{bridge} still has {left[0]} flow(s) and {left[1]} meter(s) "
+                               f"after del-flows and del-meters")
+            _say(quiet, f"lab {name}: {bridge} is empty; connecting it to "
+                        f"{state.controller} again")
+            _set_controller(state)
+        except CommandError as exc:
+            raise LabError(f"emptying {bridge} failed: {exc}\nthe lab is left as it is; "
+                           f"`{command('down', name)}` removes it") from exc
+        pid = state.controller_pid
+        _wait_ready(state, _children.get(pid) if pid is not None else None,
+                    emptied + timeout, since=emptied)
+        state.phase = "up"
+        _write_state(state)
+        _say(quiet, f"lab {name}: {bridge} is connected again and has its pipeline")
+        return state
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -1067,6 +1335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_down = sub.add_parser("down", parents=[named], help="remove a lab")
     p_down.add_argument("--purge", action="store_true",
                         help="also delete the lab's folder with its logs")
+    p_restart_controller = sub.add_parser(
+        "restart-controller", parents=[named],
+        help="stop a running lab's ryu-manager and start it again with the same "
+             "configuration; the bridge keeps its flows")
+    p_restart_switch = sub.add_parser(
+        "restart-switch", parents=[named],
+        help="make a running lab's bridge (and no other) look like an ovs-vswitchd restart "
+             "without saved flows: drop its controller connection, flows and meters, then "
+             "connect it again")
+    for p_restart in (p_restart_controller, p_restart_switch):
+        p_restart.add_argument(
+            "--timeout", type=float, default=30.0,
+            help="seconds to wait until the switch is connected and the pipeline is back "
+                 "(default 30)")
     sub.add_parser("status", parents=[named], help="show a lab; exit 0 when up, 3 when not")
     sub.add_parser("list", help="the labs that have a state file, and whether they are up")
     p_display = sub.add_parser("display", parents=[named],
@@ -1105,6 +1387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "down":
             down(quiet=False, name=name, purge=args.purge)
             print(f"lab: down (name {name})")
+            return 0
+        if args.command in ("restart-controller", "restart-switch"):
+            restart = restart_controller if args.command == "restart-controller" else restart_switch
+            restart(name=name, timeout=args.timeout, quiet=False)
+            print(describe(name)[1])
             return 0
         if args.command == "list":
             for other in labs():

@@ -329,6 +329,8 @@ class TcpConnection:
             self.state = "established"
         payload = bytes(tcp.payload)
         if not payload and not flags & FIN:
+            if (tcp.seq - self.rcv_nxt) % SEQ_MOD >= 65535:
+                self._emit(ACK)  # not acceptable: answered with an ACK (RFC 793 3.9)
             return
         if tcp.seq != self.rcv_nxt:
             self._emit(ACK)

@@ -123,10 +123,17 @@ class FakeDatapath:
         self.sent: list[Any] = []
         self.errors: list[str] = []
         self.meters: dict[int, int] = {}
+        self._xid = 0
 
     def now(self) -> float:
         """The switch's clock (a plain datapath has none: always 0)."""
         return 0.0
+
+    def set_xid(self, msg: Any) -> int:
+        """Give a message the next transaction id, as Ryu's datapath does."""
+        self._xid += 1
+        msg.set_xid(self._xid)
+        return self._xid
 
     def send_msg(self, msg: Any) -> None:
         """Record a message; apply it when it is a flow-mod."""
@@ -542,7 +549,9 @@ class FakeSwitch(FakeDatapath):
         if isinstance(msg, PARSER.OFPPacketOut):
             self._packet_out(msg)
         elif isinstance(msg, PARSER.OFPFlowStatsRequest):
-            self._to_app(PARSER.OFPFlowStatsReply(self, body=self._flow_stats(msg), flags=0))
+            reply = PARSER.OFPFlowStatsReply(self, body=self._flow_stats(msg), flags=0)
+            reply.xid = msg.xid
+            self._to_app(reply)
         elif isinstance(msg, PARSER.OFPPortDescStatsRequest):
             body = [
                 PARSER.OFPPort(number, f"02:00:00:00:00:{number & 0xFF:02x}", name.encode(),

@@ -80,6 +80,8 @@ def app(monkeypatch: pytest.MonkeyPatch, dp: FakeDatapath, clock: Clock) -> NatG
              for name, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
     gateway._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     gateway._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
+    reply = SimpleNamespace(xid=gateway._reconcile_xid, body=[], flags=0, datapath=dp)
+    gateway._flow_stats(SimpleNamespace(msg=reply))
     dp.sent.clear()
     return gateway
 
@@ -417,7 +419,7 @@ def test_a_new_stats_request_forgets_a_cut_off_reply(
         body = [SimpleNamespace(cookie=switch.cookie(EntryKind.SESSION, 7), packet_count=count,
                                 byte_count=count * 100)]
         flags = dp.ofproto.OFPMPF_REPLY_MORE if more else 0
-        app._flow_stats(SimpleNamespace(msg=SimpleNamespace(body=body, flags=flags,
+        app._flow_stats(SimpleNamespace(msg=SimpleNamespace(xid=0, body=body, flags=flags,
                                                             datapath=dp)))
 
     app.periodic(clock.now)

@@ -2,7 +2,8 @@
 
 Spoofed handshakes and resets, data before the handshake, finely cut streams, late GRE
 on a pair that returns to the flow path, server-map ageing that handed a live call's
-Call ID to another client, and state that one inside host could fill.
+Call ID to another client, state that one inside host could fill, and inside addresses
+that one inside port could claim.
 """
 
 from __future__ import annotations
@@ -318,6 +319,62 @@ def test_neighbours_beyond_the_cap_are_refused_and_counted(
             neighbours.ARP_REPLY, mac, IPv4Address(f"203.0.113.{i}"), PUBLIC), 0.0)
     assert len(table.hosts(neighbours.Side.OUTSIDE)) == 2
     assert table.counters.neighbours_refused == 2
+
+
+def test_one_port_claiming_the_subnet_by_arp_locks_no_other_host_out() -> None:
+    from alg.config import load
+    from alg.neighbours import (
+        ARP_REPLY,
+        ARP_REQUEST,
+        L2,
+        ArpMessage,
+        NeighbourTable,
+        Route,
+        Side,
+    )
+
+    table: NeighbourTable[str] = NeighbourTable(load({
+        "inside_ports": ["a", "b"], "outside_port": "c", "inside_subnet": "192.168.1.0/24",
+        "inside_gateway": "192.168.1.254", "outside_subnet": "203.0.113.0/24",
+        "public_ips": ["203.0.113.2"],
+    }))
+    table.set_ports([1, 2], 100)
+    gateway_ip, bad, good = IPv4Address("192.168.1.254"), "0a:00:00:00:00:66", "0a:00:00:00:00:02"
+    for i in range(1, 254):  # gratuitous ARP for every address, the victim's included
+        ip = IPv4Address(f"192.168.1.{i}")
+        table.arp(1, bad, ArpMessage(ARP_REPLY, bad, ip, ip), 0.0)
+    out = table.arp(2, good, ArpMessage(ARP_REQUEST, good, C2, gateway_ip), 1.0)
+    assert [r.target_ip for r in out.replies] == [C2]
+    table.arp(1, bad, ArpMessage(ARP_REPLY, bad, C2, C2), 1.5)  # ARP alone: taken again
+    assert table.admit_inside(2, good, C2, SERVER, now=2.0) is Route.OUTSIDE
+    assert table.lookup(Side.INSIDE, C2) == L2(2, good)
+    table.arp(1, bad, ArpMessage(ARP_REPLY, bad, C2, C2), 3.0)  # C2 spoke: it holds
+    assert table.admit_inside(1, bad, C2, SERVER, now=3.0) is Route.SPOOFED
+    assert table.lookup(Side.INSIDE, C2) == L2(2, good)
+    assert table.counters.spoofed_drops == 2
+
+
+def test_one_port_sending_from_many_sources_pins_at_most_its_limit() -> None:
+    from alg.config import AlgConfig, load
+    from alg.neighbours import ARP_REQUEST, ArpMessage, NeighbourTable, Route
+
+    table: NeighbourTable[str] = NeighbourTable(load({
+        "inside_ports": ["a", "b"], "outside_port": "c", "inside_subnet": "192.168.1.0/24",
+        "inside_gateway": "192.168.1.254", "outside_subnet": "203.0.113.0/24",
+        "public_ips": ["203.0.113.2"],
+    }))
+    table.set_ports([1, 2], 100)
+    limit, bad, good = AlgConfig().max_pins_per_port, "0a:00:00:00:00:66", "0a:00:00:00:00:02"
+    routes = [table.admit_inside(1, bad, IPv4Address(f"192.168.1.{i}"), SERVER)
+              for i in range(1, 254)]
+    assert routes == [Route.OUTSIDE] * limit + [Route.SPOOFED] * (253 - limit)
+    assert table.counters.pins_refused == 253 - limit
+    victim = IPv4Address("192.168.1.200")
+    out = table.arp(2, good, ArpMessage(ARP_REQUEST, good, victim, IPv4Address("192.168.1.254")),
+                    1.0)
+    assert [r.target_ip for r in out.replies] == [victim]
+    assert table.admit_inside(2, good, victim, SERVER, now=1.0) is Route.OUTSIDE
+    assert table.counters.spoofed_drops == 0 and table.counters.neighbours_refused == 0
 
 
 def test_an_idle_data_channel_shows_no_pptp_gre_session() -> None:

@@ -7,10 +7,12 @@ from ipaddress import IPv4Address
 import pytest
 
 from alg.config import AlgConfig, GatewayConfig, load
+from alg.errors import ConfigError
 from alg.neighbours import (
     ARP_REPLY,
     ARP_REQUEST,
     L2,
+    PIN_SECONDS,
     QUEUE_LIMIT,
     RETRIES,
     ArpMessage,
@@ -32,16 +34,17 @@ HOP = IPv4Address("203.0.113.254")
 MAC1, MAC2, SRV_MAC = "0a:00:00:00:00:01", "0a:00:00:00:00:02", "0a:00:00:00:00:64"
 
 
-def config(next_hop: str = "") -> GatewayConfig:
+def config(next_hop: str = "", **options: object) -> GatewayConfig:
     return load({
         "inside_ports": ["in1", "in2"], "outside_port": "out",
         "inside_subnet": "192.168.1.0/24", "inside_gateway": str(GATEWAY),
         "outside_subnet": "203.0.113.0/24", "public_ips": [str(PUBLIC)], "next_hop": next_hop,
+        **options,
     })
 
 
-def table(next_hop: str = "") -> NeighbourTable[str]:
-    t: NeighbourTable[str] = NeighbourTable(config(next_hop))
+def table(next_hop: str = "", **options: object) -> NeighbourTable[str]:
+    t: NeighbourTable[str] = NeighbourTable(config(next_hop, **options))
     t.set_ports([IN2, IN1], OUT)
     return t
 
@@ -85,6 +88,57 @@ def test_inside_addresses_are_pinned_to_their_first_port() -> None:
     assert t.lookup(Side.INSIDE, CLIENT) == L2(IN1, MAC1)
     t.arp(IN1, MAC2, arp(ARP_REPLY, MAC2, CLIENT, GATEWAY), 0.0)  # ARP: MAC changes
     assert t.lookup(Side.INSIDE, CLIENT) == L2(IN1, MAC2)
+
+
+def test_an_address_pinned_by_arp_alone_goes_to_the_next_port_claiming_it() -> None:
+    t = table()
+    t.arp(IN1, MAC1, arp(ARP_REPLY, MAC1, CLIENT, CLIENT), 0.0)
+    out = t.arp(IN2, MAC2, arp(ARP_REQUEST, MAC2, CLIENT, GATEWAY), 1.0)
+    assert out.replies == [ArpReply(IN2, MAC2, GATEWAY, MAC2, CLIENT)]
+    assert t.lookup(Side.INSIDE, CLIENT) == L2(IN2, MAC2)
+    t.arp(IN1, MAC1, arp(ARP_REPLY, MAC1, CLIENT, CLIENT), 2.0)
+    assert t.admit_inside(IN2, MAC2, CLIENT, SERVER, now=3.0) is Route.OUTSIDE  # IP holds it
+    assert t.admit_inside(IN1, MAC1, CLIENT, SERVER, now=4.0) is Route.SPOOFED
+    assert t.arp(IN1, MAC1, arp(ARP_REQUEST, MAC1, CLIENT, GATEWAY), 5.0).replies == []
+    assert t.lookup(Side.INSIDE, CLIENT) == L2(IN2, MAC2)
+    assert t.counters.spoofed_drops == 2 and t.counters.pins_refused == 0
+
+
+def test_hosts_behind_one_port_up_to_its_pin_limit_all_work() -> None:
+    t = table(max_pins_per_port=3)
+    behind_switch = [IPv4Address(f"192.168.1.{i}") for i in (1, 2, 3)]
+    for i, ip in enumerate(behind_switch):
+        mac = f"0a:00:00:00:01:0{i}"
+        out = t.arp(IN1, mac, arp(ARP_REQUEST, mac, ip, GATEWAY), 0.0)
+        assert out.replies == [ArpReply(IN1, mac, GATEWAY, mac, ip)]
+        assert t.admit_inside(IN1, mac, ip, SERVER, now=0.0) is Route.OUTSIDE
+    own_port = IPv4Address("192.168.1.10")
+    assert t.admit_inside(IN2, MAC2, own_port, SERVER, now=0.0) is Route.OUTSIDE
+    fourth = IPv4Address("192.168.1.4")
+    assert t.arp(IN1, MAC1, arp(ARP_REQUEST, MAC1, fourth, GATEWAY), 0.0).replies == []
+    assert t.admit_inside(IN1, MAC1, fourth, SERVER, now=0.0) is Route.SPOOFED
+    assert t.counters.pins_refused == 2 and fourth not in t.hosts(Side.INSIDE)
+    for ip in behind_switch[1:]:
+        t.admit_inside(IN1, MAC1, ip, SERVER, now=PIN_SECONDS)
+    t.tick(PIN_SECONDS + 1.0)  # the first host went quiet: its pin ages, its room frees
+    assert t.admit_inside(IN1, MAC1, fourth, SERVER, now=PIN_SECONDS + 2.0) is Route.OUTSIDE
+    assert t.counters.spoofed_drops == 0 and t.counters.neighbours_refused == 0
+
+
+def test_a_port_taking_over_an_address_frees_the_room_it_had() -> None:
+    t = table(max_pins_per_port=1)
+    t.arp(IN1, MAC1, arp(ARP_REPLY, MAC1, CLIENT, CLIENT), 0.0)
+    t.arp(IN2, MAC2, arp(ARP_REPLY, MAC2, CLIENT, CLIENT), 1.0)
+    assert t.admit_inside(IN1, MAC1, IPv4Address("192.168.1.2"), SERVER) is Route.OUTSIDE
+    assert t.admit_inside(IN2, MAC2, IPv4Address("192.168.1.3"), SERVER) is Route.SPOOFED
+    assert t.counters.pins_refused == 1
+
+
+def test_the_pin_limit_is_a_checked_option() -> None:
+    assert config().alg.max_pins_per_port == 64
+    assert config(max_pins_per_port="2").alg.max_pins_per_port == 2
+    with pytest.raises(ConfigError, match=r"^nat\.max_pins_per_port: "):
+        config(max_pins_per_port=0)
 
 
 @pytest.mark.parametrize(("src", "dst", "route"), [

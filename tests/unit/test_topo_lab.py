@@ -1,19 +1,28 @@
-"""The lab's pure parts: its names, plan, the app's configuration, the state file, Mininet."""
+"""The lab's pure parts: its names, plan, the app's configuration, the state file, Mininet.
+
+The restarts are checked here with OVS and ryu-manager replaced by recorders (the lab's
+folder is a temporary one); ``tests/e2e/test_lab_restart.py`` runs them for real.
+"""
 
 from __future__ import annotations
 
 import configparser
 import itertools
 import json
+import os
 import socket
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alg.config import load
 from alg.errors import ConfigError
+from alg.events import EntryKind
 from ryu_apps import switch
 from topo import lab, mininet_lab
+from topo.netns import CommandError
 
 
 def test_plan_names_addresses_and_ports() -> None:
@@ -56,6 +65,7 @@ def test_config_file_has_exactly_the_nat_options() -> None:
         "policy": "strict",
         "alg": "false",
         "bridge": "br-lab",
+        "state_file": "/run/pptp-alg-lab/gateway-state.sqlite",
     }
 
 
@@ -266,7 +276,265 @@ def test_commands_in_messages_name_the_lab_only_when_it_is_not_the_default() -> 
 
 @pytest.mark.parametrize("argv", [["up", "--clients", "1", "--name", "Bad"],
                                   ["down", "--name", "a-b"], ["status", "--name", "x" * 11],
-                                  ["display", "--name", "A", "counters"]])
+                                  ["display", "--name", "A", "counters"],
+                                  ["restart-controller", "--name", "Bad"],
+                                  ["restart-switch", "--name", "a_b"]])
 def test_cli_refuses_a_bad_name(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert lab.main(argv) == 1
     assert "is not valid: use 1 to 10 characters of a-z and 0-9" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- restarts
+
+
+@pytest.fixture
+def lab_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The labs' folders go to ``tmp_path``; no OVS command and no process may run."""
+    monkeypatch.setattr(lab, "DEFAULT_RUN_DIR", tmp_path / "pptp-alg-lab")
+
+    def no_command(argv: Any, **_: Any) -> str:
+        raise AssertionError(f"ran {argv}")
+
+    def no_process(*_: Any, **__: Any) -> Any:
+        raise AssertionError("touched a controller")
+
+    monkeypatch.setattr(lab, "run", no_command)
+    monkeypatch.setattr(lab, "_bridge_exists", lambda bridge: False)
+    monkeypatch.setattr(lab, "_stop_controller", no_process)
+    monkeypatch.setattr(lab, "_start_controller", no_process)
+    return tmp_path
+
+
+def write_up_state(name: str, pid: int | None = 4242) -> lab.LabState:
+    """Record lab ``name`` as up (in the folder of ``lab_dir``)."""
+    state = lab.plan(2, name=name)
+    state.use_ports(40001, 40002)
+    state.controller_pid = pid
+    state.phase = "up"
+    Path(state.run_dir).mkdir(parents=True, exist_ok=True)
+    lab._write_state(state)
+    return state
+
+
+@pytest.mark.parametrize("restart", [lab.restart_controller, lab.restart_switch])
+def test_a_restart_of_a_lab_without_state_is_refused_and_makes_no_folder(
+    lab_dir: Path, restart: Any
+) -> None:
+    with pytest.raises(lab.LabError, match=r"lab t7 is not up \(no state file .*lab\.json\)"):
+        restart(name="t7")
+    assert not lab.run_dir("t7").exists()
+    assert lab.run_dir("t7").parent == lab_dir
+
+
+@pytest.mark.parametrize("restart", [lab.restart_controller, lab.restart_switch])
+def test_a_restart_of_a_lab_that_is_not_up_is_refused_with_why(
+    lab_dir: Path, restart: Any
+) -> None:
+    state = write_up_state("t7", pid=None)
+    with pytest.raises(lab.LabError) as info:
+        restart(name="t7", timeout=1)
+    message = str(info.value)
+    assert "lab t7 is not up (bridge br-t7 does not exist; ryu-manager (pid None)" in message
+    assert "python -m topo.lab status --name t7" in message
+    assert lab.read_state("t7") == state  # nothing was recorded
+
+
+def test_a_restart_in_the_middle_of_another_is_refused(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = write_up_state("t7")
+    state.phase = "restarting"
+    lab._write_state(state)
+    monkeypatch.setattr(lab, "_bridge_exists", lambda bridge: True)
+    monkeypatch.setattr(lab, "_is_connected", lambda bridge: True)
+    monkeypatch.setattr(lab, "_is_controller", lambda pid, config: True)
+    with pytest.raises(lab.LabError, match=r"did not finish \(phase restarting\)"):
+        lab.restart_switch(name="t7")
+
+
+class FakeChild:
+    """What ``_start_controller`` returns, as far as the restarts look at it."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+def up_lab_with_fake_ovs(
+    monkeypatch: pytest.MonkeyPatch, name: str = "t7"
+) -> tuple[lab.LabState, list[Any]]:
+    """Lab ``name`` recorded as up, with OVS and the controller replaced by a recorder."""
+    state = write_up_state(name)
+    Path(state.pid_path).write_text(f"{state.controller_pid}\n")
+    calls: list[Any] = []
+    monkeypatch.setattr(lab, "status", lambda n: lab.read_state(n) if n == name else None)
+
+    def vsctl(*args: str, check: bool = True) -> str:
+        calls.append(("vsctl", *args))
+        return ""
+
+    def ofctl(*args: str, check: bool = True) -> str:
+        calls.append(("ofctl", *args))
+        return ""
+
+    monkeypatch.setattr(lab, "_vsctl", vsctl)
+    monkeypatch.setattr(lab, "_ofctl", ofctl)
+    monkeypatch.setattr(lab, "_flow_count", lambda bridge: 0)
+    monkeypatch.setattr(lab, "_meter_count", lambda bridge: 0)
+    monkeypatch.setattr(lab, "_stop_controller",
+                        lambda pid, config, quiet: calls.append(("stop", pid, config)))
+
+    def start(s: lab.LabState) -> FakeChild:
+        calls.append(("start", s.config_path, s.openflow_port, s.rest_port, s.app))
+        Path(s.pid_path).write_text("5151\n")
+        return FakeChild(5151)
+
+    monkeypatch.setattr(lab, "_start_controller", start)
+    monkeypatch.setattr(lab, "_wait_listening",
+                        lambda s, child, deadline: calls.append(("listening", child.pid)))
+
+    def ready(s: lab.LabState, child: Any, deadline: float, since: float | None = None) -> None:
+        recorded = lab.read_state(name)
+        assert recorded is not None and recorded.phase == "restarting"
+        assert since is not None and since <= deadline
+        calls.append(("ready", None if child is None else child.pid))
+
+    monkeypatch.setattr(lab, "_wait_ready", ready)
+    return state, calls
+
+
+def test_restart_controller_stops_the_recorded_one_and_records_the_new_pid(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, calls = up_lab_with_fake_ovs(monkeypatch)
+    got = lab.restart_controller(name="t7", timeout=5)
+    assert calls == [
+        ("stop", 4242, state.config_path),
+        ("start", state.config_path, 40001, 40002, state.app),
+        ("listening", 5151),
+        ("ready", 5151),
+    ]
+    assert got.controller_pid == 5151 and got.phase == "up"
+    recorded = lab.read_state("t7")
+    assert recorded is not None and recorded.controller_pid == 5151 and recorded.phase == "up"
+    assert (recorded.openflow_port, recorded.rest_port) == (40001, 40002)
+    assert not [c for c in calls if c[0] in ("vsctl", "ofctl")]  # the bridge is left alone
+
+
+def test_restart_controller_also_stops_a_controller_of_the_pid_file(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, calls = up_lab_with_fake_ovs(monkeypatch)
+    Path(state.pid_path).write_text("4243\n")
+    lab.restart_controller(name="t7")
+    assert [c for c in calls if c[0] == "stop"] == [
+        ("stop", 4242, state.config_path), ("stop", 4243, state.config_path)]
+
+
+def test_restart_switch_empties_only_the_lab_s_bridge_and_sets_the_controller_as_up(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, calls = up_lab_with_fake_ovs(monkeypatch)
+    got = lab.restart_switch(name="t7", timeout=5)
+    assert calls == [
+        ("vsctl", "del-controller", "br-t7"),
+        ("ofctl", "del-flows", "br-t7"),
+        ("ofctl", "del-meters", "br-t7"),
+        ("vsctl", "set-controller", "br-t7", "tcp:127.0.0.1:40001", "--", "set", "controller",
+         "br-t7", "connection_mode=out-of-band", "max_backoff=1000"),
+        ("ready", None),
+    ]
+    assert got.controller_pid == state.controller_pid and got.phase == "up"
+    recorded = lab.read_state("t7")
+    assert recorded is not None and recorded.phase == "up"
+
+
+def test_restart_switch_refuses_to_go_on_when_flows_are_left(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, calls = up_lab_with_fake_ovs(monkeypatch)
+    monkeypatch.setattr(lab, "_flow_count", lambda bridge: 2)
+    with pytest.raises(lab.LabError, match="br-t7 still has 2 flow"):
+        lab.restart_switch(name="t7")
+    assert not [c for c in calls if c[:2] == ("vsctl", "set-controller")]
+
+
+def test_restart_switch_reports_a_failing_ovs_command(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up_lab_with_fake_ovs(monkeypatch)
+
+    def refuse(*args: str, check: bool = True) -> str:
+        raise CommandError(["ovs-ofctl", *args], 1, "no such meter command")
+
+    monkeypatch.setattr(lab, "_ofctl", refuse)
+    with pytest.raises(lab.LabError, match=r"emptying br-t7 failed: .*no such meter command"):
+        lab.restart_switch(name="t7")
+
+
+SAMPLE_DUMP = "\n".join([
+    "OFPST_FLOW reply (OF1.3) (xid=0x2):",
+    " cookie=0x5001000000000000, duration=3.740s, table=0, n_packets=0, n_bytes=0, "
+    "priority=1000,arp actions=meter:1,CONTROLLER:65535",
+    " cookie=0x5001000000000000, duration=0.25s, table=1, n_packets=4, n_bytes=392, "
+    "priority=0 actions=drop",
+    "",
+])
+
+
+def test_pipeline_flows_count_and_their_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, ...]] = []
+
+    def dump(*args: str, check: bool = True) -> str:
+        seen.append(args)
+        return SAMPLE_DUMP
+
+    monkeypatch.setattr(lab, "_ofctl", dump)
+    assert lab._pipeline_ages("br-t7") == [3.74, 0.25]
+    assert lab._pipeline_flows("br-t7") == 2
+    assert seen[0] == ("dump-flows", "br-t7", switch.kind_filter(EntryKind.PIPELINE))
+    now = time.monotonic()
+    assert lab._pipeline_installed("br-t7", None)
+    assert lab._pipeline_installed("br-t7", now - 4)  # all added after it
+    assert not lab._pipeline_installed("br-t7", now - 1)  # one flow is older
+    monkeypatch.setattr(lab, "_ofctl", lambda *a, check=True: "OFPST_FLOW reply (OF1.3):\n")
+    assert not lab._pipeline_installed("br-t7", None)
+
+
+@pytest.mark.parametrize(("verb", "function"), [("restart-controller", "restart_controller"),
+                                                ("restart-switch", "restart_switch")])
+def test_cli_runs_a_restart_with_its_name_and_timeout(
+    verb: str, function: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    called: list[dict[str, Any]] = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab, function, lambda **kw: called.append(kw))
+    monkeypatch.setattr(lab, "describe", lambda name: (True, f"lab: up\n  name {name}"))
+    assert lab.main([verb, "--name", "t7", "--timeout", "12.5"]) == 0
+    assert called == [{"name": "t7", "timeout": 12.5, "quiet": False}]
+    assert "name t7" in capsys.readouterr().out
+    assert lab.main([verb]) == 0
+    assert called[-1] == {"name": lab.DEFAULT_NAME, "timeout": 30.0, "quiet": False}
+
+
+@pytest.mark.parametrize("verb", ["restart-controller", "restart-switch"])
+def test_cli_restart_of_a_lab_that_is_not_up_fails_with_the_reason(
+    verb: str, lab_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert lab.main([verb, "--name", "t7"]) == 1
+    assert "topo.lab: lab t7 is not up (no state file" in capsys.readouterr().err
+
+
+def test_cli_lists_the_restarts_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        lab.main(["--help"])
+    out = capsys.readouterr().out
+    assert "restart-controller" in out and "restart-switch" in out
+    assert "restart-controller [--name NAME]" in (lab.__doc__ or "")
+    assert "restart-switch [--name NAME]" in (lab.__doc__ or "")

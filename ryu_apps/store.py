@@ -1,0 +1,183 @@
+"""The app's store of the core's records: one SQLite file in WAL mode (``[nat] state_file``).
+
+The core notes what must outlive the controller process (``alg.snapshot``); the app
+writes each event's changes here in one transaction before it sends the event's
+flow-mods and packets, and reads them back once on start for
+:meth:`alg.engine.Gateway.restore`. WAL mode with ``synchronous=NORMAL``: a commit is
+durable against the process dying (what a controller restart is), not necessarily
+against the machine losing power, after which the switch's flows are gone too.
+
+A session's removal takes its control connection and that connection's calls with it.
+Every error is a :class:`~alg.errors.StoreError` that names the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from alg.errors import StoreError
+from alg.snapshot import (
+    CallRecord,
+    Change,
+    ConnectionRecord,
+    Forget,
+    HeldRecord,
+    SessionRecord,
+    Snapshot,
+)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, proto INTEGER NOT NULL,
+    inside_ip TEXT NOT NULL, inside_port INTEGER NOT NULL,
+    public_ip TEXT NOT NULL, public_port INTEGER NOT NULL,
+    remote_ip TEXT NOT NULL, remote_port INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS connections (
+    session_id INTEGER PRIMARY KEY, client_isn INTEGER NOT NULL, server_isn INTEGER,
+    outbound_seq INTEGER NOT NULL, inbound_seq INTEGER);
+CREATE TABLE IF NOT EXISTS calls (
+    call_index INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, outgoing INTEGER NOT NULL,
+    state TEXT NOT NULL, client_call_id INTEGER, public_call_id INTEGER,
+    server_call_id INTEGER, call_serial_number INTEGER, hold_until REAL NOT NULL,
+    outbound_entry INTEGER, inbound_entry INTEGER);
+CREATE INDEX IF NOT EXISTS calls_by_session ON calls (session_id);
+CREATE TABLE IF NOT EXISTS held (
+    public_ip TEXT NOT NULL, server_ip TEXT NOT NULL, call_id INTEGER NOT NULL,
+    until REAL NOT NULL, PRIMARY KEY (public_ip, server_ip, call_id));
+"""
+_SAVE_SESSION = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_SAVE_CONNECTION = "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?)"
+_SAVE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SAVE_HELD = "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?)"
+
+
+class Store:
+    """The records in one SQLite file, made if missing.
+
+    Args:
+        path: the file (its folder must exist).
+
+    Raises:
+        StoreError: the file cannot be opened, is not such a store, or is of another
+            schema version.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] != str(SCHEMA_VERSION):
+                raise StoreError(f"{self.path}: schema version {row[0]}, this app writes "
+                                 f"{SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self.writes = 0
+        self.records_written = 0
+
+    def close(self) -> None:
+        """Close the file."""
+        self._db.close()
+
+    def load(self) -> Snapshot:
+        """Every record in the file.
+
+        Raises:
+            StoreError: the file cannot be read or holds values of the wrong type.
+        """
+        try:
+            return Snapshot(
+                sessions=[
+                    SessionRecord(i, p, _ip(a), ap, _ip(b), bp, _ip(c), cp)
+                    for i, p, a, ap, b, bp, c, cp in self._rows("sessions")
+                ],
+                connections=[ConnectionRecord(*row) for row in self._rows("connections")],
+                calls=[
+                    CallRecord(i, s, bool(o), st, a, b, c, n, float(h), up, down)
+                    for i, s, o, st, a, b, c, n, h, up, down in self._rows("calls")
+                ],
+                held=[
+                    HeldRecord(_ip(p), _ip(s), c, float(u)) for p, s, c, u in self._rows("held")
+                ],
+            )
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def write(self, changes: Iterable[Change]) -> None:
+        """Write one event's changes in one transaction.
+
+        Raises:
+            StoreError: the write failed (nothing of it is in the file).
+        """
+        changes = list(changes)
+        if not changes:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                for change in changes:
+                    self._write(change)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self.writes += 1
+        self.records_written += len(changes)
+
+    def _write(self, change: Change) -> None:
+        db = self._db
+        match change:
+            case SessionRecord():
+                db.execute(_SAVE_SESSION, (
+                    change.id, change.proto, str(change.inside_ip), change.inside_port,
+                    str(change.public_ip), change.public_port, str(change.remote_ip),
+                    change.remote_port,
+                ))
+            case ConnectionRecord():
+                db.execute(_SAVE_CONNECTION, (
+                    change.session_id, change.client_isn, change.server_isn,
+                    change.outbound_seq, change.inbound_seq,
+                ))
+            case CallRecord():
+                db.execute(_SAVE_CALL, (
+                    change.index, change.session_id, int(change.outgoing), change.state,
+                    change.client_call_id, change.public_call_id, change.server_call_id,
+                    change.call_serial_number, change.hold_until, change.outbound_entry,
+                    change.inbound_entry,
+                ))
+            case HeldRecord():
+                db.execute(_SAVE_HELD, (
+                    str(change.public_ip), str(change.server_ip), change.call_id, change.until,
+                ))
+            case Forget(table="session", key=key):
+                db.execute("DELETE FROM sessions WHERE id = ?", (key,))
+                db.execute("DELETE FROM connections WHERE session_id = ?", (key,))
+                db.execute("DELETE FROM calls WHERE session_id = ?", (key,))
+            case Forget(table="connection", key=key):
+                db.execute("DELETE FROM connections WHERE session_id = ?", (key,))
+                db.execute("DELETE FROM calls WHERE session_id = ?", (key,))
+            case Forget(table="call", key=key):
+                db.execute("DELETE FROM calls WHERE call_index = ?", (key,))
+            case Forget(table="held", key=(public_ip, server_ip, call_id)):
+                db.execute(
+                    "DELETE FROM held WHERE public_ip = ? AND server_ip = ? AND call_id = ?",
+                    (str(public_ip), str(server_ip), call_id),
+                )
+            case _:
+                raise StoreError(f"{self.path}: cannot write {change!r}")
+
+    def _rows(self, table: str) -> list[Any]:
+        return self._db.execute(f"SELECT * FROM {table}").fetchall()
+
+
+def _ip(value: object) -> IPv4Address:
+    return IPv4Address(str(value))

@@ -1,0 +1,271 @@
+"""A controller restart: the core's records, its restore, and the reconciliation with the
+switch (``alg.snapshot``, ``Gateway.restore``, ``Gateway.reconcile``, the relay's
+resynchronisation).
+
+Each test drives real control dialogues (``pptp_flows``) through one gateway, keeps what
+the journal gave as a store would, builds a second gateway from it as a restarted
+controller does, and goes on with the same peers.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from alg.calls import CallState
+from alg.codec import CallClearRequest, OutgoingCallRequest, StartControlConnectionRequest
+from alg.engine import Gateway
+from alg.events import (
+    Direction,
+    EntryKind,
+    GreInboundEntry,
+    GreOutboundEntry,
+    IcmpEcho,
+    RemoveEntries,
+    SessionEntries,
+    UdpDatagram,
+)
+from alg.relay import RESYNC_SPAN
+from alg.snapshot import CallRecord, Forget, HeldRecord, SessionRecord, Snapshot
+from tests.unit.pptp_flows import (
+    C1,
+    C2,
+    PUBLIC,
+    SERVER,
+    ControlLink,
+    ccrq,
+    echo_request,
+    gateway,
+    ocrq,
+    sccrp,
+    sccrq,
+    sent_tcp,
+)
+
+REMOTE = IPv4Address("198.51.100.9")
+
+
+def stored(gw: Gateway, snapshot: Snapshot | None = None) -> Snapshot:
+    """What a store holds after writing every change the gateway noted so far."""
+    snapshot = snapshot if snapshot is not None else Snapshot()
+    snapshot.apply(gw.journal.drain())
+    return snapshot
+
+
+def restarted(snapshot: Snapshot, installed: dict[tuple[EntryKind, int], int] | None = None,
+              now: float = 10.0) -> tuple[Gateway, list[object]]:
+    gw = gateway()
+    out = gw.restore(snapshot, installed or {}, now)
+    return gw, list(out.decisions)
+
+
+def test_a_restored_call_keeps_its_ids_and_blocks_them_for_new_calls() -> None:
+    gw = gateway()
+    first = ControlLink(gw, C1, 40000).start()
+    b = first.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    assert [r.state for r in snapshot.calls] == ["established"]
+    assert len(snapshot.connections) == 1 and len(snapshot.sessions) == 1
+
+    new, decisions = restarted(snapshot)
+    [call] = list(new.calls())
+    assert (call.state, call.client_call_id, call.public_call_id, call.server_call_id) == (
+        CallState.ESTABLISHED, 5, b, 900)
+    assert new.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert any(isinstance(d, GreInboundEntry) and d.client_ip == C1 for d in decisions)
+    assert any(isinstance(d, GreOutboundEntry) for d in decisions)
+
+    second = ControlLink(new, C2, 40001).start()
+    assert second.public_port != first.public_port
+    assert second.outgoing_call(5, 901) != b
+    assert new.inbound_gre_path(SERVER, PUBLIC) == "controller"
+
+
+def test_teardown_after_a_restart_resynchronises_and_translates() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    link.client_send(echo_request())
+    link.server_send(echo_request())
+    new, _ = restarted(stored(gw))
+    link.gw = new
+
+    out = link.client_send(ccrq(5))
+    assert out.drop_reason is not None and new.counters.resync_probes == 1
+    [probe] = sent_tcp(out)
+    assert probe.direction is Direction.OUTBOUND and not probe.segment.payload
+    assert not isinstance(link.server.messages()[-1], CallClearRequest)
+    # The server answers the probe with its acknowledgement; the client repeats.
+    link.send(link.server)
+    out = link.client_send(ccrq(5), seq=link.seq_at(link.client, link.sent(link.client) - 16))
+    assert isinstance(link.server.messages()[-1], CallClearRequest)
+    assert list(new.calls()) == []
+    assert any(isinstance(d, RemoveEntries) for d in out.decisions)
+    assert link.server.conflicts == [] and link.client.resets == []
+
+
+def test_a_restart_inside_a_message_resets_and_never_leaks_an_id() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    request = ocrq(6)
+    # The server acknowledged the first 10 bytes of the request before the restart.
+    sent = link.sent(link.client)
+    link.client.snd_nxt = link.seq_at(link.client, sent + 10)
+    link.server.received.update(
+        {len(link.server.stream) + i: byte for i, byte in enumerate(request[:10])})
+    link.send(link.server)
+    out = link.client_send(request[10:])
+    assert new.counters.connections_reset == 1 and link.client.resets
+    assert all(not s.segment.payload for s in sent_tcp(out))
+    assert list(new.calls()) == []
+
+
+def test_a_spoofed_acknowledgement_far_away_is_not_adopted() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    far = link.seq_at(link.client, link.sent(link.client) + RESYNC_SPAN + 1)
+    link.send(link.server, ack=far)
+    out = link.client_send(ccrq(5))
+    assert out.drop_reason is not None and new.counters.resync_probes == 1
+
+
+def test_hold_down_survives_a_restart() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    b = link.outgoing_call(5, 900)
+    link.client_send(ccrq(5))
+    snapshot = stored(gw)
+    assert [r.call_id for r in snapshot.held] == [b]
+    new, _ = restarted(snapshot, now=1.0)
+    assert new.call_ids.held_down(PUBLIC, SERVER, b, 1.0)
+    other = ControlLink(new, C2, 40001, now=1.0).start()
+    assert other.outgoing_call(5, 901) != b
+
+
+def test_closing_the_connection_forgets_its_records() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    link.rst(link.client)
+    stored(gw, snapshot)
+    assert snapshot.sessions == [] and snapshot.connections == [] and snapshot.calls == []
+    assert len(snapshot.held) == 1
+
+
+def test_records_contradicting_each_other_are_left_out_and_forgotten() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    [session] = snapshot.sessions
+    clash = SessionRecord(99, 6, C2, 40000, session.public_ip, session.public_port,
+                          session.remote_ip, session.remote_port)
+    [call] = snapshot.calls
+    orphan = CallRecord(77, 12345, True, "established", 1, 1, 1, None, 0.0)
+    broken = CallRecord(78, session.id, True, "established", 2, None, 3, None, 0.0)
+    snapshot.sessions.append(clash)
+    snapshot.calls += [orphan, broken]
+    new = gateway()
+    out = new.restore(snapshot, {}, 10.0)
+    assert Forget("session", 99) in out.records
+    assert Forget("call", 77) in out.records and Forget("call", 78) in out.records
+    assert new.counters.restore_skipped == 3
+    assert [c.index for c in new.calls()] == [call.index]
+
+
+def test_expired_hold_downs_are_dropped_and_far_ones_clamped() -> None:
+    snapshot = Snapshot(held=[
+        HeldRecord(PUBLIC, SERVER, 1, 5.0),
+        HeldRecord(PUBLIC, SERVER, 2, 1e9),
+    ])
+    new = gateway()
+    out = new.restore(snapshot, {}, 10.0)
+    assert Forget("held", (PUBLIC, SERVER, 1)) in out.records
+    assert new.call_ids.held_down(PUBLIC, SERVER, 2, 10.0)
+    assert not new.call_ids.held_down(PUBLIC, SERVER, 2, 10.0 + new.config.call_id_hold_down)
+
+
+def test_reconcile_installs_what_is_missing_then_removes_strangers() -> None:
+    gw = gateway()
+    out = gw.handle(Direction.OUTBOUND, UdpDatagram(C1, 5000, REMOTE, 53), 0.0)
+    [entries] = [d for d in out.decisions if isinstance(d, SessionEntries)]
+    sid = entries.session.id
+    gw.handle(Direction.OUTBOUND, IcmpEcho(C1, REMOTE, 7, True), 0.0)
+    installed = {(EntryKind.SESSION, sid): 2, (EntryKind.SESSION, 500): 2,
+                 (EntryKind.GRE_INBOUND, 700): 1, (EntryKind.PIPELINE, 0): 9}
+    out = gw.reconcile(installed)
+    assert out.decisions == [RemoveEntries(EntryKind.SESSION, 500),
+                             RemoveEntries(EntryKind.GRE_INBOUND, 700)]
+    out = gw.reconcile({})
+    assert [type(d) for d in out.decisions] == [SessionEntries]
+    fresh = gw.handle(Direction.OUTBOUND, UdpDatagram(C1, 5001, REMOTE, 53), 0.0)
+    [entries] = [d for d in fresh.decisions if isinstance(d, SessionEntries)]
+    assert entries.session.id > 500
+
+
+def test_an_intact_switch_gets_no_flow_mod_after_a_restart() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    out = gw.handle(Direction.OUTBOUND, UdpDatagram(C1, 5000, REMOTE, 53), 0.0)
+    [session] = [d.session for d in out.decisions if isinstance(d, SessionEntries)]
+    snapshot = Snapshot()
+    snapshot.apply(out.records)
+    [call] = snapshot.calls
+    assert call.outbound_entry is not None and call.inbound_entry is not None
+    on_switch = {(EntryKind.GRE_OUTBOUND, call.outbound_entry): 1,
+                 (EntryKind.GRE_INBOUND, call.inbound_entry): 1,
+                 (EntryKind.SESSION, session.id): 2, (EntryKind.PIPELINE, 0): 12}
+    new, decisions = restarted(snapshot, on_switch)
+    assert decisions == []
+    assert new.inbound_gre_path(SERVER, PUBLIC) == "flow"
+
+
+def test_a_restore_installs_what_is_missing_before_removing_strangers() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    strangers = {(EntryKind.GRE_OUTBOUND, 1000): 1, (EntryKind.GRE_INBOUND, 1001): 1}
+    _, decisions = restarted(snapshot, strangers)
+    kinds = [type(d) for d in decisions]
+    assert kinds.index(RemoveEntries) > max(
+        kinds.index(GreOutboundEntry), kinds.index(GreInboundEntry))
+    assert {d.entry_id for d in decisions if isinstance(d, RemoveEntries)} == {1000, 1001}
+    [call] = snapshot.calls
+    assert {d.entry_id for d in decisions if isinstance(d, GreInboundEntry | GreOutboundEntry)
+            } == {call.outbound_entry, call.inbound_entry}
+
+
+def test_a_handshake_in_progress_completes_after_a_restart() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1)
+    link.send(link.client, flags=0x02, ack=0)
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    link.send(link.server, flags=0x12, ack=(link.client.isn + 1) % (1 << 32))
+    link.send(link.client, flags=0x10)
+    link.client_send(sccrq())
+    link.server_send(sccrp())
+    assert link.outgoing_call(5, 900) == 5
+    assert [type(m) for m in link.server.messages()] == [
+        StartControlConnectionRequest, OutgoingCallRequest]
+    assert new.counters.resync_probes == 0
+
+
+def test_every_state_change_of_a_call_is_noted_not_every_segment() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    gw.journal.drain()
+    link.client_send(echo_request())
+    link.server_send(echo_request())
+    assert len(gw.journal) == 0
+    link.outgoing_call(5, 900)
+    changes = gw.journal.drain()
+    assert {type(c).__name__ for c in changes} == {"CallRecord", "ConnectionRecord"}
