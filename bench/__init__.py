@@ -1,0 +1,1 @@
+"""Benchmarks: each peer in the same run, reported as ratios."""
