@@ -27,7 +27,9 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from alg.calls import Call, CallState
+from alg.engine import Gateway
 from alg.events import Direction, SendGre
+from alg.snapshot import Snapshot
 from ryu_apps import nat_gateway
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.app_env import (
@@ -85,6 +87,9 @@ class Victim:
                  for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
         self.app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp)))
         self.app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp, body=ports)))
+        self.app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
+            xid=self.app._reconcile_xid, body=[], flags=0, datapath=self.dp)))
+        assert self.app.ready
         for port, mac, ip, target in ((IN1, CLIENT_MAC, VICTIM, "192.168.1.254"),
                                       (OUT, SERVER_MAC, SERVER, str(PUBLIC))):
             self.app.handle_frame(self.dp, port, bytes(
@@ -95,6 +100,9 @@ class Victim:
         assert link.outgoing_call(A, C) == A
         [self.call] = self.app.core.calls()
         self.conn = self.app.core.connections()[0]
+        self.stored = Snapshot()
+        self.stored.apply(self.app.core.journal.drain())
+        self.app.store = SimpleNamespace(write=self.stored.apply)
 
     def check(self) -> None:
         call: Call = self.call
@@ -105,6 +113,12 @@ class Victim:
         [sent] = [e for e in out.emits if isinstance(e, SendGre)]
         assert sent.dst_ip == VICTIM and sent.gre[6:8] == A.to_bytes(2, "big")
         self.dp.sent.clear()
+        # What the store holds restores the victim call too.
+        restarted = Gateway(self.app.config.alg)
+        restarted.restore(self.stored, {}, 1000.0)
+        assert [(c.client_call_id, c.public_call_id, c.server_call_id, c.state)
+                for c in restarted.calls() if c.conn.session.id == self.conn.session.id] == [
+            (A, A, C, CallState.ESTABLISHED)]
 
 
 @cache
