@@ -93,7 +93,7 @@ class Gateway:
             config, self.counters, self.nat, self.call_control, self.journal
         )
         self.napt = Napt(config, self.counters, self.nat)
-        self.plain = PlainGreTable(config, self.counters, self.nat.pool, ids)
+        self.plain = PlainGreTable(config, self.counters, self.nat.pool, ids, self.journal)
         self._session_counts: dict[int, Counts] = {}
 
     # Views for displays and tests.
@@ -295,9 +295,12 @@ class Gateway:
 
         Sessions come back with their ids and public endpoints, control connections
         with their sequence numbers (each direction resynchronises, ``alg.relay``),
-        calls with their Call IDs, hold-downs with their ends. A record that contradicts
-        what came back before it is left out, counted (``restore_skipped``) and
-        forgotten by the output's ``records``.
+        calls with their Call IDs, hold-downs with their ends, ALG-off GRE bindings with
+        their entries. A record that contradicts what came back before it, or the ALG
+        switch as configured now (a control connection with the ALG off, a TCP/1723
+        session that was not one with it on), is left out, counted
+        (``restore_skipped``) and forgotten; what came back is written again as it
+        stands now (an id or a hold-down may have changed).
 
         Args:
             snapshot: the store's records.
@@ -306,9 +309,15 @@ class Gateway:
         """
         self.journal.drain()
         left_out: list[Change] = []
+        alg = self.config.alg_enabled
+        controls = {r.session_id for r in snapshot.connections} if alg else set()
         sessions = {}
         for session_record in sorted(snapshot.sessions, key=lambda r: r.id):
-            session = self.nat.adopt(session_record, now)
+            control = alg and session_record.proto == Proto.TCP and (
+                session_record.remote_port == PPTP_PORT)
+            session = None
+            if control == (session_record.id in controls):
+                session = self.nat.adopt(session_record, now)
             if session is None:
                 left_out.append(Forget("session", session_record.id))
             else:
@@ -322,20 +331,24 @@ class Gateway:
                 left_out.append(Forget("held", (held.public_ip, held.server_ip, held.call_id)))
         self.ids.skip(max((max(r.index, r.outbound_entry or 0, r.inbound_entry or 0)
                            for r in snapshot.calls), default=0))
+        self.ids.skip(max((max(r.outbound_id, r.inbound_id) for r in snapshot.plain),
+                          default=0))
         self.ids.skip(max((i for k, i in installed if k is not EntryKind.SESSION), default=0))
         connections = {}
         for conn_record in snapshot.connections:
             session = sessions.get(conn_record.session_id)
-            if (session is None or session.proto is not Proto.TCP
-                    or self.control.is_control(session.id)):
+            if not alg or session is None or self.control.is_control(session.id):
                 left_out.append(Forget("connection", conn_record.session_id))
                 continue
             connections[session.id] = self.control.restore(session, conn_record)
-        for call_record in sorted(snapshot.calls, key=lambda r: r.index):
+        closing_order = sorted(snapshot.calls, key=lambda r: (
+            r.state == CallState.CLOSED.value, r.hold_until, r.index))
+        for call_record in closing_order:
             conn = connections.get(call_record.session_id)
             if conn is None or not self.call_control.restore(conn.calls, call_record, now):
                 left_out.append(Forget("call", call_record.index))
-        self.journal.drain()
+        plain_left = snapshot.plain if alg else self.plain.restore(snapshot.plain, now)
+        left_out += [Forget("plain", (r.client_ip, r.server_ip)) for r in plain_left]
         self.counters.restore_skipped += len(left_out)
         out = self.reconcile(installed)
         out.records[:0] = left_out

@@ -24,6 +24,7 @@ from alg.events import (
     Translation,
 )
 from alg.nat import AddressPool
+from alg.snapshot import Journal, PlainGreRecord
 
 
 @dataclass(eq=False)
@@ -43,6 +44,12 @@ class PlainGre:
     last_seen: float
     outbound_packets: int = 0
     inbound_packets: int = 0
+    claimed: int = 0
+
+    def record(self) -> PlainGreRecord:
+        """What the store keeps of the binding."""
+        return PlainGreRecord(self.client_ip, self.server_ip, self.public_ip,
+                              self.outbound_id, self.inbound_id, self.claimed)
 
 
 class PlainGreTable:
@@ -53,13 +60,16 @@ class PlainGreTable:
         counters: the core's counters.
         pool: the public address pool (paired with the host's other sessions).
         ids: the core's entry id source.
+        journal: where bindings made, moved and ended are noted (``alg.snapshot``).
     """
 
     def __init__(
         self, config: AlgConfig, counters: Counters, pool: AddressPool,
-        ids: Iterator[int],
+        ids: Iterator[int], journal: Journal | None = None,
     ) -> None:
         self._config = config
+        self._journal = journal if journal is not None else Journal()
+        self._claims = 0
         self._counters = counters
         self._pool = pool
         self._ids = ids
@@ -102,7 +112,11 @@ class PlainGreTable:
             self._outbound[(src_ip, dst_ip)] = binding
             self._by_id[binding.outbound_id] = self._by_id[binding.inbound_id] = binding
         binding.last_seen = now
-        self._inbound[(dst_ip, binding.public_ip)] = binding
+        if self._inbound.get((dst_ip, binding.public_ip)) is not binding:
+            self._claims += 1
+            binding.claimed = self._claims
+            self._inbound[(dst_ip, binding.public_ip)] = binding
+            self._journal.save("plain", (src_ip, dst_ip), binding.record)
         out.decisions.append(GreOutboundEntry(
             binding.outbound_id, src_ip, dst_ip, binding.public_ip, self._config.gre_idle
         ))
@@ -139,6 +153,34 @@ class PlainGreTable:
             binding.inbound_packets = 0
         return True
 
+    def restore(self, records: list[PlainGreRecord], now: float) -> list[PlainGreRecord]:
+        """Take back the bindings a store kept; of those of one (server, public
+        address) pair, the latest claim holds the inbound entry.
+
+        Returns:
+            The records left out: a binding already known, ids already taken, or a
+            host pooled on another address.
+        """
+        left_out = []
+        for r in sorted(records, key=lambda r: r.claimed):
+            ids = {r.outbound_id, r.inbound_id}
+            bound = self._pool.lookup(r.client_ip)
+            if (
+                (r.client_ip, r.server_ip) in self._outbound or len(ids) != 2
+                or ids & self._by_id.keys() or r.public_ip not in self._pool.addresses
+                or (bound is not None and bound != r.public_ip)
+            ):
+                left_out.append(r)
+                continue
+            self._pool.acquire(r.client_ip, r.public_ip)
+            binding = PlainGre(r.client_ip, r.server_ip, r.public_ip, r.outbound_id,
+                               r.inbound_id, now, claimed=r.claimed)
+            self._outbound[(r.client_ip, r.server_ip)] = binding
+            self._by_id[r.outbound_id] = self._by_id[r.inbound_id] = binding
+            self._inbound[(r.server_ip, r.public_ip)] = binding
+            self._claims = max(self._claims, r.claimed)
+        return left_out
+
     def reinstall(self, installed: Container[tuple[EntryKind, int]], out: Output
                   ) -> set[tuple[EntryKind, int]]:
         """Both entries of every binding the switch lacks; every entry the table owns."""
@@ -169,5 +211,6 @@ class PlainGreTable:
             if self._inbound.get((binding.server_ip, binding.public_ip)) is binding:
                 del self._inbound[(binding.server_ip, binding.public_ip)]
             self._pool.release(binding.client_ip)
+            self._journal.forget("plain", key)
             out.decisions.append(RemoveEntries(EntryKind.GRE_OUTBOUND, binding.outbound_id))
             out.decisions.append(RemoveEntries(EntryKind.GRE_INBOUND, binding.inbound_id))

@@ -146,8 +146,8 @@ class CallControl:
 
         Returns:
             False when the record is not a call this machine could have made (a state
-            without the IDs it implies, an ID the allocator already has, a closed call
-            past its hold-down): it is left out.
+            without the IDs it implies, a public Call ID the allocator already has, a
+            closed call past its hold-down): it is left out.
         """
         try:
             state = CallState(record.state)
@@ -160,8 +160,6 @@ class CallControl:
             CallState.CLOSED: (),
         }[state]
         if any(value is None for value in needs):
-            return False
-        if state is not CallState.CLOSED and a is not None and calls.live("client", a):
             return False
         hold_until = min(record.hold_until, now + self._config.call_id_hold_down)
         if state is CallState.CLOSED and (b is None or hold_until <= now):

@@ -33,13 +33,16 @@ Policy (also in the README):
 * After a controller restart (:meth:`TcpRelay.restored`) the relay knows each
   direction's initial sequence number and where it stood at the last record, not the
   bytes in flight. Each direction takes its place again from its receiver's
-  acknowledgement, which must lie at most :data:`RESYNC_SPAN` bytes beyond the recorded
-  place: bytes before it are the receiver's, bytes beyond wait as beyond a gap. Until
-  then the direction's data and FIN are dropped and its receiver is sent a probe (an ACK
-  with a sequence number just behind, which a TCP answers with its acknowledgement,
-  RFC 793 section 3.9); pure ACKs pass, and an RST within the span passes. If the place
-  is inside a message (the restart cut one), the application layer finds no valid
-  message header there and the connection is reset: no rewrite is ever guessed.
+  acknowledgement, carried by a segment whose own sequence number is plausible, and
+  lying at most ``max_buffer`` bytes behind (bytes forwarded but lost at the restart:
+  the sender repeats them and they are read again) or :data:`RESYNC_SPAN` bytes beyond
+  the recorded place. Until then the direction's data, FIN and RST are dropped and its
+  receiver is sent a probe: an ACK with a sequence number behind its window, which a TCP
+  answers with its acknowledgement (RFC 793 section 3.9). Pure ACKs pass. An RST is not
+  passed (its place cannot be checked): a peer that really lost the connection answers
+  the next segment with an exact one. If the place is inside a message (the restart cut
+  one), the application layer finds no valid message header there and the connection
+  is reset: no rewrite is ever guessed.
 """
 
 from __future__ import annotations
@@ -552,24 +555,33 @@ class TcpRelay:
         other: StreamDirection | None,
     ) -> Received | None:
         """A segment while a direction's place is not known again (see the module);
-        None to take it the usual way (its direction is synchronised)."""
+        None to take it the usual way (its direction is synchronised).
+
+        The segment's own sequence number is checked first, so that only a plausible
+        segment's acknowledgement places the other direction.
+        """
         if seg.flags & TCP_SYN:
             return Received(Verdict.OUT_OF_WINDOW)
-        if seg.flags & TCP_ACK and other is not None and not other.synced:
+        if stream is not None:
+            if stream.synced:
+                plausible = self._in_window(stream, seg)
+            else:
+                distance = stream.offset_of(seg.seq) - stream.forwarded
+                plausible = -self._max_buffer <= distance <= RESYNC_SPAN
+            if not plausible:
+                return Received(Verdict.OUT_OF_WINDOW)
+        if seg.flags & TCP_ACK and not seg.flags & TCP_RST and other is not None and (
+            not other.synced
+        ):
             offset = other.offset_of(seg.ack)
-            if 0 <= offset - other.forwarded <= RESYNC_SPAN:
+            if -self._max_buffer <= offset - other.forwarded <= RESYNC_SPAN:
                 other.adopt(offset)
         if stream is None or stream.synced:
             return None
-        distance = stream.offset_of(seg.seq) - stream.forwarded
-        if not 0 <= distance <= RESYNC_SPAN:
-            return Received(Verdict.OUT_OF_WINDOW)
-        if seg.flags & TCP_RST:
-            return Received(Verdict.RESET, [self.translate(direction, seg, payload=b"")])
-        if seg.payload or seg.flags & TCP_FIN:
+        if seg.payload or seg.flags & (TCP_FIN | TCP_RST):
             template = TcpSegment(
                 self.session.inside_ip, 0, self.session.remote_ip, 0,
-                seq=stream.seq_of(stream.forwarded - 1),
+                seq=stream.seq_of(stream.forwarded - self._max_buffer - 1),
                 ack=other.seq_of(other.forwarded) if other is not None else 0,
                 flags=TCP_ACK, window=self._last_window.get(direction, seg.window),
             )

@@ -92,11 +92,28 @@ class HeldRecord:
     until: float
 
 
-Record = SessionRecord | ConnectionRecord | CallRecord | HeldRecord
-Table = Literal["session", "connection", "call", "held"]
-Key = int | tuple[IPv4Address, IPv4Address, int]
-"""A session's or call's id, a connection's session id, or a held ID's (public
-address, server, Call ID)."""
+@dataclass(frozen=True, slots=True)
+class PlainGreRecord:
+    """ALG off: an address-only GRE binding and its two entries' ids.
+
+    Attributes:
+        claimed: when the binding last took its (server, public address) pair's inbound
+            entry (a rising number): of the bindings of one pair, the latest holds it.
+    """
+
+    client_ip: IPv4Address
+    server_ip: IPv4Address
+    public_ip: IPv4Address
+    outbound_id: int
+    inbound_id: int
+    claimed: int
+
+
+Record = SessionRecord | ConnectionRecord | CallRecord | HeldRecord | PlainGreRecord
+Table = Literal["session", "connection", "call", "held", "plain"]
+Key = int | tuple[IPv4Address, IPv4Address, int] | tuple[IPv4Address, IPv4Address]
+"""A session's or call's id, a connection's session id, a held ID's (public address,
+server, Call ID), or an ALG-off binding's (client, server)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +135,7 @@ class Snapshot:
     connections: list[ConnectionRecord] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
     held: list[HeldRecord] = field(default_factory=list)
+    plain: list[PlainGreRecord] = field(default_factory=list)
 
     def apply(self, changes: list[Change]) -> None:
         """Apply changes as a store would (for tests and for stores kept in memory)."""
@@ -126,6 +144,7 @@ class Snapshot:
             "connection": {r.session_id: r for r in self.connections},
             "call": {r.index: r for r in self.calls},
             "held": {(r.public_ip, r.server_ip, r.call_id): r for r in self.held},
+            "plain": {(r.client_ip, r.server_ip): r for r in self.plain},
         }
         for change in changes:
             if isinstance(change, Forget):
@@ -144,9 +163,11 @@ class Snapshot:
         ]
         self.calls = [r for r in tables["call"].values() if isinstance(r, CallRecord)]
         self.held = [r for r in tables["held"].values() if isinstance(r, HeldRecord)]
+        self.plain = [r for r in tables["plain"].values() if isinstance(r, PlainGreRecord)]
 
     def __len__(self) -> int:
-        return len(self.sessions) + len(self.connections) + len(self.calls) + len(self.held)
+        return (len(self.sessions) + len(self.connections) + len(self.calls)
+                + len(self.held) + len(self.plain))
 
 
 def record_key(record: Record) -> tuple[Table, Key]:
@@ -157,6 +178,8 @@ def record_key(record: Record) -> tuple[Table, Key]:
         return "connection", record.session_id
     if isinstance(record, CallRecord):
         return "call", record.index
+    if isinstance(record, PlainGreRecord):
+        return "plain", (record.client_ip, record.server_ip)
     return "held", (record.public_ip, record.server_ip, record.call_id)
 
 

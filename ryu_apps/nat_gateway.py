@@ -188,7 +188,9 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                 try:
                     snapshot = self.store.load()
                 except StoreError as exc:
-                    LOG.error("nat.state_file: %s; starting without the saved state", exc)
+                    LOG.error("nat.state_file: %s; its records are removed and the gateway "
+                              "starts without them", exc)
+                    self._clear_store()
             self.counters.restores += 1
             output = self.core.restore(snapshot, installed, now)
             self._restored = True
@@ -327,6 +329,14 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                     side, packets.emit_destination(emit),
                     functools.partial(self._frame_out, dp, ip), now,
                 ))
+
+    def _clear_store(self) -> None:
+        assert self.store is not None
+        try:
+            self.store.clear()
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            LOG.error("nat.state_file: %s", exc)
 
     def _write(self, changes: list[Change]) -> None:
         """Write state changes to the store; a failure is logged and counted, and the

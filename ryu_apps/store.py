@@ -26,6 +26,7 @@ from alg.snapshot import (
     ConnectionRecord,
     Forget,
     HeldRecord,
+    PlainGreRecord,
     SessionRecord,
     Snapshot,
 )
@@ -50,11 +51,17 @@ CREATE INDEX IF NOT EXISTS calls_by_session ON calls (session_id);
 CREATE TABLE IF NOT EXISTS held (
     public_ip TEXT NOT NULL, server_ip TEXT NOT NULL, call_id INTEGER NOT NULL,
     until REAL NOT NULL, PRIMARY KEY (public_ip, server_ip, call_id));
+CREATE TABLE IF NOT EXISTS plain (
+    client_ip TEXT NOT NULL, server_ip TEXT NOT NULL, public_ip TEXT NOT NULL,
+    outbound_id INTEGER NOT NULL, inbound_id INTEGER NOT NULL, claimed INTEGER NOT NULL,
+    PRIMARY KEY (client_ip, server_ip));
 """
+_TABLES = ("sessions", "connections", "calls", "held", "plain")
 _SAVE_SESSION = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SAVE_CONNECTION = "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?)"
 _SAVE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SAVE_HELD = "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?)"
+_SAVE_PLAIN = "INSERT OR REPLACE INTO plain VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class Store:
@@ -110,8 +117,26 @@ class Store:
                 held=[
                     HeldRecord(_ip(p), _ip(s), c, float(u)) for p, s, c, u in self._rows("held")
                 ],
+                plain=[
+                    PlainGreRecord(_ip(c), _ip(s), _ip(p), up, down, n)
+                    for c, s, p, up, down, n in self._rows("plain")
+                ],
             )
         except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def clear(self) -> None:
+        """Remove every record (a store that could not be read is started afresh).
+
+        Raises:
+            StoreError: the file cannot be written.
+        """
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                for table in _TABLES:
+                    self._db.execute(f"DELETE FROM {table}")
+        except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
     def write(self, changes: Iterable[Change]) -> None:
@@ -158,6 +183,11 @@ class Store:
                 db.execute(_SAVE_HELD, (
                     str(change.public_ip), str(change.server_ip), change.call_id, change.until,
                 ))
+            case PlainGreRecord():
+                db.execute(_SAVE_PLAIN, (
+                    str(change.client_ip), str(change.server_ip), str(change.public_ip),
+                    change.outbound_id, change.inbound_id, change.claimed,
+                ))
             case Forget(table="session", key=key):
                 db.execute("DELETE FROM sessions WHERE id = ?", (key,))
                 db.execute("DELETE FROM connections WHERE session_id = ?", (key,))
@@ -167,6 +197,9 @@ class Store:
                 db.execute("DELETE FROM calls WHERE session_id = ?", (key,))
             case Forget(table="call", key=key):
                 db.execute("DELETE FROM calls WHERE call_index = ?", (key,))
+            case Forget(table="plain", key=(client_ip, server_ip)):
+                db.execute("DELETE FROM plain WHERE client_ip = ? AND server_ip = ?",
+                           (str(client_ip), str(server_ip)))
             case Forget(table="held", key=(public_ip, server_ip, call_id)):
                 db.execute(
                     "DELETE FROM held WHERE public_ip = ? AND server_ip = ? AND call_id = ?",

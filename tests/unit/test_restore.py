@@ -9,16 +9,19 @@ controller does, and goes on with the same peers.
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address
 
 from alg.calls import CallState
 from alg.codec import CallClearRequest, OutgoingCallRequest, StartControlConnectionRequest
 from alg.engine import Gateway
 from alg.events import (
+    TCP_ACK,
     Direction,
     EntryKind,
     GreInboundEntry,
     GreOutboundEntry,
+    GrePacket,
     IcmpEcho,
     RemoveEntries,
     SessionEntries,
@@ -29,12 +32,14 @@ from alg.snapshot import CallRecord, Forget, HeldRecord, SessionRecord, Snapshot
 from tests.unit.pptp_flows import (
     C1,
     C2,
+    DATA,
     PUBLIC,
     SERVER,
     ControlLink,
     ccrq,
     echo_request,
     gateway,
+    gre,
     ocrq,
     sccrp,
     sccrq,
@@ -269,3 +274,136 @@ def test_every_state_change_of_a_call_is_noted_not_every_segment() -> None:
     link.outgoing_call(5, 900)
     changes = gw.journal.drain()
     assert {type(c).__name__ for c in changes} == {"CallRecord", "ConnectionRecord"}
+
+
+# Found by review: each failed before its fix.
+
+def test_a_segment_lost_at_the_restart_is_read_again_from_the_retransmission() -> None:
+    """The record is written before the packet-out: the segment that made it may never
+    have left. The receiver's acknowledgement then lies behind the record."""
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    request = ocrq(6)
+    seq = link.client.snd_nxt
+    seg = link._segment(link.client, seq, link.client.rcv_nxt, DATA, request)
+    gw.handle_tcp(Direction.OUTBOUND, seg, link.now)  # recorded, then lost
+    link.client.snd_nxt = (seq + len(request)) % (1 << 32)
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    for _ in range(5):
+        link.send(link.server, flags=TCP_ACK)
+        link.client_send(request, seq=seq)
+    requests = [m for m in link.server.messages() if isinstance(m, OutgoingCallRequest)]
+    assert len(requests) == 2
+    assert [c.public_call_id for c in new.calls()] == [5, 6]
+
+
+def test_a_blind_acknowledgement_with_an_implausible_sequence_number_places_nothing() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    link.client_send(echo_request())
+    link.server_send(echo_request())
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    bogus_seq = (link.server.snd_nxt + (1 << 31)) % (1 << 32)
+    bogus_ack = link.seq_at(link.client, link.sent(link.client) + 4096)
+    seg = link._segment(link.server, bogus_seq, bogus_ack, TCP_ACK, b"")
+    link.deliver(new.handle_tcp(Direction.INBOUND, seg, 0.0))
+    start = link.client.snd_nxt
+    for _ in range(3):
+        link.client_send(ccrq(5), seq=start)
+        link.send(link.server, flags=TCP_ACK)
+    assert any(isinstance(m, CallClearRequest) for m in link.server.messages())
+
+
+def test_an_rst_while_resynchronising_is_not_passed() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    out = link.rst(link.server)
+    assert link.client.resets == [] and new.counters.resync_probes == 1
+    assert [e.direction for e in sent_tcp(out)] == [Direction.INBOUND]
+    assert len(new.connections()) == 1
+
+
+def test_restored_closed_calls_end_their_hold_down_in_time() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    link.outgoing_call(6, 901)
+    hold = gw.config.call_id_hold_down
+    link.client_send(ccrq(6))
+    link.now = hold / 2
+    link.client_send(ccrq(5))
+    snapshot = stored(gw)
+    late, early = sorted(snapshot.calls, key=lambda r: r.index)
+    assert early.hold_until < late.hold_until
+    new = gateway()
+    new.restore(snapshot, {}, hold / 2 + 1)
+    out = new.tick(hold + 1)
+    [conn] = new.connections()
+    assert Forget("call", early.index) in out.records
+    assert conn.calls.held == 1
+
+
+def test_restore_keeps_every_call_the_live_core_had() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    link.incoming_call(700, 5)  # the client answers with Call ID 5 again
+    before = sorted((c.index, c.state.value) for c in gw.calls())
+    assert len(before) == 2
+    new, _ = restarted(stored(gw))
+    assert sorted((c.index, c.state.value) for c in new.calls()) == before
+    assert new.counters.restore_skipped == 0
+
+
+def test_alg_off_gre_bindings_survive_a_controller_restart() -> None:
+    gw = gateway(alg_enabled=False)
+    out = gw.handle(Direction.OUTBOUND, GrePacket(C1, SERVER, gre(5)), 0.0)
+    ids = {(EntryKind.GRE_OUTBOUND, d.entry_id) for d in out.decisions
+           if isinstance(d, GreOutboundEntry)}
+    ids |= {(EntryKind.GRE_INBOUND, d.entry_id) for d in out.decisions
+            if isinstance(d, GreInboundEntry)}
+    snapshot = Snapshot()
+    snapshot.apply(out.records)
+    new = gateway(alg_enabled=False)
+    restored = new.restore(snapshot, dict.fromkeys(ids, 1), 1.0)
+    assert restored.decisions == []
+    back = new.handle(Direction.INBOUND, GrePacket(SERVER, PUBLIC, gre(5)), 1.0)
+    assert back.drop_reason is None
+
+
+def test_a_restart_with_the_alg_switched_leaves_out_what_no_longer_fits() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    off = gateway(alg_enabled=False)
+    out = off.restore(snapshot, {}, 1.0)
+    assert list(off.calls()) == [] and off.connections() == []
+    assert [s.remote_port for s in off.nat.sessions()] == [1723]
+    assert Forget("connection", snapshot.connections[0].session_id) in out.records
+    snapshot.connections.clear()
+    snapshot.calls.clear()
+    on = gateway()
+    out = on.restore(snapshot, {}, 1.0)
+    assert len(on.nat) == 0 and on.counters.restore_skipped == 1
+
+
+def test_what_a_restore_changed_is_written_back() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    [call] = snapshot.calls
+    snapshot.calls = [dataclasses.replace(call, inbound_entry=call.outbound_entry)]
+    new = gateway()
+    out = new.restore(snapshot, {}, 1.0)
+    [written] = [r for r in out.records if isinstance(r, CallRecord)]
+    assert written.outbound_entry == call.outbound_entry
+    assert written.inbound_entry not in (None, call.outbound_entry)
