@@ -1,0 +1,67 @@
+"""``python -m bench [--quick]``: every figure, every peer, the same traffic, one run.
+
+Figures so far:
+
+1. call setup: Outgoing-Call-Request sent to Outgoing-Call-Reply received at the PNS,
+   median and p99, on a new control connection per call (as pptp-linux does) and on
+   existing ones, through the gateway, the Linux reference NAT and no NAT at all;
+2. sustained calls per second, from the same runs (one call at a time on new
+   connections; on existing connections, ``--connections`` of them in parallel).
+
+The PNS and the PAC are ``bench.pptp_peers`` (asyncio, real kernel TCP). Each figure is
+the median of ``--rounds`` rounds; ratios are to the best peer of the same run. The
+output is a Markdown table with the machine's description, also written as JSON and
+Markdown to ``--out``. Needs root (namespaces, OVS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import report
+from bench.setup_latency import SetupResult, measure_setup
+from bench.topologies import direct, gateway, reference
+
+QUICK = {"new": 200, "existing": 1000, "rounds": 1}
+FULL = {"new": 2000, "existing": 10000, "rounds": 3}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small counts, one round")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--connections", type=int, default=8,
+                        help="control connections in parallel for calls on existing ones")
+    args = parser.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    started = time.monotonic()
+    results: list[SetupResult] = []
+    for rounds in range(size["rounds"]):
+        for make in (direct, reference, gateway):
+            with make() as path:
+                results.append(measure_setup(path, "new", size["new"]))
+                if path.name != "linux":  # one call per control connection only
+                    results.append(measure_setup(path, "existing", size["existing"],
+                                                 args.connections))
+        print(f"round {rounds + 1} of {size['rounds']} done", file=sys.stderr)
+    table = report.setup_table(results)
+    text = "\n".join([
+        report.machine(), "",
+        f"Run: {'--quick' if args.quick else 'full'}, {time.monotonic() - started:.0f} s.",
+        "", table,
+    ])
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.md").write_text(text + "\n")
+    (args.out / "latest.json").write_text(json.dumps(
+        [r.as_dict() for r in results], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

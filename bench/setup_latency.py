@@ -1,0 +1,85 @@
+"""Figures 1 and 2: call setup latency and sustained calls per second, on one path.
+
+The PAC runs in the path's server namespace, the PNS in its client namespace (both
+``bench.pptp_peers``); the PNS reports every call's Outgoing-Call-Request ->
+Outgoing-Call-Reply latency and the run's duration.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+
+from bench.topologies import Path
+from topo.netns import ns_argv
+
+
+@dataclass
+class SetupResult:
+    """One run of one mode on one path.
+
+    Attributes:
+        latencies: seconds, one per call that was set up.
+        seconds: the whole run (connections included).
+    """
+
+    peer: str
+    mode: str
+    calls: int
+    connections: int
+    seconds: float
+    failed: int
+    latencies: list[float] = field(repr=False)
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.latencies) * 1e6 if self.latencies else float("nan")
+
+    @property
+    def p99_us(self) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6
+
+    @property
+    def calls_per_second(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        del data["latencies"]
+        data.update(median_us=self.median_us, p99_us=self.p99_us,
+                    calls_per_second=self.calls_per_second)
+        return data
+
+
+def measure_setup(path: Path, mode: str, calls: int, connections: int = 1,
+                  timeout: float = 600) -> SetupResult:
+    """Set up ``calls`` calls from the path's client to a PAC in its server namespace."""
+    pac = subprocess.Popen(
+        ns_argv(path.server, [sys.executable, "-m", "bench.pptp_peers", "pac", path.server_ip]),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert pac.stdout is not None
+        pac.stdout.readline()
+        pns = subprocess.run(
+            ns_argv(path.client, [sys.executable, "-m", "bench.pptp_peers", "pns",
+                                  path.server_ip, "--calls", str(calls), "--mode", mode,
+                                  "--connections", str(connections)]),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    finally:
+        pac.kill()
+        pac.wait()
+    lines = [line for line in pns.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"the PNS on {path.name} said nothing: {pns.stderr[-2000:]}")
+    data = json.loads(lines[-1])
+    return SetupResult(path.name, mode, calls, connections if mode == "existing" else 1,
+                       float(data["seconds"]), int(data["failed"]),
+                       [float(x) for x in data["latencies"]])
