@@ -58,6 +58,8 @@ class Call:
             flow entries are gone until its next GRE packet (the call and its IDs stay).
         entry_ids: the ids of an established call's outbound and inbound server-map
             entries.
+        reserved: the call has its public Call ID and is not established yet: its pair
+            keeps off the flow path (``alg.servermap``).
     """
 
     index: int
@@ -79,6 +81,7 @@ class Call:
     data_idle: bool = False
     end_reason: str = ""
     entry_ids: tuple[int, int] | None = None
+    reserved: bool = False
 
     @property
     def client_id(self) -> int:

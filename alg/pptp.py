@@ -182,6 +182,8 @@ class CallControl:
         if state is CallState.ESTABLISHED:
             ids = (record.outbound_entry, record.inbound_entry)
             self._server_map.open(call, now, Output(), ids)
+        elif b is not None:
+            self._server_map.reserve(call, now, Output())
         return True
 
     def close(self, call: Call, now: float, reason: str, out: Output) -> None:
@@ -196,6 +198,8 @@ class CallControl:
         if call.state is CallState.ESTABLISHED:
             self._server_map.close(call, now, out)
             out.logs.append(self._log("torn down", call, reason))
+        else:
+            self._server_map.release(call, now, out)
         call.state = CallState.CLOSED
         call.end_reason = reason
         conn.remove(call, keep=kept)
@@ -243,7 +247,7 @@ class CallControl:
             call.client_call_id = message.call_id
             call.call_serial_number = message.call_serial_number
             calls.name_id(call, "client")
-            self._allocate(call, now)
+            self._allocate(call, now, out)
         return self._translated(replace(message, call_id=call.public_id))
 
     def _incoming_call_reply(
@@ -261,7 +265,7 @@ class CallControl:
         call.client_call_id = message.call_id
         calls.name_id(call, "client")
         call.state = CallState.ANSWERED
-        self._allocate(call, now)
+        self._allocate(call, now, out)
         translated = self._translated(replace(message, call_id=call.public_id))
         if message.result_code != INCOMING_CALL_ACCEPT:
             self.close(call, now, "Incoming-Call-Reply refused", out)
@@ -363,7 +367,7 @@ class CallControl:
         self._live += 1
         return call
 
-    def _allocate(self, call: Call, now: float) -> None:
+    def _allocate(self, call: Call, now: float, out: Output) -> None:
         conn = call.conn
         try:
             public_id = self._call_ids.allocate(
@@ -377,12 +381,14 @@ class CallControl:
         conn.name_id(call, "public")
         if public_id != call.client_call_id:
             self._counters.call_ids_changed += 1
+        self._server_map.reserve(call, now, out)
 
     def _establish(self, call: Call, now: float, out: Output) -> None:
         call.state = CallState.ESTABLISHED
         call.conn.changed(call)
         call.last_data = now
         self._counters.calls_set_up += 1
+        self._server_map.release(call, now, out, choose=False)
         self._server_map.open(call, now, out)
         out.logs.append(self._log("set up", call))
 

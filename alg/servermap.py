@@ -95,6 +95,7 @@ class ServerMap:
         self._call_ids = call_ids
         self._ids = ids
         self._waiting: set[tuple[IPv4Address, IPv4Address]] = set()
+        self._pending: dict[tuple[IPv4Address, IPv4Address], int] = {}
         self._inbound_calls: dict[tuple[IPv4Address, IPv4Address, int], Call] = {}
         self._outbound_calls: dict[tuple[IPv4Address, IPv4Address, int], Call] = {}
         self._outbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
@@ -133,6 +134,44 @@ class ServerMap:
         call.entry_ids = (up.entry_id, down.entry_id)
         down.unreachable = None
         self._choose_path(conn.server_ip, conn.public_ip, down, now, out, force=True)
+
+    def reserve(self, call: Call, now: float, out: Output) -> None:
+        """A call got its public Call ID ``b`` and is not established yet.
+
+        The server may send GRE with ``b`` as soon as the message carrying it reaches
+        it, before the controller has seen the server's answer: the switch cannot see
+        the key, so the pair's flow-path entry would hand that GRE to the pair's other
+        client. So the pair leaves the flow path now (the decision goes before the
+        message) until the call is established or released.
+        """
+        if call.reserved:
+            return
+        call.reserved = True
+        key = (call.conn.server_ip, call.conn.public_ip)
+        self._pending[key] = self._pending.get(key, 0) + 1
+        pair = self._inbound.get(key)
+        if pair is not None:
+            self._choose_path(*key, pair, now, out)
+
+    def release(self, call: Call, now: float, out: Output, choose: bool = True) -> None:
+        """A reserved call is established or ended (see :meth:`reserve`).
+
+        Args:
+            choose: choose the pair's path again (not when :meth:`open` follows, which
+                chooses it).
+        """
+        if not call.reserved:
+            return
+        call.reserved = False
+        key = (call.conn.server_ip, call.conn.public_ip)
+        left = self._pending[key] - 1
+        if left:
+            self._pending[key] = left
+        else:
+            del self._pending[key]
+        pair = self._inbound.get(key)
+        if pair is not None and choose:
+            self._choose_path(*key, pair, now, out)
 
     def close(self, call: Call, now: float, out: Output) -> None:
         """Remove an established call's entries; a pair's entry goes with its last call."""
@@ -337,8 +376,9 @@ class ServerMap:
         out: Output, force: bool = False,
     ) -> None:
         """The flow path when the pair has one call whose Call ID was kept, its client is
-        reachable, and no other Call ID of the pair is held down (the switch cannot see
-        the key: late GRE of a released ID would reach the client)."""
+        reachable, no other Call ID of the pair is held down (the switch cannot see the
+        key: late GRE of a released ID would reach the client) and no call of the pair
+        is being set up (its early GRE would, :meth:`reserve`)."""
         client: IPv4Address | None = None
         if len(pair.calls) == 1:
             only = pair.calls[0]
@@ -347,6 +387,7 @@ class ServerMap:
         key = (server_ip, public_ip)
         if client is not None and (
             client == pair.unreachable or self._call_ids.holds(public_ip, server_ip, now)
+            or key in self._pending
         ):
             client = None
             self._waiting.add(key)

@@ -109,6 +109,15 @@ def receiver(link: ControlLink, who: str) -> Peer:
 
 # The setup messages themselves.
 
+def off_the_flow_path(collide: bool) -> list[GreInboundEntry]:
+    """The decision a call sharing an established call's pair makes when it gets its
+    public Call ID: the pair's inbound entry to the controller path (entry 3 is the
+    first call's pair)."""
+    if not collide:
+        return []
+    return [GreInboundEntry(3, SERVER, PUBLIC, None, 300.0)]
+
+
 @pytest.mark.parametrize("collide", [False, True])
 def test_outgoing_call_request_and_reply(collide: bool) -> None:
     gw = gateway()
@@ -119,7 +128,8 @@ def test_outgoing_call_request_and_reply(collide: bool) -> None:
     request = link.client_send(ocrq(A, serial=42))
     b = A + 1 if collide else A
     assert link.server.stream[-168:] == ocrq(b, serial=42)
-    assert request.decisions == [] and request.logs == []
+    # Sharing the pair, the new call takes it off the flow path before its request leaves.
+    assert request.decisions == off_the_flow_path(collide) and request.logs == []
     [call] = [c for c in gw.calls() if c.conn.client_ip == C1]
     assert (call.state, call.client_call_id, call.public_call_id) == (CallState.REQUESTED, A, b)
     assert call.server_call_id is None and call.call_serial_number == 42
@@ -156,7 +166,8 @@ def test_incoming_call_request_reply_connected(collide: bool) -> None:
     answer = link.client_send(icrp(A, C))
     b = A + 1 if collide else A
     assert link.server.stream[-24:] == icrp(b, C)
-    assert answer.decisions == [] and call.state is CallState.ANSWERED
+    assert answer.decisions == off_the_flow_path(collide)
+    assert call.state is CallState.ANSWERED
 
     connected = link.server_send(iccn(b))
     assert link.client.stream[-28:] == iccn(A)
@@ -703,3 +714,26 @@ def test_cdn_withdrawing_an_unanswered_incoming_call() -> None:
     assert link.client.stream[-148:] == cdn(C)
     assert out.decisions == [] and out.logs == [] and list(gw.calls()) == []
     assert gw.call_ids.count_in_use() == 0 and gw.counters.unknown_call_ids == 0
+
+
+@pytest.mark.parametrize("incoming", [False, True])
+def test_the_servers_first_gre_for_a_new_call_never_reaches_the_pairs_other_client(
+    incoming: bool,
+) -> None:
+    """The server may send GRE with a new call's ``b`` as soon as it has the request (or
+    the reply): before the controller sees its answer. The pair's flow-path entry would
+    hand it to the pair's established client, so the pair leaves the flow path first."""
+    first = outgoing(collide=False)
+    gw = first.gw
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    link = ControlLink(gw, C2, 40001).start()
+    if incoming:
+        link.server_send(icrq(OTHER_C))
+        link.client_send(icrp(A, OTHER_C))
+    else:
+        link.client_send(ocrq(A))
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    early = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, gre(A + 1), 0.0)
+    assert early.emits == [] and early.drop_reason == "GRE matches no server-map"
+    own = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, gre(A), 0.0)
+    assert [e.dst_ip for e in sent_gre(own)] == [C1]

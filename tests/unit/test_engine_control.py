@@ -122,7 +122,8 @@ def test_colliding_request_split_at_every_point(cut: int) -> None:
     # No decision before the decision bytes are in.
     assert len(_c1_calls(link)) == int(decided)
     assert gw.counters.call_ids_translated == counted + int(decided)
-    assert first.decisions == [] and first.logs == []
+    assert [d.client_ip for d in first.decisions] == ([None] if decided else [])
+    assert first.logs == []
     link.client_send(request[cut:])
     assert link.server.stream[before:] == translated
     assert gw.counters.call_ids_translated == counted + 1  # decided once
@@ -176,7 +177,9 @@ def test_request_in_pieces_passes_the_header_then_the_translated_call_id() -> No
     assert outs[3].drop_reason == "control bytes held"
     assert calls == [0, 0, 0, 0, 1, 1]  # no decision before the decision bytes are in
     assert gw.counters.call_ids_translated == counted + 1  # decided once
-    assert all(o.decisions == [] and o.logs == [] for o in outs)
+    # The call shares its pair: deciding takes the pair off the flow path, nothing more.
+    assert [[d.client_ip for d in o.decisions] for o in outs] == [[], [], [], [], [None], []]
+    assert all(o.logs == [] for o in outs)
     # Each piece's bytes leave as they come, in segments no longer than the client's
     # largest (its 156-byte SCCRQ).
     assert [len(s.payload) for s in link.server.data_segments()][-3:] == [12, 98, 58]
