@@ -8,6 +8,10 @@ Figures so far:
 2. sustained calls per second, from the same runs (one call at a time on new
    connections; on existing connections, ``--connections`` of them in parallel).
 
+Peers (``bench.topologies``): no NAT, the Linux reference, plain OVS (no controller),
+the bare Ryu app (every packet through a controller that only sends it back out), and
+the gateway.
+
 The PNS and the PAC are ``bench.pptp_peers`` (asyncio, real kernel TCP). Each figure is
 the median of ``--rounds`` rounds; ratios are to the best peer of the same run. The
 output is a Markdown table with the machine's description, also written as JSON and
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from bench import report
 from bench.setup_latency import SetupResult, measure_setup
-from bench.topologies import direct, gateway, reference
+from bench.topologies import bare_ryu, direct, gateway, plain_ovs, reference
 
 QUICK = {"new": 200, "existing": 1000, "rounds": 1}
 FULL = {"new": 2000, "existing": 10000, "rounds": 3}
@@ -42,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     results: list[SetupResult] = []
     for rounds in range(size["rounds"]):
-        for make in (direct, reference, gateway):
+        for make in (direct, reference, plain_ovs, bare_ryu, gateway):
             with make() as path:
                 results.append(measure_setup(path, "new", size["new"]))
                 if path.name != "linux":  # one call per control connection only

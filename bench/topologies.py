@@ -9,17 +9,30 @@ server address) and removing everything it made, whatever happens:
   otherwise refuse (they are what they are for; the bench measures speed, not them).
 * :func:`reference`: the Linux netfilter PPTP NAT (``topo.reference_nat``).
 * :func:`direct`: no NAT at all, the client on the server's subnet over one veth pair.
+* :func:`plain_ovs`: no NAT, an OVS bridge of the lab's kind (userspace datapath)
+  between client and server, one static flood entry, no controller: the limit of the
+  data plane.
+* :func:`bare_ryu`: the same bridge with the bare Ryu app (``bench/bare_ryu.py``) as its
+  controller, which floods every packet back out: the limit of any controller path.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 
 from topo import lab
-from topo.netns import NetnsGroup, address, tx_off, veth
+from topo.netns import NetnsGroup, address, run, tx_off, veth
 from topo.reference_nat import build_reference_nat
+
+REPO = FilePath(__file__).resolve().parent.parent
+BARE_PORT = 6698
 
 SERVER_IP = "203.0.113.1"
 BENCH_OPTIONS = {
@@ -80,3 +93,64 @@ def direct(prefix: str = "bdir") -> Iterator[Path]:
         yield Path("no NAT", client, server)
     finally:
         group.cleanup()
+
+
+@contextmanager
+def _bridge(prefix: str) -> Iterator[tuple[str, str, str]]:
+    """Client and server namespaces on one subnet, joined by a userspace OVS bridge in
+    secure fail mode; yields (client, server, bridge)."""
+    group = NetnsGroup()
+    bridge = f"br-{prefix}"
+    try:
+        client, server = group.add(f"{prefix}c"), group.add(f"{prefix}s")
+        ports = (f"{prefix}-c", f"{prefix}-s")
+        for netns, port, ip in ((client, ports[0], "203.0.113.10/24"),
+                                (server, ports[1], f"{SERVER_IP}/24")):
+            veth(netns, "eth0", None, port)
+            address(netns, "eth0", ip)
+            tx_off(netns, "eth0")
+            tx_off(None, port)
+        run(["ovs-vsctl", "--", "add-br", bridge, "--", "set", "bridge", bridge,
+             "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13",
+             "other-config:disable-in-band=true",
+             "--", "add-port", bridge, ports[0], "--", "add-port", bridge, ports[1]])
+        yield client, server, bridge
+    finally:
+        run(["ovs-vsctl", "--if-exists", "del-br", bridge], check=False)
+        group.cleanup()
+
+
+@contextmanager
+def plain_ovs(prefix: str = "bovs") -> Iterator[Path]:
+    """No NAT through OVS: one static flood entry, no controller."""
+    with _bridge(prefix) as (client, server, bridge):
+        run(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", bridge, "priority=0,actions=flood"])
+        yield Path("plain OVS", client, server)
+
+
+@contextmanager
+def bare_ryu(prefix: str = "bbare") -> Iterator[Path]:
+    """No NAT through OVS and the bare Ryu app, which floods every packet-in."""
+    with _bridge(prefix) as (client, server, bridge):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        ryu = FilePath(sys.executable).with_name("ryu-manager")
+        proc = subprocess.Popen(
+            [str(ryu), "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
+             str(BARE_PORT), str(REPO / "bench" / "bare_ryu.py")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            run(["ovs-vsctl", "set-controller", bridge, f"tcp:127.0.0.1:{BARE_PORT}",
+                 "--", "set", "controller", bridge, "connection_mode=out-of-band",
+                 "max_backoff=1000"])
+            while "CONTROLLER" not in run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows",
+                                           bridge]):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the bare Ryu app did not install its entry")
+                time.sleep(0.2)
+            yield Path("bare Ryu", client, server, controller_pid=proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()

@@ -49,7 +49,7 @@ from alg.config import load
 from alg.counters import CounterSet
 from alg.engine import Gateway
 from alg.errors import ConfigError, StoreError
-from alg.events import Direction, EntryKind, Output, RemoveEntries
+from alg.events import Decision, Direction, EntryKind, GreInboundEntry, Output, RemoveEntries
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
 from alg.snapshot import Change, Snapshot
 from ryu_apps import config as options
@@ -88,6 +88,17 @@ class AppCounters(CounterSet):
     store_errors: int = 0
     restores: int = 0
     reconciliations: int = 0
+
+
+def before_packets(decision: Decision) -> bool:
+    """Whether a decision must take effect before the packets of its output leave: a
+    removal, or a server-map pair's move to the controller path (the packet may make its
+    peer send GRE that the old entry would hand to another client). New entries may
+    follow the packets: until they are in, their packets reach the controller, which
+    forwards them."""
+    return isinstance(decision, RemoveEntries) or (
+        isinstance(decision, GreInboundEntry) and decision.client_ip is None
+    )
 
 
 class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
@@ -295,15 +306,29 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     # The core's output.
 
     def apply(self, dp: Any, output: Output, original: packets.Ipv4 | None = None) -> None:
-        """Write the state changes, send the flow-mods (and a barrier), then the packets,
-        of one core output."""
+        """Carry out one core output, the latency-critical packets as early as is safe.
+
+        In this order: the state changes go to the store; the decisions that must take
+        effect before the packets do (removals, and a pair's move to the controller
+        path, :func:`before_packets`) are sent with a barrier; the packets; the other
+        decisions (new entries, whose absence only means their packets reach the
+        controller meanwhile, which forwards them) with a barrier; the log lines.
+        """
         self._write(output.records)
+        early = [d for d in output.decisions if before_packets(d)]
+        late = [d for d in output.decisions if not before_packets(d)]
+        self._decide(dp, early)
+        self._emit(dp, output, original)
+        self._decide(dp, late)
         for line in output.errors:
             LOG.error("%s", line)
         for log in output.logs:
             LOG.info("%s", log)
+
+    def _decide(self, dp: Any, decisions: list[Decision]) -> None:
+        """Send the flow-mods of ``decisions`` and a barrier; report what cannot be."""
         mods: list[Any] = []
-        for decision in output.decisions:
+        for decision in decisions:
             built = flowmods.entry_mods(
                 dp, decision, self.neighbours.lookup, self.neighbours.outside_port,
                 self.config.gateway_mac,
@@ -316,6 +341,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         if mods:
             self._send_mods(dp, mods)
             dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+
+    def _emit(self, dp: Any, output: Output, original: packets.Ipv4 | None) -> None:
         header = packets.inherited_header(original)
         if header is None:
             self.counters.ttl_expired += len(output.emits)

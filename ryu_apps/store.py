@@ -148,11 +148,16 @@ class Store:
         changes = list(changes)
         if not changes:
             return
+        db = self._db
         try:
-            with self._db:
-                self._db.execute("BEGIN")
+            db.execute("BEGIN")
+            try:
                 for change in changes:
                     self._write(change)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         self.writes += 1
