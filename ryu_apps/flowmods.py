@@ -1,6 +1,9 @@
 """OpenFlow 1.3 messages built from the core's decisions: pure functions, no sending.
 
-Every entry carries a cookie that names what it belongs to (``ryu_apps.switch``).
+Every entry carries a cookie that names what it belongs to (``ryu_apps.switch``). The
+entries and their removals are encoded by ``ryu_apps.wire`` (the packet-in path sends
+them); meters and the flow statistics request, sent once per connection or poll, are
+Ryu's message objects.
 
 The table (table 0 only):
 
@@ -42,6 +45,7 @@ from alg.events import (
 )
 from alg.nat import Proto
 from alg.neighbours import L2, Side
+from ryu_apps import wire
 from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
 from ryu_apps.switch import (
     COOKIE_TAG,
@@ -61,38 +65,30 @@ from ryu_apps.switch import (
 
 
 def _flow(
-    dp: Any, priority: int, match: Any, actions: Sequence[Any], kind: EntryKind,
+    priority: int, match: dict[str, wire.Value], actions: Sequence[bytes], kind: EntryKind,
     entry_id: int = 0, idle_timeout: float = 0, notify: bool = False,
     meter: int | None = None,
-) -> Any:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, list(actions))]
+) -> wire.Message:
+    instructions = [wire.apply_actions(actions)] if actions else []
     if meter is not None:
-        instructions.insert(0, parser.OFPInstructionMeter(meter, ofp.OFPIT_METER))
-    return parser.OFPFlowMod(
-        datapath=dp,
-        cookie=cookie(kind, entry_id),
-        command=ofp.OFPFC_ADD,
+        instructions.insert(0, wire.meter(meter))
+    return wire.flow_mod(
+        cookie=cookie(kind, entry_id), priority=priority,
         idle_timeout=min(int(idle_timeout), 65535),
-        priority=priority,
-        flags=ofp.OFPFF_SEND_FLOW_REM if notify else 0,
-        match=match,
-        instructions=instructions if actions else [],
+        flags=wire.OFPFF_SEND_FLOW_REM if notify else 0,
+        match_fields=match, instructions=instructions,
     )
 
 
-def _to_controller(dp: Any) -> Any:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)
+_TO_CONTROLLER = wire.output(wire.OFPP_CONTROLLER)
 
 
-def _route(dp: Any, gateway_mac: str, hop: L2) -> list[Any]:
-    parser = dp.ofproto_parser
+def _route(gateway_mac: str, hop: L2) -> list[bytes]:
     return [
-        parser.OFPActionDecNwTtl(),
-        parser.OFPActionSetField(eth_src=gateway_mac),
-        parser.OFPActionSetField(eth_dst=hop.mac),
-        parser.OFPActionOutput(hop.port),
+        wire.dec_nw_ttl(),
+        wire.set_field("eth_src", gateway_mac),
+        wire.set_field("eth_dst", hop.mac),
+        wire.output(hop.port),
     ]
 
 
@@ -123,131 +119,106 @@ def meters(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
 
 
 def pipeline(
-    dp: Any,
     inside_ports: Iterable[int],
     outside_port: int,
     public_ips: Iterable[IPv4Address],
     alg_enabled: bool,
-) -> list[Any]:
+) -> list[wire.Message]:
     """The static entries: ARP and punts to the controller, each through the meter of its
     class (see :func:`meters`, which must be on the switch first), and drop for the rest."""
-    parser = dp.ofproto_parser
-    punt = [_to_controller(dp)]
+    punt = [_TO_CONTROLLER]
     pipe = EntryKind.PIPELINE
+    ipv4: dict[str, wire.Value] = {"eth_type": ETH_TYPE_IPV4}
     mods = [
-        _flow(dp, PRIORITY_ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP), punt, pipe,
-              meter=METER_ARP),
-        _flow(dp, PRIORITY_DROP, parser.OFPMatch(), [], pipe),
+        _flow(PRIORITY_ARP, {"eth_type": ETH_TYPE_ARP}, punt, pipe, meter=METER_ARP),
+        _flow(PRIORITY_DROP, {}, [], pipe),
     ]
     for port in inside_ports:
         meter = METER_INSIDE_PORT + port
-        mods.append(_flow(
-            dp, PRIORITY_PUNT, parser.OFPMatch(in_port=port, eth_type=ETH_TYPE_IPV4), punt,
-            pipe, meter=meter,
-        ))
+        mods.append(_flow(PRIORITY_PUNT, {"in_port": port, **ipv4}, punt, pipe, meter=meter))
         if alg_enabled:
             mods.append(_flow(
-                dp, PRIORITY_CONTROL,
-                parser.OFPMatch(
-                    in_port=port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.TCP, tcp_dst=PPTP_PORT
-                ),
+                PRIORITY_CONTROL,
+                {"in_port": port, **ipv4, "ip_proto": Proto.TCP, "tcp_dst": PPTP_PORT},
                 punt, pipe, meter=meter,
             ))
     for public_ip in public_ips:
-        mods.append(_flow(
-            dp, PRIORITY_PUNT,
-            parser.OFPMatch(in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip)),
-            punt, pipe, meter=METER_OUTSIDE_NEW,
-        ))
+        to_public: dict[str, wire.Value] = {"in_port": outside_port, **ipv4, "ipv4_dst": public_ip}
+        mods.append(_flow(PRIORITY_PUNT, to_public, punt, pipe, meter=METER_OUTSIDE_NEW))
         if alg_enabled:
             mods.append(_flow(
-                dp, PRIORITY_CONTROL,
-                parser.OFPMatch(
-                    in_port=outside_port, eth_type=ETH_TYPE_IPV4, ipv4_dst=str(public_ip),
-                    ip_proto=Proto.TCP, tcp_src=PPTP_PORT,
-                ),
+                PRIORITY_CONTROL, {**to_public, "ip_proto": Proto.TCP, "tcp_src": PPTP_PORT},
                 punt, pipe, meter=METER_OUTSIDE_CONTROL,
             ))
     return mods
 
 
-def _l4_match(proto: Proto, src_port: int, dst_port: int) -> dict[str, int]:
-    if proto is Proto.TCP:
-        return {"ip_proto": int(proto), "tcp_src": src_port, "tcp_dst": dst_port}
-    return {"ip_proto": int(proto), "udp_src": src_port, "udp_dst": dst_port}
-
-
-def _l4_set(dp: Any, proto: Proto, field: str, port: int) -> Any:
-    name = f"{'tcp' if proto is Proto.TCP else 'udp'}_{field}"
-    return dp.ofproto_parser.OFPActionSetField(**{name: port})
+def _l4(proto: Proto, field: str) -> str:
+    return f"{'tcp' if proto is Proto.TCP else 'udp'}_{field}"
 
 
 def session_entries(
-    dp: Any, decision: SessionEntries, inside: L2, outside: L2, gateway_mac: str
-) -> list[Any]:
+    decision: SessionEntries, inside: L2, outside: L2, gateway_mac: str
+) -> list[wire.Message]:
     """Both directions' rewrite entries of a TCP or UDP NAT session.
 
     Args:
-        dp: the datapath (for its parser).
         decision: the session and its idle timeout.
         inside: the inside host's port and MAC; the outbound entry matches only packets
             from that port.
         outside: the next hop toward the remote end.
         gateway_mac: the MAC the gateway sends from.
     """
-    parser = dp.ofproto_parser
     s = decision.session
-    out_match = parser.OFPMatch(
-        in_port=inside.port, eth_type=ETH_TYPE_IPV4, ipv4_src=str(s.inside_ip),
-        ipv4_dst=str(s.remote_ip), **_l4_match(s.proto, s.inside_port, s.remote_port),
-    )
+    out_match: dict[str, wire.Value] = {
+        "in_port": inside.port, "eth_type": ETH_TYPE_IPV4, "ipv4_src": s.inside_ip,
+        "ipv4_dst": s.remote_ip, "ip_proto": int(s.proto), _l4(s.proto, "src"): s.inside_port,
+        _l4(s.proto, "dst"): s.remote_port,
+    }
     out_actions = [
-        parser.OFPActionSetField(ipv4_src=str(s.public_ip)),
-        _l4_set(dp, s.proto, "src", s.public_port),
-        *_route(dp, gateway_mac, outside),
+        wire.set_field("ipv4_src", s.public_ip),
+        wire.set_field(_l4(s.proto, "src"), s.public_port),
+        *_route(gateway_mac, outside),
     ]
-    in_match = parser.OFPMatch(
-        in_port=outside.port, eth_type=ETH_TYPE_IPV4, ipv4_src=str(s.remote_ip),
-        ipv4_dst=str(s.public_ip), **_l4_match(s.proto, s.remote_port, s.public_port),
-    )
+    in_match: dict[str, wire.Value] = {
+        "in_port": outside.port, "eth_type": ETH_TYPE_IPV4, "ipv4_src": s.remote_ip,
+        "ipv4_dst": s.public_ip, "ip_proto": int(s.proto), _l4(s.proto, "src"): s.remote_port,
+        _l4(s.proto, "dst"): s.public_port,
+    }
     in_actions = [
-        parser.OFPActionSetField(ipv4_dst=str(s.inside_ip)),
-        _l4_set(dp, s.proto, "dst", s.inside_port),
-        *_route(dp, gateway_mac, inside),
+        wire.set_field("ipv4_dst", s.inside_ip),
+        wire.set_field(_l4(s.proto, "dst"), s.inside_port),
+        *_route(gateway_mac, inside),
     ]
     return [
-        _flow(dp, PRIORITY_SESSION, m, a, EntryKind.SESSION, s.id, decision.idle_timeout, True)
+        _flow(PRIORITY_SESSION, m, a, EntryKind.SESSION, s.id, decision.idle_timeout, True)
         for m, a in ((out_match, out_actions), (in_match, in_actions))
     ]
 
 
 def gre_outbound(
-    dp: Any, decision: GreOutboundEntry, client: L2, outside: L2, gateway_mac: str
-) -> Any:
+    decision: GreOutboundEntry, client: L2, outside: L2, gateway_mac: str
+) -> wire.Message:
     """The outbound server-map entry: client -> server GRE leaves from the public address.
 
     Args:
         client: the client's port and MAC; the entry matches only packets from that port.
         outside: the next hop toward the server.
     """
-    parser = dp.ofproto_parser
-    match = parser.OFPMatch(
-        in_port=client.port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE,
-        ipv4_src=str(decision.client_ip), ipv4_dst=str(decision.server_ip),
-    )
-    actions = [
-        parser.OFPActionSetField(ipv4_src=str(decision.public_ip)),
-        *_route(dp, gateway_mac, outside),
-    ]
+    match: dict[str, wire.Value] = {
+        "in_port": client.port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
+        "ipv4_src": decision.client_ip, "ipv4_dst": decision.server_ip,
+    }
+    actions = [wire.set_field("ipv4_src", decision.public_ip), *_route(gateway_mac, outside)]
     return _flow(
-        dp, PRIORITY_SESSION, match, actions, EntryKind.GRE_OUTBOUND, decision.entry_id,
+        PRIORITY_SESSION, match, actions, EntryKind.GRE_OUTBOUND, decision.entry_id,
         decision.idle_timeout, True,
     )
 
 
 def gre_inbound(
-    dp: Any, decision: GreInboundEntry, outside_port: int, client: L2 | None, gateway_mac: str
-) -> Any:
+    decision: GreInboundEntry, outside_port: int, client: L2 | None, gateway_mac: str
+) -> wire.Message:
     """The inbound server-map entry of a (server, public address) pair: to the client or to
     the controller.
 
@@ -255,47 +226,27 @@ def gre_inbound(
         client: the client's port and MAC when the decision sends to a client (flow
             path); ignored when ``decision.client_ip`` is None (controller path).
     """
-    parser = dp.ofproto_parser
-    match = parser.OFPMatch(
-        in_port=outside_port, eth_type=ETH_TYPE_IPV4, ip_proto=Proto.GRE,
-        ipv4_src=str(decision.server_ip), ipv4_dst=str(decision.public_ip),
-    )
+    match: dict[str, wire.Value] = {
+        "in_port": outside_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
+        "ipv4_src": decision.server_ip, "ipv4_dst": decision.public_ip,
+    }
     meter: int | None = None
     if decision.client_ip is not None and client is not None:
-        actions = [
-            parser.OFPActionSetField(ipv4_dst=str(decision.client_ip)),
-            *_route(dp, gateway_mac, client),
-        ]
+        actions = [wire.set_field("ipv4_dst", decision.client_ip), *_route(gateway_mac, client)]
     else:
-        actions, meter = [_to_controller(dp)], METER_GRE
+        actions, meter = [_TO_CONTROLLER], METER_GRE
     return _flow(
-        dp, PRIORITY_SESSION, match, actions, EntryKind.GRE_INBOUND, decision.entry_id,
+        PRIORITY_SESSION, match, actions, EntryKind.GRE_INBOUND, decision.entry_id,
         decision.idle_timeout, True, meter,
     )
 
 
-def remove(dp: Any, decision: RemoveEntries) -> Any:
+def remove(decision: RemoveEntries) -> wire.Message:
     """Delete every entry whose cookie names ``decision.kind`` and ``decision.entry_id``."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(
-        datapath=dp,
-        cookie=cookie(decision.kind, decision.entry_id),
-        cookie_mask=0xFFFFFFFFFFFFFFFF,
-        table_id=ofp.OFPTT_ALL,
-        command=ofp.OFPFC_DELETE,
-        out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY,
-        match=parser.OFPMatch(),
-    )
-
-
-def remove_all(dp: Any) -> Any:
-    """Delete every entry this application installed (any kind), e.g. at connect."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(
-        datapath=dp, cookie=COOKIE_TAG, cookie_mask=COOKIE_TAG_MASK, table_id=ofp.OFPTT_ALL,
-        command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-        match=parser.OFPMatch(),
+    return wire.flow_mod(
+        cookie=cookie(decision.kind, decision.entry_id), cookie_mask=0xFFFFFFFFFFFFFFFF,
+        table_id=wire.OFPTT_ALL, command=wire.OFPFC_DELETE, out_port=wire.OFPP_ANY,
+        out_group=wire.OFPG_ANY,
     )
 
 
@@ -312,8 +263,8 @@ Lookup = Callable[[Side, IPv4Address], L2 | None]
 
 
 def entry_mods(
-    dp: Any, decision: Decision, lookup: Lookup, outside_port: int | None, gateway_mac: str
-) -> list[Any] | None:
+    decision: Decision, lookup: Lookup, outside_port: int | None, gateway_mac: str
+) -> list[wire.Message] | None:
     """The flow-mods of any decision of the core.
 
     Args:
@@ -326,18 +277,18 @@ def entry_mods(
     """
     match decision:
         case RemoveEntries():
-            return [remove(dp, decision)]
+            return [remove(decision)]
         case SessionEntries(session=s):
             inside, outside = lookup(Side.INSIDE, s.inside_ip), lookup(Side.OUTSIDE, s.remote_ip)
             if inside is None or outside is None:
                 return None
-            return session_entries(dp, decision, inside, outside, gateway_mac)
+            return session_entries(decision, inside, outside, gateway_mac)
         case GreOutboundEntry():
             client = lookup(Side.INSIDE, decision.client_ip)
             outside = lookup(Side.OUTSIDE, decision.server_ip)
             if client is None or outside is None:
                 return None
-            return [gre_outbound(dp, decision, client, outside, gateway_mac)]
+            return [gre_outbound(decision, client, outside, gateway_mac)]
         case GreInboundEntry():
             client = None
             if decision.client_ip is not None:
@@ -346,6 +297,6 @@ def entry_mods(
                     return None
             if outside_port is None:
                 return None
-            return [gre_inbound(dp, decision, outside_port, client, gateway_mac)]
+            return [gre_inbound(decision, outside_port, client, gateway_mac)]
         case _:
             assert_never(decision)

@@ -11,7 +11,7 @@ from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntri
 from alg.nat import NatSession, Proto
 from alg.neighbours import L2
 from ryu_apps import flowmods, switch
-from tests.unit.fake_switch import FakeDatapath, Packet
+from tests.unit.fake_switch import FakeDatapath, Packet, parsed
 
 INSIDE_PORTS = (1, 2)
 OUTSIDE_PORT = 100
@@ -42,7 +42,7 @@ def dp() -> FakeDatapath:
     datapath = FakeDatapath()
     for mod in flowmods.meters(datapath, AlgConfig(), INSIDE_PORTS):
         datapath.send_msg(mod)
-    for mod in flowmods.pipeline(datapath, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], True):
+    for mod in flowmods.pipeline(INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], True):
         datapath.send_msg(mod)
     assert datapath.errors == []
     return datapath
@@ -78,7 +78,7 @@ def test_alg_off_has_no_control_punt() -> None:
     dp = FakeDatapath()
     for mod in flowmods.meters(dp, AlgConfig(), INSIDE_PORTS):
         dp.send_msg(mod)
-    for mod in flowmods.pipeline(dp, INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], False):
+    for mod in flowmods.pipeline(INSIDE_PORTS, OUTSIDE_PORT, [PUBLIC], False):
         dp.send_msg(mod)
     result = dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 1723))
     assert result.entry is not None and result.entry.priority == switch.PRIORITY_PUNT
@@ -94,7 +94,7 @@ def session(proto: Proto = Proto.TCP) -> NatSession:
 @pytest.mark.parametrize("proto", [Proto.TCP, Proto.UDP])
 def test_session_entries_translate_both_directions(dp: FakeDatapath, proto: Proto) -> None:
     decision = SessionEntries(session(proto), 120)
-    for mod in flowmods.session_entries(dp, decision, CLIENT_L2, SERVER_L2, GW_MAC):
+    for mod in flowmods.session_entries(decision, CLIENT_L2, SERVER_L2, GW_MAC):
         dp.send_msg(mod)
     l4 = "tcp" if proto is Proto.TCP else "udp"
     out = dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", int(proto),
@@ -116,7 +116,7 @@ def test_session_entries_translate_both_directions(dp: FakeDatapath, proto: Prot
 
 
 def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> None:
-    for mod in flowmods.session_entries(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_entries(SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     stranger = dp.process(tcp(OUTSIDE_PORT, "203.0.113.7", 80, "203.0.113.2", 40001))
@@ -126,7 +126,7 @@ def test_session_inbound_from_another_remote_is_not_let_in(dp: FakeDatapath) -> 
 
 
 def test_session_outbound_matches_only_the_inside_hosts_port(dp: FakeDatapath) -> None:
-    for mod in flowmods.session_entries(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_entries(SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     spoofed = dp.process(tcp(2, "192.168.1.1", 40000, "203.0.113.1", 80))
@@ -137,7 +137,7 @@ def test_session_outbound_matches_only_the_inside_hosts_port(dp: FakeDatapath) -
 
 
 def test_gre_outbound_leaves_from_the_public_address(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_outbound(dp, GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
+    dp.send_msg(flowmods.gre_outbound(GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
     [(port, sent)] = dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).outputs
     assert port == OUTSIDE_PORT
@@ -145,7 +145,7 @@ def test_gre_outbound_leaves_from_the_public_address(dp: FakeDatapath) -> None:
 
 
 def test_gre_outbound_matches_only_the_clients_port(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_outbound(dp, GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
+    dp.send_msg(flowmods.gre_outbound(GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
     spoofed = dp.process(ip_packet(2, "192.168.1.1", "203.0.113.1", 47))
     assert spoofed.to_controller
@@ -153,7 +153,7 @@ def test_gre_outbound_matches_only_the_clients_port(dp: FakeDatapath) -> None:
 
 
 def test_gre_inbound_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
     [(port, sent)] = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).outputs
     assert port == CLIENT_L2.port
@@ -161,7 +161,7 @@ def test_gre_inbound_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
 
 
 def test_gre_inbound_slow_path_goes_to_the_controller(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, None, 300),
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, None, 300),
                                      OUTSIDE_PORT, None, GW_MAC))
     result = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47))
     assert result.to_controller
@@ -169,31 +169,32 @@ def test_gre_inbound_slow_path_goes_to_the_controller(dp: FakeDatapath) -> None:
 
 
 def test_path_change_replaces_the_entry(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
-    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, None, 300),
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, None, 300),
                                      OUTSIDE_PORT, None, GW_MAC))
     assert dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).to_controller
     assert sum(1 for e in dp.table if e.priority == switch.PRIORITY_SESSION) == 1
 
 
 def test_remove_deletes_only_that_entry_group(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_outbound(dp, GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
+    dp.send_msg(flowmods.gre_outbound(GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
-    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
-    for mod in flowmods.session_entries(dp, SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
+    for mod in flowmods.session_entries(SessionEntries(session(), 120), CLIENT_L2, SERVER_L2,
                                    GW_MAC):
         dp.send_msg(mod)
     before = len(dp.table)
-    dp.send_msg(flowmods.remove(dp, RemoveEntries(EntryKind.SESSION, 7)))
+    dp.send_msg(flowmods.remove(RemoveEntries(EntryKind.SESSION, 7)))
     assert len(dp.table) == before - 2
     assert dp.process(tcp(1, "192.168.1.1", 40000, "203.0.113.1", 80)).to_controller
     assert not dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).to_controller
-    dp.send_msg(flowmods.remove(dp, RemoveEntries(EntryKind.GRE_OUTBOUND, 11)))
+    dp.send_msg(flowmods.remove(RemoveEntries(EntryKind.GRE_OUTBOUND, 11)))
     assert dp.process(ip_packet(1, "192.168.1.1", "203.0.113.1", 47)).to_controller
-    dp.send_msg(flowmods.remove_all(dp))
-    assert dp.table == []
+    dp.send_msg(flowmods.remove(RemoveEntries(EntryKind.GRE_INBOUND, 12)))
+    left = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).entry
+    assert left is not None and switch.decode_cookie(left.cookie) == (EntryKind.PIPELINE, 0)
 
 
 def test_stats_request_asks_for_our_cookies_only() -> None:
@@ -204,10 +205,9 @@ def test_stats_request_asks_for_our_cookies_only() -> None:
 
 
 def test_idle_timeout_is_capped_to_the_openflow_field() -> None:
-    dp = FakeDatapath()
-    mod = flowmods.gre_outbound(dp, GreOutboundEntry(1, CLIENT, SERVER, PUBLIC, 1e9), CLIENT_L2,
+    mod = flowmods.gre_outbound(GreOutboundEntry(1, CLIENT, SERVER, PUBLIC, 1e9), CLIENT_L2,
                              SERVER_L2, GW_MAC)
-    assert mod.idle_timeout == 65535
+    assert parsed(mod).idle_timeout == 65535
 
 
 def test_every_punt_passes_the_meter_of_its_class(dp: FakeDatapath) -> None:
@@ -237,7 +237,7 @@ def test_every_punt_passes_the_meter_of_its_class(dp: FakeDatapath) -> None:
 
 
 def test_the_controller_path_gre_entry_passes_the_gre_meter(dp: FakeDatapath) -> None:
-    dp.send_msg(flowmods.gre_inbound(dp, GreInboundEntry(12, SERVER, PUBLIC, None, 300),
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, None, 300),
                                      OUTSIDE_PORT, None, GW_MAC))
     [entry] = [e for e in dp.table if e.match.get("ip_proto") == 47]
     assert entry.meter == switch.METER_GRE and dp.errors == []

@@ -46,7 +46,7 @@ from tests.unit.app_env import (
     SERVER,
     SERVER_MAC,
 )
-from tests.unit.fake_switch import FakeDatapath
+from tests.unit.fake_switch import FakeDatapath, parsed
 from tests.unit.pptp_flows import ControlLink
 
 
@@ -190,9 +190,10 @@ def test_a_pinned_hosts_mac_changes_by_arp_on_its_port_only(
 
 
 def entry_mods(app: NatGateway, dp: FakeDatapath, decision: Decision) -> list[Any] | None:
-    return flowmods.entry_mods(
-        dp, decision, app.neighbours.lookup, app.neighbours.outside_port, GW_MAC
+    mods = flowmods.entry_mods(
+        decision, app.neighbours.lookup, app.neighbours.outside_port, GW_MAC
     )
+    return None if mods is None else [parsed(m) for m in mods]
 
 
 def test_gre_outbound_entry_needs_the_clients_port(
