@@ -491,6 +491,10 @@ def _ofctl(*args: str, check: bool = True) -> str:
     return run(["ovs-ofctl", "-O", "OpenFlow13", *args], check=check)
 
 
+def _appctl(*args: str, check: bool = True) -> str:
+    return run(["ovs-appctl", "--timeout=10", *args], check=check)
+
+
 def _is_connected(bridge: str) -> bool:
     return _vsctl("get", "controller", bridge, "is_connected", check=False) == "true"
 
@@ -1295,6 +1299,10 @@ def restart_switch(
         pid = state.controller_pid
         _wait_ready(state, _children.get(pid) if pid is not None else None,
                     emptied + timeout, since=emptied)
+        # Packets that arrived while the bridge was empty left datapath flows that drop;
+        # a restarted ovs-vswitchd would have none. Wait (read-only) for the revalidators
+        # to bring them in line with the entries the app put back.
+        _appctl("revalidator/wait", check=False)
         state.phase = "up"
         _write_state(state)
         _say(quiet, f"lab {name}: {bridge} is connected again and has its pipeline")

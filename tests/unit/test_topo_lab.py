@@ -380,8 +380,13 @@ def up_lab_with_fake_ovs(
         calls.append(("ofctl", *args))
         return ""
 
+    def appctl(*args: str, check: bool = True) -> str:
+        calls.append(("appctl", *args))
+        return ""
+
     monkeypatch.setattr(lab, "_vsctl", vsctl)
     monkeypatch.setattr(lab, "_ofctl", ofctl)
+    monkeypatch.setattr(lab, "_appctl", appctl)
     monkeypatch.setattr(lab, "_flow_count", lambda bridge: 0)
     monkeypatch.setattr(lab, "_meter_count", lambda bridge: 0)
     monkeypatch.setattr(lab, "_stop_controller",
@@ -446,6 +451,7 @@ def test_restart_switch_empties_only_the_lab_s_bridge_and_sets_the_controller_as
         ("vsctl", "set-controller", "br-t7", "tcp:127.0.0.1:40001", "--", "set", "controller",
          "br-t7", "connection_mode=out-of-band", "max_backoff=1000"),
         ("ready", None),
+        ("appctl", "revalidator/wait"),
     ]
     assert got.controller_pid == state.controller_pid and got.phase == "up"
     recorded = lab.read_state("t7")
