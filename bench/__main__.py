@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -41,13 +42,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--connections", type=int, default=8,
                         help="control connections in parallel for calls on existing ones")
+    parser.add_argument("--new", type=int, help="calls on new connections (overrides the size)")
+    parser.add_argument("--existing", type=int,
+                        help="calls on existing connections (overrides the size)")
+    parser.add_argument("--rounds", type=int, help="rounds (overrides the size)")
     args = parser.parse_args(argv)
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    for key in ("new", "existing", "rounds"):
+        if getattr(args, key) is not None:
+            size[key] = getattr(args, key)
     started = time.monotonic()
     results: list[SetupResult] = []
+    tag = secrets.token_hex(2)  # names of this run's own, beside any lab or other run
     for rounds in range(size["rounds"]):
         for make in (direct, reference, plain_ovs, bare_ryu, gateway):
-            with make() as path:
+            with make(f"b{make.__name__[0]}{tag}") as path:
                 results.append(measure_setup(path, "new", size["new"]))
                 if path.name != "linux":  # one call per control connection only
                     results.append(measure_setup(path, "existing", size["existing"],
@@ -56,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = report.setup_table(results)
     text = "\n".join([
         report.machine(), "",
-        f"Run: {'--quick' if args.quick else 'full'}, {time.monotonic() - started:.0f} s.",
+        f"Run: {size['new']} calls on new connections and {size['existing']} on "
+        f"existing ones per peer, {size['rounds']} round(s), "
+        f"{time.monotonic() - started:.0f} s.",
         "", table,
     ])
     print(text)

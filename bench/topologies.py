@@ -19,6 +19,7 @@ server address) and removing everything it made, whatever happens:
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +33,6 @@ from topo.netns import NetnsGroup, address, run, tx_off, veth
 from topo.reference_nat import build_reference_nat
 
 REPO = FilePath(__file__).resolve().parent.parent
-BARE_PORT = 6698
 
 SERVER_IP = "203.0.113.1"
 BENCH_OPTIONS = {
@@ -128,21 +128,29 @@ def plain_ovs(prefix: str = "bovs") -> Iterator[Path]:
         yield Path("plain OVS", client, server)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextmanager
 def bare_ryu(prefix: str = "bbare") -> Iterator[Path]:
     """No NAT through OVS and the bare Ryu app, which floods every packet-in."""
+    port = _free_port()
     with _bridge(prefix) as (client, server, bridge):
         env = dict(os.environ, PYTHONPATH=str(REPO))
         ryu = FilePath(sys.executable).with_name("ryu-manager")
         proc = subprocess.Popen(
             [str(ryu), "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
-             str(BARE_PORT), str(REPO / "bench" / "bare_ryu.py")],
+             str(port), str(REPO / "bench" / "bare_ryu.py")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 20
-            run(["ovs-vsctl", "set-controller", bridge, f"tcp:127.0.0.1:{BARE_PORT}",
+            run(["ovs-vsctl", "set-controller", bridge, f"tcp:127.0.0.1:{port}",
                  "--", "set", "controller", bridge, "connection_mode=out-of-band",
                  "max_backoff=1000"])
             while "CONTROLLER" not in run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows",
