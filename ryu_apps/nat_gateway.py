@@ -25,10 +25,11 @@ that are dropped and counted (``packet_ins_before_ready``), for their senders to
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -116,6 +117,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.counters = AppCounters()
         self.datapath: Any = None
         self._outbox: list[wire.Message] = []
+        self._depth = 0
         self._xids = wire.Xids()
         self.ready = False
         self._restored = False
@@ -144,6 +146,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         dp = ev.msg.datapath
         self.datapath = dp
         self.ready = False
+        self._outbox = []
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
 
     @_on(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
@@ -152,6 +155,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             LOG.warning("switch disconnected; the gateway waits for it to come back")
             self.datapath = None
             self.ready = False
+            self._outbox = []
 
     @_on(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev: Any) -> None:
@@ -201,10 +205,11 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                      len(self.core.connections()), len(list(self.core.calls())),
                      sum(installed.values()))
         inside, outside = self._ports
-        self._send_mods([flowmods.remove(RemoveEntries(EntryKind.PIPELINE, 0)),
-                         *flowmods.pipeline(inside, outside, self.config.alg.public_ips,
-                                            self.config.alg.alg_enabled)])
-        self.apply(dp, output)
+        with self._event():
+            self._send_mods([flowmods.remove(RemoveEntries(EntryKind.PIPELINE, 0)),
+                             *flowmods.pipeline(inside, outside, self.config.alg.public_ips,
+                                                self.config.alg.alg_enabled)])
+            self.apply(dp, output)
         self.ready = True
         LOG.info("pipeline installed on datapath %016x", dp.id)
 
@@ -256,8 +261,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     def handle_frame(self, dp: Any, in_port: int, data: bytes) -> None:
         """Decode one frame from the switch and act on it; send what it caused in one
         write."""
-        self._handle_frame(dp, in_port, data)
-        self._flush(dp)
+        with self._event():
+            self._handle_frame(dp, in_port, data)
 
     def _handle_frame(self, dp: Any, in_port: int, data: bytes) -> None:
         side = self.neighbours.side(in_port)
@@ -302,8 +307,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     def apply(self, dp: Any, output: Output, original: packets.Ipv4 | None = None) -> None:
         """Carry out one core output (see :meth:`_carry_out`) and send it in one write."""
-        self._carry_out(dp, output, original)
-        self._flush(dp)
+        with self._event():
+            self._carry_out(dp, output, original)
 
     def _carry_out(self, dp: Any, output: Output, original: packets.Ipv4 | None) -> None:
         """In this order: the state changes go to the store; the flow-mods with a
@@ -379,24 +384,38 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self._outbox.extend(mods)
         self.counters.flows_installed += sum(1 for m in mods if m.command == wire.OFPFC_ADD)
 
-    def _flush(self, dp: Any) -> None:
-        """Send what the event queued, in one write."""
-        if self._outbox:
-            outbox, self._outbox = self._outbox, []
-            wire.send(dp, outbox, self._xids)
+    @contextlib.contextmanager
+    def _event(self) -> Iterator[None]:
+        """One event's messages: queued while it runs (events nest: a released packet is
+        handled inside the ARP reply that released it), sent in one write to the switch
+        connected now when the outermost ends, dropped if it raised."""
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            if self._depth == 1:
+                self._outbox = []
+            raise
+        else:
+            if self._depth == 1 and self._outbox:
+                outbox, self._outbox = self._outbox, []
+                if self.datapath is not None:
+                    wire.send(self.datapath, outbox, self._xids)
+        finally:
+            self._depth -= 1
 
     def _neighbour(self, dp: Any, out: NeighbourOutput[Send]) -> None:
         """Send the ARP the neighbour table asks for, and what it released."""
         gw_mac = self.config.gateway_mac
-        for reply in out.replies:
-            self._packet_out(dp, reply.port, packets.arp_reply_frame(reply, gw_mac))
-        for request in out.requests:
-            frame = packets.arp_request_frame(request, gw_mac)
-            for port in request.ports:
-                self._packet_out(dp, port, frame)
-        for delivery in out.deliveries:
-            delivery.item(delivery.l2)
-        self._flush(dp)
+        with self._event():
+            for reply in out.replies:
+                self._packet_out(dp, reply.port, packets.arp_reply_frame(reply, gw_mac))
+            for request in out.requests:
+                frame = packets.arp_request_frame(request, gw_mac)
+                for port in request.ports:
+                    self._packet_out(dp, port, frame)
+            for delivery in out.deliveries:
+                delivery.item(delivery.l2)
 
     def _frame_out(self, dp: Any, ip: bytes, where: L2) -> None:
         frame = packets.build_ethernet(

@@ -26,6 +26,7 @@ from alg.events import (
     GreInboundEntry,
     GreOutboundEntry,
     Output,
+    RemoveEntries,
     SendGre,
     SendTcp,
     TcpSegment,
@@ -483,3 +484,48 @@ def test_rest_shows_counters_calls_sessions_and_displays(
     assert "Type: ASPF, 203.0.113.1:0 -> 203.0.113.2:5[192.168.1.1:5]" in text
     assert "Path: flow" in text
     assert "+-> 203.0.113.1:1723" in view.display_session_table(view.req).body.decode()
+
+
+# 9. One write per event, to the switch connected now (found by review).
+
+def reconnect(app: NatGateway, new: FakeDatapath) -> None:
+    """The switch comes back as a new datapath object, up to ready."""
+    app._switch_gone(SimpleNamespace(datapath=app.datapath))
+    ports = [SimpleNamespace(name=n.encode(), port_no=no)
+             for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+    app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=new)))
+    app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=new, body=ports)))
+    reply = SimpleNamespace(xid=app._reconcile_xid, body=[], flags=0, datapath=new)
+    app._flow_stats(SimpleNamespace(msg=reply))
+
+
+def test_a_delivery_held_from_before_a_reconnect_sends_to_the_switch_of_now(
+    app: NatGateway, dp: FakeDatapath
+) -> None:
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))  # waits for the server's MAC
+    assert app.neighbours.waiting(SERVER) == 1
+    new = FakeDatapath()
+    reconnect(app, new)
+    new.sent.clear()
+    dp.sent.clear()
+    app.handle_frame(new, OUT, arp(1, SERVER_MAC, SERVER, PUBLIC))
+    replies = [port for port, frame in packet_outs(new)
+               if ARP in frame and frame[ARP].op == 2]
+    assert replies == [OUT] and dp.sent == []
+
+
+def test_an_event_that_raises_sends_nothing_then_or_later(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(nat_gateway.packets, "emit_packet", boom)
+    gre = SendGre(Direction.INBOUND, SERVER, CLIENT, b"\x30\x01\x88\x0b\0\0\0\0")
+    with pytest.raises(RuntimeError):
+        app.apply(dp, Output(decisions=[RemoveEntries(EntryKind.SESSION, 7)], emits=[gre]))
+    assert dp.sent == []
+    new = FakeDatapath()
+    reconnect(app, new)
+    assert [m for m in new.sent if isinstance(m, parser.OFPFlowMod)
+            and m.cookie == switch.cookie(EntryKind.SESSION, 7)] == []
