@@ -10,7 +10,7 @@ Figures so far:
 
 Peers (``bench.topologies``): no NAT, the Linux reference, plain OVS (no controller),
 the bare Ryu app (every packet through a controller that only sends it back out), and
-the gateway.
+the gateway. A chart of both figures goes to ``latest.png`` beside the tables.
 
 The PNS and the PAC are ``bench.pptp_peers`` (asyncio, real kernel TCP). Each figure is
 the median of ``--rounds`` rounds; ratios are to the best peer of the same run. The
@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "latest.md").write_text(text + "\n")
     (args.out / "latest.json").write_text(json.dumps(
         [r.as_dict() for r in results], indent=1) + "\n")
+    report.chart(results, args.out / "latest.png")
     return 0
 
 

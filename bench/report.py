@@ -57,3 +57,36 @@ def setup_table(results: Iterable[SetupResult]) -> str:
                 f"{median[p] / best_latency:.2f} | {rate[p]:.0f} | "
                 f"{rate[p] / best_rate:.2f} | {failed} |")
     return "\n".join(lines)
+
+
+def chart(results: Iterable[SetupResult], path: str | os.PathLike[str]) -> None:
+    """A PNG: call setup latency (median, with p99 above it) and calls per second, per
+    peer and kind of connection, medians over rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows: dict[tuple[str, str], list[SetupResult]] = defaultdict(list)
+    for r in results:
+        rows[(r.mode, r.peer)].append(r)
+    modes = [m for m in ("new", "existing") if any(k[0] == m for k in rows)]
+    fig, axes = plt.subplots(len(modes), 2, figsize=(11, 3.2 * len(modes)), squeeze=False)
+    for row, mode in enumerate(modes):
+        peers = sorted((p for m, p in rows if m == mode),
+                       key=lambda p: statistics.median(r.median_us for r in rows[(mode, p)]))
+        median = [statistics.median(r.median_us for r in rows[(mode, p)]) / 1000 for p in peers]
+        p99 = [statistics.median(r.p99_us for r in rows[(mode, p)]) / 1000 for p in peers]
+        rate = [statistics.median(r.calls_per_second for r in rows[(mode, p)]) for p in peers]
+        left, right = axes[row]
+        left.barh(peers, p99, color="#d9d9d9", label="p99")
+        left.barh(peers, median, color="#4c72b0", label="median")
+        left.set_xlabel("call setup (ms)")
+        left.set_title(f"calls on {mode} control connections")
+        left.legend(loc="lower right")
+        right.barh(peers, rate, color="#55a868")
+        right.set_xlabel("calls per second")
+        right.set_title(f"sustained, {mode} connections")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -28,4 +28,5 @@ def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture
         ("new", "linux")}
     assert all(r["failed"] == 0 and r["median_us"] > 0 for r in results), results
     assert "| new connections | gateway |" in table
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "latest.md").read_text().strip().endswith(table.strip().splitlines()[-1])
