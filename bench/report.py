@@ -30,6 +30,30 @@ def machine() -> str:
             f"{ovs}, Python {platform.python_version()}.")
 
 
+def tcp_table(results: Iterable[SetupResult]) -> str:
+    """New TCP connections through each peer: connect-to-answer time and rate, medians
+    over rounds, ratios to the best peer."""
+    runs: dict[str, list[SetupResult]] = defaultdict(list)
+    for r in results:
+        if r.mode == "tcp":
+            runs[r.peer].append(r)
+    if not runs:
+        return ""
+    median = {p: statistics.median(r.median_us for r in rs) for p, rs in runs.items()}
+    rate = {p: statistics.median(r.calls_per_second for r in rs) for p, rs in runs.items()}
+    lines = [
+        "| peer | connect to answer, median (us) | ratio to best | connections/s | "
+        "ratio to best | failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    best_latency, best_rate = min(median.values()), max(rate.values())
+    for p in sorted(runs, key=lambda p: median[p]):
+        lines.append(
+            f"| {p} | {median[p]:.0f} | {median[p] / best_latency:.2f} | {rate[p]:.0f} | "
+            f"{rate[p] / best_rate:.2f} | {sum(r.failed for r in runs[p])} |")
+    return "\n".join(lines)
+
+
 def setup_table(results: Iterable[SetupResult]) -> str:
     """Call setup per mode and peer: medians over rounds, ratios to the best peer."""
     rows: dict[tuple[str, str], list[SetupResult]] = defaultdict(list)

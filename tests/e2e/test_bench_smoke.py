@@ -18,15 +18,15 @@ pytestmark = [
 
 
 def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--new", "20", "--existing", "40", "--rounds", "1",
+    assert main(["--new", "20", "--existing", "40", "--tcp", "40", "--rounds", "1",
                  "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     results = json.loads((tmp_path / "latest.json").read_text())
     peers = {(r["mode"], r["peer"]) for r in results}
-    assert peers == {(m, p) for m in ("new", "existing")
-                     for p in ("no NAT", "plain OVS", "bare Ryu", "gateway")} | {
-        ("new", "linux")}
+    every = ("no NAT", "linux", "plain OVS", "bare Ryu", "gateway")
+    assert peers == {(m, p) for m in ("new", "tcp") for p in every} | {
+        ("existing", p) for p in every if p != "linux"}
     assert all(r["failed"] == 0 and r["median_us"] > 0 for r in results), results
-    assert "| new connections | gateway |" in table
+    assert "| new connections | gateway |" in table and "connections/s" in table
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "latest.md").read_text().strip().endswith(table.strip().splitlines()[-1])
