@@ -228,12 +228,15 @@ class Gateway:
         """The app could not carry out ``decision``; the core adapts where it can.
 
         A server -> client entry to a client whose address the app cannot resolve moves
-        its pair to the controller path (retried by :meth:`tick`). Other entries need
-        nothing: their packets keep reaching the controller, which forwards them.
+        its pair to the controller path (retried by :meth:`tick`). A session's entries
+        are decided again by its next packet. Other entries need nothing: their packets
+        keep reaching the controller, which forwards them.
         """
         out = Output()
         if isinstance(decision, GreInboundEntry) and decision.client_ip is not None:
             self.server_map.unreachable(decision, now, out)
+        elif isinstance(decision, SessionEntries):
+            decision.session.entries_sent = None
         return self._noted(out)
 
     def flow_stats(

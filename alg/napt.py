@@ -2,9 +2,10 @@
 
 The first packet of an inside host's flow (a SYN for TCP) creates a session when the
 policy allows it; the session's two rewrite entries go to the switch, which carries
-the rest. ICMP echo has no entries (OpenFlow can neither match nor set the echo
-identifier): the controller translates every echo packet. Outside never starts a
-session.
+the rest. A later packet of the session that reaches the controller is forwarded, and
+puts the entries back unless they went out within :data:`REINSTALL_AFTER`. ICMP echo
+has no entries (OpenFlow can neither match nor set the echo identifier): the controller
+translates every echo packet. Outside never starts a session.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from alg.counters import Counters
 from alg.errors import AllocationError, LimitError
 from alg.events import Direction, Forward, Output, SendTcp, SessionEntries, TcpSegment, Translation
 from alg.nat import NatTable, Proto
+
+REINSTALL_AFTER = 1.0
+"""Seconds after a session's entries were decided during which its packets that still
+reach the controller do not decide them again: the switch has them, its datapath had
+not re-evaluated its cached flows yet (which Open vSwitch does within about half a
+second). Sending them again would only make it re-evaluate again."""
 
 
 class Napt:
@@ -95,7 +102,10 @@ class Napt:
             else:
                 self._nat.touch(session.id, now)
             translation = Translation(session.public_ip, session.public_port, dst_ip, dst_port)
-        if proto is not Proto.ICMP:
+        if proto is not Proto.ICMP and (
+            session.entries_sent is None or now - session.entries_sent >= REINSTALL_AFTER
+        ):
+            session.entries_sent = now
             out.decisions.append(SessionEntries(session, self._nat.idle_timeout(proto)))
         out.emits.append(Forward(direction, translation))
         return out

@@ -134,6 +134,8 @@ class NatSession:
         remote_port: the outside peer's port.
         created: when the session was made.
         last_seen: when the session last saw traffic.
+        entries_sent: when its flow entries were last decided (None: never, or they
+            could not be installed), see ``alg.napt``.
     """
 
     id: int
@@ -146,6 +148,7 @@ class NatSession:
     remote_port: int
     created: float
     last_seen: float
+    entries_sent: float | None = None
 
     def record(self) -> SessionRecord:
         """What the store keeps of the session."""

@@ -264,3 +264,20 @@ def test_flow_stats_for_pipeline_and_unknown_entries_are_ignored() -> None:
     gw.flow_stats(EntryKind.GRE_OUTBOUND, 42, 100, 1.0)
     gw.flow_stats(EntryKind.GRE_INBOUND, 42, 100, 1.0)
     assert gw.tick(2.0).decisions == []
+
+
+def test_packets_punted_just_after_a_session_began_do_not_install_its_entries_again() -> None:
+    """The switch's datapath still punts a new session's next packets until it
+    re-evaluates its cached flows; each would otherwise send the two entries again."""
+    gw = gateway()
+    first = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, WEB, 80, TCP_SYN), 0.0)
+    [entries] = first.decisions
+    again = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, WEB, 80, TCP_ACK), 0.5)
+    back = gw.handle_tcp(Direction.INBOUND, tcp(WEB, 80, PUBLIC, 5000, TCP_ACK), 0.9)
+    assert again.decisions == [] and back.decisions == []
+    assert [type(e) for e in again.emits + back.emits] == [Forward, Forward]
+    later = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, WEB, 80, TCP_ACK), 1.5)
+    assert later.decisions == [entries]
+    gw.entry_failed(entries, 1.6)
+    retry = gw.handle_tcp(Direction.OUTBOUND, tcp(C1, 5000, WEB, 80, TCP_ACK), 1.7)
+    assert retry.decisions == [entries]
