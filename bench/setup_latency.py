@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from bench.topologies import Path
 from topo.netns import ns_argv
@@ -57,29 +58,40 @@ class SetupResult:
         return data
 
 
-def measure_setup(path: Path, mode: str, calls: int, connections: int = 1,
-                  timeout: float = 600) -> SetupResult:
-    """Set up ``calls`` calls from the path's client to a PAC in its server namespace."""
-    pac = subprocess.Popen(
-        ns_argv(path.server, [sys.executable, "-m", "bench.pptp_peers", "pac", path.server_ip]),
+def run_pair(path: Path, server: list[str], client: list[str], timeout: float = 600
+             ) -> dict[str, Any]:
+    """Start ``python -m SERVER...`` in the path's server namespace (it prints one line
+    when it listens), run ``python -m CLIENT...`` in its client namespace, stop the
+    server; the client's last JSON line."""
+    proc = subprocess.Popen(
+        ns_argv(path.server, [sys.executable, "-m", *server]),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        assert pac.stdout is not None
-        pac.stdout.readline()
-        pns = subprocess.run(
-            ns_argv(path.client, [sys.executable, "-m", "bench.pptp_peers", "pns",
-                                  path.server_ip, "--calls", str(calls), "--mode", mode,
-                                  "--connections", str(connections)]),
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        run = subprocess.run(
+            ns_argv(path.client, [sys.executable, "-m", *client]),
             capture_output=True, text=True, timeout=timeout, check=False,
         )
     finally:
-        pac.kill()
-        pac.wait()
-    lines = [line for line in pns.stdout.splitlines() if line.startswith("{")]
+        proc.kill()
+        proc.wait()
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise RuntimeError(f"the PNS on {path.name} said nothing: {pns.stderr[-2000:]}")
-    data = json.loads(lines[-1])
+        raise RuntimeError(f"{client[0]} on {path.name} said nothing: {run.stderr[-2000:]}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+def measure_setup(path: Path, mode: str, calls: int, connections: int = 1,
+                  timeout: float = 600) -> SetupResult:
+    """Set up ``calls`` calls from the path's client to a PAC in its server namespace."""
+    data = run_pair(
+        path, ["bench.pptp_peers", "pac", path.server_ip],
+        ["bench.pptp_peers", "pns", path.server_ip, "--calls", str(calls), "--mode", mode,
+         "--connections", str(connections)], timeout,
+    )
     return SetupResult(path.name, mode, calls, connections if mode == "existing" else 1,
                        float(data["seconds"]), int(data["failed"]),
                        [float(x) for x in data["latencies"]])

@@ -63,6 +63,20 @@ def restarted(snapshot: Snapshot, installed: dict[tuple[EntryKind, int], int] | 
     return gw, list(out.decisions)
 
 
+def call_then_restart(echoes: bool = False) -> tuple[ControlLink, Gateway]:
+    """C1's call 5 (server 900), echoes both ways if asked, then a restart: the link
+    goes on with the restored gateway."""
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    if echoes:
+        link.client_send(echo_request())
+        link.server_send(echo_request())
+    new, _ = restarted(stored(gw))
+    link.gw = new
+    return link, new
+
+
 def test_a_restored_call_keeps_its_ids_and_blocks_them_for_new_calls() -> None:
     gw = gateway()
     first = ControlLink(gw, C1, 40000).start()
@@ -86,13 +100,7 @@ def test_a_restored_call_keeps_its_ids_and_blocks_them_for_new_calls() -> None:
 
 
 def test_teardown_after_a_restart_resynchronises_and_translates() -> None:
-    gw = gateway()
-    link = ControlLink(gw, C1).start()
-    link.outgoing_call(5, 900)
-    link.client_send(echo_request())
-    link.server_send(echo_request())
-    new, _ = restarted(stored(gw))
-    link.gw = new
+    link, new = call_then_restart(echoes=True)
 
     out = link.client_send(ccrq(5))
     assert out.drop_reason is not None and new.counters.resync_probes == 1
@@ -109,11 +117,7 @@ def test_teardown_after_a_restart_resynchronises_and_translates() -> None:
 
 
 def test_a_restart_inside_a_message_resets_and_never_leaks_an_id() -> None:
-    gw = gateway()
-    link = ControlLink(gw, C1).start()
-    link.outgoing_call(5, 900)
-    new, _ = restarted(stored(gw))
-    link.gw = new
+    link, new = call_then_restart()
     request = ocrq(6)
     # The server acknowledged the first 10 bytes of the request before the restart.
     sent = link.sent(link.client)
@@ -128,11 +132,7 @@ def test_a_restart_inside_a_message_resets_and_never_leaks_an_id() -> None:
 
 
 def test_a_spoofed_acknowledgement_far_away_is_not_adopted() -> None:
-    gw = gateway()
-    link = ControlLink(gw, C1).start()
-    link.outgoing_call(5, 900)
-    new, _ = restarted(stored(gw))
-    link.gw = new
+    link, new = call_then_restart()
     far = link.seq_at(link.client, link.sent(link.client) + RESYNC_SPAN + 1)
     link.send(link.server, ack=far)
     out = link.client_send(ccrq(5))
@@ -300,13 +300,7 @@ def test_a_segment_lost_at_the_restart_is_read_again_from_the_retransmission() -
 
 
 def test_a_blind_acknowledgement_with_an_implausible_sequence_number_places_nothing() -> None:
-    gw = gateway()
-    link = ControlLink(gw, C1).start()
-    link.outgoing_call(5, 900)
-    link.client_send(echo_request())
-    link.server_send(echo_request())
-    new, _ = restarted(stored(gw))
-    link.gw = new
+    link, new = call_then_restart(echoes=True)
     bogus_seq = (link.server.snd_nxt + (1 << 31)) % (1 << 32)
     bogus_ack = link.seq_at(link.client, link.sent(link.client) + 4096)
     seg = link._segment(link.server, bogus_seq, bogus_ack, TCP_ACK, b"")
@@ -319,11 +313,7 @@ def test_a_blind_acknowledgement_with_an_implausible_sequence_number_places_noth
 
 
 def test_an_rst_while_resynchronising_is_not_passed() -> None:
-    gw = gateway()
-    link = ControlLink(gw, C1).start()
-    link.outgoing_call(5, 900)
-    new, _ = restarted(stored(gw))
-    link.gw = new
+    link, new = call_then_restart()
     out = link.rst(link.server)
     assert link.client.resets == [] and new.counters.resync_probes == 1
     assert [e.direction for e in sent_tcp(out)] == [Direction.INBOUND]
