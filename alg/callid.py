@@ -31,11 +31,14 @@ class _PairState:
     Attributes:
         in_use: IDs handed out and not released.
         held: released IDs mapped to the time their hold-down ends.
+        cursor: where the next search for a free ID starts (just after the last one a
+            search found), None before the pair's first collision.
     """
 
     in_use: set[int] = field(default_factory=set)
     held: dict[int, float] = field(default_factory=dict)
     hold_end: float = 0.0
+    cursor: int | None = None
 
     def taken(self) -> int:
         return len(self.in_use) + len(self.held)
@@ -87,7 +90,11 @@ class CallIdAllocator:
 
         Returns:
             ``preferred`` if it is neither in use nor held down on the pair, else the next
-            such ID above it, wrapping from 65535 to 0.
+            such ID after the one the pair's previous collision got (at the pair's first
+            collision: after ``preferred``), wrapping from 65535 to 0. The search goes on
+            from where the last one stopped, like a rotating counter: when many clients
+            start their Call IDs at the same numbers, the IDs handed out form one block,
+            and a search from each ``preferred`` would walk that whole block again.
 
         Raises:
             ValueError: ``preferred`` is outside 0..65535.
@@ -107,9 +114,10 @@ class CallIdAllocator:
                     f"no free Call ID for public {public_ip} to server {server_ip}: "
                     f"{len(state.in_use)} in use, {len(state.held)} held down"
                 )
-            call_id = (preferred + 1) % CALL_ID_SPACE
+            call_id = (preferred + 1 if state.cursor is None else state.cursor) % CALL_ID_SPACE
             while not state.is_free(call_id):
                 call_id = (call_id + 1) % CALL_ID_SPACE
+            state.cursor = (call_id + 1) % CALL_ID_SPACE
         state.in_use.add(call_id)
         self._count_in_use += 1
         return call_id

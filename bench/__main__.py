@@ -7,8 +7,15 @@ Figures so far:
    existing ones, through the gateway, the Linux reference NAT and no NAT at all;
 2. sustained calls per second, from the same runs (one call at a time on new
    connections; on existing connections, ``--connections`` of them in parallel);
+3. GRE packets per second each way, 64- and 1,400-byte payloads, per path
+   (``bench.gre_rate``, sent by trafgen), on a call held alone on its (server, public
+   address) pair and, through the gateway and Linux, with a second call on the pair;
 4. new TCP connections per second through the NAPT (``bench.tcp_peers``), ``--connections``
-   at a time, each one byte each way.
+   at a time, each one byte each way;
+5. scale (``bench.scale``, once per run, not per round): ``--scale`` calls held at once
+   from 100 inside addresses through the gateway with one and with four public
+   addresses, and through Linux: time to set them up, controller memory, flow entries
+   and packet-ins per call.
 
 Peers (``bench.topologies``): no NAT, the Linux reference, plain OVS (no controller),
 the bare Ryu app (every packet through a controller that only sends it back out), and
@@ -27,16 +34,38 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import report
+from bench.gre_rate import GreResult, measure_path
 from bench.napt_rate import measure_connections
+from bench.scale import SOURCES, ScaleResult, measure_scale
 from bench.setup_latency import SetupResult, measure_setup
+from bench.topologies import Path as PeerPath
 from bench.topologies import bare_ryu, direct, gateway, plain_ovs, reference
 
-QUICK = {"new": 200, "existing": 1000, "tcp": 500, "rounds": 1}
-FULL = {"new": 2000, "existing": 10000, "tcp": 5000, "rounds": 3}
+
+@dataclass(frozen=True)
+class Size:
+    """How much of each figure a run measures."""
+
+    new: int
+    existing: int
+    tcp: int
+    gre: int
+    scale: tuple[int, ...]
+    rounds: int
+
+
+QUICK = Size(new=200, existing=1000, tcp=500, gre=50000, scale=(1000,), rounds=1)
+FULL = Size(new=2000, existing=10000, tcp=5000, gre=300000, scale=(1000, 10000), rounds=3)
+SCALE_PEERS = (("gateway", 1), ("gateway", 4), ("linux", 1))
+PEERS: dict[str, Callable[[str], AbstractContextManager[PeerPath]]] = {
+    "direct": direct, "linux": reference, "ovs": plain_ovs, "bare": bare_ryu,
+    "gateway": gateway}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,41 +79,66 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="calls on existing connections (overrides the size)")
     parser.add_argument("--tcp", type=int,
                         help="new TCP connections through the NAPT (overrides the size)")
+    parser.add_argument("--gre", type=int,
+                        help="GRE packets per burst, 0 for none (overrides the size)")
+    parser.add_argument("--scale", type=lambda v: tuple(int(n) for n in v.split(",") if n),
+                        help="calls held at once, comma-separated, empty for none "
+                             "(overrides the size)")
     parser.add_argument("--rounds", type=int, help="rounds (overrides the size)")
+    parser.add_argument("--peers", type=lambda v: set(v.split(",")), default=set(PEERS),
+                        help=f"comma-separated, of {','.join(PEERS)} (default: all)")
     args = parser.parse_args(argv)
-    size = dict(QUICK if args.quick else FULL)
-    for key in ("new", "existing", "tcp", "rounds"):
-        if getattr(args, key) is not None:
-            size[key] = getattr(args, key)
+    size = replace(QUICK if args.quick else FULL, **{
+        key: getattr(args, key) for key in ("new", "existing", "tcp", "gre", "scale", "rounds")
+        if getattr(args, key) is not None})
+    unknown = args.peers - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
     started = time.monotonic()
     results: list[SetupResult] = []
+    packets: list[GreResult] = []
     tag = secrets.token_hex(2)  # names of this run's own, beside any lab or other run
-    for rounds in range(size["rounds"]):
-        for make in (direct, reference, plain_ovs, bare_ryu, gateway):
-            with make(f"b{make.__name__[0]}{tag}") as path:
-                results.append(measure_setup(path, "new", size["new"]))
+    for rounds in range(size.rounds):
+        for peer in (p for p in PEERS if p in args.peers):
+            with PEERS[peer](f"b{peer[0]}{tag}") as path:
+                results.append(measure_setup(path, "new", size.new))
                 if path.name != "linux":  # one call per control connection only
-                    results.append(measure_setup(path, "existing", size["existing"],
+                    results.append(measure_setup(path, "existing", size.existing,
                                                  args.connections))
-                results.append(measure_connections(path, size["tcp"], args.connections))
-        print(f"round {rounds + 1} of {size['rounds']} done", file=sys.stderr)
+                results.append(measure_connections(path, size.tcp, args.connections))
+                if size.gre:
+                    packets += measure_path(path, size.gre,
+                                            shared=path.name in ("linux", "gateway"))
+        print(f"round {rounds + 1} of {size.rounds} done", file=sys.stderr)
+    held: list[ScaleResult] = []
+    for calls in size.scale:
+        for peer, public_ips in (p for p in SCALE_PEERS if p[0] in args.peers):
+            name = f"b{peer[0]}{tag}"
+            with (gateway(name, public_ips=public_ips) if peer == "gateway"
+                  else reference(name)) as path:
+                held.append(measure_scale(path, calls, public_ips=public_ips))
     table = report.setup_table([r for r in results if r.mode != "tcp"])
     tcp = report.tcp_table(results)
     text = "\n".join([
         report.machine(), "",
-        f"Run: {size['new']} calls on new connections and {size['existing']} on "
-        f"existing ones per peer, {size['rounds']} round(s), "
+        f"Run: {size.new} calls on new connections and {size.existing} on "
+        f"existing ones per peer, {size.rounds} round(s), "
         f"{time.monotonic() - started:.0f} s.",
         "", "Call setup (figures 1 and 2):", "", table,
         "", f"New TCP connections through the NAPT, {args.connections} at a time "
         "(figure 4):", "", tcp,
+        "", f"GRE packets per second, bursts of {size.gre} (figure 3):", "",
+        report.gre_table(packets),
+        "", f"Calls held at once from {SOURCES} inside addresses (figure 5):", "",
+        report.scale_table(held),
     ])
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.md").write_text(text + "\n")
-    (args.out / "latest.json").write_text(json.dumps(
-        [r.as_dict() for r in results], indent=1) + "\n")
-    report.chart([r for r in results if r.mode != "tcp"], args.out / "latest.png")
+    (args.out / "latest.json").write_text(json.dumps({
+        "calls": [r.as_dict() for r in results], "packets": [p.as_dict() for p in packets],
+        "scale": [h.as_dict() for h in held]}, indent=1) + "\n")
+    report.chart([r for r in results if r.mode != "tcp"], args.out / "latest.png", packets)
     return 0
 
 

@@ -4,15 +4,20 @@ pptpd starts a process per call, which would measure pptpd; these peers answer a
 and hold thousands of control connections in one process. They speak RFC 2637 control
 messages (encoded by ``alg.codec``) over real kernel TCP, with ``TCP_NODELAY``.
 
-``pac LISTEN_IP``: answers Start-Control-Connection, Echo, Outgoing-Call-Request (Call
-IDs counted per connection), Call-Clear-Request (with Call-Disconnect-Notify) and
-Stop-Control-Connection; prints one JSON line when it listens.
+``pac LISTEN_IP [--log]``: answers Start-Control-Connection, Echo, Outgoing-Call-Request
+(Call IDs counted across connections), Call-Clear-Request (with Call-Disconnect-Notify) and
+Stop-Control-Connection; prints one JSON line when it listens and, with ``--log``, one per
+call: the PNS's address and Call ID as the PAC saw them, and the PAC's own Call ID (what
+GRE toward the PNS and from it carries as its key, RFC 2637 section 4).
 
 ``pns SERVER --calls N --mode new|existing [--connections K]``: sets up N calls, each on
 a new control connection (``new``, as pptp-linux does) or on K connections kept open
 (``existing``, the calls cleared again at once), and prints one JSON line: the
 Outgoing-Call-Request -> Outgoing-Call-Reply latency of every call (seconds), the whole
-run's duration, and failures.
+run's duration, and failures. ``--mode hold`` sets up N calls on one control connection
+per ``--sources`` address (the calls shared out among them, each connection numbering its
+Call IDs from ``--first-id``), prints the same line with every held call, and keeps them
+until its standard input closes.
 
 Run in a namespace: ``ip netns exec NS .venv/bin/python -m bench.pptp_peers pac 203.0.113.1``.
 """
@@ -63,9 +68,21 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
 
 # The PAC.
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Ids:
+    """The PAC's Call IDs, one sequence for all its connections (as a real PAC's)."""
+
+    last = 0
+
+    @classmethod
+    def next(cls) -> int:
+        cls.last = cls.last % 65535 + 1
+        return cls.last
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 log: bool = False) -> None:
     _nodelay(writer)
-    next_id = 0
+    peer_ip = writer.get_extra_info("peername")[0]
     calls: dict[int, int] = {}
     try:
         while True:
@@ -74,10 +91,13 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if isinstance(message, StartControlConnectionRequest):
                 answer = StartControlConnectionReply(host_name=b"bench-pac".ljust(64, b"\0"))
             elif isinstance(message, OutgoingCallRequest):
-                next_id = (next_id + 1) % 65536
+                next_id = _Ids.next()
                 calls[message.call_id] = next_id
                 answer = OutgoingCallReply(call_id=next_id, peer_call_id=message.call_id,
                                            result_code=1)
+                if log:
+                    print(json.dumps({"peer_ip": peer_ip, "peer_call_id": message.call_id,
+                                      "call_id": next_id}), flush=True)
             elif isinstance(message, CallClearRequest):
                 ours = calls.pop(message.call_id, None)
                 if ours is not None:
@@ -96,9 +116,10 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def pac(listen_ip: str) -> None:
+async def pac(listen_ip: str, log: bool = False) -> None:
     """Serve TCP/1723 on ``listen_ip`` until killed."""
-    server = await asyncio.start_server(_serve, listen_ip, PPTP_PORT, backlog=4096)
+    server = await asyncio.start_server(
+        lambda r, w: _serve(r, w, log), listen_ip, PPTP_PORT, backlog=4096)
     print(json.dumps({"listening": listen_ip}), flush=True)
     async with server:
         await server.serve_forever()
@@ -114,8 +135,9 @@ class Connection:
         self.writer = writer
 
     @classmethod
-    async def open(cls, server: str) -> Connection:
-        reader, writer = await asyncio.open_connection(server, PPTP_PORT)
+    async def open(cls, server: str, source: str | None = None) -> Connection:
+        reader, writer = await asyncio.open_connection(
+            server, PPTP_PORT, local_addr=(source, 0) if source else None)
         _nodelay(writer)
         conn = cls(reader, writer)
         reply = await conn.ask(StartControlConnectionRequest(
@@ -130,12 +152,16 @@ class Connection:
 
     async def call(self, call_id: int) -> float:
         """Outgoing-Call-Request to Outgoing-Call-Reply, in seconds."""
+        return (await self.place(call_id))[0]
+
+    async def place(self, call_id: int) -> tuple[float, int]:
+        """Outgoing-Call-Request to Outgoing-Call-Reply: seconds, and the PAC's Call ID."""
         started = time.perf_counter()
         reply = await self.ask(OutgoingCallRequest(call_id=call_id, call_serial_number=call_id))
         took = time.perf_counter() - started
         if not isinstance(reply, OutgoingCallReply) or reply.peer_call_id != call_id:
             raise ConnectionError(f"no Outgoing-Call-Reply for {call_id}: {reply!r}")
-        return took
+        return took, reply.call_id
 
     async def clear(self, call_id: int) -> None:
         reply = await self.ask(CallClearRequest(call_id=call_id))
@@ -146,6 +172,46 @@ class Connection:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+async def hold(server: str, calls: int, sources: Sequence[str | None], first_id: int = 1
+               ) -> dict[str, object]:
+    """Set up ``calls`` calls on one connection per source, print them, hold them until
+    standard input closes."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    held: list[dict[str, object]] = []
+    started = time.perf_counter()
+
+    async def worker(source: str | None, count: int) -> Connection | None:
+        try:
+            conn = await Connection.open(server, source)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failures.extend([f"{type(exc).__name__}: {exc}"] * count)
+            return None
+        for n in range(count):
+            call_id = (first_id + n - 1) % 65535 + 1
+            try:
+                took, pac_id = await conn.place(call_id)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                failures.extend([f"{type(exc).__name__}: {exc}"] * (count - n))
+                break
+            latencies.append(took)
+            held.append({"source": source, "call_id": call_id, "pac_call_id": pac_id})
+        return conn
+
+    shares = [calls // len(sources) + (i < calls % len(sources)) for i in range(len(sources))]
+    conns = await asyncio.gather(*(worker(s, n) for s, n in zip(sources, shares, strict=True)))
+    result: dict[str, object] = {
+        "mode": "hold", "calls": calls, "latencies": latencies, "held": held,
+        "seconds": time.perf_counter() - started, "failures": failures[:10],
+        "failed": len(failures)}
+    print(json.dumps(result), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for conn in conns:
+        if conn is not None:
+            await conn.close()
+    return result
 
 
 async def pns(server: str, calls: int, mode: str, connections: int) -> dict[str, object]:
@@ -187,15 +253,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     p = sub.add_parser("pac")
     p.add_argument("listen_ip")
+    p.add_argument("--log", action="store_true", help="one JSON line per call")
     p = sub.add_parser("pns")
     p.add_argument("server")
     p.add_argument("--calls", type=int, default=100)
-    p.add_argument("--mode", choices=("new", "existing"), default="new")
+    p.add_argument("--mode", choices=("new", "existing", "hold"), default="new")
     p.add_argument("--connections", type=int, default=1)
+    p.add_argument("--sources", default="",
+                   help="hold: comma-separated local addresses, one connection each")
+    p.add_argument("--first-id", type=int, default=1, help="hold: each connection's first Call ID")
     args = parser.parse_args(argv)
     if args.role == "pac":
-        asyncio.run(pac(args.listen_ip))
+        asyncio.run(pac(args.listen_ip, args.log))
         return 0
+    if args.mode == "hold":
+        sources: list[str | None] = [s for s in args.sources.split(",") if s] or [None]
+        result = asyncio.run(hold(args.server, args.calls, sources, args.first_id))
+        return 0 if not result["failed"] else 1
     result = asyncio.run(pns(args.server, args.calls, args.mode, args.connections))
     print(json.dumps(result), flush=True)
     return 0 if not result["failed"] else 1

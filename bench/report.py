@@ -9,6 +9,8 @@ import subprocess
 from collections import defaultdict
 from collections.abc import Iterable
 
+from bench.gre_rate import C2S, S2C, SIZES, GreResult
+from bench.scale import ScaleResult
 from bench.setup_latency import SetupResult
 
 
@@ -54,6 +56,69 @@ def tcp_table(results: Iterable[SetupResult]) -> str:
     return "\n".join(lines)
 
 
+def _gre_rows(results: Iterable[GreResult]
+              ) -> dict[tuple[str, int, str], tuple[float, float, int, int]]:
+    """(direction, payload, peer) -> median offered and delivered packets/s over rounds,
+    packets sent and delivered in all rounds."""
+    runs: dict[tuple[str, int, str], list[GreResult]] = defaultdict(list)
+    for r in results:
+        runs[(r.direction, r.payload, r.peer)].append(r)
+    return {k: (statistics.median(r.offered_pps for r in rs),
+                statistics.median(r.delivered_pps for r in rs),
+                sum(r.sent for r in rs), sum(r.delivered for r in rs))
+            for k, rs in runs.items()}
+
+
+def gre_table(results: Iterable[GreResult]) -> str:
+    """GRE packets per second per direction, payload and peer: offered and delivered
+    (medians over rounds), delivered's ratio to the best peer, and the share of the
+    packets sent that arrived."""
+    rows = _gre_rows(results)
+    if not rows:
+        return ""
+    lines = [
+        "| direction | payload (bytes) | peer | offered (packets/s) | delivered (packets/s) "
+        "| ratio to best | delivered of sent |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for direction in (C2S, S2C):
+        for size in SIZES:
+            peers = {k[2]: v for k, v in rows.items() if k[:2] == (direction, size)}
+            if not peers:
+                continue
+            best = max(v[1] for v in peers.values()) or 1.0
+            for peer in sorted(peers, key=lambda p: -peers[p][1]):
+                offered, delivered, sent, arrived = peers[peer]
+                lines.append(
+                    f"| {direction} | {size} | {peer} | {offered:,.0f} | {delivered:,.0f} | "
+                    f"{delivered / best:.2f} | {arrived / sent if sent else 0:.0%} |")
+    return "\n".join(lines)
+
+
+def scale_table(results: Iterable[ScaleResult]) -> str:
+    """Calls held at once per peer: time to set them all up, and what each costs."""
+
+    def cell(value: float | None, form: str = ".2f") -> str:
+        return "-" if value is None else format(value, form)
+
+    lines = [
+        "| peer | public addresses | calls | held | time to set up all (s) | calls/s | "
+        "controller memory per call (bytes) | flow entries per call | packet-ins per call | "
+        "conntrack entries per call |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (r.calls, r.peer, r.public_ips)):
+        lines.append(
+            f"| {r.peer} | {r.public_ips} | {r.calls:,} | {r.held:,} | {r.setup_seconds:.1f} | "
+            f"{r.held / r.setup_seconds if r.setup_seconds else 0:,.0f} | "
+            f"{cell(r.memory_per_call, ',.0f')} | {cell(r.flow_entries_per_call, '.3f')} | "
+            f"{cell(r.packet_ins_per_call)} | {cell(r.conntrack_per_call, '.3f')} |")
+    failures = [f"{r.peer} ({r.public_ips} public, {r.calls} calls): {r.failures[0]}"
+                for r in results if r.failures]
+    return "\n".join(lines + ([""] + ["First failure: " + f for f in failures]
+                               if failures else []))
+
+
 def setup_table(results: Iterable[SetupResult]) -> str:
     """Call setup per mode and peer: medians over rounds, ratios to the best peer."""
     rows: dict[tuple[str, str], list[SetupResult]] = defaultdict(list)
@@ -83,9 +148,11 @@ def setup_table(results: Iterable[SetupResult]) -> str:
     return "\n".join(lines)
 
 
-def chart(results: Iterable[SetupResult], path: str | os.PathLike[str]) -> None:
+def chart(results: Iterable[SetupResult], path: str | os.PathLike[str],
+          gre: Iterable[GreResult] = ()) -> None:
     """A PNG: call setup latency (median, with p99 above it) and calls per second, per
-    peer and kind of connection, medians over rounds."""
+    peer and kind of connection, and GRE packets delivered per second per peer, each
+    direction and payload, medians over rounds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +162,9 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str]) -> None:
     for r in results:
         rows[(r.mode, r.peer)].append(r)
     modes = [m for m in ("new", "existing") if any(k[0] == m for k in rows)]
-    fig, axes = plt.subplots(len(modes), 2, figsize=(11, 3.2 * len(modes)), squeeze=False)
+    packets = _gre_rows(gre)
+    fig, axes = plt.subplots(len(modes) + bool(packets), 2,
+                             figsize=(11, 3.2 * len(modes) + 4 * bool(packets)), squeeze=False)
     for row, mode in enumerate(modes):
         peers = sorted((p for m, p in rows if m == mode),
                        key=lambda p: statistics.median(r.median_us for r in rows[(mode, p)]))
@@ -111,6 +180,20 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str]) -> None:
         right.barh(peers, rate, color="#55a868")
         right.set_xlabel("calls per second")
         right.set_title(f"sustained, {mode} connections")
+    if packets:
+        peers = sorted({k[2] for k in packets},
+                       key=lambda p: max(v[1] for k, v in packets.items() if k[2] == p))
+        for col, size in enumerate(SIZES):
+            axis = axes[len(modes)][col]
+            for offset, (direction, color) in enumerate(((C2S, "#8172b2"), (S2C, "#c44e52"))):
+                values = [packets.get((direction, size, p), (0, 0, 0, 0))[1] / 1000
+                          for p in peers]
+                axis.barh([i + 0.4 * offset for i in range(len(peers))], values, height=0.4,
+                          color=color, label=direction)
+            axis.set_yticks([i + 0.2 for i in range(len(peers))], peers)
+            axis.set_xlabel("GRE delivered (thousand packets/s)")
+            axis.set_title(f"GRE, {size}-byte payload")
+            axis.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -44,6 +44,7 @@ BENCH_OPTIONS = {
     "punt_rate_inside_port": "1000000",
     "punt_rate_outside_control": "1000000",
     "punt_rate_gre": "1000000",
+    "max_pins_per_port": "1024",
 }
 
 
@@ -56,15 +57,21 @@ class Path:
     server: str
     server_ip: str = SERVER_IP
     controller_pid: int | None = None
+    bridge: str | None = None
+    rest_url: str | None = None
+    router: str | None = None
 
 
 @contextmanager
-def gateway(name: str = "bench", options: dict[str, str] | None = None) -> Iterator[Path]:
+def gateway(name: str = "bench", options: dict[str, str] | None = None, public_ips: int = 1
+            ) -> Iterator[Path]:
     """The project's gateway, lab ``name`` (replaced if it exists, removed after)."""
-    state = lab.up(1, name=name, replace=True, options={**BENCH_OPTIONS, **(options or {})})
+    state = lab.up(1, name=name, replace=True, public_ips=public_ips,
+                   options={**BENCH_OPTIONS, **(options or {})})
     try:
         yield Path("gateway", state.client(1), state.server_namespace,
-                   controller_pid=state.controller_pid)
+                   controller_pid=state.controller_pid, bridge=state.bridge,
+                   rest_url=state.rest_url)
     finally:
         lab.down(name=name, purge=True)
 
@@ -74,7 +81,7 @@ def reference(prefix: str = "bref") -> Iterator[Path]:
     """The Linux reference NAT."""
     topo = build_reference_nat(prefix, 1)
     try:
-        yield Path("linux", topo.clients[0], topo.server, topo.server_ip)
+        yield Path("linux", topo.clients[0], topo.server, topo.server_ip, router=topo.router)
     finally:
         topo.cleanup()
 
@@ -125,7 +132,7 @@ def plain_ovs(prefix: str = "bovs") -> Iterator[Path]:
     """No NAT through OVS: one static flood entry, no controller."""
     with _bridge(prefix) as (client, server, bridge):
         run(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", bridge, "priority=0,actions=flood"])
-        yield Path("plain OVS", client, server)
+        yield Path("plain OVS", client, server, bridge=bridge)
 
 
 def _free_port() -> int:
@@ -158,7 +165,7 @@ def bare_ryu(prefix: str = "bbare") -> Iterator[Path]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("the bare Ryu app did not install its entry")
                 time.sleep(0.2)
-            yield Path("bare Ryu", client, server, controller_pid=proc.pid)
+            yield Path("bare Ryu", client, server, controller_pid=proc.pid, bridge=bridge)
         finally:
             proc.kill()
             proc.wait()

@@ -1,5 +1,5 @@
-"""The bench still runs end to end (a smoke run: small counts; what it measures is not
-checked here, only that every peer answered every call)."""
+"""The bench still runs end to end (smoke runs: small counts; what it measures is not
+checked here, only that every peer answered every call and every figure has its rows)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ pytestmark = [
 
 
 def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--new", "20", "--existing", "40", "--tcp", "40", "--rounds", "1",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["--new", "20", "--existing", "40", "--tcp", "40", "--gre", "0", "--scale", "",
+                 "--rounds", "1", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    results = json.loads((tmp_path / "latest.json").read_text())
+    results = json.loads((tmp_path / "latest.json").read_text())["calls"]
     peers = {(r["mode"], r["peer"]) for r in results}
     every = ("no NAT", "linux", "plain OVS", "bare Ryu", "gateway")
     assert peers == {(m, p) for m in ("new", "tcp") for p in every} | {
@@ -30,3 +30,23 @@ def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "| new connections | gateway |" in table and "connections/s" in table
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "latest.md").read_text().strip().endswith(table.strip().splitlines()[-1])
+
+
+def test_the_bench_measures_gre_and_scale_through_the_gateway(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--peers", "gateway", "--new", "5", "--existing", "5", "--tcp", "5",
+                 "--gre", "3000", "--scale", "200", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    data = json.loads((tmp_path / "latest.json").read_text())
+    rows = {(r["peer"], r["direction"], r["payload"]) for r in data["packets"]}
+    assert rows == {(peer, direction, size)
+                    for peer in ("gateway, flow path", "gateway, shared pair")
+                    for direction in ("client -> server", "server -> client")
+                    for size in (64, 1400)}
+    assert all(r["sent"] >= 3000 and r["delivered"] > 0 for r in data["packets"]), data
+    assert [(r["peer"], r["public_ips"], r["held"], r["failed"]) for r in data["scale"]] == [
+        ("gateway", 1, 200, 0), ("gateway", 4, 200, 0)]
+    assert all(r["memory_per_call"] is not None and r["packet_ins_per_call"] > 0
+               for r in data["scale"]), data["scale"]
+    assert "| server -> client | 1400 | gateway, shared pair |" in table
+    assert "| gateway | 4 | 200 | 200 |" in table

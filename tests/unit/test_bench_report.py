@@ -1,0 +1,56 @@
+"""The bench's pure parts: rates from counter samples, trafgen packets, tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from alg.codec import GRE_PROTOCOL_PPP
+from bench.gre_rate import C2S, S2C, Flow, GreResult, rate, trafgen_config
+from bench.report import gre_table, scale_table
+from bench.scale import ScaleResult
+
+
+def test_rate_is_taken_over_the_middle_of_the_burst() -> None:
+    stray = [(0.0, 1), (0.5, 2)]  # an ARP long before the burst
+    burst = [(1.0 + i / 100, 2 + 1000 * i) for i in range(1, 101)]  # 100,000 packets/s
+    assert rate(stray + burst) == pytest.approx(100_000, rel=0.01)
+    assert rate([]) == 0.0
+    assert rate([(1.0, 5)]) == 0.0
+
+
+def test_trafgen_packets_are_enhanced_gre_with_the_calls_key() -> None:
+    flow = Flow("c", "s", "192.168.1.1", "203.0.113.1", key=0x1234)
+    config = trafgen_config("02:00:00:00:00:01", "02:00:00:00:00:02", flow, 64)
+    assert config.startswith(
+        "{ eth(da=02:00:00:00:00:02, sa=02:00:00:00:00:01), "
+        "ipv4(saddr=192.168.1.1, daddr=203.0.113.1, proto=47, ttl=64, df), ")
+    # key and sequence present, version 1, PPP, 64 bytes, the call's key (RFC 2637 4.1)
+    assert config.endswith(
+        f"c16(0x3001), c16({GRE_PROTOCOL_PPP:#06x}), c16(64), c16(4660), c32(1), "
+        "fill(0x55, 64) }\n")
+
+
+def test_gre_table_ranks_peers_by_delivered_rate() -> None:
+    results = [
+        GreResult("fast", S2C, 64, 1000, 200_000.0, 1000, 100_000.0),
+        GreResult("slow", S2C, 64, 1000, 200_000.0, 100, 5_000.0),
+        GreResult("slow", S2C, 64, 1000, 200_000.0, 100, 7_000.0),
+        GreResult("slow", S2C, 64, 1000, 200_000.0, 100, 6_000.0),
+        GreResult("fast", C2S, 1400, 1000, 90_000.0, 1000, 90_000.0),
+    ]
+    lines = gre_table(results).splitlines()
+    assert lines[2] == "| client -> server | 1400 | fast | 90,000 | 90,000 | 1.00 | 100% |"
+    assert lines[3] == "| server -> client | 64 | fast | 200,000 | 100,000 | 1.00 | 100% |"
+    assert lines[4] == "| server -> client | 64 | slow | 200,000 | 6,000 | 0.06 | 10% |"
+    assert gre_table([]) == ""
+
+
+def test_scale_table_shows_costs_per_call_and_the_first_failure() -> None:
+    held = ScaleResult("gateway", 1, 10_000, 100, 9_990, 10, 20.0, 1300.4, 0.0101, 2.08,
+                       None, ["ConnectionResetError: gone"])
+    linux = ScaleResult("linux", 1, 10_000, 100, 10_000, 0, 1.0, None, None, None, 0.01, [])
+    text = scale_table([linux, held])
+    assert "| gateway | 1 | 10,000 | 9,990 | 20.0 | 500 | 1,300 | 0.010 | 2.08 | - |" in text
+    assert "| linux | 1 | 10,000 | 10,000 | 1.0 | 10,000 | - | - | - | 0.010 |" in text
+    assert text.endswith(
+        "First failure: gateway (1 public, 10000 calls): ConnectionResetError: gone")
