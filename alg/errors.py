@@ -44,6 +44,11 @@ class BadGreHeaderError(CodecError):
     """A GRE header that is not the enhanced GRE of RFC 2637 section 4.1."""
 
 
+class WireError(AlgError):
+    """An OpenFlow message from the switch shorter than its fields, or with lengths that
+    contradict each other."""
+
+
 class ProtocolError(AlgError):
     """A well-formed control message the ALG will not pass (RFC 2637 roles violated)."""
 

@@ -25,12 +25,12 @@ that are dropped and counted (``packet_ins_before_ready``), for their senders to
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, ClassVar, TypeVar, cast
 
 from ryu import cfg
@@ -44,12 +44,12 @@ from ryu.controller.handler import (
     set_ev_cls,
 )
 from ryu.lib import hub
-from ryu.ofproto import ofproto_v1_3
+from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from alg.config import load
 from alg.counters import CounterSet
 from alg.engine import Gateway
-from alg.errors import ConfigError, StoreError
+from alg.errors import ConfigError, StoreError, WireError
 from alg.events import Decision, Direction, EntryKind, Output, RemoveEntries
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
 from alg.snapshot import Change, Snapshot
@@ -91,6 +91,88 @@ class AppCounters(CounterSet):
     reconciliations: int = 0
 
 
+_RYU_PACKET_IN_PARSER = ofproto_v1_3_parser.OFPPacketIn.parser
+
+
+class _LazyMatch:
+    """A PACKET_IN's match that answers ``["in_port"]`` from :func:`wire.decode_packet_in`
+    and parses the rest with Ryu's parser only when something asks for it."""
+
+    __slots__ = ("_buf", "_full", "_in_port", "_offset")
+
+    def __init__(self, buf: bytes, offset: int, in_port: int | None) -> None:
+        self._buf = buf
+        self._offset = offset
+        self._in_port = in_port
+        self._full: Any = None
+
+    def _parsed(self) -> Any:
+        if self._full is None:
+            self._full = ofproto_v1_3_parser.OFPMatch.parser(self._buf, self._offset)
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "in_port" and self._in_port is not None:
+            return self._in_port
+        return self._parsed()[key]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parsed(), name)
+
+    def __str__(self) -> str:
+        return str(self._parsed())
+
+
+def parse_packet_in(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int,
+                    buf: bytes) -> Any:
+    """Ryu's message parser for PACKET_IN, replaced (:func:`use_fast_packet_in`): the same
+    ``OFPPacketIn`` with a lazily parsed match; a message the fast decoder refuses goes to
+    Ryu's own parser."""
+    try:
+        fields = wire.decode_packet_in(buf)
+    except WireError:
+        return _RYU_PACKET_IN_PARSER(datapath, version, msg_type, msg_len, xid, buf)
+    msg = ofproto_v1_3_parser.OFPPacketIn(
+        datapath, fields.buffer_id, fields.total_len, fields.reason, fields.table_id,
+        fields.cookie, _LazyMatch(buf, fields.match_offset, fields.in_port), fields.data)
+    msg.set_headers(version, msg_type, msg_len, xid)
+    msg.set_buf(buf)
+    return msg
+
+
+def use_fast_packet_in() -> None:
+    """Make Ryu parse OpenFlow 1.3 PACKET_INs with :func:`parse_packet_in` (for every app
+    in this process: the gateway runs alone in its ``ryu-manager``)."""
+    parsers: dict[int, Any] = ofproto_v1_3_parser._MSG_PARSERS
+    parsers[ofproto_v1_3.OFPT_PACKET_IN] = parse_packet_in
+
+
+class _Batch:
+    """The context of :meth:`NatGateway._event` (a class rather than a generator: it is
+    entered two or three times for every packet-in)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: NatGateway) -> None:
+        self.app = app
+
+    def __enter__(self) -> None:
+        self.app._depth += 1
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        app = self.app
+        app._depth -= 1
+        if app._depth:
+            return
+        if exc_type is not None:
+            app._outbox = []
+        elif app._outbox:
+            outbox, app._outbox = app._outbox, []
+            if app.datapath is not None:
+                wire.send(app.datapath, outbox, app._xids)
+
+
 class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     """Ryu application: the OVS bridge as a NAT firewall with a PPTP ALG."""
 
@@ -99,6 +181,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        use_fast_packet_in()
         try:
             self.config = load({name: CONF.nat[name] for name in CONF.nat})
         except ConfigError as exc:
@@ -118,6 +201,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self.datapath: Any = None
         self._outbox: list[wire.Message] = []
         self._depth = 0
+        self._batch = _Batch(self)
         self._xids = wire.Xids()
         self.ready = False
         self._restored = False
@@ -384,25 +468,11 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self._outbox.extend(mods)
         self.counters.flows_installed += sum(1 for m in mods if m.command == wire.OFPFC_ADD)
 
-    @contextlib.contextmanager
-    def _event(self) -> Iterator[None]:
+    def _event(self) -> _Batch:
         """One event's messages: queued while it runs (events nest: a released packet is
         handled inside the ARP reply that released it), sent in one write to the switch
         connected now when the outermost ends, dropped if it raised."""
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            if self._depth == 1:
-                self._outbox = []
-            raise
-        else:
-            if self._depth == 1 and self._outbox:
-                outbox, self._outbox = self._outbox, []
-                if self.datapath is not None:
-                    wire.send(self.datapath, outbox, self._xids)
-        finally:
-            self._depth -= 1
+        return self._batch
 
     def _neighbour(self, dp: Any, out: NeighbourOutput[Send]) -> None:
         """Send the ARP the neighbour table asks for, and what it released."""

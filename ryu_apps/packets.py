@@ -14,6 +14,7 @@ through the gateway is lost.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -58,14 +59,15 @@ ICMP_ECHO_REQUEST = 8
 BROADCAST = b"\xff" * 6
 
 
+@functools.lru_cache(maxsize=4096)
 def mac_bytes(mac: str) -> bytes:
     """``"02:00:00:00:00:01"`` -> 6 bytes."""
-    return bytes(int(part, 16) for part in mac.split(":"))
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 def mac_text(mac: bytes) -> str:
     """6 bytes -> ``"02:00:00:00:00:01"``."""
-    return ":".join(f"{b:02x}" for b in mac)
+    return mac.hex(":")
 
 
 def checksum(data: bytes) -> int:

@@ -37,6 +37,8 @@ Packet = dict[str, Any]
 
 OFP = ofproto_v1_3
 PARSER = ofproto_v1_3_parser
+_HEADER = struct.Struct("!BBHI")
+_PACKET_IN = struct.Struct("!IHBBQ")
 
 ETH_HEADER = 14
 ETH_TYPE_IPV4 = 0x0800
@@ -702,11 +704,7 @@ class FakeSwitch(FakeDatapath):
     def _output(self, data: bytes, port: int, in_port: int, entry: Entry | None) -> None:
         if port == OFP.OFPP_CONTROLLER:
             cookie = NO_COOKIE if entry is None else entry.cookie
-            self._to_app(PARSER.OFPPacketIn(
-                self, buffer_id=OFP.OFP_NO_BUFFER, total_len=len(data),
-                reason=OFP.OFPR_ACTION, table_id=0, cookie=cookie,
-                match=PARSER.OFPMatch(in_port=in_port), data=data,
-            ))
+            self._to_app(self._packet_in(in_port, cookie, data))
         elif port == OFP.OFPP_TABLE:
             with self._at(self._current() + 1):
                 self._ingress(in_port, data)
@@ -722,6 +720,17 @@ class FakeSwitch(FakeDatapath):
             self._deliver(port, data)
         else:
             self.errors.append(f"output to port {port}, which the switch does not have")
+
+    def _packet_in(self, in_port: int, cookie: int, data: bytes) -> Any:
+        """A PACKET_IN as the switch sends it, read by Ryu's message parser (which the
+        gateway app replaces with its own for PACKET_IN)."""
+        body = bytearray(_PACKET_IN.pack(OFP.OFP_NO_BUFFER, len(data), OFP.OFPR_ACTION, 0,
+                                         cookie))
+        PARSER.OFPMatch(in_port=in_port).serialize(body, len(body))
+        body += b"\0\0" + data
+        length = OFP.OFP_HEADER_SIZE + len(body)
+        buf = _HEADER.pack(OFP.OFP_VERSION, OFP.OFPT_PACKET_IN, length, 0) + bytes(body)
+        return ofproto_parser.msg(self, OFP.OFP_VERSION, OFP.OFPT_PACKET_IN, length, 0, buf)
 
     def _deliver(self, port: int, data: bytes) -> None:
         self.delivered[port].append(data)

@@ -1,14 +1,21 @@
-"""``ryu_apps.wire`` encodes exactly what Ryu's own message objects serialize to."""
+"""``ryu_apps.wire`` encodes exactly what Ryu's own message objects serialize to, and
+decodes PACKET_INs as Ryu's parser does."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ryu.controller import ofp_event
+from ryu.ofproto import ofproto_parser
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ryu_apps import wire
+from alg.errors import WireError
+from ryu_apps import nat_gateway, wire
 from tests.unit.fake_switch import FakeDatapath
 
 GW_MAC = "02:00:5e:00:01:fe"
@@ -86,3 +93,85 @@ def test_messages_share_one_buffer_each_with_its_own_transaction_id() -> None:
     sent: list[bytes] = []
     wire.send(type("Dp", (), {"send": lambda _self, b: sent.append(b)})(), [], xids)
     assert sent == []
+
+
+def packet_in_bytes(data: bytes, match: Any, total_len: int | None = None, xid: int = 7,
+                    cookie: int = 0x5005000000000003, reason: int = 1) -> bytes:
+    """A PACKET_IN as a switch sends it (Ryu can parse these but not build them)."""
+    body = bytearray(struct.pack("!IHBBQ", ofp.OFP_NO_BUFFER,
+                                 len(data) if total_len is None else total_len, reason, 0,
+                                 cookie))
+    match.serialize(body, len(body))
+    body += b"\0\0" + data
+    return struct.pack("!BBHI", 4, ofp.OFPT_PACKET_IN, 8 + len(body), xid) + bytes(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), in_port=st.integers(1, 0xFFFFFF00),
+       extra=st.sampled_from([{}, {"eth_type": 0x800},
+                              {"tunnel_id": 5, "eth_dst": "02:00:00:00:00:09"}]),
+       padding=st.integers(0, 7))
+def test_packet_in_decoding_agrees_with_ryus_parser(
+        data: bytes, in_port: int, extra: dict[str, Any], padding: int) -> None:
+    buf = packet_in_bytes(data + b"\0" * padding, parser.OFPMatch(in_port=in_port, **extra),
+                          total_len=len(data))
+    ryu = nat_gateway._RYU_PACKET_IN_PARSER(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    ours = nat_gateway.parse_packet_in(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    assert type(ours) is type(ryu)
+    for name in ("buffer_id", "total_len", "reason", "table_id", "cookie", "xid", "msg_len"):
+        assert getattr(ours, name) == getattr(ryu, name), name
+    assert bytes(ours.data) == bytes(ryu.data) == data
+    assert ours.match["in_port"] == ryu.match["in_port"] == in_port
+    for key in extra:
+        assert ours.match[key] == ryu.match[key]
+    assert ours.match.length == ryu.match.length
+    assert wire.decode_packet_in(buf).in_port == in_port
+
+
+def test_a_packet_in_without_in_port_asks_ryus_parser_for_its_fields() -> None:
+    buf = packet_in_bytes(b"frame", parser.OFPMatch(eth_type=0x800))
+    msg = nat_gateway.parse_packet_in(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    assert wire.decode_packet_in(buf).in_port is None
+    assert msg.match["eth_type"] == 0x800
+    with pytest.raises(KeyError):
+        msg.match["in_port"]
+
+
+@pytest.mark.parametrize("cut", [8, 23, 26, 30, 33])
+def test_truncated_or_inconsistent_packet_ins_are_refused_and_left_to_ryu(cut: int) -> None:
+    whole = packet_in_bytes(b"x" * 20, parser.OFPMatch(in_port=3, eth_type=0x800))
+    buf = whole[:cut]
+    with pytest.raises(WireError):
+        wire.decode_packet_in(buf)
+    calls: list[bytes] = []
+
+    def ryus(*args: Any) -> str:
+        calls.append(args[-1])
+        return "ryu's answer"
+
+    original = nat_gateway._RYU_PACKET_IN_PARSER
+    nat_gateway._RYU_PACKET_IN_PARSER = ryus
+    try:
+        assert nat_gateway.parse_packet_in(None, 4, 10, len(buf), 7, buf) == "ryu's answer"
+    finally:
+        nat_gateway._RYU_PACKET_IN_PARSER = original
+    assert calls == [buf]
+
+
+def test_a_match_longer_than_the_message_is_refused() -> None:
+    buf = bytearray(packet_in_bytes(b"data", parser.OFPMatch(in_port=3)))
+    struct.pack_into("!H", buf, 26, 200)
+    with pytest.raises(WireError):
+        wire.decode_packet_in(bytes(buf))
+    struct.pack_into("!HH", buf, 24, 0, 16)  # OFPMT_STANDARD, not OXM
+    with pytest.raises(WireError):
+        wire.decode_packet_in(bytes(buf))
+
+
+def test_the_app_makes_ryu_use_the_fast_packet_in_parser() -> None:
+    buf = packet_in_bytes(b"frame", parser.OFPMatch(in_port=9))
+    nat_gateway.use_fast_packet_in()
+    msg = ofproto_parser.msg(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    assert isinstance(msg.match, nat_gateway._LazyMatch)
+    assert msg.match["in_port"] == 9 and bytes(msg.data) == b"frame"
+    assert type(ofp_event.ofp_msg_to_ev(msg)) is ofp_event.EventOFPPacketIn
