@@ -101,14 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rounds in range(size.rounds):
         for peer in (p for p in PEERS if p in args.peers):
             with PEERS[peer](f"b{peer[0]}{tag}") as path:
+                if size.gre:  # first: calls cleared before would hold their IDs down
+                    packets += measure_path(path, size.gre,
+                                            shared=path.name in ("linux", "gateway"))
                 results.append(measure_setup(path, "new", size.new))
                 if path.name != "linux":  # one call per control connection only
                     results.append(measure_setup(path, "existing", size.existing,
                                                  args.connections))
                 results.append(measure_connections(path, size.tcp, args.connections))
-                if size.gre:
-                    packets += measure_path(path, size.gre,
-                                            shared=path.name in ("linux", "gateway"))
         print(f"round {rounds + 1} of {size.rounds} done", file=sys.stderr)
     held: list[ScaleResult] = []
     for calls in size.scale:
