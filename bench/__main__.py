@@ -1,12 +1,12 @@
 """``python -m bench [--quick]``: every figure, every peer, the same traffic, one run.
 
-Figures so far:
+The figures:
 
 1. call setup: Outgoing-Call-Request sent to Outgoing-Call-Reply received at the PNS,
-   median and p99, on a new control connection per call (as pptp-linux does) and on
-   existing ones, through the gateway, the Linux reference NAT and no NAT at all;
-2. sustained calls per second, from the same runs (one call at a time on new
-   connections; on existing connections, ``--connections`` of them in parallel);
+   median and p99, on a new control connection per call (as pptp-linux does), one at a
+   time and ``--connections`` at a time (under load), and on ``--connections`` existing
+   ones;
+2. sustained calls per second, from the same runs;
 3. GRE packets per second each way, 64- and 1,400-byte payloads, per path
    (``bench.gre_rate``, sent by trafgen), on a call held alone on its (server, public
    address) pair and, through the gateway and Linux, with a second call on the pair;
@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     packets += measure_path(path, size.gre,
                                             shared=path.name in ("linux", "gateway"))
                 results.append(measure_setup(path, "new", size.new))
+                results.append(measure_setup(path, "new-parallel", size.new, args.connections))
                 if path.name != "linux":  # one call per control connection only
                     results.append(measure_setup(path, "existing", size.existing,
                                                  args.connections))

@@ -11,8 +11,8 @@ call: the PNS's address and Call ID as the PAC saw them, and the PAC's own Call 
 GRE toward the PNS and from it carries as its key, RFC 2637 section 4).
 
 ``pns SERVER --calls N --mode new|existing [--connections K]``: sets up N calls, each on
-a new control connection (``new``, as pptp-linux does) or on K connections kept open
-(``existing``, the calls cleared again at once), and prints one JSON line: the
+a new control connection (``new``, as pptp-linux does, K at a time) or on K connections
+kept open (``existing``, the calls cleared again at once), and prints one JSON line: the
 Outgoing-Call-Request -> Outgoing-Call-Reply latency of every call (seconds), the whole
 run's duration, and failures. ``--mode hold`` sets up N calls on one control connection
 per ``--sources`` address (the calls shared out among them, each connection numbering its
@@ -220,13 +220,17 @@ async def pns(server: str, calls: int, mode: str, connections: int) -> dict[str,
     failures: list[str] = []
     started = time.perf_counter()
     if mode == "new":
-        for n in range(calls):
-            try:
-                conn = await Connection.open(server)
-                latencies.append(await conn.call(1 + n % 65535))
-                await conn.close()
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
+        async def opener(share: range) -> None:
+            for n in share:
+                try:
+                    conn = await Connection.open(server)
+                    latencies.append(await conn.call(1 + n % 65535))
+                    await conn.close()
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(opener(range(i, calls, connections))
+                               for i in range(connections)))
     else:
         conns = [await Connection.open(server) for _ in range(connections)]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from bench.gre_rate import C2S, S2C, SIZES, GreResult
 from bench.scale import ScaleResult
-from bench.setup_latency import SetupResult
+from bench.setup_latency import MODES, SetupResult, mode_label
 
 
 def machine() -> str:
@@ -129,7 +129,7 @@ def setup_table(results: Iterable[SetupResult]) -> str:
         "ratio to best | failed |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for mode in ("new", "existing"):
+    for mode in MODES:
         peers = {peer: runs for (m, peer), runs in rows.items() if m == mode}
         if not peers:
             continue
@@ -142,7 +142,8 @@ def setup_table(results: Iterable[SetupResult]) -> str:
         for p in sorted(peers, key=lambda p: median[p]):
             failed = sum(r.failed for r in peers[p])
             lines.append(
-                f"| {mode} connections | {p} | {median[p]:.0f} | {p99[p]:.0f} | "
+                f"| {mode_label(mode, peers[p][0].connections)} | {p} | {median[p]:.0f} | "
+                f"{p99[p]:.0f} | "
                 f"{median[p] / best_latency:.2f} | {rate[p]:.0f} | "
                 f"{rate[p] / best_rate:.2f} | {failed} |")
     return "\n".join(lines)
@@ -161,7 +162,7 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str],
     rows: dict[tuple[str, str], list[SetupResult]] = defaultdict(list)
     for r in results:
         rows[(r.mode, r.peer)].append(r)
-    modes = [m for m in ("new", "existing") if any(k[0] == m for k in rows)]
+    modes = [m for m in MODES if any(k[0] == m for k in rows)]
     packets = _gre_rows(gre)
     fig, axes = plt.subplots(len(modes) + bool(packets), 2,
                              figsize=(11, 3.2 * len(modes) + 4 * bool(packets)), squeeze=False)
@@ -175,11 +176,12 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str],
         left.barh(peers, p99, color="#d9d9d9", label="p99")
         left.barh(peers, median, color="#4c72b0", label="median")
         left.set_xlabel("call setup (ms)")
-        left.set_title(f"calls on {mode} control connections")
+        label = mode_label(mode, rows[(mode, peers[0])][0].connections)
+        left.set_title(f"call setup, {label}")
         left.legend(loc="lower right")
         right.barh(peers, rate, color="#55a868")
         right.set_xlabel("calls per second")
-        right.set_title(f"sustained, {mode} connections")
+        right.set_title(f"sustained, {label}")
     if packets:
         peers = sorted({k[2] for k in packets},
                        key=lambda p: max(v[1] for k, v in packets.items() if k[2] == p))

@@ -84,14 +84,29 @@ def run_pair(path: Path, server: list[str], client: list[str], timeout: float = 
     return data
 
 
+MODES = ("new", "new-parallel", "existing")
+"""A call per new control connection, one at a time; the same, ``connections`` at a time
+(under load); calls on ``connections`` control connections kept open."""
+
+
+def mode_label(mode: str, connections: int) -> str:
+    """How the tables name a mode."""
+    return {"new": "new connections, one at a time",
+            "new-parallel": f"new connections, {connections} at a time",
+            "existing": f"existing connections, {connections} at a time"}.get(mode, mode)
+
+
 def measure_setup(path: Path, mode: str, calls: int, connections: int = 1,
                   timeout: float = 600) -> SetupResult:
-    """Set up ``calls`` calls from the path's client to a PAC in its server namespace."""
+    """Set up ``calls`` calls from the path's client to a PAC in its server namespace,
+    in one of :data:`MODES`."""
+    if mode == "new":
+        connections = 1
     data = run_pair(
         path, ["bench.pptp_peers", "pac", path.server_ip],
-        ["bench.pptp_peers", "pns", path.server_ip, "--calls", str(calls), "--mode", mode,
-         "--connections", str(connections)], timeout,
+        ["bench.pptp_peers", "pns", path.server_ip, "--calls", str(calls), "--mode",
+         "existing" if mode == "existing" else "new", "--connections", str(connections)],
+        timeout,
     )
-    return SetupResult(path.name, mode, calls, connections if mode == "existing" else 1,
-                       float(data["seconds"]), int(data["failed"]),
-                       [float(x) for x in data["latencies"]])
+    return SetupResult(path.name, mode, calls, connections, float(data["seconds"]),
+                       int(data["failed"]), [float(x) for x in data["latencies"]])

@@ -24,10 +24,13 @@ def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture
     results = json.loads((tmp_path / "latest.json").read_text())["calls"]
     peers = {(r["mode"], r["peer"]) for r in results}
     every = ("no NAT", "linux", "plain OVS", "bare Ryu", "gateway")
-    assert peers == {(m, p) for m in ("new", "tcp") for p in every} | {
+    assert peers == {(m, p) for m in ("new", "new-parallel", "tcp") for p in every} | {
         ("existing", p) for p in every if p != "linux"}
     assert all(r["failed"] == 0 and r["median_us"] > 0 for r in results), results
-    assert "| new connections | gateway |" in table and "connections/s" in table
+    assert "| new connections, one at a time | gateway |" in table
+    assert "| new connections, 8 at a time | linux |" in table
+    assert "| existing connections, 8 at a time | bare Ryu |" in table
+    assert "connections/s" in table
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "latest.md").read_text().strip().endswith(table.strip().splitlines()[-1])
 
