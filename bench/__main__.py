@@ -5,7 +5,7 @@ The figures:
 1. call setup: Outgoing-Call-Request sent to Outgoing-Call-Reply received at the PNS,
    median and p99, on a new control connection per call (as pptp-linux does), one at a
    time and ``--connections`` at a time (under load), and on ``--connections`` existing
-   ones;
+   ones; and, as a sanity run, one at a time to a real pptpd (``--pptpd`` calls);
 2. sustained calls per second, from the same runs;
 3. GRE packets per second each way, 64- and 1,400-byte payloads, per path
    (``bench.gre_rate``, sent by trafgen), on a call held alone on its (server, public
@@ -43,7 +43,7 @@ from bench import report
 from bench.gre_rate import GreResult, measure_path
 from bench.napt_rate import measure_connections
 from bench.scale import SOURCES, ScaleResult, measure_scale
-from bench.setup_latency import SetupResult, measure_setup
+from bench.setup_latency import SetupResult, measure_pptpd, measure_setup
 from bench.topologies import Path as PeerPath
 from bench.topologies import bare_ryu, direct, gateway, plain_ovs, reference
 
@@ -53,6 +53,7 @@ class Size:
     """How much of each figure a run measures."""
 
     new: int
+    pptpd: int
     existing: int
     tcp: int
     gre: int
@@ -60,8 +61,8 @@ class Size:
     rounds: int
 
 
-QUICK = Size(new=200, existing=1000, tcp=500, gre=50000, scale=(1000,), rounds=1)
-FULL = Size(new=2000, existing=10000, tcp=5000, gre=300000, scale=(1000, 10000), rounds=3)
+QUICK = Size(new=200, pptpd=10, existing=1000, tcp=500, gre=50000, scale=(1000,), rounds=1)
+FULL = Size(new=2000, pptpd=50, existing=10000, tcp=5000, gre=300000, scale=(1000, 10000), rounds=3)
 SCALE_PEERS = (("gateway", 1), ("gateway", 4), ("linux", 1))
 PEERS: dict[str, Callable[[str], AbstractContextManager[PeerPath]]] = {
     "direct": direct, "linux": reference, "ovs": plain_ovs, "bare": bare_ryu,
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8,
                         help="control connections in parallel for calls on existing ones")
     parser.add_argument("--new", type=int, help="calls on new connections (overrides the size)")
+    parser.add_argument("--pptpd", type=int,
+                        help="calls to a real pptpd, 0 for none (overrides the size)")
     parser.add_argument("--existing", type=int,
                         help="calls on existing connections (overrides the size)")
     parser.add_argument("--tcp", type=int,
@@ -89,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated, of {','.join(PEERS)} (default: all)")
     args = parser.parse_args(argv)
     size = replace(QUICK if args.quick else FULL, **{
-        key: getattr(args, key) for key in ("new", "existing", "tcp", "gre", "scale", "rounds")
+        key: getattr(args, key)
+        for key in ("new", "pptpd", "existing", "tcp", "gre", "scale", "rounds")
         if getattr(args, key) is not None})
     unknown = args.peers - set(PEERS)
     if unknown:
@@ -104,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if size.gre:  # first: calls cleared before would hold their IDs down
                     packets += measure_path(path, size.gre,
                                             shared=path.name in ("linux", "gateway"))
+                if size.pptpd:
+                    results.append(measure_pptpd(path, size.pptpd))
                 results.append(measure_setup(path, "new", size.new))
                 results.append(measure_setup(path, "new-parallel", size.new, args.connections))
                 if path.name != "linux":  # one call per control connection only

@@ -11,11 +11,15 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path as Path_
 from typing import Any
 
 from bench.topologies import Path
 from topo.netns import ns_argv
+from topo.peers import start_pptpd
+from topo.standin_ppp import StandinConfig
 
 
 @dataclass
@@ -84,14 +88,16 @@ def run_pair(path: Path, server: list[str], client: list[str], timeout: float = 
     return data
 
 
-MODES = ("new", "new-parallel", "existing")
-"""A call per new control connection, one at a time; the same, ``connections`` at a time
-(under load); calls on ``connections`` control connections kept open."""
+MODES = ("pptpd", "new", "new-parallel", "existing")
+"""A call per new control connection to a real pptpd, one at a time (the sanity run); the
+same to the PAC emulator; the same, ``connections`` at a time (under load); calls on
+``connections`` control connections kept open."""
 
 
 def mode_label(mode: str, connections: int) -> str:
     """How the tables name a mode."""
-    return {"new": "new connections, one at a time",
+    return {"pptpd": "new connections, one at a time, real pptpd",
+            "new": "new connections, one at a time",
             "new-parallel": f"new connections, {connections} at a time",
             "existing": f"existing connections, {connections} at a time"}.get(mode, mode)
 
@@ -109,4 +115,28 @@ def measure_setup(path: Path, mode: str, calls: int, connections: int = 1,
         timeout,
     )
     return SetupResult(path.name, mode, calls, connections, float(data["seconds"]),
+                       int(data["failed"]), [float(x) for x in data["latencies"]])
+
+
+def measure_pptpd(path: Path, calls: int, timeout: float = 300) -> SetupResult:
+    """Set up ``calls`` calls, one at a time on new control connections, from the PNS to a
+    real pptpd in the path's server namespace (its pppd the project's stand-in, which
+    sends no frames here): the sanity run beside the PAC emulator's figures."""
+    with tempfile.TemporaryDirectory(prefix="bench-pptpd-") as run_dir:
+        server = start_pptpd(path.server, path.server_ip, Path_(run_dir), syslog=False,
+                             debug=False, standin=StandinConfig(count=0),
+                             extra_conf=[f"connections {max(100, calls)}"])
+        try:
+            run = subprocess.run(
+                ns_argv(path.client, [sys.executable, "-m", "bench.pptp_peers", "pns",
+                                      path.server_ip, "--calls", str(calls), "--mode", "new"]),
+                capture_output=True, text=True, timeout=timeout, check=False,
+            )
+        finally:
+            server.stop()
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"the PNS on {path.name} said nothing: {run.stderr[-2000:]}")
+    data = json.loads(lines[-1])
+    return SetupResult(path.name, "pptpd", calls, 1, float(data["seconds"]),
                        int(data["failed"]), [float(x) for x in data["latencies"]])

@@ -18,16 +18,18 @@ pytestmark = [
 
 
 def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--new", "20", "--existing", "40", "--tcp", "40", "--gre", "0", "--scale", "",
+    assert main(["--new", "20", "--pptpd", "5", "--existing", "40", "--tcp", "40", "--gre", "0",
+                 "--scale", "",
                  "--rounds", "1", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     results = json.loads((tmp_path / "latest.json").read_text())["calls"]
     peers = {(r["mode"], r["peer"]) for r in results}
     every = ("no NAT", "linux", "plain OVS", "bare Ryu", "gateway")
-    assert peers == {(m, p) for m in ("new", "new-parallel", "tcp") for p in every} | {
+    assert peers == {(m, p) for m in ("pptpd", "new", "new-parallel", "tcp") for p in every} | {
         ("existing", p) for p in every if p != "linux"}
     assert all(r["failed"] == 0 and r["median_us"] > 0 for r in results), results
     assert "| new connections, one at a time | gateway |" in table
+    assert "| new connections, one at a time, real pptpd | gateway |" in table
     assert "| new connections, 8 at a time | linux |" in table
     assert "| existing connections, 8 at a time | bare Ryu |" in table
     assert "connections/s" in table
@@ -37,8 +39,9 @@ def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_the_bench_measures_gre_and_scale_through_the_gateway(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--peers", "gateway", "--new", "5", "--existing", "5", "--tcp", "5",
-                 "--gre", "3000", "--scale", "200", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    assert main(["--peers", "gateway", "--new", "5", "--pptpd", "0", "--existing", "5",
+                 "--tcp", "5", "--gre", "3000", "--scale", "200", "--rounds", "1",
+                 "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     data = json.loads((tmp_path / "latest.json").read_text())
     rows = {(r["peer"], r["direction"], r["payload"]) for r in data["packets"]}
