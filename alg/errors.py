@@ -101,3 +101,15 @@ class ConfigError(AlgError):
 
 class StoreError(AlgError):
     """The store that keeps the core's records across restarts cannot be used."""
+
+
+class BpfError(AlgError):
+    """A ``bpf(2)`` call failed (the GRE demultiplexer's maps and program).
+
+    Attributes:
+        errno: the system's error number.
+    """
+
+    def __init__(self, message: str, errno: int) -> None:
+        super().__init__(message)
+        self.errno = errno
