@@ -60,6 +60,8 @@ class Call:
             entries.
         reserved: the call has its public Call ID and is not established yet: its pair
             keeps off the flow path (``alg.servermap``).
+        demux_packets, demux_bytes: the GRE demultiplexer's last counts for the call's
+            table entry (already added to the inbound counts).
     """
 
     index: int
@@ -82,6 +84,8 @@ class Call:
     end_reason: str = ""
     entry_ids: tuple[int, int] | None = None
     reserved: bool = False
+    demux_packets: int = 0
+    demux_bytes: int = 0
 
     @property
     def client_id(self) -> int:

@@ -89,6 +89,9 @@ class AlgConfig:
         gre_outbound_strict: client -> server GRE goes through the controller, which
             passes only the keys of the client's own calls (the switch cannot match the
             key; off, the flow entry passes any key, as Linux conntrack does).
+        gre_demux: a GRE demultiplexer is configured (``gre_demux_port``): a shared
+            pair's server -> client GRE goes to it rather than to the controller while it
+            answers its heartbeat.
     """
 
     public_ips: tuple[IPv4Address, ...] = (IPv4Address("203.0.113.2"),)
@@ -112,6 +115,7 @@ class AlgConfig:
     max_sessions: int = 200_000
     max_pins_per_port: int = 64
     gre_outbound_strict: bool = False
+    gre_demux: bool = False
     punt_rate_arp: int = 200
     punt_rate_inside_port: int = 2000
     punt_rate_outside_control: int = 2000
@@ -150,6 +154,10 @@ class GatewayConfig:
         stats_interval: seconds between flow statistics polls (and ageing).
         state_file: the SQLite file that keeps calls, control connections, sessions
             and hold-downs across controller restarts; empty for none.
+        gre_demux_port: the OVS port of the GRE demultiplexer (``ryu_apps.gre_demux``);
+            empty for none.
+        gre_demux_dir: the BPF filesystem directory where its program and table are
+            pinned.
     """
 
     alg: AlgConfig
@@ -163,6 +171,8 @@ class GatewayConfig:
     bridge: str = ""
     stats_interval: float = 5.0
     state_file: str = ""
+    gre_demux_port: str = ""
+    gre_demux_dir: str = ""
 
     def __post_init__(self) -> None:
         if not self.inside_ports:
@@ -171,6 +181,11 @@ class GatewayConfig:
             raise ConfigError("outside_port", "missing (the OVS port name on the outside)")
         if self.outside_port in self.inside_ports:
             raise ConfigError("outside_port", f"{self.outside_port} is also an inside port")
+        if self.gre_demux_port in (*self.inside_ports, self.outside_port):
+            raise ConfigError("gre_demux_port", f"{self.gre_demux_port} is already a port "
+                              "of the gateway")
+        if self.gre_demux_port and not self.gre_demux_dir:
+            raise ConfigError("gre_demux_dir", "missing (where the demultiplexer is pinned)")
         if self.inside_gateway not in self.inside_subnet:
             raise ConfigError(
                 "inside_gateway", f"{self.inside_gateway} is not in {self.inside_subnet}"
@@ -266,6 +281,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),
     Option("state_file", "str", "", "SQLite file in which calls, control connections and "
            "sessions survive a controller restart (empty: none)"),
+    Option("gre_demux_port", "str", "", "OVS port of the GRE demultiplexer (empty: none; "
+           "shared pairs' GRE then goes through the controller)"),
+    Option("gre_demux_dir", "str", "", "BPF filesystem directory of the GRE "
+           "demultiplexer's pinned program and table"),
 )
 
 
@@ -292,6 +311,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         public_ips=tuple(_address("public_ips", p) for p in _list(raw["public_ips"])),
         alg_enabled=_bool("alg", raw["alg"]),
         gre_outbound_strict=_bool("gre_outbound_strict", raw["gre_outbound_strict"]),
+        gre_demux=bool(str(raw["gre_demux_port"] or "").strip()),
         policy=str(raw["policy"] or "open"),
         **numbers,
     )
@@ -309,6 +329,8 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         bridge=str(raw["bridge"] or ""),
         stats_interval=_number(_option("stats_interval"), raw["stats_interval"]),
         state_file=str(raw["state_file"] or "").strip(),
+        gre_demux_port=str(raw["gre_demux_port"] or "").strip(),
+        gre_demux_dir=str(raw["gre_demux_dir"] or "").strip(),
     )
 
 

@@ -117,7 +117,8 @@ class Gateway:
         return self.control.is_control(session_id)
 
     def inbound_gre_path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
-        """``"flow"`` or ``"controller"`` for a pair's server -> client GRE, None if closed."""
+        """``"flow"``, ``"demux"`` or ``"controller"`` for a pair's server -> client GRE, None
+        if closed."""
         return self.server_map.path(server_ip, public_ip)
 
     def plain_gre(self) -> list[PlainGre]:
@@ -221,6 +222,26 @@ class Gateway:
                 direction, src_ip, dst_ip, now, self.napt.allows(Proto.GRE, 0)
             )
         return self.server_map.handle_gre(direction, src_ip, dst_ip, gre, now)
+
+    # The GRE demultiplexer.
+
+    def demux_available(self, up: bool, now: float) -> Output:
+        """The GRE demultiplexer answers its heartbeat, or stopped answering (see
+        ``alg.servermap``)."""
+        out = Output()
+        self.server_map.demux_available(up, now, out)
+        return self._noted(out)
+
+    def demux_entries(self) -> Output:
+        """Every table and return entry the demultiplexer should have (to write again
+        after it was replaced)."""
+        out = Output()
+        out.decisions.extend(self.server_map.demux_entries())
+        return out
+
+    def demux_counts(self, call: Call, packets: int, byte_count: int, now: float) -> None:
+        """The demultiplexer's counts of a call's table entry."""
+        self.server_map.demux_counts(call, packets, byte_count, now)
 
     # The switch's reports and the clock.
 

@@ -132,6 +132,7 @@ class EntryKind(enum.IntEnum):
     SESSION = 2
     GRE_OUTBOUND = 3
     GRE_INBOUND = 4
+    DEMUX_RETURN = 5
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ class GreInboundEntry:
 
     Matches ``ip_proto=47, ipv4_src=server_ip, ipv4_dst=public_ip``. With ``client_ip``
     set, the pair belongs to one call whose Call ID was kept: set ``ipv4_dst`` and output
-    (the flow path). With ``client_ip`` None, send to the controller (the controller path),
+    (the flow path). With ``client_ip`` None, send to the GRE demultiplexer's port
+    (``via_demux``, the demux path) or to the controller (the controller path), either of
     which demultiplexes by Call ID and rewrites it.
     """
 
@@ -180,9 +182,43 @@ class GreInboundEntry:
     public_ip: IPv4Address
     client_ip: IPv4Address | None
     idle_timeout: float
+    via_demux: bool = False
 
 
-Decision = SessionEntries | RemoveEntries | GreOutboundEntry | GreInboundEntry
+@dataclass(frozen=True)
+class DemuxEntry:
+    """Write the GRE demultiplexer's table entry of one call: the server's GRE to
+    ``public_ip`` with ``public_call_id`` goes to ``client_ip`` with ``client_call_id``."""
+
+    server_ip: IPv4Address
+    public_ip: IPv4Address
+    public_call_id: int
+    client_ip: IPv4Address
+    client_call_id: int
+
+
+@dataclass(frozen=True)
+class DemuxForget:
+    """Delete a call's entry from the GRE demultiplexer's table: its late GRE is dropped
+    there from now on (and counted as an unknown key)."""
+
+    server_ip: IPv4Address
+    public_ip: IPv4Address
+    public_call_id: int
+
+
+@dataclass(frozen=True)
+class DemuxReturnEntry:
+    """The flow entry that delivers what the demultiplexer sends back for ``client_ip``:
+    matches ``in_port=<demux port>, ip_proto=47, ipv4_dst=client_ip``, routes to the client.
+    One per client with calls; removed with :class:`RemoveEntries` of its kind and id."""
+
+    entry_id: int
+    client_ip: IPv4Address
+
+
+Decision = (SessionEntries | RemoveEntries | GreOutboundEntry | GreInboundEntry
+            | DemuxEntry | DemuxForget | DemuxReturnEntry)
 
 
 @dataclass(frozen=True)

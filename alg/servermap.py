@@ -11,15 +11,22 @@ peer's Call ID in its key):
 * inbound, server -> client: key ``b`` (the public ID), restored to ``a``; one flow entry
   per (server, public address) pair. OVS can neither match nor rewrite the key, so the
   entry sends to the client (the *flow* path) only when the pair has one call whose
-  Call ID was kept (``b == a``), and to the controller (the *controller* path) otherwise,
-  which demultiplexes by key here. A pair moves between the paths as calls come and go.
+  Call ID was kept (``b == a``). Otherwise it sends to the GRE demultiplexer (the
+  *demux* path, ``ryu_apps.gre_demux``) while one is configured and answers its
+  heartbeat (:meth:`ServerMap.demux_available`), and to the controller (the *controller*
+  path) when not; both demultiplex by key, the demultiplexer from a table of every
+  established call (:class:`~alg.events.DemuxEntry`) and hands the packet back to the
+  switch, which delivers it by one entry per client
+  (:class:`~alg.events.DemuxReturnEntry`). A pair moves between the paths as calls
+  come and go.
 
 GRE that matches no server-map is dropped and counted, and creates no state. A released
-``b`` is held down by the Call ID allocator, so late GRE of an ended call that reaches
-the controller finds no call, and a pair stays off the flow path while any of its IDs is
-held down. A data channel idle for the server-map idle timeout loses its flow entries,
-not its call: the call keeps its Call IDs while its control connection lives, and its
-next GRE packet, punted to the controller, reinstalls the entries.
+``b`` is held down by the Call ID allocator, and its demultiplexer entry is deleted, so
+late GRE of an ended call finds no call on either path, and a pair stays off the flow
+path while any of its IDs is held down. A data channel idle for the server-map idle
+timeout loses its flow entries, not its call: the call keeps its Call IDs while its
+control connection lives, and its next GRE packet, punted to the controller, reinstalls
+the entries.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from alg.config import AlgConfig
 from alg.counters import Counters
 from alg.errors import CodecError
 from alg.events import (
+    DemuxEntry,
+    DemuxForget,
+    DemuxReturnEntry,
     Direction,
     EntryKind,
     GreInboundEntry,
@@ -48,6 +58,7 @@ FRAME_OVERHEAD = 14 + 20
 """Ethernet and IPv4 header bytes: what the switch counts beyond a GRE packet's bytes."""
 
 PATH_FLOW = "flow"
+PATH_DEMUX = "demux"
 PATH_CONTROLLER = "controller"
 
 
@@ -69,6 +80,7 @@ class GrePair:
     entry_id: int
     calls: list[Call] = field(default_factory=list)
     client: IPv4Address | None = None
+    via_demux: bool = False
     unreachable: IPv4Address | None = None
     packets: int = 0
     bytes: int = 0
@@ -101,13 +113,85 @@ class ServerMap:
         self._outbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
         self._inbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
         self._by_id: dict[int, GrePair] = {}
+        self._demux_up = False
+        self._returns: dict[IPv4Address, GrePair] = {}
 
     def path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
-        """How a pair's server -> client GRE travels: ``flow``, ``controller``, or None."""
+        """How a pair's server -> client GRE travels: ``flow``, ``demux``,
+        ``controller``, or None."""
         pair = self._inbound.get((server_ip, public_ip))
         if pair is None:
             return None
-        return PATH_FLOW if pair.client is not None else PATH_CONTROLLER
+        if pair.client is not None:
+            return PATH_FLOW
+        return PATH_DEMUX if pair.via_demux else PATH_CONTROLLER
+
+    def demux_available(self, up: bool, now: float, out: Output) -> None:
+        """The GRE demultiplexer answers its heartbeat (``up``) or stopped answering:
+        every pair off the flow path moves to it or back to the controller. When it comes
+        up, its whole table is written again (it may have been replaced meanwhile)."""
+        if not self._config.gre_demux or up == self._demux_up:
+            return
+        self._demux_up = up
+        if up:
+            out.decisions.extend(self.demux_entries())
+        for (server_ip, public_ip), pair in self._inbound.items():
+            self._choose_path(server_ip, public_ip, pair, now, out)
+
+    def demux_entries(self) -> list[DemuxEntry | DemuxReturnEntry]:
+        """The demultiplexer's table entry of every established call and the return entry
+        of every client with one."""
+        entries: list[DemuxEntry | DemuxReturnEntry] = [
+            self._demux_entry(call) for call in self._inbound_calls.values()]
+        entries += [DemuxReturnEntry(pair.entry_id, client)
+                    for client, pair in self._returns.items()]
+        return entries
+
+    def demux_counts(self, call: Call, packets: int, byte_count: int, now: float) -> None:
+        """What the demultiplexer carried for a call (its table entry's counts, which
+        start at 0 each time the entry is written): the call's inbound counts, and its
+        idle clock restarts when they grew."""
+        restarted = packets < call.demux_packets
+        more = packets if restarted else packets - call.demux_packets
+        octets = byte_count if restarted else byte_count - call.demux_bytes
+        if more > 0:
+            call.last_data = now
+            call.data_idle = False
+        call.inbound_packets += more
+        call.inbound_bytes += octets
+        call.demux_packets, call.demux_bytes = packets, byte_count
+
+    def _demux_entry(self, call: Call) -> DemuxEntry:
+        conn = call.conn
+        return DemuxEntry(conn.server_ip, conn.public_ip, call.public_id, conn.client_ip,
+                          call.client_id)
+
+    def _open_demux(self, call: Call, out: Output) -> None:
+        """A call's demultiplexer entry, and its client's return entry if it is the
+        client's first call."""
+        if not self._config.gre_demux:
+            return
+        call.demux_packets = call.demux_bytes = 0
+        out.decisions.append(self._demux_entry(call))
+        client = call.conn.client_ip
+        back = self._returns.get(client)
+        if back is None:
+            back = self._returns[client] = GrePair(next(self._ids))
+            out.decisions.append(DemuxReturnEntry(back.entry_id, client))
+        back.calls.append(call)
+
+    def _close_demux(self, call: Call, out: Output) -> None:
+        if not self._config.gre_demux:
+            return
+        conn = call.conn
+        out.decisions.append(DemuxForget(conn.server_ip, conn.public_ip, call.public_id))
+        back = self._returns.get(conn.client_ip)
+        if back is None or call not in back.calls:
+            return
+        back.calls.remove(call)
+        if not back.calls:
+            del self._returns[conn.client_ip]
+            out.decisions.append(RemoveEntries(EntryKind.DEMUX_RETURN, back.entry_id))
 
     def open(self, call: Call, now: float, out: Output,
              entry_ids: tuple[int | None, int | None] = (None, None)) -> None:
@@ -133,6 +217,7 @@ class ServerMap:
         down.calls.append(call)
         call.entry_ids = (up.entry_id, down.entry_id)
         down.unreachable = None
+        self._open_demux(call, out)
         self._choose_path(conn.server_ip, conn.public_ip, down, now, out, force=True)
 
     def reserve(self, call: Call, now: float, out: Output) -> None:
@@ -183,6 +268,7 @@ class ServerMap:
         outbound_key = (conn.client_ip, conn.server_ip, call.server_call_id)
         if self._outbound_calls.get(outbound_key) is call:
             del self._outbound_calls[outbound_key]
+        self._close_demux(call, out)
         up = self._outbound[(conn.client_ip, conn.server_ip)]
         up.calls.remove(call)
         if not up.calls:
@@ -252,6 +338,11 @@ class ServerMap:
             if key not in installed and not all(c.data_idle for c in pair.calls):
                 pair.packets = pair.bytes = 0
                 out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))
+        for client, back in self._returns.items():
+            key = (EntryKind.DEMUX_RETURN, back.entry_id)
+            owned.add(key)
+            if key not in installed:
+                out.decisions.append(DemuxReturnEntry(back.entry_id, client))
         return owned
 
     def handle_gre(
@@ -368,7 +459,8 @@ class ServerMap:
         self, server_ip: IPv4Address, public_ip: IPv4Address, pair: GrePair
     ) -> GreInboundEntry:
         return GreInboundEntry(
-            pair.entry_id, server_ip, public_ip, pair.client, self._config.gre_idle
+            pair.entry_id, server_ip, public_ip, pair.client, self._config.gre_idle,
+            via_demux=pair.via_demux,
         )
 
     def _choose_path(
@@ -393,6 +485,7 @@ class ServerMap:
             self._waiting.add(key)
         else:
             self._waiting.discard(key)
-        if force or client != pair.client:
-            pair.client = client
+        via_demux = client is None and self._demux_up
+        if force or client != pair.client or via_demux != pair.via_demux:
+            pair.client, pair.via_demux = client, via_demux
             out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))

@@ -118,6 +118,17 @@ class Map:
         fd = Fd(_bpf(MAP_CREATE, attr, f"create map {name!r}"))
         return cls(fd, key_size, value_size, per_cpu=map_type == MAP_TYPE_PERCPU_ARRAY)
 
+    def _found(self, command: int, key: bytes, value: ctypes.Array[ctypes.c_char] | None,
+               what: str) -> bool:
+        """Run an element command; False when the key is not in the map."""
+        try:
+            self._elem(command, key, value, 0, what)
+        except BpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
     def _elem(self, command: int, key: bytes, value: ctypes.Array[ctypes.c_char] | None,
               flags: int, what: str) -> int:
         if len(key) != self.key_size:
@@ -132,13 +143,7 @@ class Map:
         """The value at ``key`` (for a per-CPU map, every CPU's, one after the other,
         each padded to 8 bytes), None when there is none."""
         value = ctypes.create_string_buffer(self._stride * self._copies)
-        try:
-            self._elem(MAP_LOOKUP_ELEM, key, value, 0, "lookup")
-        except BpfError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
-        return value.raw
+        return value.raw if self._found(MAP_LOOKUP_ELEM, key, value, "lookup") else None
 
     def update(self, key: bytes, value: bytes, flags: int = ANY) -> None:
         """Write ``value`` at ``key``."""
@@ -151,13 +156,7 @@ class Map:
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; False when it was not there."""
-        try:
-            self._elem(MAP_DELETE_ELEM, key, None, 0, "delete")
-        except BpfError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
-        return True
+        return self._found(MAP_DELETE_ELEM, key, None, "delete")
 
     def keys(self) -> Iterator[bytes]:
         """Every key (a hash map's order; keys deleted meanwhile may be skipped)."""

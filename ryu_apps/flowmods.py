@@ -37,6 +37,9 @@ from alg.codec import PPTP_PORT
 from alg.config import AlgConfig
 from alg.events import (
     Decision,
+    DemuxEntry,
+    DemuxForget,
+    DemuxReturnEntry,
     EntryKind,
     GreInboundEntry,
     GreOutboundEntry,
@@ -217,14 +220,17 @@ def gre_outbound(
 
 
 def gre_inbound(
-    decision: GreInboundEntry, outside_port: int, client: L2 | None, gateway_mac: str
+    decision: GreInboundEntry, outside_port: int, client: L2 | None, gateway_mac: str,
+    demux_port: int | None = None,
 ) -> wire.Message:
-    """The inbound server-map entry of a (server, public address) pair: to the client or to
-    the controller.
+    """The inbound server-map entry of a (server, public address) pair: to the client, to
+    the GRE demultiplexer, or to the controller.
 
     Args:
         client: the client's port and MAC when the decision sends to a client (flow
-            path); ignored when ``decision.client_ip`` is None (controller path).
+            path); ignored when ``decision.client_ip`` is None.
+        demux_port: the demultiplexer's port, for a decision ``via_demux`` (without it,
+            the controller path).
     """
     match: dict[str, wire.Value] = {
         "in_port": outside_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
@@ -233,12 +239,35 @@ def gre_inbound(
     meter: int | None = None
     if decision.client_ip is not None and client is not None:
         actions = [wire.set_field("ipv4_dst", decision.client_ip), *_route(gateway_mac, client)]
+    elif decision.via_demux and demux_port is not None:
+        actions = [wire.output(demux_port)]
     else:
         actions, meter = [_TO_CONTROLLER], METER_GRE
     return _flow(
         PRIORITY_SESSION, match, actions, EntryKind.GRE_INBOUND, decision.entry_id,
         decision.idle_timeout, True, meter,
     )
+
+
+def demux_return(decision: DemuxReturnEntry, demux_port: int, client: L2, gateway_mac: str
+                 ) -> wire.Message:
+    """Deliver what the GRE demultiplexer sends back for one client (its address and
+    Call ID already restored) by the client's route."""
+    match: dict[str, wire.Value] = {
+        "in_port": demux_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
+        "ipv4_dst": decision.client_ip,
+    }
+    return _flow(PRIORITY_SESSION, match, _route(gateway_mac, client),
+                 EntryKind.DEMUX_RETURN, decision.entry_id)
+
+
+def demux_probe(demux_port: int, probe_ip: IPv4Address) -> wire.Message:
+    """The demultiplexer's heartbeat comes back to the controller (a pipeline entry)."""
+    match: dict[str, wire.Value] = {
+        "in_port": demux_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
+        "ipv4_dst": probe_ip,
+    }
+    return _flow(PRIORITY_CONTROL, match, [_TO_CONTROLLER], EntryKind.PIPELINE)
 
 
 def remove(decision: RemoveEntries) -> wire.Message:
@@ -263,13 +292,16 @@ Lookup = Callable[[Side, IPv4Address], L2 | None]
 
 
 def entry_mods(
-    decision: Decision, lookup: Lookup, outside_port: int | None, gateway_mac: str
+    decision: Decision, lookup: Lookup, outside_port: int | None, gateway_mac: str,
+    demux_port: int | None = None,
 ) -> list[wire.Message] | None:
-    """The flow-mods of any decision of the core.
+    """The flow-mods of any decision of the core (the demultiplexer's table entries have
+    none: the app writes them).
 
     Args:
         lookup: where a neighbour is (``alg.neighbours.NeighbourTable.lookup``).
         outside_port: the outside port's number, None before the switch told it.
+        demux_port: the GRE demultiplexer's port, None without one.
 
     Returns:
         The flow-mods, or None when the decision cannot be carried out (a neighbour it
@@ -297,6 +329,15 @@ def entry_mods(
                     return None
             if outside_port is None:
                 return None
-            return [gre_inbound(decision, outside_port, client, gateway_mac)]
+            return [gre_inbound(decision, outside_port, client, gateway_mac, demux_port)]
+        case DemuxReturnEntry():
+            if demux_port is None:
+                return []
+            client = lookup(Side.INSIDE, decision.client_ip)
+            if client is None:
+                return None
+            return [demux_return(decision, demux_port, client, gateway_mac)]
+        case DemuxEntry() | DemuxForget():
+            return []
         case _:
             assert_never(decision)

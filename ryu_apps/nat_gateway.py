@@ -50,11 +50,21 @@ from alg.config import load
 from alg.counters import CounterSet
 from alg.engine import Gateway
 from alg.errors import ConfigError, StoreError, WireError
-from alg.events import Decision, Direction, EntryKind, Output, RemoveEntries
+from alg.events import (
+    Decision,
+    DemuxEntry,
+    DemuxForget,
+    Direction,
+    EntryKind,
+    Output,
+    RemoveEntries,
+)
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
+from alg.servermap import PATH_DEMUX
 from alg.snapshot import Change, Snapshot
 from ryu_apps import config as options
 from ryu_apps import flowmods, packets, switch, wire
+from ryu_apps.demux_link import HEARTBEAT, PROBE_RETURN, DemuxLink
 from ryu_apps.store import Store
 
 LOG = logging.getLogger("pptp_alg.gateway")
@@ -196,6 +206,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                              "start without the saved state)", exc)
                 raise SystemExit(2) from exc
         self.core = Gateway(self.config.alg)
+        self.demux = DemuxLink(self.config)
         self.neighbours: NeighbourTable[Send] = NeighbourTable(self.config)
         self.counters = AppCounters()
         self.datapath: Any = None
@@ -216,6 +227,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
             register_rest(wsgi, self)
         self.threads.append(hub.spawn(self._poll))
+        if self.demux.enabled:
+            self.threads.append(hub.spawn(self._heartbeat))
         LOG.info("gateway configured: %s", self.config.describe())
 
     @staticmethod
@@ -257,6 +270,11 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         outside = numbers[self.config.outside_port]
         self.neighbours.set_ports(inside, outside)
         self._ports = (inside, outside)
+        if self.demux.enabled:
+            self.demux.port = numbers.get(self.demux.port_name)
+            if self.demux.port is None:
+                LOG.error("switch has no port named %s (nat.gre_demux_port): shared pairs "
+                          "go through the controller", self.demux.port_name)
         for meter in flowmods.meters(dp, self.config.alg, inside):
             dp.send_msg(meter)
         request = flowmods.stats_request(dp)
@@ -293,6 +311,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             self._send_mods([flowmods.remove(RemoveEntries(EntryKind.PIPELINE, 0)),
                              *flowmods.pipeline(inside, outside, self.config.alg.public_ips,
                                                 self.config.alg.alg_enabled)])
+            if self.demux.port is not None:
+                self._send_mods([flowmods.demux_probe(self.demux.port, PROBE_RETURN)])
             self.apply(dp, output)
         self.ready = True
         LOG.info("pipeline installed on datapath %016x", dp.id)
@@ -351,6 +371,8 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     def _handle_frame(self, dp: Any, in_port: int, data: bytes) -> None:
         side = self.neighbours.side(in_port)
         if side is None:
+            if in_port == self.demux.port:
+                self._from_demux(dp, data)
             return
         frame = packets.decode_frame(data)
         if frame is None:
@@ -416,9 +438,12 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         """Queue the flow-mods of ``decisions`` and a barrier; report what cannot be."""
         mods: list[wire.Message] = []
         for decision in decisions:
+            if isinstance(decision, DemuxEntry | DemuxForget):
+                self.demux.write(decision)
+                continue
             built = flowmods.entry_mods(
                 decision, self.neighbours.lookup, self.neighbours.outside_port,
-                self.config.gateway_mac,
+                self.config.gateway_mac, self.demux.port,
             )
             if built is None:
                 self.counters.entries_not_installed += 1
@@ -498,6 +523,54 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self._outbox.append(wire.packet_out(port, frame))
         self.counters.packet_outs += 1
 
+    # The GRE demultiplexer.
+
+    def _from_demux(self, dp: Any, data: bytes) -> None:
+        """A packet from the demultiplexer's port: only its heartbeat comes here."""
+        frame = packets.decode_frame(data)
+        if frame is None or frame.ip is None or not self.demux.answered(frame.ip.dst,
+                                                                         self.now()):
+            self.counters.undecodable_frames += 1
+            return
+        self._demux_health(dp)
+
+    def _demux_health(self, dp: Any) -> None:
+        now = self.now()
+        state = self.demux.health(now)
+        if state is not None:
+            self.apply(dp, self.core.demux_available(state, now))
+
+    def _heartbeat(self) -> None:
+        while True:
+            hub.sleep(HEARTBEAT)
+            try:
+                self.heartbeat()
+            except Exception:
+                LOG.exception("GRE demultiplexer heartbeat failed")
+
+    def heartbeat(self) -> None:
+        """Send the demultiplexer its probe; act on a change of its health."""
+        dp = self.datapath
+        if dp is None or not self.ready or self.demux.port is None:
+            return
+        frame = self.demux.probe(self.now())
+        with self._event():
+            if frame is not None:
+                self._packet_out(dp, self.demux.port, frame)
+            self._demux_health(dp)
+
+    def _demux_counts(self, now: float) -> None:
+        """Each call on the demux path gets its table entry's counts."""
+        for call in self.core.calls():
+            conn = call.conn
+            if call.public_call_id is None or call.server_call_id is None or \
+                    self.core.inbound_gre_path(conn.server_ip, conn.public_ip) != PATH_DEMUX:
+                continue
+            counts = self.demux.entry_counts(conn.server_ip, conn.public_ip,
+                                             call.public_call_id)
+            if counts is not None:
+                self.core.demux_counts(call, *counts, now)
+
     # Time.
 
     def _poll(self) -> None:
@@ -519,4 +592,6 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             self._next_stats = now + self.config.stats_interval
             self._stats_parts = {}
             dp.send_msg(flowmods.stats_request(dp))
+            if self.demux.up:
+                self._demux_counts(now)
             self.apply(dp, self.core.tick(now))

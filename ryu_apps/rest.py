@@ -55,6 +55,8 @@ def snapshot_counters(app: NatGateway) -> dict[str, Any]:
         "alg": {**core.counters.as_dict(), "calls_in_progress": core.calls_in_progress},
         "app": app.counters.as_dict(),
         "neighbours": app.neighbours.counters.as_dict(),
+        "demux": {**app.demux.counters.as_dict(), "up": app.demux.up,
+                  "program": app.demux.program_counts()},
     }
 
 

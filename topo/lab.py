@@ -69,10 +69,11 @@ from pathlib import Path
 from typing import Any
 
 from alg import config as options
-from alg.errors import ConfigError
+from alg.errors import BpfError, ConfigError
 from alg.events import EntryKind
 from ryu_apps import switch
 from topo import display
+from topo import gre_demux as demux_component
 from topo.netns import (
     IFNAMSIZ,
     CommandError,
@@ -118,6 +119,8 @@ SERVER_IP = f"{OUTSIDE_PREFIX}.1"
 #: The server's host name; its namespace is ``srv`` in the default lab, ``NAME-srv`` else.
 SERVER_HOST = "srv"
 SERVER_OFPORT = 100
+DEMUX_OFPORT = 99
+DEMUX_HOST = "dmx"
 NS_IFNAME = "eth0"
 
 MAX_CLIENTS = 64
@@ -185,6 +188,16 @@ def namespace(host: str, name: str = DEFAULT_NAME) -> str:
 def client_namespace(index: int, name: str = DEFAULT_NAME) -> str:
     """The namespace of client ``index`` (1-based): ``c<index>`` or ``NAME-c<index>``."""
     return namespace(f"c{index}", name)
+
+
+def demux_port_name(name: str = DEFAULT_NAME) -> str:
+    """The GRE demultiplexer's OVS port in lab ``name`` (``topo.gre_demux``)."""
+    return port_name(DEMUX_HOST, name)
+
+
+def demux_dir(name: str = DEFAULT_NAME) -> str:
+    """Where lab ``name`` mounts a BPF filesystem for the demultiplexer."""
+    return str(run_dir(name) / "bpf")
 
 
 def port_name(host: str, name: str = DEFAULT_NAME) -> str:
@@ -304,6 +317,7 @@ class LabState:
     outside_subnet: str = OUTSIDE_SUBNET
     ns_ifname: str = NS_IFNAME
     options: dict[str, str] = field(default_factory=dict)
+    gre_demux: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -364,6 +378,7 @@ def plan(
     *,
     name: str = DEFAULT_NAME,
     options: dict[str, str] | None = None,
+    gre_demux: bool = False,
 ) -> LabState:
     """Describe a lab without building anything.
 
@@ -423,6 +438,7 @@ def plan(
         log_path=str(folder / LOG_FILE),
         pid_path=str(folder / PID_FILE),
         options=dict(options or {}),
+        gre_demux=gre_demux,
     )
     render_config(state)  # refuses options the app would refuse, before anything is built
     if name == DEFAULT_NAME:
@@ -456,6 +472,9 @@ def render_config(state: LabState) -> str:
         "bridge": state.bridge,
         "state_file": str(Path(state.run_dir) / GATEWAY_STATE_FILE),
     }
+    if state.gre_demux:
+        values["gre_demux_port"] = demux_port_name(state.name)
+        values["gre_demux_dir"] = demux_dir(state.name)
     unknown = sorted(set(state.options) - {o.name for o in options.OPTIONS})
     if unknown:
         raise ConfigError(f"{options.GROUP}.{unknown[0]}", "no such option")
@@ -918,6 +937,7 @@ def up(
     name: str = DEFAULT_NAME,
     replace: bool = False,
     options: dict[str, str] | None = None,
+    gre_demux: bool = False,
 ) -> LabState:
     """Build lab ``name``, start its controller and wait until it is ready.
 
@@ -936,6 +956,8 @@ def up(
         replace: Take lab ``name`` down first when anything of it exists; without it,
             ``up`` refuses.
         options: More ``[nat]`` options for the app (see :class:`LabState`).
+        gre_demux: Attach the GRE demultiplexer (``topo.gre_demux``) as port
+            ``NAME-dmx``, its BPF filesystem in the lab's folder.
 
     Returns:
         The lab's state (also in ``lab.json``).
@@ -946,7 +968,8 @@ def up(
             the way, the app is missing, a port is taken, a command fails, the
             controller dies or is not ready in time. What was built stays for ``down``.
     """
-    state = plan(clients, policy, public_ips, alg, app, name=name, options=options)
+    state = plan(clients, policy, public_ips, alg, app, name=name, options=options,
+                 gre_demux=gre_demux)
     if not Path(state.app).is_file():
         raise LabError(f"the Ryu app {state.app} does not exist")
     with _flocked(Path(state.run_dir) / LOCK_FILE):
@@ -975,10 +998,13 @@ def up(
                         f"{state.bridge}")
             _build_namespaces(state)
             _build_bridge(state)
+            if state.gre_demux:
+                demux_component.attach(state.bridge, demux_port_name(name), demux_dir(name),
+                                 DEMUX_OFPORT)
             Path(state.config_path).write_text(render_config(state))
             for file in GATEWAY_STATE_FILES:
                 (Path(state.run_dir) / file).unlink(missing_ok=True)
-        except CommandError as exc:
+        except (CommandError, BpfError) as exc:
             raise LabError(f"building the lab failed: {exc}\n"
                            f"`{command('down', name)}` removes what was built") from exc
         _say(quiet, f"lab {name}: starting ryu-manager with {state.app}")
@@ -1028,6 +1054,7 @@ def _down_locked(name: str, quiet: bool) -> None:
         _stop_controller(pid, str(folder / CONFIG_FILE), quiet)
 
     bridge = bridge_name(name)
+    demux_component.detach(bridge, demux_port_name(name), demux_dir(name))
     if _bridge_exists(bridge):
         _say(quiet, f"lab {name}: deleting bridge {bridge}")
     _vsctl("--if-exists", "del-br", bridge)
@@ -1334,6 +1361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--policy", choices=POLICIES, default="open")
     p_up.add_argument("--public-ips", type=int, default=1, help="number of public addresses")
     p_up.add_argument("--no-alg", action="store_true", help="turn the PPTP ALG off")
+    p_up.add_argument("--gre-demux", action="store_true",
+                      help="attach the GRE demultiplexer (shared pairs' GRE off the controller)")
     p_up.add_argument("--app", default=DEFAULT_APP,
                       help=f"the Ryu app (default {DEFAULT_APP}, relative to the repo root)")
     p_up.add_argument("--timeout", type=float, default=30.0,
@@ -1389,7 +1418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = dict(item.partition("=")[::2] for item in args.option)
             up(args.clients, args.policy, args.public_ips, not args.no_alg,
                timeout=args.timeout, app=args.app, quiet=False, name=name,
-               replace=args.replace, options=extra)
+               replace=args.replace, options=extra, gre_demux=args.gre_demux)
             print(describe(name)[1])
             return 0
         if args.command == "down":

@@ -39,10 +39,12 @@ def gateway(
     started = False
 
     def make(clients: int, policy: str = "open", public_ips: int = 1,
-             alg: bool = True, options: dict[str, str] | None = None) -> GatewayLab:
+             alg: bool = True, options: dict[str, str] | None = None,
+             gre_demux: bool = False) -> GatewayLab:
         nonlocal started
         started = True
-        state = lab.up(clients, policy, public_ips, alg, name=name, options=options)
+        state = lab.up(clients, policy, public_ips, alg, name=name, options=options,
+                       gre_demux=gre_demux)
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw

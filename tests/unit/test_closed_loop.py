@@ -175,12 +175,14 @@ class Lab:
         return [m for m in self.switch.received(parser.OFPFlowRemoved) if m.cookie in cookies]
 
 
-def build_lab(monkeypatch: pytest.MonkeyPatch, **options: Any) -> Lab:
-    """The app configured with OPTIONS and ``options``, connected, peers plugged in."""
+def build_lab(monkeypatch: pytest.MonkeyPatch, more_ports: dict[str, int] | None = None,
+              **options: Any) -> Lab:
+    """The app configured with OPTIONS and ``options``, connected, peers plugged in (on a
+    switch with ``more_ports`` too)."""
     monkeypatch.setattr(nat_gateway, "CONF", SimpleNamespace(nat={**OPTIONS, **options}))
     monkeypatch.setattr(hub, "spawn", lambda *_a, **_k: None)
     clock = Clock()
-    switch = FakeSwitch({"in1": IN1, "in2": IN2, "out": OUT}, clock)
+    switch = FakeSwitch({"in1": IN1, "in2": IN2, "out": OUT, **(more_ports or {})}, clock)
     app = NatGateway()
     app.now = clock  # type: ignore[method-assign]
     switch.connect(app)

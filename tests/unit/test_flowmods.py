@@ -7,7 +7,16 @@ from ipaddress import IPv4Address
 import pytest
 
 from alg.config import AlgConfig
-from alg.events import EntryKind, GreInboundEntry, GreOutboundEntry, RemoveEntries, SessionEntries
+from alg.events import (
+    DemuxEntry,
+    DemuxForget,
+    DemuxReturnEntry,
+    EntryKind,
+    GreInboundEntry,
+    GreOutboundEntry,
+    RemoveEntries,
+    SessionEntries,
+)
 from alg.nat import NatSession, Proto
 from alg.neighbours import L2
 from ryu_apps import flowmods, switch
@@ -241,3 +250,57 @@ def test_the_controller_path_gre_entry_passes_the_gre_meter(dp: FakeDatapath) ->
                                      OUTSIDE_PORT, None, GW_MAC))
     [entry] = [e for e in dp.table if e.match.get("ip_proto") == 47]
     assert entry.meter == switch.METER_GRE and dp.errors == []
+
+
+DEMUX_PORT = 50
+
+
+def test_the_demux_path_sends_the_pair_to_the_demultiplexers_port(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_inbound(
+        GreInboundEntry(12, SERVER, PUBLIC, None, 300, via_demux=True),
+        OUTSIDE_PORT, None, GW_MAC, DEMUX_PORT))
+    result = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47))
+    [(port, sent)] = result.outputs
+    assert port == DEMUX_PORT and not result.to_controller
+    assert sent["ipv4_dst"] == "203.0.113.2"  # the demultiplexer rewrites it
+
+
+def test_without_its_port_the_demux_path_is_the_controller_path(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.gre_inbound(
+        GreInboundEntry(12, SERVER, PUBLIC, None, 300, via_demux=True),
+        OUTSIDE_PORT, None, GW_MAC, None))
+    assert dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).to_controller
+
+
+def test_what_the_demultiplexer_sends_back_reaches_its_client(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.demux_return(DemuxReturnEntry(14, CLIENT), DEMUX_PORT, CLIENT_L2,
+                                      GW_MAC))
+    [(port, sent)] = dp.process(ip_packet(DEMUX_PORT, "203.0.113.1", "192.168.1.1", 47)).outputs
+    assert port == CLIENT_L2.port
+    assert (sent["eth_dst"], sent["eth_src"], sent["ttl"]) == (CLIENT_L2.mac, GW_MAC, 63)
+    other = dp.process(ip_packet(DEMUX_PORT, "203.0.113.1", "192.168.1.2", 47))
+    assert other.outputs == [] and not other.to_controller  # no entry: dropped
+    spoofed = dp.process(ip_packet(2, "203.0.113.1", "192.168.1.1", 47))
+    assert spoofed.to_controller  # only what comes from the demultiplexer's port
+
+
+def test_the_heartbeat_comes_back_to_the_controller(dp: FakeDatapath) -> None:
+    dp.send_msg(flowmods.demux_probe(DEMUX_PORT, IPv4Address("0.0.0.3")))
+    assert dp.process(ip_packet(DEMUX_PORT, "0.0.0.1", "0.0.0.3", 47)).to_controller
+    assert not dp.process(ip_packet(DEMUX_PORT, "0.0.0.1", "0.0.0.4", 47)).to_controller
+
+
+def test_table_decisions_have_no_flow_mods_and_return_entries_need_the_port() -> None:
+    def lookup(side: object, ip: IPv4Address) -> L2 | None:
+        return CLIENT_L2 if ip == CLIENT else None
+
+    assert flowmods.entry_mods(DemuxEntry(SERVER, PUBLIC, 6, CLIENT, 5), lookup, 100,
+                               GW_MAC, DEMUX_PORT) == []
+    assert flowmods.entry_mods(DemuxForget(SERVER, PUBLIC, 6), lookup, 100, GW_MAC,
+                               DEMUX_PORT) == []
+    assert flowmods.entry_mods(DemuxReturnEntry(3, CLIENT), lookup, 100, GW_MAC, None) == []
+    assert flowmods.entry_mods(DemuxReturnEntry(3, IPv4Address("192.168.1.9")), lookup, 100,
+                               GW_MAC, DEMUX_PORT) is None
+    [mod] = flowmods.entry_mods(DemuxReturnEntry(3, CLIENT), lookup, 100, GW_MAC,
+                                DEMUX_PORT) or []
+    assert switch.decode_cookie(parsed(mod).cookie) == (EntryKind.DEMUX_RETURN, 3)

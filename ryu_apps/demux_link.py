@@ -1,0 +1,174 @@
+"""The app's side of the GRE demultiplexer (``ryu_apps.gre_demux``): its table, its
+heartbeat, its counters.
+
+The controller stays the authority: it writes a table entry for every established call
+and deletes it when the call ends (the core's :class:`~alg.events.DemuxEntry` and
+:class:`~alg.events.DemuxForget`), and it decides whether shared pairs go to the
+demultiplexer at all. Every :data:`HEARTBEAT` seconds it sends a probe out of the
+demultiplexer's port: enhanced GRE from :data:`PROBE_SERVER` to :data:`PROBE_PUBLIC`
+with :data:`PROBE_CALL_ID`, for which the table says :data:`PROBE_RETURN`. The program
+rewrites it like any call's packet and sends it back into the switch, whose pipeline
+entry (``flowmods.demux_probe``) returns it to the controller. So an answer proves the
+whole path: port, program, table and return. When no answer came for :data:`DEAD_AFTER`
+seconds, the demultiplexer is down and the core moves its pairs back to the controller
+path; the first answer after that brings them back. The probe's addresses are in
+0.0.0.0/8, which no packet on a network carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from alg.config import GatewayConfig
+from alg.counters import CounterSet
+from alg.errors import BpfError
+from alg.events import DemuxEntry, DemuxForget
+from ryu_apps.gre_demux import Demux, gre_frame
+from ryu_apps.packets import mac_bytes
+
+LOG = logging.getLogger("pptp_alg.demux")
+
+HEARTBEAT = 0.25
+DEAD_AFTER = 1.0
+PROBE_SERVER = IPv4Address("0.0.0.1")
+PROBE_PUBLIC = IPv4Address("0.0.0.2")
+PROBE_RETURN = IPv4Address("0.0.0.3")
+PROBE_CALL_ID = 0xFFFF
+_NONCE = struct.Struct("!Q")
+
+
+@dataclass
+class DemuxCounters(CounterSet):
+    """What the app counts of the demultiplexer."""
+
+    demux_probes_sent: int = 0
+    demux_probes_answered: int = 0
+    demux_up_events: int = 0
+    demux_down_events: int = 0
+    demux_table_writes: int = 0
+    demux_errors: int = 0
+
+
+class DemuxLink:
+    """The demultiplexer as the app sees it.
+
+    Args:
+        config: ``gre_demux_port`` and ``gre_demux_dir``; without a port, nothing here
+            does anything.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.enabled = bool(config.gre_demux_port)
+        self.port_name = config.gre_demux_port
+        self.directory = config.gre_demux_dir
+        self.gateway_mac = mac_bytes(config.gateway_mac)
+        self.port: int | None = None
+        self.up = False
+        self.counters = DemuxCounters()
+        self._demux: Demux | None = None
+        self._sent = 0
+        self._answered_at: float | None = None
+
+    def _table(self) -> Demux | None:
+        """The pinned program and table, opened on first use and again after an error
+        (the component may have been replaced)."""
+        if self._demux is None and self.enabled:
+            try:
+                self._demux = Demux.open(self.directory)
+            except BpfError as exc:
+                self.counters.demux_errors += 1
+                LOG.error("nat.gre_demux_dir %s: %s", self.directory, exc)
+        return self._demux
+
+    def _failed(self, exc: BpfError) -> None:
+        self.counters.demux_errors += 1
+        LOG.error("GRE demultiplexer table: %s", exc)
+        if self._demux is not None:
+            self._demux.close()
+        self._demux = None
+
+    def write(self, decision: DemuxEntry | DemuxForget) -> None:
+        """Carry out a table decision of the core (an error is logged and counted; the
+        heartbeat then finds the demultiplexer broken or not)."""
+        demux = self._table()
+        if demux is None:
+            return
+        try:
+            if isinstance(decision, DemuxEntry):
+                demux.set(decision.server_ip, decision.public_ip, decision.public_call_id,
+                          decision.client_ip, decision.client_call_id)
+            else:
+                demux.remove(decision.server_ip, decision.public_ip, decision.public_call_id)
+        except BpfError as exc:
+            self._failed(exc)
+            return
+        self.counters.demux_table_writes += 1
+
+    def probe(self, now: float) -> bytes | None:
+        """The next heartbeat's frame, to send out of :attr:`port`; None without a port.
+        The probe's table entry is written each time (a new component starts empty)."""
+        if self.port is None:
+            return None
+        demux = self._table()
+        if demux is not None:
+            try:
+                demux.set(PROBE_SERVER, PROBE_PUBLIC, PROBE_CALL_ID, PROBE_RETURN, PROBE_CALL_ID)
+            except BpfError as exc:
+                self._failed(exc)
+        self._sent += 1
+        self.counters.demux_probes_sent += 1
+        return gre_frame(b"\xff" * 6, self.gateway_mac, PROBE_SERVER, PROBE_PUBLIC,
+                         PROBE_CALL_ID, _NONCE.pack(self._sent))
+
+    def answered(self, ip_dst: IPv4Address, now: float) -> bool:
+        """Whether a packet from the demultiplexer's port to ``ip_dst`` is a heartbeat's
+        answer (then noted)."""
+        if ip_dst != PROBE_RETURN:
+            return False
+        self._answered_at = now
+        self.counters.demux_probes_answered += 1
+        return True
+
+    def health(self, now: float) -> bool | None:
+        """The demultiplexer's new state when it changed (True: it answers again, False:
+        it stopped answering), else None."""
+        answered = self._answered_at
+        alive = answered is not None and now - answered <= DEAD_AFTER
+        if alive == self.up:
+            return None
+        self.up = alive
+        if alive:
+            self.counters.demux_up_events += 1
+            LOG.info("GRE demultiplexer on port %s answers: shared pairs go to it",
+                     self.port_name)
+        else:
+            self.counters.demux_down_events += 1
+            LOG.warning("GRE demultiplexer on port %s stopped answering: shared pairs go "
+                        "through the controller", self.port_name)
+        return alive
+
+    def entry_counts(self, server: IPv4Address, public: IPv4Address, public_call_id: int
+                     ) -> tuple[int, int] | None:
+        """Packets and bytes of a call's table entry; None without it."""
+        demux = self._table()
+        if demux is None:
+            return None
+        try:
+            return demux.entry_counts(server, public, public_call_id)
+        except BpfError as exc:
+            self._failed(exc)
+            return None
+
+    def program_counts(self) -> dict[str, int]:
+        """The program's own counters (delivered, and dropped by reason)."""
+        demux = self._table()
+        if demux is None:
+            return {}
+        try:
+            return demux.counts()
+        except BpfError as exc:
+            self._failed(exc)
+            return {}
