@@ -45,7 +45,7 @@ from bench.napt_rate import measure_connections
 from bench.scale import SOURCES, ScaleResult, measure_scale
 from bench.setup_latency import SetupResult, measure_pptpd, measure_setup
 from bench.topologies import Path as PeerPath
-from bench.topologies import bare_ryu, direct, gateway, plain_ovs, reference
+from bench.topologies import bare_ryu, direct, gateway, gateway_demux, plain_ovs, reference
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,10 @@ class Size:
 QUICK = Size(new=200, pptpd=10, existing=1000, tcp=500, gre=50000, scale=(1000,), rounds=1)
 FULL = Size(new=2000, pptpd=50, existing=10000, tcp=5000, gre=300000, scale=(1000, 10000), rounds=3)
 SCALE_PEERS = (("gateway", 1), ("gateway", 4), ("linux", 1))
+SHARED = ("linux", "gateway", "demux")
 PEERS: dict[str, Callable[[str], AbstractContextManager[PeerPath]]] = {
     "direct": direct, "linux": reference, "ovs": plain_ovs, "bare": bare_ryu,
-    "gateway": gateway}
+    "gateway": gateway, "demux": gateway_demux}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tag = secrets.token_hex(2)  # names of this run's own, beside any lab or other run
     for rounds in range(size.rounds):
         for peer in (p for p in PEERS if p in args.peers):
-            with PEERS[peer](f"b{peer[0]}{tag}") as path:
+            with PEERS[peer](f"b{peer[:2]}{tag}") as path:
                 if size.gre:  # first: calls cleared before would hold their IDs down
-                    packets += measure_path(path, size.gre,
-                                            shared=path.name in ("linux", "gateway"))
+                    packets += measure_path(path, size.gre, shared=peer in SHARED,
+                                            alone=peer != "demux")
+                if peer == "demux":  # the same gateway as "gateway" for the rest
+                    continue
                 if size.pptpd:
                     results.append(measure_pptpd(path, size.pptpd))
                 results.append(measure_setup(path, "new", size.new))

@@ -164,18 +164,21 @@ def _wait_logged(pac: Pac, pac_call_id: int, timeout: float = 5) -> None:
         time.sleep(0.01)
 
 
-def measure_path(path: Path, count: int, shared: bool = False) -> list[GreResult]:
-    """Every direction and size through ``path`` with one call held; with ``shared``,
-    again with a second call from another inside address on the same (server, public
-    address) pair, as in the seed's case (the gateway can then no longer tell the
-    server's packets apart by flow entries)."""
+def measure_path(path: Path, count: int, shared: bool = False, alone: bool = True
+                 ) -> list[GreResult]:
+    """Every direction and size through ``path`` with one call held (unless not
+    ``alone``); with ``shared``, again with a second call from another inside address on
+    the same (server, public address) pair, as in the seed's case (the gateway can then
+    no longer tell the server's packets apart by flow entries)."""
     name = "gateway, flow path" if path.name == "gateway" else path.name
     results = []
     with pac(path, log=True) as server, hold(path, 1) as first:
         call = first["held"][0]
         _wait_logged(server, int(call["pac_call_id"]))
         both = flows(path, server, call)
-        results += [measure(name, d, both[d], size, count) for d in (C2S, S2C) for size in SIZES]
+        if alone:
+            results += [measure(name, d, both[d], size, count)
+                        for d in (C2S, S2C) for size in SIZES]
         if shared:
             other = add_sources(path.client, 1, first_host=250)
             with hold(path, 1, other, first_id=int(call["call_id"])) as second:

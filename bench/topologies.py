@@ -18,11 +18,13 @@ server address) and removing everything it made, whatever happens:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,17 +65,38 @@ class Path:
 
 
 @contextmanager
-def gateway(name: str = "bench", options: dict[str, str] | None = None, public_ips: int = 1
-            ) -> Iterator[Path]:
-    """The project's gateway, lab ``name`` (replaced if it exists, removed after)."""
+def gateway(name: str = "bench", options: dict[str, str] | None = None, public_ips: int = 1,
+            gre_demux: bool = False) -> Iterator[Path]:
+    """The project's gateway, lab ``name`` (replaced if it exists, removed after); with
+    ``gre_demux``, with the GRE demultiplexer attached and answering."""
     state = lab.up(1, name=name, replace=True, public_ips=public_ips,
-                   options={**BENCH_OPTIONS, **(options or {})})
+                   options={**BENCH_OPTIONS, **(options or {})}, gre_demux=gre_demux)
     try:
-        yield Path("gateway", state.client(1), state.server_namespace,
-                   controller_pid=state.controller_pid, bridge=state.bridge,
-                   rest_url=state.rest_url)
+        if gre_demux:
+            _wait_demux(state.rest_url)
+        yield Path("gateway, demux" if gre_demux else "gateway", state.client(1),
+                   state.server_namespace, controller_pid=state.controller_pid,
+                   bridge=state.bridge, rest_url=state.rest_url)
     finally:
         lab.down(name=name, purge=True)
+
+
+def _wait_demux(rest_url: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{rest_url}/pptp-alg/counters", timeout=5) as answer:
+            if json.load(answer)["demux"]["up"]:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the GRE demultiplexer did not answer its heartbeat")
+        time.sleep(0.1)
+
+
+@contextmanager
+def gateway_demux(name: str = "bench") -> Iterator[Path]:
+    """The gateway with the GRE demultiplexer."""
+    with gateway(name, gre_demux=True) as path:
+        yield path
 
 
 @contextmanager
