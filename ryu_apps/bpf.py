@@ -158,7 +158,7 @@ class Map:
         """Remove ``key``; False when it was not there."""
         return self._found(MAP_DELETE_ELEM, key, None, "delete")
 
-    def keys(self) -> Iterator[bytes]:
+    def all_keys(self) -> Iterator[bytes]:
         """Every key (a hash map's order; keys deleted meanwhile may be skipped)."""
         key: bytes | None = None
         while True:

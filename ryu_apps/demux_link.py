@@ -26,7 +26,7 @@ from alg.config import GatewayConfig
 from alg.counters import CounterSet
 from alg.errors import BpfError
 from alg.events import DemuxEntry, DemuxForget
-from ryu_apps.gre_demux import Demux, gre_frame
+from ryu_apps.gre_demux import TABLE_KEY, Demux, gre_frame
 from ryu_apps.packets import mac_bytes
 
 LOG = logging.getLogger("pptp_alg.demux")
@@ -106,6 +106,25 @@ class DemuxLink:
             self._failed(exc)
             return
         self.counters.demux_table_writes += 1
+
+    def prune(self, keep: set[tuple[IPv4Address, IPv4Address, int]]) -> int:
+        """Delete every table entry but the probe's and those in ``keep`` (server, public
+        address, public Call ID): when the demultiplexer comes back, entries whose calls
+        ended while a deletion could not be written must not deliver late GRE. Returns
+        how many were deleted."""
+        demux = self._table()
+        if demux is None:
+            return 0
+        wanted = {TABLE_KEY.pack(server.packed, public.packed, call_id)
+                  for server, public, call_id in keep}
+        wanted.add(TABLE_KEY.pack(PROBE_SERVER.packed, PROBE_PUBLIC.packed, PROBE_CALL_ID))
+        deleted = 0
+        try:
+            for key in [k for k in demux.table.all_keys() if k not in wanted]:
+                deleted += demux.table.delete(key)
+        except BpfError as exc:
+            self._failed(exc)
+        return deleted
 
     def probe(self, now: float) -> bytes | None:
         """The next heartbeat's frame, to send out of :attr:`port`; None without a port.

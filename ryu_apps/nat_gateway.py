@@ -537,8 +537,13 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     def _demux_health(self, dp: Any) -> None:
         now = self.now()
         state = self.demux.health(now)
-        if state is not None:
-            self.apply(dp, self.core.demux_available(state, now))
+        if state is None:
+            return
+        output = self.core.demux_available(state, now)
+        if state:
+            self.demux.prune({(d.server_ip, d.public_ip, d.public_call_id)
+                              for d in output.decisions if isinstance(d, DemuxEntry)})
+        self.apply(dp, output)
 
     def _heartbeat(self) -> None:
         while True:

@@ -11,7 +11,9 @@ Layout of lab ``NAME`` (see the design's "The lab" section):
 - the gateway: OVS bridge ``br-NAME`` on the userspace datapath (``datapath_type=netdev``,
   ``fail-mode=secure``, OpenFlow 1.3, in-band control off), whose ports are the root-side
   ends of the veth pairs: ``NAME-c<i>`` is OpenFlow port ``i`` and ``NAME-srv`` is port
-  100; its datapath ID is 1 for ``lab`` and derived from the name otherwise;
+  100; its datapath ID is 1 for ``lab`` and derived from the name otherwise; with
+  ``gre_demux``, the GRE demultiplexer's port ``NAME-dmx`` is port 99 (``topo.gre_demux``,
+  its BPF filesystem in the lab's folder);
 - the controller: ``ryu-manager`` running the gateway app, listening for the switch on
   ``127.0.0.1:6653`` and serving REST on ``127.0.0.1:8080`` for ``lab``; any other lab
   gets two free ports of 127.0.0.1, picked at ``up`` and recorded in its state.

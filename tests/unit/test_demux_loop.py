@@ -158,3 +158,22 @@ def test_an_ended_calls_entry_leaves_the_table(lab: tuple[Lab, Program]) -> None
     gw.settle()
     assert gw.gre_out_of(IN2) == [] and gw.gre_packet_ins() == []
     assert program.demux.counts()["unknown_key"] == 1
+
+
+def test_an_entry_whose_deletion_was_lost_is_gone_when_the_demultiplexer_returns(
+        lab: tuple[Lab, Program]) -> None:
+    """A call ended while its deletion could not be written: when the demultiplexer
+    answers again, the table keeps only the calls that stand (and the probe)."""
+    gw, program = lab
+    beat(gw, HEARTBEAT)
+    gw.dial(gw.client1, 4242)
+    d2 = gw.dial(gw.client2, 4242, src_port=40001)
+    program.demux.set(SERVER, PUBLIC, 999, CLIENT2, 77)  # a lost deletion
+    program.running = False
+    beat(gw, DEAD_AFTER + 2 * HEARTBEAT)
+    program.running = True
+    beat(gw, HEARTBEAT)
+    assert gw.app.demux.up
+    assert program.demux.entry_counts(SERVER, PUBLIC, 999) is None
+    assert program.demux.entry_counts(SERVER, PUBLIC, d2.server_call.peer_call_id) is not None
+    assert program.demux.entry_counts(SERVER, PUBLIC, 4242) is not None
