@@ -177,11 +177,11 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str],
         left.barh(peers, median, color="#4c72b0", label="median")
         left.set_xlabel("call setup (ms)")
         label = mode_label(mode, rows[(mode, peers[0])][0].connections)
-        left.set_title(f"call setup, {label}")
+        left.set_title(f"call setup, {label}", fontsize=9)
         left.legend(loc="lower right")
         right.barh(peers, rate, color="#55a868")
         right.set_xlabel("calls per second")
-        right.set_title(f"sustained, {label}")
+        right.set_title(f"sustained, {label}", fontsize=9)
     if packets:
         peers = sorted({k[2] for k in packets},
                        key=lambda p: max(v[1] for k, v in packets.items() if k[2] == p))
