@@ -182,12 +182,30 @@ class DemuxLink:
             return None
 
     def program_counts(self) -> dict[str, int]:
-        """The program's own counters (delivered, and dropped by reason)."""
+        """The program's own counters (delivered, and dropped by reason), and
+        ``not_seen``: packets the switch sent out of the demultiplexer's port that the
+        program never saw (lost while it was missing or stuck: the port's transmit count
+        less everything the program counted; from the start of the current program's
+        maps)."""
         demux = self._table()
         if demux is None:
             return {}
         try:
-            return demux.counts()
+            counts = demux.counts()
         except BpfError as exc:
             self._failed(exc)
             return {}
+        sent = port_transmitted(self.port_name)
+        if sent is not None:
+            counts["not_seen"] = max(0, sent - sum(counts.values()))
+        return counts
+
+
+def port_transmitted(port: str) -> int | None:
+    """Packets sent out of a network device of this namespace (the switch's side of the
+    demultiplexer's veth), None when there is no such device."""
+    try:
+        with open(f"/sys/class/net/{port}/statistics/tx_packets") as stats:
+            return int(stats.read())
+    except (OSError, ValueError):
+        return None

@@ -64,6 +64,7 @@ def test_three_clients_with_the_same_call_id_pass_data_with_no_slow_path(
     assert counters["gre_slow_path"] == 0, counters
     program = demux(gw)["program"]
     assert program["demuxed"] >= 9 and program["unknown_key"] == 0, program
+    assert program["not_seen"] == 0, program
 
 
 def test_a_stopped_demultiplexer_hands_its_pairs_to_the_controller_mid_call(
@@ -85,6 +86,7 @@ def test_a_stopped_demultiplexer_hands_its_pairs_to_the_controller_mid_call(
     assert all(set(r["gre_received_by_key"]) == {"7"} for r in results), results
     assert demux(gw)["demux_down_events"] == 1
     assert noticed < 3.0
+    assert demux(gw)["program"]["not_seen"] > 0  # sent to the port while it was gone
     gre_demux.start_program(lab.demux_port_name(gw.state.name), lab.demux_dir(gw.state.name))
     wait_for(lambda: demux(gw)["up"], 5, "the demultiplexer back")
 

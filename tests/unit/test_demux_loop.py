@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ryu_apps import bpf
+from ryu_apps import bpf, demux_link
 from ryu_apps.demux_link import DEAD_AFTER, HEARTBEAT
 from ryu_apps.gre_demux import Demux
 from tests.unit.test_closed_loop import (
@@ -177,3 +177,16 @@ def test_an_entry_whose_deletion_was_lost_is_gone_when_the_demultiplexer_returns
     assert program.demux.entry_counts(SERVER, PUBLIC, 999) is None
     assert program.demux.entry_counts(SERVER, PUBLIC, d2.server_call.peer_call_id) is not None
     assert program.demux.entry_counts(SERVER, PUBLIC, 4242) is not None
+
+
+def test_packets_the_program_never_saw_are_the_ports_transmissions_it_did_not_count(
+        lab: tuple[Lab, Program], monkeypatch: pytest.MonkeyPatch) -> None:
+    gw, _ = lab
+    real = demux_link.port_transmitted
+    assert real("no-such-port") is None
+    assert isinstance(real("lo"), int)
+    beat(gw, 3 * HEARTBEAT)  # three probes, each counted by the program
+    monkeypatch.setattr(demux_link, "port_transmitted", lambda _port: 10)
+    assert gw.app.demux.program_counts()["not_seen"] == 7
+    monkeypatch.setattr(demux_link, "port_transmitted", lambda _port: None)
+    assert "not_seen" not in gw.app.demux.program_counts()
