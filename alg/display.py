@@ -38,7 +38,8 @@ class SessionEntry:
         left_seconds: seconds before the entry ages out when idle.
         packets: packets counted for the entry, when known; ``bytes``: their bytes
             (Ethernet frames, as the switch counts them).
-        path: for GRE, ``flow`` (the switch carries it) or ``controller``.
+        path: for GRE, ``flow`` (the switch carries it), ``demux`` (the GRE
+            demultiplexer) or ``controller``.
     """
 
     protocol: str
@@ -81,7 +82,8 @@ class ServerMapEntry:
         client, public, server: the three addresses; ``client_call_id`` (a),
             ``public_call_id`` (b), ``server_call_id`` (c).
         left_seconds: seconds before the entry ages out if no data flows.
-        path: ``flow`` or ``controller`` once the data channel is open, else None.
+        path: ``flow``, ``demux`` or ``controller`` once the data channel is open, else
+            None.
         packets: packets the switch or the controller carried for this direction;
             ``bytes``: their bytes (Ethernet frames).
     """
