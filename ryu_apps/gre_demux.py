@@ -20,7 +20,6 @@ under Open vSwitch's userspace and kernel datapaths: it only sees a veth.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -323,8 +322,7 @@ class Demux:
 
 
 def gre_frame(dst_mac: bytes, src_mac: bytes, src: IPv4Address, dst: IPv4Address,
-              call_id: int, payload: bytes = b"", ttl: int = 64,
-              extra: Sequence[int] = ()) -> bytes:
+              call_id: int, payload: bytes = b"", ttl: int = 64) -> bytes:
     """An Ethernet frame of enhanced GRE (key and sequence number) for tests and probes."""
     gre = struct.pack("!BBHHHI", 0x30, 0x01, 0x880B, len(payload), call_id, 1) + payload
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(gre), 0, 0x4000, ttl, 47, 0,
@@ -333,4 +331,4 @@ def gre_frame(dst_mac: bytes, src_mac: bytes, src: IPv4Address, dst: IPv4Address
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     header = header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
-    return dst_mac + src_mac + b"\x08\x00" + header + gre + bytes(extra)
+    return dst_mac + src_mac + b"\x08\x00" + header + gre
