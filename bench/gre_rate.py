@@ -20,8 +20,9 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path as FilePath
 from typing import Any
@@ -125,7 +126,7 @@ def flows(path: Path, pac: Pac, call: dict[str, Any]) -> dict[str, Flow]:
 def _counter(netns: str, stat: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         ns_argv(netns, [sys.executable, "-m", "bench.gre_rate", "count", "--stat", stat]),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert proc.stdout is not None
     proc.stdout.readline()
@@ -133,8 +134,10 @@ def _counter(netns: str, stat: str) -> subprocess.Popen[str]:
 
 
 def _counted(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The counter's result, once told that the sender is done."""
     try:
-        assert proc.stdout is not None
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
         line = proc.stdout.readline()
     finally:
         proc.kill()
@@ -206,22 +209,42 @@ def rate(samples: Sequence[tuple[float, int]], cut: float = 0.05) -> float:
     return (high[1] - low[1]) / (high[0] - low[0])
 
 
-def count(interface: str = INTERFACE, stat: str = "rx_packets", quiet: float = QUIET,
-          timeout: float = 120) -> None:
-    """Print one line when ready, then one JSON line: the packets counted from the
-    first change until none came for ``quiet`` seconds, and their rate."""
-    base = _packets(interface, stat)
+def watch(read: Callable[[], int], sender_done: Callable[[], bool],
+          clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep, quiet: float = QUIET,
+          timeout: float = 120) -> list[tuple[float, int]]:
+    """Samples (time, packets since the start) of a counter, each time it changed,
+    until the sender is done and no packet came for ``quiet`` seconds (or ``timeout``).
+    Waiting for the sender matters: a stray packet before a slow-starting burst must not
+    open the quiet window that ends the count."""
+    base = read()
     samples: list[tuple[float, int]] = []
-    print(json.dumps({"counting": interface}), flush=True)
-    started = last = time.monotonic()
+    started = last = clock()
     while True:
-        time.sleep(POLL)
-        now, seen = time.monotonic(), _packets(interface, stat) - base
+        sleep(POLL)
+        now, seen = clock(), read() - base
         if seen != (samples[-1][1] if samples else 0):
             samples.append((now, seen))
             last = now
-        elif (samples and now - last > quiet) or now - started > timeout:
-            break
+        elif (sender_done() and now - last > quiet) or now - started > timeout:
+            return samples
+
+
+def count(interface: str = INTERFACE, stat: str = "rx_packets", quiet: float = QUIET,
+          timeout: float = 120) -> None:
+    """Print one line when ready, then, after standard input closes (the sender is
+    done) and no packet came for ``quiet`` seconds, one JSON line: the packets counted
+    and their rate."""
+    done = threading.Event()
+
+    def wait_for_sender() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=wait_for_sender, daemon=True).start()
+    print(json.dumps({"counting": interface}), flush=True)
+    samples = watch(lambda: _packets(interface, stat), done.is_set, quiet=quiet,
+                    timeout=timeout)
     total = samples[-1][1] if samples else 0
     print(json.dumps({"packets": total, "pps": rate(samples)}), flush=True)
 

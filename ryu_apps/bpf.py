@@ -51,12 +51,17 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def _bpf(command: int, attr: bytes, what: str) -> int:
+    return _bpf_attr(command, attr, what)[0]
+
+
+def _bpf_attr(command: int, attr: bytes, what: str) -> tuple[int, bytes]:
+    """The call's result and the attributes as the kernel left them."""
     buf = ctypes.create_string_buffer(attr.ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
     result: int = _libc.syscall(SYS_BPF, command, buf, _ATTR_SIZE)
     if result < 0:
         err = ctypes.get_errno()
         raise BpfError(f"bpf {what}: {os.strerror(err)}", err)
-    return result
+    return result, buf.raw
 
 
 def _address(buf: ctypes.Array[ctypes.c_char]) -> int:
@@ -206,11 +211,8 @@ def test_run(program: Fd, packet: bytes, repeat: int = 1) -> tuple[int, bytes]:
     value and the packet as it left it."""
     data_in = ctypes.create_string_buffer(packet, len(packet))
     data_out = ctypes.create_string_buffer(len(packet) + 256)
-    attr = bytearray(struct.pack("=IIIIQQII", program.fd, 0, len(packet), len(data_out),
-                                 _address(data_in), _address(data_out), repeat, 0))
-    buf = ctypes.create_string_buffer(bytes(attr).ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
-    if _libc.syscall(SYS_BPF, PROG_TEST_RUN, buf, _ATTR_SIZE) < 0:
-        err = ctypes.get_errno()
-        raise BpfError(f"bpf test run: {os.strerror(err)}", err)
-    _fd, retval, _size_in, size_out = struct.unpack_from("=IIII", buf.raw)
+    attr = struct.pack("=IIIIQQII", program.fd, 0, len(packet), len(data_out),
+                       _address(data_in), _address(data_out), repeat, 0)
+    _, raw = _bpf_attr(PROG_TEST_RUN, attr, "test run")
+    _fd, retval, _size_in, size_out = struct.unpack_from("=IIII", raw)
     return retval, data_out.raw[:size_out]

@@ -50,6 +50,7 @@ class DemuxCounters(CounterSet):
     demux_down_events: int = 0
     demux_table_writes: int = 0
     demux_errors: int = 0
+    demux_unexpected_frames: int = 0
 
 
 class DemuxLink:

@@ -23,7 +23,9 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from alg.codec import GreHeader
 from ryu_apps import bpf
+from ryu_apps.packets import ETH_TYPE_IPV4, PROTO_GRE, build_ethernet, build_ipv4
 
 TABLE_KEY = struct.Struct("!4s4sH2x")
 """(server, public address, Call ID on the public side): network byte order."""
@@ -324,11 +326,6 @@ class Demux:
 def gre_frame(dst_mac: bytes, src_mac: bytes, src: IPv4Address, dst: IPv4Address,
               call_id: int, payload: bytes = b"", ttl: int = 64) -> bytes:
     """An Ethernet frame of enhanced GRE (key and sequence number) for tests and probes."""
-    gre = struct.pack("!BBHHHI", 0x30, 0x01, 0x880B, len(payload), call_id, 1) + payload
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(gre), 0, 0x4000, ttl, 47, 0,
-                         src.packed, dst.packed)
-    total = sum(struct.unpack("!10H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    header = header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
-    return dst_mac + src_mac + b"\x08\x00" + header + gre
+    gre = GreHeader(len(payload), call_id, sequence=1).encode() + payload
+    ip = build_ipv4(src, dst, PROTO_GRE, gre, ttl=ttl, dont_fragment=True)
+    return build_ethernet(dst_mac, src_mac, ETH_TYPE_IPV4, ip)

@@ -530,7 +530,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         frame = packets.decode_frame(data)
         if frame is None or frame.ip is None or not self.demux.answered(frame.ip.dst,
                                                                          self.now()):
-            self.counters.undecodable_frames += 1
+            self.demux.counters.demux_unexpected_frames += 1
             return
         self._demux_health(dp)
 

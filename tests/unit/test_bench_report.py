@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alg.codec import GRE_PROTOCOL_PPP
-from bench.gre_rate import C2S, S2C, Flow, GreResult, rate, trafgen_config
+from bench.gre_rate import C2S, S2C, Flow, GreResult, rate, trafgen_config, watch
 from bench.report import gre_table, scale_table
 from bench.scale import ScaleResult
 
@@ -54,3 +54,23 @@ def test_scale_table_shows_costs_per_call_and_the_first_failure() -> None:
     assert "| linux | 1 | 10,000 | 10,000 | 1.0 | 10,000 | - | - | - | 0.010 |" in text
     assert text.endswith(
         "First failure: gateway (1 public, 10000 calls): ConnectionResetError: gone")
+
+
+def test_a_stray_packet_before_a_slow_burst_does_not_end_the_count() -> None:
+    """Under load trafgen may start a second after the counter: a stray packet (ARP)
+    before it used to open the quiet window that ended the count, so a burst could be
+    counted as nothing."""
+    clock = [0.0]
+
+    def counter() -> int:
+        t = clock[0]
+        stray = 1 if t >= 0.1 else 0
+        burst = min(1000, int((t - 2.0) * 10_000)) if t >= 2.0 else 0
+        return 5 + stray + burst
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    samples = watch(counter, lambda: clock[0] >= 2.2, clock=lambda: clock[0], sleep=sleep)
+    assert samples[-1][1] == 1001
+    assert rate(samples) == pytest.approx(10_000, rel=0.1)

@@ -13,7 +13,7 @@ import pytest
 
 from ryu_apps import bpf, demux_link
 from ryu_apps.demux_link import DEAD_AFTER, HEARTBEAT
-from ryu_apps.gre_demux import Demux
+from ryu_apps.gre_demux import Demux, gre_frame
 from tests.unit.test_closed_loop import (
     CLIENT1,
     CLIENT1_MAC,
@@ -190,3 +190,13 @@ def test_packets_the_program_never_saw_are_the_ports_transmissions_it_did_not_co
     assert gw.app.demux.program_counts()["not_seen"] == 7
     monkeypatch.setattr(demux_link, "port_transmitted", lambda _port: None)
     assert "not_seen" not in gw.app.demux.program_counts()
+
+
+def test_a_frame_from_the_demultiplexers_port_that_is_no_heartbeat_is_counted_and_left(
+        lab: tuple[Lab, Program]) -> None:
+    gw, _ = lab
+    frame = gre_frame(b"\xff" * 6, b"\x02" * 6, SERVER, CLIENT1, 5, b"x")
+    gw.app.handle_frame(gw.switch, DMX, frame)
+    gw.app.handle_frame(gw.switch, DMX, b"\x00" * 10)
+    assert gw.app.demux.counters.demux_unexpected_frames == 2
+    assert not gw.app.demux.up and gw.app.counters.undecodable_frames == 0
