@@ -40,3 +40,9 @@ class Counters(CounterSet):
     refused_sessions: int = 0
     resync_probes: int = 0
     restore_skipped: int = 0
+    icmp_errors_translated: int = 0
+    icmp_errors_unmatched: int = 0
+    icmp_malformed: int = 0
+    icmp_unsupported: int = 0
+    icmp_rate_limited: int = 0
+    time_exceeded_sent: int = 0

@@ -8,7 +8,8 @@
   whose bytes go through an ``alg.framer`` framer to the call state machine of
   ``alg.pptp``, which keeps its calls in ``alg.calls``;
 * ``alg.servermap``: the established calls' GRE, on flow entries or through here;
-* ``alg.plaingre``: GRE with the ALG off.
+* ``alg.plaingre``: GRE with the ALG off;
+* ``alg.icmp``: ICMP errors about all of these, and Time Exceeded.
 
 Time passes in as ``now`` on every call; :meth:`Gateway.tick` ages everything, and the
 switch's reports (flow statistics, flow removal, entries it could not take) come back
@@ -38,6 +39,7 @@ from alg.events import (
     GreInboundEntry,
     GrePacket,
     IcmpEcho,
+    IcmpMessage,
     Output,
     Packet,
     RemoveEntries,
@@ -45,6 +47,7 @@ from alg.events import (
     TcpSegment,
     UdpDatagram,
 )
+from alg.icmp import IcmpErrors
 from alg.napt import Napt
 from alg.nat import NatTable, Proto
 from alg.plaingre import PlainGre, PlainGreTable
@@ -78,9 +81,12 @@ class Gateway:
 
     Args:
         config: timeouts, limits, the public pool, the policy and the ALG switch.
+        inside_address: the gateway's address on the inside, from which it tells inside
+            hosts that a packet's TTL ran out (None: it does not tell them).
     """
 
-    def __init__(self, config: AlgConfig) -> None:
+    def __init__(self, config: AlgConfig, inside_address: IPv4Address | None = None
+                 ) -> None:
         self.config = config
         self.counters = Counters()
         self.journal = Journal()
@@ -94,6 +100,8 @@ class Gateway:
         )
         self.napt = Napt(config, self.counters, self.nat)
         self.plain = PlainGreTable(config, self.counters, self.nat.pool, ids, self.journal)
+        self.icmp = IcmpErrors(self.counters, self.nat, self.server_map, self.plain,
+                               config.alg_enabled, inside_address)
         self._session_counts: dict[int, Counts] = {}
 
     # Views for displays and tests.
@@ -154,9 +162,21 @@ class Gateway:
                 out = self.handle_icmp_echo(direction, src, dst, ident, request, now)
             case GrePacket(src_ip=src, dst_ip=dst, gre=gre):
                 out = self.handle_gre(direction, src, dst, gre, now)
+            case IcmpMessage():
+                out = self.icmp.error(direction, packet)
             case _:
                 assert_never(packet)
         return self._noted(out)
+
+    def expired(self, direction: Direction, packet: Packet, raw: bytes, now: float
+                ) -> Output:
+        """A packet the gateway would forward, with a TTL of 1 or less: not handled, but
+        answered with Time Exceeded where a router would (``alg.icmp``).
+
+        Args:
+            raw: the packet as it came, from its IPv4 header on.
+        """
+        return self.icmp.expired(direction, packet, raw, now)
 
     def _noted(self, out: Output) -> Output:
         out.records.extend(self.journal.drain())

@@ -44,6 +44,10 @@ class BadGreHeaderError(CodecError):
     """A GRE header that is not the enhanced GRE of RFC 2637 section 4.1."""
 
 
+class IcmpFormatError(CodecError):
+    """An ICMP error whose quoted packet is too short or not IPv4 (RFC 792)."""
+
+
 class WireError(AlgError):
     """An OpenFlow message from the switch shorter than its fields, or with lengths that
     contradict each other."""

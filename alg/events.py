@@ -78,7 +78,17 @@ class GrePacket:
     gre: bytes
 
 
-Packet = TcpSegment | UdpDatagram | IcmpEcho | GrePacket
+@dataclass(frozen=True)
+class IcmpMessage:
+    """An ICMP message other than echo: its addresses, then the ICMP header and body as
+    they came (the core translates the errors, ``alg.icmp``, and drops the rest)."""
+
+    src_ip: IPv4Address
+    dst_ip: IPv4Address
+    icmp: bytes
+
+
+Packet = TcpSegment | UdpDatagram | IcmpEcho | GrePacket | IcmpMessage
 """What the app decodes an IPv4 packet into for :meth:`alg.engine.Gateway.handle`."""
 
 
@@ -122,7 +132,18 @@ class SendGre:
     gre: bytes
 
 
-Emit = Forward | SendTcp | SendGre
+@dataclass(frozen=True)
+class SendIcmp:
+    """Send an ICMP message the core built or translated: IPv4 addresses plus the ICMP
+    header and body, checksum included."""
+
+    direction: Direction
+    src_ip: IPv4Address
+    dst_ip: IPv4Address
+    icmp: bytes
+
+
+Emit = Forward | SendTcp | SendGre | SendIcmp
 
 
 class EntryKind(enum.IntEnum):

@@ -81,6 +81,14 @@ class PlainGreTable:
         """Every live binding."""
         return list(self._outbound.values())
 
+    def inbound(self, server_ip: IPv4Address, public_ip: IPv4Address) -> PlainGre | None:
+        """The binding that takes the server's GRE to ``public_ip``, if any."""
+        return self._inbound.get((server_ip, public_ip))
+
+    def outbound(self, client_ip: IPv4Address, server_ip: IPv4Address) -> PlainGre | None:
+        """The binding of a client's GRE to a server, if any."""
+        return self._outbound.get((client_ip, server_ip))
+
     def handle_gre(
         self, direction: Direction, src_ip: IPv4Address, dst_ip: IPv4Address, now: float,
         allowed: bool,

@@ -399,6 +399,31 @@ class ServerMap:
         self._counters.gre_slow_path += 1
         return out
 
+    def has_inbound(self, server_ip: IPv4Address, public_ip: IPv4Address, call_id: int
+                    ) -> bool:
+        """Whether server -> client GRE to ``public_ip`` with key ``call_id`` belongs to an
+        established call."""
+        return (server_ip, public_ip, call_id) in self._inbound_calls
+
+    def call_sent(self, public_ip: IPv4Address, server_ip: IPv4Address, server_call_id: int
+                  ) -> Call | None:
+        """The established call whose client -> server GRE leaves ``public_ip`` with key
+        ``server_call_id`` (an ICMP error quotes it); None when no call or more than one
+        of the pair's calls has that key (two clients' servers chose the same ID)."""
+        pair = self._inbound.get((server_ip, public_ip))
+        found = [] if pair is None else [
+            c for c in pair.calls if c.server_call_id == server_call_id]
+        return found[0] if len(found) == 1 else None
+
+    def call_received(self, client_ip: IPv4Address, server_ip: IPv4Address,
+                      client_call_id: int) -> Call | None:
+        """The established call whose server -> client GRE reached ``client_ip`` with key
+        ``client_call_id`` (the client's ICMP error quotes it)."""
+        pair = self._outbound.get((client_ip, server_ip))
+        if pair is None:
+            return None
+        return next((c for c in pair.calls if c.client_call_id == client_call_id), None)
+
     def entry_stats(self, kind: EntryKind, entry_id: int, packets: int, byte_count: int,
                     now: float) -> bool:
         """The switch's counts for one of the server-map's entries; False if not one.

@@ -5,6 +5,9 @@ entries and their removals are encoded by ``ryu_apps.wire`` (the packet-in path 
 them); meters and the flow statistics request, sent once per connection or poll, are
 Ryu's message objects.
 
+Every entry that forwards decrements the TTL first (:func:`async_config` has the switch
+send a packet whose TTL is spent to the controller, which answers it, ``alg.icmp``).
+
 The table (table 0 only):
 
 ===========  =====================================================================
@@ -84,11 +87,14 @@ def _flow(
 
 
 _TO_CONTROLLER = wire.output(wire.OFPP_CONTROLLER)
+_DEC_TTL = wire.dec_nw_ttl()
+"""First of every forwarding entry's actions: a packet whose TTL is spent goes to the
+controller as it came (reason OFPR_INVALID_TTL, :func:`async_config`), before any
+rewrite, for the Time Exceeded to quote it."""
 
 
 def _route(gateway_mac: str, hop: L2) -> list[bytes]:
     return [
-        wire.dec_nw_ttl(),
         wire.set_field("eth_src", gateway_mac),
         wire.set_field("eth_dst", hop.mac),
         wire.output(hop.port),
@@ -119,6 +125,21 @@ def meters(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
                 meter_id=meter_id, bands=[band],
             ))
     return mods
+
+
+def async_config(dp: Any) -> Any:
+    """OpenFlow 1.3's asynchronous configuration (section 7.3.10): the defaults of Open
+    vSwitch (packet-ins of table misses and of output actions, every port status and
+    flow removal) plus packet-ins of packets whose TTL a ``dec_nw_ttl`` found spent,
+    which the switch otherwise drops silently. The same for a master as for an equal
+    controller; none for a slave."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    packet_in = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
+    port_status = (1 << ofp.OFPPR_ADD) | (1 << ofp.OFPPR_DELETE) | (1 << ofp.OFPPR_MODIFY)
+    flow_removed = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
+                    | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
+    return parser.OFPSetAsync(dp, [packet_in, 0], [port_status, port_status],
+                              [flow_removed, 0])
 
 
 def pipeline(
@@ -179,6 +200,7 @@ def session_entries(
         _l4(s.proto, "dst"): s.remote_port,
     }
     out_actions = [
+        _DEC_TTL,
         wire.set_field("ipv4_src", s.public_ip),
         wire.set_field(_l4(s.proto, "src"), s.public_port),
         *_route(gateway_mac, outside),
@@ -189,6 +211,7 @@ def session_entries(
         _l4(s.proto, "dst"): s.public_port,
     }
     in_actions = [
+        _DEC_TTL,
         wire.set_field("ipv4_dst", s.inside_ip),
         wire.set_field(_l4(s.proto, "dst"), s.inside_port),
         *_route(gateway_mac, inside),
@@ -212,7 +235,8 @@ def gre_outbound(
         "in_port": client.port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
         "ipv4_src": decision.client_ip, "ipv4_dst": decision.server_ip,
     }
-    actions = [wire.set_field("ipv4_src", decision.public_ip), *_route(gateway_mac, outside)]
+    actions = [_DEC_TTL, wire.set_field("ipv4_src", decision.public_ip),
+               *_route(gateway_mac, outside)]
     return _flow(
         PRIORITY_SESSION, match, actions, EntryKind.GRE_OUTBOUND, decision.entry_id,
         decision.idle_timeout, True,
@@ -238,9 +262,10 @@ def gre_inbound(
     }
     meter: int | None = None
     if decision.client_ip is not None and client is not None:
-        actions = [wire.set_field("ipv4_dst", decision.client_ip), *_route(gateway_mac, client)]
+        actions = [_DEC_TTL, wire.set_field("ipv4_dst", decision.client_ip),
+                   *_route(gateway_mac, client)]
     elif decision.via_demux and demux_port is not None:
-        actions = [wire.output(demux_port)]
+        actions = [_DEC_TTL, wire.output(demux_port)]
     else:
         actions, meter = [_TO_CONTROLLER], METER_GRE
     return _flow(

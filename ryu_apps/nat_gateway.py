@@ -12,7 +12,10 @@ flow-mods built by ``ryu_apps.flowmods``, packets built by ``ryu_apps.packets``.
 decision it cannot carry out (a neighbour not resolved) goes back to the core, which then
 knows the real path. Before the core sees a packet the app drops, and counts, what it
 cannot decode (``undecodable_frames``), IP fragments (``fragments_dropped``) and packets
-with a bad TCP, UDP or ICMP checksum (``bad_checksums``).
+with a bad TCP, UDP or ICMP checksum (``bad_checksums``). A packet to forward whose TTL
+is spent (``ttl_expired``), seen here or by a flow entry's TTL decrement
+(``ttl_expired_on_flow``: the switch sends those with reason OFPR_INVALID_TTL), goes to
+the core's :meth:`~alg.engine.Gateway.expired` instead, for a Time Exceeded.
 
 **Restarts.** With ``[nat] state_file`` set, each event's state changes go to the store
 (``ryu_apps.store``) before its flow-mods and packets. When the switch connects, the app
@@ -92,6 +95,7 @@ class AppCounters(CounterSet):
     entries_not_installed: int = 0
     packet_outs: int = 0
     ttl_expired: int = 0
+    ttl_expired_on_flow: int = 0
     fragments_dropped: int = 0
     bad_checksums: int = 0
     packet_ins_before_ready: int = 0
@@ -205,7 +209,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                 LOG.critical("refusing to start: nat.state_file: %s (move the file away to "
                              "start without the saved state)", exc)
                 raise SystemExit(2) from exc
-        self.core = Gateway(self.config.alg)
+        self.core = Gateway(self.config.alg, self.config.inside_gateway)
         self.demux = DemuxLink(self.config)
         self.neighbours: NeighbourTable[Send] = NeighbourTable(self.config)
         self.counters = AppCounters()
@@ -275,6 +279,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
             if self.demux.port is None:
                 LOG.error("switch has no port named %s (nat.gre_demux_port): shared pairs "
                           "go through the controller", self.demux.port_name)
+        dp.send_msg(flowmods.async_config(dp))
         for meter in flowmods.meters(dp, self.config.alg, inside):
             dp.send_msg(meter)
         request = flowmods.stats_request(dp)
@@ -323,7 +328,11 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         if not self.ready:
             self.counters.packet_ins_before_ready += 1
             return
-        self.handle_frame(ev.msg.datapath, ev.msg.match["in_port"], bytes(ev.msg.data))
+        msg = ev.msg
+        expired = msg.reason == ofproto_v1_3.OFPR_INVALID_TTL
+        if expired:
+            self.counters.ttl_expired_on_flow += 1
+        self.handle_frame(msg.datapath, msg.match["in_port"], bytes(msg.data), expired)
 
     @_on(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
@@ -362,13 +371,18 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
 
     # Frames.
 
-    def handle_frame(self, dp: Any, in_port: int, data: bytes) -> None:
+    def handle_frame(self, dp: Any, in_port: int, data: bytes, expired: bool = False
+                     ) -> None:
         """Decode one frame from the switch and act on it; send what it caused in one
-        write."""
-        with self._event():
-            self._handle_frame(dp, in_port, data)
+        write.
 
-    def _handle_frame(self, dp: Any, in_port: int, data: bytes) -> None:
+        Args:
+            expired: a flow entry found the packet's TTL spent (the switch says so).
+        """
+        with self._event():
+            self._handle_frame(dp, in_port, data, expired)
+
+    def _handle_frame(self, dp: Any, in_port: int, data: bytes, expired: bool) -> None:
         side = self.neighbours.side(in_port)
         if side is None:
             if in_port == self.demux.port:
@@ -397,17 +411,22 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
                 self._frame_out(dp, packets.echo_reply(ip), L2(in_port, frame.src_mac))
             if route is not Route.OUTSIDE:
                 return
-            if self.neighbours.lookup(Side.OUTSIDE, ip.dst) is None:
+            expired = expired or ip.ttl <= 1
+            if not expired and self.neighbours.lookup(Side.OUTSIDE, ip.dst) is None:
                 self._neighbour(dp, self.neighbours.send(
                     Side.OUTSIDE, ip.dst, lambda _l2: self.handle_frame(dp, in_port, data), now
                 ))
                 return
             direction = Direction.OUTBOUND
         packet = packets.decode_l4(ip)
-        if packet is not None:
+        if packet is None:
+            if ip.proto in (packets.PROTO_TCP, packets.PROTO_UDP):
+                self.counters.undecodable_frames += 1
+        elif expired or ip.ttl <= 1:
+            self.counters.ttl_expired += 1
+            self.apply(dp, self.core.expired(direction, packet, packets.ip_bytes(data), now))
+        else:
             self.apply(dp, self.core.handle(direction, packet, now), ip)
-        elif ip.proto in (packets.PROTO_TCP, packets.PROTO_UDP):
-            self.counters.undecodable_frames += 1
 
     # The core's output.
 

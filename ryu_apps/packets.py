@@ -1,5 +1,5 @@
 """Decoding and building of the frames the gateway handles: Ethernet, ARP, IPv4, TCP,
-UDP, ICMP echo and GRE. Pure functions over bytes; checksums per RFC 791/793/768/792.
+UDP, ICMP and GRE. Pure functions over bytes; checksums per RFC 791/793/768/792.
 
 Every unpack is preceded by a length check; a frame too short or not IPv4/ARP decodes to
 None (the app drops it and counts it).
@@ -26,12 +26,15 @@ from alg.events import (
     Forward,
     GrePacket,
     IcmpEcho,
+    IcmpMessage,
     Packet,
     SendGre,
+    SendIcmp,
     SendTcp,
     TcpSegment,
     UdpDatagram,
 )
+from alg.icmp import checksum
 from alg.neighbours import ArpMessage, ArpReply, ArpRequest
 
 ETH = struct.Struct("!6s6sH")
@@ -68,16 +71,6 @@ def mac_bytes(mac: str) -> bytes:
 def mac_text(mac: bytes) -> str:
     """6 bytes -> ``"02:00:00:00:00:01"``."""
     return mac.hex(":")
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _pseudo_header(src: IPv4Address, dst: IPv4Address, proto: int, length: int) -> bytes:
@@ -181,8 +174,8 @@ def decode_icmp_echo(ip: Ipv4) -> tuple[int, int] | None:
 
 
 def decode_l4(ip: Ipv4) -> Packet | None:
-    """What the core needs of a TCP, UDP, ICMP echo or GRE packet; None for anything else
-    (another protocol, ICMP other than echo, a truncated TCP or UDP header)."""
+    """What the core needs of a TCP, UDP, ICMP or GRE packet; None for anything else
+    (another protocol, a truncated TCP or UDP header, ICMP shorter than its header)."""
     if ip.proto == PROTO_TCP:
         return decode_tcp(ip)
     if ip.proto == PROTO_UDP:
@@ -190,9 +183,11 @@ def decode_l4(ip: Ipv4) -> Packet | None:
         return None if ports is None else UdpDatagram(ip.src, ports[0], ip.dst, ports[1])
     if ip.proto == PROTO_ICMP:
         echo = decode_icmp_echo(ip)
-        if echo is None:
+        if echo is not None:
+            return IcmpEcho(ip.src, ip.dst, echo[1], echo[0] == ICMP_ECHO_REQUEST)
+        if len(ip.payload) < ICMP_ECHO.size:
             return None
-        return IcmpEcho(ip.src, ip.dst, echo[1], echo[0] == ICMP_ECHO_REQUEST)
+        return IcmpMessage(ip.src, ip.dst, ip.payload)
     if ip.proto == PROTO_GRE:
         return GrePacket(ip.src, ip.dst, ip.payload)
     return None
@@ -322,6 +317,14 @@ def echo_reply(ip: Ipv4) -> bytes:
     return build_ipv4(ip.dst, ip.src, PROTO_ICMP, reply)
 
 
+def ip_bytes(frame: bytes) -> bytes:
+    """The IPv4 packet of an Ethernet frame that :func:`decode_frame` decoded: from its
+    header to its total length (no Ethernet padding)."""
+    body = frame[ETH.size:]
+    (total,) = WORD.unpack_from(body, 2)
+    return bytes(body[:total])
+
+
 def inherited_header(original: Ipv4 | None) -> dict[str, Any] | None:
     """IPv4 header fields of a packet the gateway sends on behalf of ``original``.
 
@@ -354,6 +357,8 @@ def emit_packet(emit: Emit, original: Ipv4 | None, header: dict[str, Any]) -> by
             return build_ipv4(seg.src_ip, seg.dst_ip, PROTO_TCP, build_tcp(seg), **header)
         case SendGre(src_ip=src, dst_ip=dst, gre=gre):
             return build_ipv4(src, dst, PROTO_GRE, gre, **header)
+        case SendIcmp(src_ip=src, dst_ip=dst, icmp=icmp):
+            return build_ipv4(src, dst, PROTO_ICMP, icmp, **header)
         case _:
             assert_never(emit)
 
@@ -365,7 +370,7 @@ def emit_destination(emit: Emit) -> IPv4Address:
             return t.dst_ip
         case SendTcp(segment=seg):
             return seg.dst_ip
-        case SendGre(dst_ip=dst):
+        case SendGre(dst_ip=dst) | SendIcmp(dst_ip=dst):
             return dst
         case _:
             assert_never(emit)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, GRE_PPTP, Ether
 from scapy.packet import Packet, Raw
 
@@ -107,6 +107,7 @@ class Host:
         neighbours: the ARP cache, address -> MAC.
         gre: the GRE packets it accepted, in order.
         datagrams: the UDP datagrams it accepted, in order.
+        icmp: the ICMP packets it accepted (Scapy IP packets), in order.
         rejected: (reason, frame) of every frame a real host would have dropped.
     """
 
@@ -123,6 +124,7 @@ class Host:
         self.waiting: dict[IPv4Address, list[Packet]] = {}
         self.gre: list[Gre] = []
         self.datagrams: list[Datagram] = []
+        self.icmp: list[Packet] = []
         self.rejected: list[tuple[str, bytes]] = []
         self.listeners: dict[int, Callable[[TcpConnection], None]] = {}
         self.connections: dict[tuple[int, IPv4Address, int], TcpConnection] = {}
@@ -223,6 +225,8 @@ class Host:
             self.datagrams.append(
                 Datagram(IPv4Address(packet.src), udp.sport, udp.dport, bytes(udp.payload))
             )
+        elif packet.proto == 1 and ICMP in packet:
+            self.icmp.append(packet)
         elif TCP in packet:
             self._receive_tcp(packet)
         else:

@@ -92,10 +92,16 @@ class Entry:
 
 @dataclass
 class Result:
-    """What the table did with a packet."""
+    """What the table did with a packet.
+
+    Attributes:
+        expired: the packet as a TTL decrement found it spent (it goes to the
+            controller with reason OFPR_INVALID_TTL, or is dropped); None if none did.
+    """
 
     entry: Entry | None
     outputs: list[tuple[int, Packet]] = field(default_factory=list)
+    expired: Packet | None = None
 
     @property
     def to_controller(self) -> bool:
@@ -276,6 +282,9 @@ class FakeDatapath:
             if isinstance(action, PARSER.OFPActionSetField):
                 current[action.key] = action.value
             elif isinstance(action, PARSER.OFPActionDecNwTtl):
+                if current["ttl"] <= 1:
+                    result.expired = dict(current)
+                    break
                 current["ttl"] = current["ttl"] - 1
             elif isinstance(action, PARSER.OFPActionOutput):
                 result.outputs.append((action.port, dict(current)))
@@ -488,7 +497,11 @@ class FakeSwitch(FakeDatapath):
         packet_outs: how many packet-outs the app sent.
         removals: every flow-removed message sent to the app.
         delivered_to_app: every message the app had a handler for, in delivery order.
-        ttl_drops: packets dropped because a TTL decrement would have reached zero.
+        ttl_drops: packets dropped because a TTL decrement would have reached zero
+            (sent to the app instead, with reason OFPR_INVALID_TTL, once its asynchronous
+            configuration asks for them, as Open vSwitch does).
+        packet_in_mask: the packet-in reasons the app's asynchronous configuration asks
+            for as master (Open vSwitch's default until it sets one).
     """
 
     def __init__(
@@ -510,6 +523,7 @@ class FakeSwitch(FakeDatapath):
         self.removals: list[Removal] = []
         self.delivered_to_app: list[Any] = []
         self.ttl_drops = 0
+        self.packet_in_mask = (1 << OFP.OFPR_NO_MATCH) | (1 << OFP.OFPR_ACTION)
         self._handlers: dict[type, list[Callable[[Any], None]]] = {}
         self._queue: deque[tuple[int, Callable[[], None]]] = deque()
         self._depth: int | None = None
@@ -610,6 +624,8 @@ class FakeSwitch(FakeDatapath):
                 for name, number in self.ports.items()
             ]
             self._to_app(PARSER.OFPPortDescStatsReply(self, body=body, flags=0))
+        elif isinstance(msg, PARSER.OFPSetAsync):
+            self.packet_in_mask = msg.packet_in_mask[0]
         elif not isinstance(msg, PARSER.OFPFlowMod | PARSER.OFPMeterMod
                             | PARSER.OFPBarrierRequest):
             raise NotImplementedError(type(msg).__name__)
@@ -694,7 +710,12 @@ class FakeSwitch(FakeDatapath):
                 frame.set_field(action.key, action.value)
             elif isinstance(action, PARSER.OFPActionDecNwTtl):
                 if not frame.decrement_ttl():
-                    self.ttl_drops += 1
+                    if self.packet_in_mask & (1 << OFP.OFPR_INVALID_TTL):
+                        cookie = NO_COOKIE if entry is None else entry.cookie
+                        self._to_app(self._packet_in(in_port, cookie, bytes(frame.data),
+                                                     OFP.OFPR_INVALID_TTL))
+                    else:
+                        self.ttl_drops += 1
                     return
             elif isinstance(action, PARSER.OFPActionOutput):
                 self._output(bytes(frame.data), action.port, in_port, entry)
@@ -721,11 +742,11 @@ class FakeSwitch(FakeDatapath):
         else:
             self.errors.append(f"output to port {port}, which the switch does not have")
 
-    def _packet_in(self, in_port: int, cookie: int, data: bytes) -> Any:
+    def _packet_in(self, in_port: int, cookie: int, data: bytes,
+                   reason: int = OFP.OFPR_ACTION) -> Any:
         """A PACKET_IN as the switch sends it, read by Ryu's message parser (which the
         gateway app replaces with its own for PACKET_IN)."""
-        body = bytearray(_PACKET_IN.pack(OFP.OFP_NO_BUFFER, len(data), OFP.OFPR_ACTION, 0,
-                                         cookie))
+        body = bytearray(_PACKET_IN.pack(OFP.OFP_NO_BUFFER, len(data), reason, 0, cookie))
         PARSER.OFPMatch(in_port=in_port).serialize(body, len(body))
         body += b"\0\0" + data
         length = OFP.OFP_HEADER_SIZE + len(body)

@@ -21,8 +21,9 @@ import pytest
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import GRE_PPTP, Ether
+from scapy.packet import Raw
 
 from ryu_apps import nat_gateway
 from ryu_apps.nat_gateway import NatGateway
@@ -772,3 +773,63 @@ def test_a_tcp_session_gets_its_entries_on_the_syn_and_data_passes_by_them(
     assert lab.switch.entries(ip_proto=6, tcp_src=33000) == []
     assert len(lab.removed({entries[0].cookie})) == 2
     check_clean(lab)
+
+
+# ICMP (RFC 5508) and Time Exceeded.
+
+INSIDE_GATEWAY = IPv4Address("192.168.1.254")
+
+
+def probe(ttl: int) -> Any:
+    return IP(src=str(CLIENT1), dst=str(SERVER), ttl=ttl) / UDP(sport=5000, dport=33434) / Raw(
+        b"probe")
+
+
+def test_a_spent_ttl_is_answered_by_the_gateway_on_the_controller_and_the_flow_path(
+    lab: Lab,
+) -> None:
+    lab.client1.send_ip(probe(1))
+    lab.settle()
+    [answer] = lab.client1.icmp
+    assert (IPv4Address(answer.src), answer[ICMP].type, answer[ICMP].code) == (
+        INSIDE_GATEWAY, 11, 0)
+    assert bytes(answer[ICMP].payload) == bytes(IP(bytes(probe(1))))
+    assert lab.server.datagrams == [] and len(lab.app.core.nat) == 0
+
+    lab.client1.send_ip(probe(64))
+    lab.settle()
+    assert len(lab.server.datagrams) == 1
+    lab.forget()
+    lab.client1.icmp.clear()
+    lab.client1.send_ip(probe(1))
+    lab.settle()
+    assert lab.server.datagrams == []
+    [answer] = lab.client1.icmp
+    assert IPv4Address(answer[ICMP].payload.src) == CLIENT1  # quoted before any rewrite
+    assert lab.app.counters.ttl_expired_on_flow == 1
+    assert lab.app.core.counters.time_exceeded_sent == 2
+
+
+def test_the_servers_port_unreachable_reaches_the_client_translated_back(lab: Lab) -> None:
+    lab.client1.send_udp(SERVER, 5000, 53, b"query")
+    lab.settle()
+    [datagram] = lab.server.datagrams
+    as_received = IP(src=str(PUBLIC), dst=str(SERVER), ttl=63) / UDP(
+        sport=datagram.src_port, dport=53) / Raw(b"query")
+    lab.server.send_ip(IP(src=str(SERVER), dst=str(PUBLIC)) / ICMP(type=3, code=3)
+                       / Raw(bytes(as_received)))
+    lab.settle()
+    [error] = lab.client1.icmp
+    assert (error[ICMP].type, error[ICMP].code, IPv4Address(error.src)) == (3, 3, SERVER)
+    quoted = IP(bytes(error[ICMP].payload))
+    assert (quoted.src, quoted[UDP].sport, quoted[UDP].dport) == (str(CLIENT1), 5000, 53)
+    assert lab.app.core.counters.icmp_errors_translated == 1
+
+
+def test_an_error_about_nothing_of_the_gateways_reaches_nobody(lab: Lab) -> None:
+    stray = IP(src=str(PUBLIC), dst=str(SERVER)) / UDP(sport=1, dport=53)
+    lab.server.send_ip(IP(src=str(SERVER), dst=str(PUBLIC)) / ICMP(type=3, code=3)
+                       / Raw(bytes(stray)))
+    lab.settle()
+    assert lab.client1.icmp == [] and lab.client2.icmp == []
+    assert lab.app.core.counters.icmp_errors_unmatched == 1

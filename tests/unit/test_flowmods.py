@@ -24,6 +24,7 @@ from tests.unit.fake_switch import FakeDatapath, Packet, parsed
 
 INSIDE_PORTS = (1, 2)
 OUTSIDE_PORT = 100
+DEMUX_PORT = 50
 PUBLIC = IPv4Address("203.0.113.2")
 SERVER = IPv4Address("203.0.113.1")
 CLIENT = IPv4Address("192.168.1.1")
@@ -145,6 +146,46 @@ def test_session_outbound_matches_only_the_inside_hosts_port(dp: FakeDatapath) -
     assert (port, sent["ipv4_src"]) == (OUTSIDE_PORT, "203.0.113.2")
 
 
+def test_every_forwarding_entry_hands_a_spent_ttl_over_before_any_rewrite(
+    dp: FakeDatapath,
+) -> None:
+    for mod in flowmods.session_entries(SessionEntries(session(Proto.UDP), 120), CLIENT_L2,
+                                        SERVER_L2, GW_MAC):
+        dp.send_msg(mod)
+    dp.send_msg(flowmods.gre_outbound(GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
+                                      CLIENT_L2, SERVER_L2, GW_MAC))
+    dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
+                                     OUTSIDE_PORT, CLIENT_L2, GW_MAC))
+    packets = [
+        ip_packet(1, "192.168.1.1", "203.0.113.1", 17, udp_src=40000, udp_dst=80, ttl=1),
+        ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 17, udp_src=80,
+                  udp_dst=40001, ttl=1),
+        ip_packet(1, "192.168.1.1", "203.0.113.1", 47, ttl=1),
+        ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47, ttl=0),
+    ]
+    for packet in packets:
+        result = dp.process(packet)
+        assert result.entry is not None and result.entry.priority == switch.PRIORITY_SESSION
+        assert result.expired == packet and result.outputs == []
+    dp.table.clear()
+    dp.send_msg(flowmods.gre_inbound(
+        GreInboundEntry(12, SERVER, PUBLIC, None, 300, via_demux=True),
+        OUTSIDE_PORT, None, GW_MAC, DEMUX_PORT))
+    spent = ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47, ttl=1)
+    assert dp.process(spent).expired == spent
+
+
+def test_the_switch_is_asked_for_packets_whose_ttl_is_spent(dp: FakeDatapath) -> None:
+    msg = flowmods.async_config(dp)
+    ofp = dp.ofproto
+    master, slave = msg.packet_in_mask
+    assert master == (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (
+        1 << ofp.OFPR_INVALID_TTL)
+    assert slave == 0
+    assert msg.flow_removed_mask[0] & (1 << ofp.OFPRR_IDLE_TIMEOUT)
+    assert msg.port_status_mask == [7, 7]
+
+
 def test_gre_outbound_leaves_from_the_public_address(dp: FakeDatapath) -> None:
     dp.send_msg(flowmods.gre_outbound(GreOutboundEntry(11, CLIENT, SERVER, PUBLIC, 300),
                                    CLIENT_L2, SERVER_L2, GW_MAC))
@@ -252,7 +293,6 @@ def test_the_controller_path_gre_entry_passes_the_gre_meter(dp: FakeDatapath) ->
     assert entry.meter == switch.METER_GRE and dp.errors == []
 
 
-DEMUX_PORT = 50
 
 
 def test_the_demux_path_sends_the_pair_to_the_demultiplexers_port(dp: FakeDatapath) -> None:
@@ -263,6 +303,7 @@ def test_the_demux_path_sends_the_pair_to_the_demultiplexers_port(dp: FakeDatapa
     [(port, sent)] = result.outputs
     assert port == DEMUX_PORT and not result.to_controller
     assert sent["ipv4_dst"] == "203.0.113.2"  # the demultiplexer rewrites it
+    assert sent["ttl"] == 63  # decremented on the way in, not again on the way back
 
 
 def test_without_its_port_the_demux_path_is_the_controller_path(dp: FakeDatapath) -> None:
@@ -277,7 +318,7 @@ def test_what_the_demultiplexer_sends_back_reaches_its_client(dp: FakeDatapath) 
                                       GW_MAC))
     [(port, sent)] = dp.process(ip_packet(DEMUX_PORT, "203.0.113.1", "192.168.1.1", 47)).outputs
     assert port == CLIENT_L2.port
-    assert (sent["eth_dst"], sent["eth_src"], sent["ttl"]) == (CLIENT_L2.mac, GW_MAC, 63)
+    assert (sent["eth_dst"], sent["eth_src"], sent["ttl"]) == (CLIENT_L2.mac, GW_MAC, 64)
     other = dp.process(ip_packet(DEMUX_PORT, "203.0.113.1", "192.168.1.2", 47))
     assert other.outputs == [] and not other.to_controller  # no entry: dropped
     spoofed = dp.process(ip_packet(2, "203.0.113.1", "192.168.1.1", 47))
