@@ -158,6 +158,8 @@ class GatewayConfig:
             empty for none.
         gre_demux_dir: the BPF filesystem directory where its program and table are
             pinned.
+        rest_host, rest_port: where the HTTP API (REST and ``/metrics``) listens; port
+            0 for no HTTP API.
     """
 
     alg: AlgConfig
@@ -173,6 +175,8 @@ class GatewayConfig:
     state_file: str = ""
     gre_demux_port: str = ""
     gre_demux_dir: str = ""
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8080
 
     def __post_init__(self) -> None:
         if not self.inside_ports:
@@ -202,6 +206,9 @@ class GatewayConfig:
             raise ConfigError("gateway_mac", f"not a MAC address: {self.gateway_mac!r}")
         if not self.stats_interval > 0:
             raise ConfigError("stats_interval", "must be positive")
+        if not 0 <= self.rest_port <= 65535:
+            raise ConfigError("rest_port", f"must be in 0..65535 (0: no HTTP API), got "
+                              f"{self.rest_port}")
 
     def describe(self) -> str:
         """One line for the log: addresses, policy and the ALG switch."""
@@ -285,6 +292,9 @@ OPTIONS: tuple[Option, ...] = (
            "shared pairs' GRE then goes through the controller)"),
     Option("gre_demux_dir", "str", "", "BPF filesystem directory of the GRE "
            "demultiplexer's pinned program and table"),
+    Option("rest_host", "str", "127.0.0.1", "IPv4 address the HTTP API (REST and "
+           "/metrics) listens on"),
+    Option("rest_port", "int", 8080, "TCP port of the HTTP API (0: none)"),
 )
 
 
@@ -331,6 +341,8 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         state_file=str(raw["state_file"] or "").strip(),
         gre_demux_port=str(raw["gre_demux_port"] or "").strip(),
         gre_demux_dir=str(raw["gre_demux_dir"] or "").strip(),
+        rest_host=str(_address("rest_host", raw["rest_host"] or "127.0.0.1")),
+        rest_port=_number(_option("rest_port"), raw["rest_port"]),
     )
 
 

@@ -88,6 +88,9 @@ class GrePair:
 
 Counts = tuple[int, int]
 
+GreTraffic = dict[tuple[str, str], list[int]]
+"""Packets and bytes of the calls' GRE since the start, by (path, direction value)."""
+
 
 class ServerMap:
     """The GRE pairs of every established call, and GRE through the controller.
@@ -115,6 +118,25 @@ class ServerMap:
         self._by_id: dict[int, GrePair] = {}
         self._demux_up = False
         self._returns: dict[IPv4Address, GrePair] = {}
+        self._traffic: GreTraffic = {
+            (path, direction.value): [0, 0]
+            for path in (PATH_FLOW, PATH_DEMUX, PATH_CONTROLLER) for direction in Direction
+        }
+
+    def traffic(self) -> GreTraffic:
+        """The calls' GRE since the start: [packets, bytes] by (path, direction value).
+
+        The controller path counts as the controller forwards; the flow path by the
+        growth of the switch's counts of the server-map entries (as of its last report),
+        the demux path by the growth of the demultiplexer's table counts. Bytes are
+        frame bytes, Ethernet and IPv4 headers included.
+        """
+        return self._traffic
+
+    def _count(self, path: str, direction: Direction, packets: int, byte_count: int) -> None:
+        totals = self._traffic[(path, direction.value)]
+        totals[0] += packets
+        totals[1] += byte_count
 
     def path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
         """How a pair's server -> client GRE travels: ``flow``, ``demux``,
@@ -160,6 +182,7 @@ class ServerMap:
         call.inbound_packets += more
         call.inbound_bytes += octets
         call.demux_packets, call.demux_bytes = packets, byte_count
+        self._count(PATH_DEMUX, Direction.INBOUND, max(more, 0), max(octets, 0))
 
     def _demux_entry(self, call: Call) -> DemuxEntry:
         conn = call.conn
@@ -397,6 +420,7 @@ class ServerMap:
         call.last_data = now
         call.slow_path_packets += 1
         self._counters.gre_slow_path += 1
+        self._count(PATH_CONTROLLER, direction, 1, len(gre) + FRAME_OVERHEAD)
         return out
 
     def has_inbound(self, server_ip: IPv4Address, public_ip: IPv4Address, call_id: int
@@ -436,11 +460,18 @@ class ServerMap:
         if pair is None:
             return False
         grew = packets != pair.packets and packets > 0
+        restarted = packets < pair.packets
+        more = packets if restarted else packets - pair.packets
+        octets = byte_count if restarted else byte_count - pair.bytes
         pair.packets, pair.bytes = packets, byte_count
         punted = kind is EntryKind.GRE_INBOUND and pair.client is None
         if grew and not punted:
             for call in pair.calls:
                 call.last_data = now
+        if not punted:
+            direction = Direction.OUTBOUND if kind is EntryKind.GRE_OUTBOUND else (
+                Direction.INBOUND)
+            self._count(PATH_FLOW, direction, more, max(octets, 0))
         return True
 
     def entry_removed(self, entry_id: int) -> bool:

@@ -3,8 +3,11 @@
 Run::
 
     ryu-manager --ofp-listen-host 127.0.0.1 --ofp-tcp-listen-port 6653 \\
-        --wsapi-host 127.0.0.1 --wsapi-port 8080 \\
         --config-file gateway.conf ryu_apps/nat_gateway.py
+
+The HTTP API (REST views and Prometheus ``/metrics``, ``ryu_apps.rest``) listens on
+``[nat] rest_host`` and ``rest_port`` (127.0.0.1:8080 by default), served by the app
+itself (``ryu_apps.http``), not by the framework's WSGI module.
 
 The app decodes each event once, hands the core (``alg.engine.Gateway`` and
 ``alg.neighbours.NeighbourTable``) plain facts with the time, and sends what comes back:
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +41,6 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar, cast
 
 from ryu import cfg
-from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import (
@@ -66,7 +69,7 @@ from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
 from alg.servermap import PATH_DEMUX
 from alg.snapshot import Change, Snapshot
 from ryu_apps import config as options
-from ryu_apps import flowmods, packets, switch, wire
+from ryu_apps import flowmods, http, packets, rest, switch, wire
 from ryu_apps.demux_link import HEARTBEAT, PROBE_RETURN, DemuxLink
 from ryu_apps.store import Store
 
@@ -191,7 +194,6 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
     """Ryu application: the OVS bridge as a NAT firewall with a PPTP ALG."""
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
-    _CONTEXTS: ClassVar[dict[str, Any]] = {"wsgi": WSGIApplication}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -224,12 +226,17 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         self._installed: dict[tuple[EntryKind, int], int] = {}
         self._ports: tuple[list[int], int] = ([], 0)
         self._stats_parts: dict[tuple[EntryKind, int], tuple[int, int]] = {}
+        self._stats_entries = 0
+        self.flow_entries = 0
         self._next_stats = 0.0
-        wsgi = kwargs.get("wsgi")
-        if wsgi is not None:
-            from ryu_apps.rest import register_rest
-
-            register_rest(wsgi, self)
+        self.http: socket.socket | None = None
+        if self.config.rest_port:
+            try:
+                self.http = http.listen(self.config.rest_host, self.config.rest_port)
+            except ConfigError as exc:
+                LOG.critical("refusing to start: %s", exc)
+                raise SystemExit(2) from exc
+            self.threads.append(hub.spawn(http.serve, self.http, rest.router(self)))
         self.threads.append(hub.spawn(self._poll))
         if self.demux.enabled:
             self.threads.append(hub.spawn(self._heartbeat))
@@ -349,10 +356,12 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         for stat in ev.msg.body:
             decoded = switch.decode_cookie(stat.cookie)
             if decoded is not None:
+                self._stats_entries += 1
                 count, octets = self._stats_parts.get(decoded, (0, 0))
                 self._stats_parts[decoded] = (count + stat.packet_count, octets + stat.byte_count)
         if ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             return
+        self.flow_entries, self._stats_entries = self._stats_entries, 0
         now = self.now()
         for (kind, entry_id), (count, octets) in self._stats_parts.items():
             self.core.flow_stats(kind, entry_id, count, now, octets)
@@ -615,6 +624,7 @@ class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
         if now >= self._next_stats:
             self._next_stats = now + self.config.stats_interval
             self._stats_parts = {}
+            self._stats_entries = 0
             dp.send_msg(flowmods.stats_request(dp))
             if self.demux.up:
                 self._demux_counts(now)

@@ -1,59 +1,41 @@
-"""The gateway's REST API, served the Ryu WSGI way (``ryu.app.wsgi``).
+"""The gateway's HTTP views: REST in JSON and text, and Prometheus metrics.
 
 JSON: ``GET /pptp-alg/counters``, ``/pptp-alg/calls``, ``/pptp-alg/sessions``,
 ``/pptp-alg/session-table`` and ``/pptp-alg/server-map``. Text, in the seed's layout:
 ``GET /pptp-alg/display/session-table`` and ``/pptp-alg/display/server-map`` (add
 ``?verbose=1`` for packet and byte counts and the path each GRE direction takes).
+Prometheus text format: ``GET /metrics`` (``ryu_apps.metrics``). Served by
+``ryu_apps.http``, whichever controller framework runs the app.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
-
-from ryu.app.wsgi import ControllerBase, Response, route
+from typing import TYPE_CHECKING, Any
 
 from alg import display
 from alg.nat import Proto
+from ryu_apps import metrics
+from ryu_apps.http import Query, Response, Router, json_response, text_response
 
 if TYPE_CHECKING:
     from ryu_apps.nat_gateway import NatGateway
 
-APP_KEY = "pptp_alg_gateway"
-Handler = Callable[..., Response]
 
-
-def _get(path: str) -> Callable[[Handler], Handler]:
-    """Ryu's ``route`` for a GET of ``path``, typed."""
-    return cast(Callable[[Handler], Handler], route("pptp_alg", path, methods=["GET"]))
-
-
-def register_rest(wsgi: Any, app: NatGateway) -> None:
-    """Mount the REST controller on Ryu's WSGI application."""
-    wsgi.register(GatewayRest, {APP_KEY: app})
-
-
-def _text(body: str) -> Response:
-    return Response(content_type="text/plain", charset="utf-8", body=body + "\n")
-
-
-def _verbose(req: Any) -> bool:
-    return str(req.GET.get("verbose", "")).lower() in ("1", "true", "yes")
-
-
-def _json(body: object) -> Response:
-    return Response(
-        content_type="application/json", charset="utf-8", body=json.dumps(body, indent=1)
-    )
+def _verbose(query: Query) -> bool:
+    return any(v.lower() in ("1", "true", "yes") for v in query.get("verbose", []))
 
 
 def snapshot_counters(app: NatGateway) -> dict[str, Any]:
     """The core's and the shim's counters, plus derived gauges."""
     core = app.core
+    gre: dict[str, dict[str, dict[str, int]]] = {}
+    for (path, direction), (packets, octets) in core.server_map.traffic().items():
+        gre.setdefault(path, {})[direction] = {"packets": packets, "bytes": octets}
     return {
         "alg": {**core.counters.as_dict(), "calls_in_progress": core.calls_in_progress},
         "app": app.counters.as_dict(),
+        "switch": {"flow_entries": app.flow_entries},
+        "gre": gre,
         "neighbours": app.neighbours.counters.as_dict(),
         "demux": {**app.demux.counters.as_dict(), "up": app.demux.up,
                   "program": app.demux.program_counts()},
@@ -102,46 +84,21 @@ def snapshot_sessions(app: NatGateway) -> list[dict[str, Any]]:
     ]
 
 
-class GatewayRest(ControllerBase):  # type: ignore[misc]
-    """REST endpoints over the running gateway."""
-
-    def __init__(self, req: Any, link: Any, data: dict[str, Any], **config: Any) -> None:
-        super().__init__(req, link, data, **config)
-        self.app: NatGateway = data[APP_KEY]
-
-    @_get("/pptp-alg/counters")
-    def counters(self, req: Any, **kwargs: Any) -> Response:
-        """Counters of the ALG and of the app."""
-        return _json(snapshot_counters(self.app))
-
-    @_get("/pptp-alg/calls")
-    def calls(self, req: Any, **kwargs: Any) -> Response:
-        """The live calls."""
-        return _json(snapshot_calls(self.app))
-
-    @_get("/pptp-alg/sessions")
-    def sessions(self, req: Any, **kwargs: Any) -> Response:
-        """The NAT sessions."""
-        return _json(snapshot_sessions(self.app))
-
-    @_get("/pptp-alg/session-table")
-    def session_table(self, req: Any, **kwargs: Any) -> Response:
-        """The session table as JSON."""
-        return _json(display.as_json(display.session_table(self.app.core, self.app.now())))
-
-    @_get("/pptp-alg/server-map")
-    def server_map(self, req: Any, **kwargs: Any) -> Response:
-        """The server-map as JSON."""
-        return _json(display.as_json(display.server_map(self.app.core, self.app.now())))
-
-    @_get("/pptp-alg/display/session-table")
-    def display_session_table(self, req: Any, **kwargs: Any) -> Response:
-        """``display firewall session-table``."""
-        entries = display.session_table(self.app.core, self.app.now())
-        return _text(display.render(entries, _verbose(req)))
-
-    @_get("/pptp-alg/display/server-map")
-    def display_server_map(self, req: Any, **kwargs: Any) -> Response:
-        """``display firewall server-map``."""
-        entries = display.server_map(self.app.core, self.app.now())
-        return _text(display.render(entries, _verbose(req)))
+def router(app: NatGateway) -> Router:
+    """Every view of the running ``app``, by path."""
+    registry = metrics.registry(app)
+    routes = Router()
+    routes.get("/pptp-alg/counters", lambda _q: json_response(snapshot_counters(app)))
+    routes.get("/pptp-alg/calls", lambda _q: json_response(snapshot_calls(app)))
+    routes.get("/pptp-alg/sessions", lambda _q: json_response(snapshot_sessions(app)))
+    routes.get("/pptp-alg/session-table", lambda _q: json_response(
+        display.as_json(display.session_table(app.core, app.now()))))
+    routes.get("/pptp-alg/server-map", lambda _q: json_response(
+        display.as_json(display.server_map(app.core, app.now()))))
+    routes.get("/pptp-alg/display/session-table", lambda q: text_response(
+        display.render(display.session_table(app.core, app.now()), _verbose(q))))
+    routes.get("/pptp-alg/display/server-map", lambda q: text_response(
+        display.render(display.server_map(app.core, app.now()), _verbose(q))))
+    routes.get("/metrics", lambda _q: Response(metrics.exposition(registry),
+                                                metrics.CONTENT_TYPE))
+    return routes

@@ -473,6 +473,8 @@ def render_config(state: LabState) -> str:
         "alg": "true" if state.alg else "false",
         "bridge": state.bridge,
         "state_file": str(Path(state.run_dir) / GATEWAY_STATE_FILE),
+        "rest_host": REST_HOST,
+        "rest_port": str(state.rest_port),
     }
     if state.gre_demux:
         values["gre_demux_port"] = demux_port_name(state.name)
@@ -803,7 +805,6 @@ def _start_controller(state: LabState) -> subprocess.Popen[bytes]:
     argv = [
         str(_ryu_manager()),
         "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(state.openflow_port),
-        "--wsapi-host", REST_HOST, "--wsapi-port", str(state.rest_port),
         "--config-file", state.config_path,
         state.app,
     ]

@@ -20,6 +20,7 @@ GOOD = {
     "inside_gateway": "192.168.1.254",
     "outside_subnet": "203.0.113.0/24",
     "public_ips": "203.0.113.2",
+    "rest_port": "0",
 }
 
 
@@ -28,7 +29,6 @@ def start(tmp_path: Path, options: dict[str, str]) -> subprocess.CompletedProces
     conf.write_text("[nat]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
     return subprocess.run(
         [RYU_MANAGER, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
-         str(free_tcp_port()), "--wsapi-host", "127.0.0.1", "--wsapi-port",
          str(free_tcp_port()), "--config-file", str(conf), "ryu_apps/nat_gateway.py"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO)},  # this tree, whatever the venv points to

@@ -26,5 +26,6 @@ OPTIONS: dict[str, Any] = {
     "alg": True,
     "gateway_mac": GW_MAC,
     "stats_interval": 5.0,
+    "rest_port": 0,
 }
 """Inside ports ``in1`` and ``in2`` (OpenFlow ports 1 and 2), outside port ``out`` (100)."""

@@ -457,33 +457,116 @@ def test_removed_leftovers_are_gone(app: NatGateway) -> None:
 
 # 10. REST views of the running app.
 
+def get(app: NatGateway, path: str, query: str = "", method: str = "GET"
+        ) -> tuple[str, dict[str, str], bytes]:
+    """GET ``path`` of the app's HTTP API through its WSGI router: status, headers, body."""
+    from ryu_apps import rest
+
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer.update(status=status, headers=dict(headers))
+
+    body = b"".join(rest.router(app)({"REQUEST_METHOD": method, "PATH_INFO": path,
+                                      "QUERY_STRING": query}, start_response))
+    return answer["status"], answer["headers"], body
+
+
 def test_rest_shows_counters_calls_sessions_and_displays(
     app: NatGateway, dp: FakeDatapath, clock: Clock
 ) -> None:
-    from ryu_apps import rest
-
     learn_server(app, dp)
     app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
     link = ControlLink(app.core, CLIENT, 40000, SERVER, now=clock.now).start()
     link.outgoing_call(5, 700)
-    view = rest.GatewayRest(SimpleNamespace(GET={"verbose": "1"}), None, {rest.APP_KEY: app})
-    counters = json.loads(view.counters(None).body)
+    counters = json.loads(get(app, "/pptp-alg/counters")[2])
     assert counters["alg"]["calls_set_up"] == 1 and counters["alg"]["calls_in_progress"] == 1
     assert counters["app"]["packet_ins"] == 0 and counters["app"]["packet_outs"] >= 1
     assert counters["neighbours"]["arp_requests_sent"] == 0
-    [call] = json.loads(view.calls(None).body)
+    [call] = json.loads(get(app, "/pptp-alg/calls")[2])
     assert (call["client_call_id"], call["public_call_id"], call["server_call_id"]) == (5, 5, 700)
     assert call["inbound_gre_path"] == "flow" and call["direction"] == "outgoing"
-    sessions = json.loads(view.sessions(None).body)
+    sessions = json.loads(get(app, "/pptp-alg/sessions")[2])
     assert sorted((s["proto"], s["pptp_control"]) for s in sessions) == [
         ("tcp", True), ("udp", False)
     ]
-    assert len(json.loads(view.server_map(None).body)) == 2
-    assert len(json.loads(view.session_table(None).body)) == 2
-    text = view.display_server_map(view.req).body.decode()
-    assert "Type: ASPF, 203.0.113.1:0 -> 203.0.113.2:5[192.168.1.1:5]" in text
-    assert "Path: flow" in text
-    assert "+-> 203.0.113.1:1723" in view.display_session_table(view.req).body.decode()
+    assert len(json.loads(get(app, "/pptp-alg/server-map")[2])) == 2
+    assert len(json.loads(get(app, "/pptp-alg/session-table")[2])) == 2
+    status, headers, text = get(app, "/pptp-alg/display/server-map", "verbose=1")
+    assert status == "200 OK" and headers["Content-Type"].startswith("text/plain")
+    assert "Type: ASPF, 203.0.113.1:0 -> 203.0.113.2:5[192.168.1.1:5]" in text.decode()
+    assert "Path: flow" in text.decode()
+    assert "Path: flow" not in get(app, "/pptp-alg/display/server-map")[2].decode()
+    assert "+-> 203.0.113.1:1723" in get(app, "/pptp-alg/display/session-table")[2].decode()
+
+
+def scrape(app: NatGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` parsed by prometheus_client's own parser: value by (sample name,
+    labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, headers, body = get(app, "/metrics")
+    assert status == "200 OK" and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples}
+
+
+def test_metrics_show_the_counters_and_gauges_of_the_running_app(
+    app: NatGateway, dp: FakeDatapath, clock: Clock
+) -> None:
+    learn_server(app, dp)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out() / b"x"))
+    link = ControlLink(app.core, CLIENT, 40000, SERVER, now=clock.now).start()
+    link.outgoing_call(5, 700)
+    app.core.counters.malformed_messages = 3
+    app.counters.bad_checksums = 2
+    metrics = scrape(app)
+    assert metrics[("pptp_alg_calls_in_progress", ())] == 1
+    assert metrics[("pptp_alg_calls_set_up_total", ())] == 1
+    assert metrics[("pptp_alg_call_ids_translated_total", ())] == (
+        app.core.counters.call_ids_translated)
+    assert metrics[("pptp_alg_errors_total", (("kind", "malformed_messages"),))] == 3
+    assert metrics[("pptp_alg_errors_total", (("kind", "bad_checksums"),))] == 2
+    assert metrics[("pptp_alg_packet_outs_total", ())] == app.counters.packet_outs
+    assert metrics[("pptp_alg_nat_sessions", (("proto", "tcp"),))] == 1
+    assert metrics[("pptp_alg_nat_sessions", (("proto", "udp"),))] == 1
+    assert metrics[("pptp_alg_public_address_hosts", (("public_ip", str(PUBLIC)),))] == 1
+    assert metrics[("pptp_alg_gre_demux_up", ())] == 0
+    for path in ("flow", "demux", "controller"):
+        for direction in ("outbound", "inbound"):
+            labels = (("direction", direction), ("path", path))
+            assert metrics[("pptp_alg_gre_packets_total", labels)] == 0
+    names = {name for name, _labels in metrics}
+    every = {*app.core.counters.as_dict(), *app.counters.as_dict(),
+             *app.neighbours.counters.as_dict(), *app.demux.counters.as_dict()}
+    for name in every:
+        assert f"pptp_alg_{name}_total" in names or (
+            ("pptp_alg_errors_total", (("kind", name),)) in metrics), name
+
+
+def test_the_http_api_answers_what_it_does_not_serve_with_an_error(app: NatGateway) -> None:
+    status, _, body = get(app, "/pptp-alg/nothing")
+    assert status == "404 Not Found" and "no such path" in json.loads(body)["error"]
+    status, headers, _ = get(app, "/metrics", method="POST")
+    assert status == "405 Method Not Allowed" and headers["Allow"] == "GET, HEAD"
+    status, headers, body = get(app, "/metrics", method="HEAD")
+    assert status == "200 OK" and body == b"" and int(headers["Content-Length"]) > 0
+
+
+def test_a_view_that_fails_is_a_500_not_a_crash(
+    app: NatGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ryu_apps import rest
+
+    def broken(_app: NatGateway) -> dict[str, Any]:
+        raise RuntimeError("broken view")
+
+    monkeypatch.setattr(rest, "snapshot_counters", broken)
+    status, _, body = get(app, "/pptp-alg/counters")
+    assert status == "500 Internal Server Error" and json.loads(body) == {
+        "error": "internal error"}
 
 
 # 9. One write per event, to the switch connected now (found by review).

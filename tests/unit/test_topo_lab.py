@@ -66,6 +66,8 @@ def test_config_file_has_exactly_the_nat_options() -> None:
         "alg": "false",
         "bridge": "br-lab",
         "state_file": "/run/pptp-alg-lab/gateway-state.sqlite",
+        "rest_host": "127.0.0.1",
+        "rest_port": "8080",
     }
 
 
