@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ def start(tmp_path: Path, options: dict[str, str]) -> subprocess.CompletedProces
         ({"inside_gateway": "10.0.0.1"}, "nat.inside_gateway"),
         ({"policy": "lenient"}, "nat.policy"),
         ({"gre_idle": "0"}, "nat.gre_idle"),
+        ({"rest_port": "70000"}, "nat.rest_port"),
+        ({"rest_host": "localhost:80"}, "nat.rest_host"),
     ],
 )
 def test_bad_configuration_stops_the_start_naming_the_option(
@@ -60,3 +63,15 @@ def test_missing_option_stops_the_start(tmp_path: Path) -> None:
     proc = start(tmp_path, options)
     assert proc.returncode != 0
     assert "configuration error: nat.outside_port: missing" in proc.stdout + proc.stderr
+
+
+def test_a_rest_port_in_use_stops_the_start_naming_the_option(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start(tmp_path, {**GOOD, "rest_port": str(port)})
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"refusing to start: nat.rest_port: cannot listen on 127.0.0.1:{port}" in output, (
+        output[-2000:])
