@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch pptpd pptp-linux socat iproute2 ethtool iptables
-              tcpdump tshark procps make iputils-ping netsniff-ng traceroute)
+              tcpdump tshark procps make iputils-ping netsniff-ng traceroute
+              mininet)
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -1,34 +1,61 @@
-"""The lab as a Mininet custom topology, for people at a keyboard.
+"""The lab as a Mininet topology: the layout of ``topo.lab``, built by Mininet.
 
-.. warning::
-   ``mn`` deletes **every** Open vSwitch bridge on the machine when it exits on an error
-   or on Ctrl-C: it then runs the cleanup of ``mn -c``, which does ``ovs-vsctl del-br``
-   on every bridge that ``ovs-vsctl list-br`` shows, deletes every link named like
-   ``*-eth<N>``, removes ``/tmp/*.log`` and ``killall -9``'s processes by name (every
-   ``ping`` and, in recent releases, every ``ryu-manager``). Never run it on a machine
-   where anything else runs, and never from tests or CI: they use ``topo.lab``, which
-   removes only what it made. ``mn`` and ``topo.lab`` use the same names (``br-lab``, ``lab-c1`` ..,
-   ``lab-srv``) and the same controller port, so run ``python -m topo.lab down`` first.
+Use it through ``topo.mininet_run``, which builds this topology with Mininet's Python
+API, runs the gateway app on it and removes only what it made::
 
-The same layout as ``topo.lab``:
+    sudo /usr/bin/python3 -m topo.mininet_run --clients 3 [--name NAME] [--pptp]
+
+Run it with the system Python: Debian's ``mininet`` package installs Mininet for
+``/usr/bin/python3`` only, not for the project's ``.venv``.
+
+The layout of lab ``NAME`` (``lab`` by default), the same as ``topo.lab`` builds:
 
 - hosts ``c1`` .. ``cN`` at ``192.168.1.<i>/24``, default route via ``192.168.1.254``;
 - host ``srv`` at ``203.0.113.1/24`` (the outside subnet is on-link, no other route);
-- one OVS switch ``br-lab`` (datapath ID 1) whose ports are named ``lab-c<i>`` (OpenFlow
-  port ``i``) and ``lab-srv`` (OpenFlow port 100), so that the gateway app's
-  ``[nat]`` options are the ones ``topo.lab`` writes;
-- transmit checksum offload off on every host interface, IPv6 off in every host.
+- one OVS switch ``br-NAME`` (userspace datapath, OpenFlow 1.3, ``fail-mode=secure``,
+  in-band control off) whose ports are named ``NAME-c<i>`` (OpenFlow port ``i``) and
+  ``NAME-srv`` (OpenFlow port 100), so that the gateway app's ``[nat]`` options are the
+  ones ``topo.lab`` writes for lab ``NAME``;
+- each host's interface is ``eth0``, as in ``topo.lab``; transmit checksum offload is off
+  on it and IPv6 is off in every host.
 
-Unlike ``topo.lab``, Mininet's hosts live in unnamed namespaces (``ip netns`` does not
-list them; use ``mnexec -a PID`` or the Mininet CLI) and their interfaces keep Mininet's
-names (``c1-eth0``, ``srv-eth0``).
+Unlike ``topo.lab``'s, Mininet's hosts live in unnamed namespaces: ``ip netns`` does not
+list them and ``ip netns exec`` cannot enter them. Run commands through the host objects
+(``host.cmd``, ``host.popen``), the Mininet CLI, or ``mnexec -a PID``.
 
-Usage, from the repo root, as root, with the gateway app already running (its
-configuration written with ``topo.lab.render_config(topo.lab.plan(3))``)::
+.. warning::
+   What is safe and what is not, as read in Mininet 2.3.0 (Debian 12):
 
-    mn --custom topo/mininet_lab.py --topo pptplab,3 \\
-       --controller remote,ip=127.0.0.1,port=6653 \\
-       --switch ovs,datapath=user,protocols=OpenFlow13
+   - Safe: ``Mininet.build``, ``start`` and ``stop``, which ``topo.mininet_run`` uses.
+     They create and delete only this topology's bridge (``ovs-vsctl --if-exists del-br
+     br-NAME``) and interfaces (``ip link del`` of each link's own two ends), and signal
+     only the shells Mininet started for its nodes. They kill no process by name and
+     delete no other bridge and no interface by pattern.
+   - Not safe: a name that is in use. ``OVSSwitch.start`` first deletes any bridge called
+     ``br-NAME``, whoever made it, so ``topo.mininet_run`` refuses to start while that
+     bridge or a port name of the lab exists (``topo.lab``'s lab of the same name, for
+     instance); the default name ``lab`` is also ``topo.lab``'s default (same bridge,
+     ports and controller ports 6653 and 8080), so only one of them runs at a time. Give
+     every lab that runs beside others a name of its own (``--name``).
+   - Not safe: the ``mn`` command and ``mn -c``. ``mn`` runs the cleanup of ``mn -c``
+     when it exits on an error or on Ctrl-C, and that cleanup deletes **every** OVS
+     bridge on the machine (``ovs-vsctl del-br`` of all that ``list-br`` shows), deletes
+     every interface named like ``*-eth<N>``, removes ``/tmp/*.log``, and kills processes
+     by name machine-wide (every ``ping``, ``ryu-manager``, ``controller``, ``mnexec``
+     and every Mininet host shell of anyone, ``pkill -f mininet:``). Never use ``mn`` or
+     ``mininet.clean`` on a machine where anything else runs, nor from tests or CI.
+   - Processes started in a host with ``host.popen`` are not stopped by ``net.stop()``
+     (``mnexec -d`` puts them in a session of their own): stop them first, by PID, or
+     they keep the host's namespace alive. ``net.stop()`` also leaves the shell of a
+     ``RemoteController`` node running (its ``stop`` does nothing); end it with
+     ``terminate()``. ``topo.mininet_run`` does both.
+   - The first ``Mininet(...)`` of a process raises machine-wide limits for everyone
+     (``Mininet.init``: ``fs.file-max``, ``kernel.pty.max``, ``net.core.[rw]mem_max``,
+     the root namespace's ``tcp_rmem``/``tcp_wmem``, neighbour and route table sizes);
+     ``topo.mininet_run`` skips that, a lab of a few hosts needs none of it.
+
+``mn --custom topo/mininet_lab.py --topo pptplab,3`` loads this topology too (the module
+imports nothing of the project), but ``mn`` stays unsafe for the reasons above.
 
 This module imports without Mininet installed (it then builds a plain description, which
 is enough to check the layout).
@@ -36,9 +63,10 @@ is enough to check the layout).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-try:  # Mininet is optional: only ``mn`` users have it.
+try:  # Mininet is optional: it is installed for the system Python only.
     from mininet.node import Host  # type: ignore[import-not-found]
     from mininet.topo import Topo  # type: ignore[import-not-found]
 
@@ -78,14 +106,42 @@ except ImportError:  # pragma: no cover - depends on the machine
         """A stand-in for ``mininet.node.Host``."""
 
 
-BRIDGE = "br-lab"
+DEFAULT_NAME = "lab"
+MAX_NAME_LENGTH = 10
 DATAPATH_ID = "0000000000000001"
 INSIDE_PREFIX = "192.168.1"
 INSIDE_GATEWAY = f"{INSIDE_PREFIX}.254"
-SERVER_NS = "srv"
+SERVER_HOST = "srv"
 SERVER_CIDR = "203.0.113.1/24"
 SERVER_OFPORT = 100
+HOST_IFNAME = "eth0"
 MAX_CLIENTS = 64
+#: For ``mn --custom`` users who knew the module before labs had names.
+BRIDGE = f"br-{DEFAULT_NAME}"
+
+_NAME = re.compile(rf"[a-z0-9]{{1,{MAX_NAME_LENGTH}}}")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` when it can name a lab (the rule of ``topo.lab.check_name``).
+
+    Raises:
+        ValueError: When the name is not 1 to 10 characters of ``a-z`` and ``0-9``.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"lab name {name!r} is not valid: use 1 to {MAX_NAME_LENGTH} "
+                         f"characters of a-z and 0-9")
+    return name
+
+
+def bridge_name(name: str = DEFAULT_NAME) -> str:
+    """The switch of lab ``name``: ``br-NAME``."""
+    return f"br-{check_name(name)}"
+
+
+def port_name(host: str, name: str = DEFAULT_NAME) -> str:
+    """The switch port (root-side veth end) of ``host`` in lab ``name``: ``NAME-<host>``."""
+    return f"{check_name(name)}-{host}"
 
 
 class LabHost(Host):  # type: ignore[misc]
@@ -106,30 +162,37 @@ class LabHost(Host):  # type: ignore[misc]
 
 
 class PptpLab(Topo):  # type: ignore[misc]
-    """Clients ``c1`` .. ``cN`` and server ``srv`` around switch ``br-lab``."""
+    """Clients ``c1`` .. ``cN`` and server ``srv`` around switch ``br-NAME``."""
 
-    def build(self, clients: int = 3, **_opts: Any) -> None:
+    def build(self, clients: int = 3, name: str = DEFAULT_NAME, dpid: str = DATAPATH_ID,
+              **_opts: Any) -> None:
         """Build the layout.
 
         Args:
             clients: Number of clients (1 .. 64), ``--topo pptplab,N``.
+            name: The lab's name, in the switch's and its ports' names.
+            dpid: The switch's datapath ID (16 hex digits); ``topo.mininet_run`` gives
+                ``topo.lab.datapath_id(name)``.
             **_opts: Ignored.
 
         Raises:
-            ValueError: When ``clients`` is out of range.
+            ValueError: When ``clients`` is out of range or ``name`` is not valid.
         """
         clients = int(clients)
         if not 1 <= clients <= MAX_CLIENTS:
             raise ValueError(f"clients must be 1 .. {MAX_CLIENTS}, not {clients}")
-        switch = self.addSwitch(BRIDGE, dpid=DATAPATH_ID)
+        switch = self.addSwitch(bridge_name(name), dpid=dpid, datapath="user",
+                                protocols="OpenFlow13", failMode="secure", inband=False)
         for i in range(1, clients + 1):
             host = self.addHost(
                 f"c{i}", cls=LabHost, ip=f"{INSIDE_PREFIX}.{i}/24",
                 defaultRoute=f"via {INSIDE_GATEWAY}",
             )
-            self.addLink(host, switch, port2=i, intfName2=f"lab-c{i}")
-        server = self.addHost(SERVER_NS, cls=LabHost, ip=SERVER_CIDR)
-        self.addLink(server, switch, port2=SERVER_OFPORT, intfName2=f"lab-{SERVER_NS}")
+            self.addLink(host, switch, port2=i, intfName1=HOST_IFNAME,
+                         intfName2=port_name(f"c{i}", name))
+        server = self.addHost(SERVER_HOST, cls=LabHost, ip=SERVER_CIDR)
+        self.addLink(server, switch, port2=SERVER_OFPORT, intfName1=HOST_IFNAME,
+                     intfName2=port_name(SERVER_HOST, name))
 
 
 topos = {"pptplab": PptpLab}

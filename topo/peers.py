@@ -246,7 +246,7 @@ class PeerProcess:
 
     Attributes:
         name: Short name, used for the files in ``run_dir``.
-        netns: The network namespace it runs in.
+        netns: The network namespace it runs in (None: the current one).
         run_dir: Its directory (configs, scripts, status files, logs).
         argv: The command line started.
         popen: The ``unshare`` process (the peer is its child, PID 1 of a PID namespace).
@@ -255,7 +255,7 @@ class PeerProcess:
     """
 
     name: str
-    netns: str
+    netns: str | None
     run_dir: Path
     argv: list[str]
     popen: subprocess.Popen[bytes]
@@ -400,7 +400,7 @@ class PptpClient(PeerProcess):
 
 
 def _spawn(
-    netns: str,
+    netns: str | None,
     name: str,
     run_dir: Path,
     body: str,
@@ -434,7 +434,7 @@ def _spawn(
 
 
 def start_pptpd(
-    netns: str,
+    netns: str | None,
     listen_ip: str,
     run_dir: Path,
     *,
@@ -454,7 +454,7 @@ def start_pptpd(
     stand-in, tagged ``<tag_prefix><pid>`` unless ``standin.tag`` says otherwise.
 
     Args:
-        netns: The server's network namespace.
+        netns: The server's network namespace (None: the current one, e.g. a Mininet host's).
         listen_ip: The address to listen on (must be configured in ``netns``).
         run_dir: Directory for its files (created).
         name: Base name of its files.
@@ -512,7 +512,7 @@ def _socat_safe(text: str) -> str:
 
 
 def start_pptp_client(
-    netns: str,
+    netns: str | None,
     server_ip: str,
     run_dir: Path,
     tag: str,
@@ -533,7 +533,7 @@ def start_pptp_client(
     control connection (both clients must be in the same network namespace).
 
     Args:
-        netns: The client's network namespace.
+        netns: The client's network namespace (None: the current one).
         server_ip: The PPTP server to call.
         run_dir: Directory for its files (created).
         tag: Tag of its stand-in's frames (no ``:``).
