@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ryu.base import app_manager
-from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from ryu.ofproto import ofproto_v1_3
+from ryu_apps.framework import (
+    CONFIG_DISPATCHER,
+    MAIN_DISPATCHER,
+    App,
+    ofp_event,
+    ofproto_v1_3,
+    set_ev_cls,
+)
 
 
-class BareRyu(app_manager.RyuApp):  # type: ignore[misc]
+class BareRyu(App):  # type: ignore[misc]
     """Table-miss to the controller; each packet-in flooded back out."""
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]

@@ -170,7 +170,8 @@ def bare_ryu(prefix: str = "bbare") -> Iterator[Path]:
     """No NAT through OVS and the bare Ryu app, which floods every packet-in."""
     port = _free_port()
     with _bridge(prefix) as (client, server, bridge):
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        # ryu_apps.framework follows the manager: never a PPTP_ALG_FRAMEWORK of the caller's
+        env = dict(os.environ, PYTHONPATH=str(REPO), PPTP_ALG_FRAMEWORK="ryu")
         ryu = FilePath(sys.executable).with_name("ryu-manager")
         proc = subprocess.Popen(
             [str(ryu), "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",

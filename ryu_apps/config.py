@@ -9,7 +9,7 @@ from alg.config import GROUP, OPTIONS
 
 def register(conf: Any) -> None:
     """Register every ``[nat]`` option on an oslo.config ``ConfigOpts`` (Ryu's CONF)."""
-    from ryu import cfg
+    from ryu_apps.framework import cfg
 
     types = {
         "str": cfg.StrOpt, "list": cfg.ListOpt, "bool": cfg.BoolOpt, "float": cfg.FloatOpt,

@@ -40,18 +40,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar, cast
 
-from ryu import cfg
-from ryu.base import app_manager
-from ryu.controller import ofp_event
-from ryu.controller.handler import (
-    CONFIG_DISPATCHER,
-    DEAD_DISPATCHER,
-    MAIN_DISPATCHER,
-    set_ev_cls,
-)
-from ryu.lib import hub
-from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
-
 from alg.config import load
 from alg.counters import CounterSet
 from alg.engine import Gateway
@@ -71,6 +59,18 @@ from alg.snapshot import Change, Snapshot
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, packets, rest, switch, wire
 from ryu_apps.demux_link import HEARTBEAT, PROBE_RETURN, DemuxLink
+from ryu_apps.framework import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    App,
+    cfg,
+    hub,
+    ofp_event,
+    ofproto_v1_3,
+    ofproto_v1_3_parser,
+    set_ev_cls,
+)
 from ryu_apps.store import Store
 
 LOG = logging.getLogger("pptp_alg.gateway")
@@ -190,8 +190,8 @@ class _Batch:
                 wire.send(app.datapath, outbox, app._xids)
 
 
-class NatGateway(app_manager.RyuApp):  # type: ignore[misc]
-    """Ryu application: the OVS bridge as a NAT firewall with a PPTP ALG."""
+class NatGateway(App):  # type: ignore[misc]
+    """Ryu or os-ken application: the OVS bridge as a NAT firewall with a PPTP ALG."""
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 

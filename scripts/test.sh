@@ -16,4 +16,14 @@ if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here, not a pass"
   exit 1
 fi
+[ "$rc" -eq 0 ] || exit "$rc"
+
+# The app unchanged under os-ken (osken-manager): real pptp-linux clients through the lab.
+PPTP_ALG_FRAMEWORK=os-ken .venv/bin/python -m pytest -p no:cacheprovider -q \
+    tests/e2e/test_gateway_pptp.py::test_four_pptp_linux_clients_pass_ppp_both_ways
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "the os-ken run collected no test: that is a failure here, not a pass"
+  exit 1
+fi
 exit "$rc"

@@ -111,6 +111,11 @@ DEFAULT_DATAPATH_ID = 1
 OFP_HOST = "127.0.0.1"
 REST_HOST = "127.0.0.1"
 DEFAULT_APP = "ryu_apps/nat_gateway.py"
+#: The OpenFlow frameworks the lab runs the app on, and the manager command of each (as
+#: in ``ryu_apps.framework``, which is not imported here: importing it imports a framework).
+MANAGERS = {"ryu": "ryu-manager", "os-ken": "osken-manager"}
+FRAMEWORKS = tuple(MANAGERS)
+DEFAULT_FRAMEWORK = "ryu"
 
 INSIDE_PREFIX = "192.168.1"
 INSIDE_SUBNET = f"{INSIDE_PREFIX}.0/24"
@@ -270,6 +275,7 @@ class LabState:
         controller_pid: PID of ``ryu-manager``, None before it was started.
         rest_url: Base URL of the app's REST API (empty until the port is known).
         app: Path of the Ryu application that runs.
+        framework: ``ryu`` or ``os-ken``: which manager runs the app.
         phase: ``building``, ``starting`` or ``up`` (how far ``up`` got), or
             ``restarting`` while ``restart_controller`` or ``restart_switch`` runs.
         created: When ``up`` started (seconds since the epoch).
@@ -307,6 +313,7 @@ class LabState:
     controller_pid: int | None = None
     rest_url: str = f"http://{REST_HOST}:{switch.REST_PORT}"
     app: str = DEFAULT_APP
+    framework: str = DEFAULT_FRAMEWORK
     phase: str = "building"
     created: float = 0.0
     run_dir: str = str(DEFAULT_RUN_DIR)
@@ -381,6 +388,7 @@ def plan(
     name: str = DEFAULT_NAME,
     options: dict[str, str] | None = None,
     gre_demux: bool = False,
+    framework: str = DEFAULT_FRAMEWORK,
 ) -> LabState:
     """Describe a lab without building anything.
 
@@ -406,6 +414,9 @@ def plan(
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     if not 1 <= public_ips <= MAX_PUBLIC_IPS:
         raise ValueError(f"public_ips must be 1 .. {MAX_PUBLIC_IPS}, not {public_ips}")
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, "
+                         f"not {framework!r}")
     app_path = Path(app)
     if not app_path.is_absolute():
         app_path = REPO / app_path
@@ -433,6 +444,7 @@ def plan(
         bridge=bridge_name(name),
         datapath_id=datapath_id(name),
         app=str(app_path),
+        framework=framework,
         created=time.time(),
         run_dir=str(folder),
         state_path=str(folder / STATE_FILE),
@@ -608,18 +620,21 @@ def _alive(pid: int) -> bool:
 
 
 def _is_controller(pid: int, config_path: str) -> bool:
-    """Tell whether ``pid`` is a live ``ryu-manager`` started with ``config_path``."""
+    """Tell whether ``pid`` is a live ``ryu-manager`` or ``osken-manager`` started with
+    ``config_path``."""
     if not _alive(pid):
         return False
     argv = _cmdline(pid)
-    return any(Path(arg).name == "ryu-manager" for arg in argv) and config_path in argv
+    managers = set(MANAGERS.values())
+    return any(Path(arg).name in managers for arg in argv) and config_path in argv
 
 
-def _ryu_manager() -> Path:
-    beside = Path(sys.executable).with_name("ryu-manager")
+def _manager(framework: str = DEFAULT_FRAMEWORK) -> Path:
+    """The manager command of ``framework``: beside this Python, else in ``.venv``."""
+    beside = Path(sys.executable).with_name(MANAGERS[framework])
     if beside.exists():
         return beside
-    return REPO / ".venv" / "bin" / "ryu-manager"
+    return REPO / ".venv" / "bin" / MANAGERS[framework]
 
 
 def _log_tail(log_path: str, lines: int = 40) -> str:
@@ -803,12 +818,13 @@ def _start_controller(state: LabState) -> subprocess.Popen[bytes]:
     if log_path.exists():
         log_path.replace(log_path.with_name(log_path.name + ".1"))
     argv = [
-        str(_ryu_manager()),
+        str(_manager(state.framework)),
         "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(state.openflow_port),
         "--config-file", state.config_path,
         state.app,
     ]
     env = dict(os.environ)
+    env["PPTP_ALG_FRAMEWORK"] = state.framework  # ryu_apps.framework: as the manager
     # ryu-manager loads the app from its file: the app's own imports need the repo root.
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
@@ -941,6 +957,7 @@ def up(
     replace: bool = False,
     options: dict[str, str] | None = None,
     gre_demux: bool = True,
+    framework: str = DEFAULT_FRAMEWORK,
 ) -> LabState:
     """Build lab ``name``, start its controller and wait until it is ready.
 
@@ -973,7 +990,7 @@ def up(
             controller dies or is not ready in time. What was built stays for ``down``.
     """
     state = plan(clients, policy, public_ips, alg, app, name=name, options=options,
-                 gre_demux=gre_demux)
+                 gre_demux=gre_demux, framework=framework)
     if not Path(state.app).is_file():
         raise LabError(f"the Ryu app {state.app} does not exist")
     with _flocked(Path(state.run_dir) / LOCK_FILE):
@@ -1011,7 +1028,7 @@ def up(
         except (CommandError, BpfError) as exc:
             raise LabError(f"building the lab failed: {exc}\n"
                            f"`{command('down', name)}` removes what was built") from exc
-        _say(quiet, f"lab {name}: starting ryu-manager with {state.app}")
+        _say(quiet, f"lab {name}: starting {MANAGERS[state.framework]} with {state.app}")
         child = _start_controller(state)
         state.controller_pid = child.pid
         state.phase = "starting"
@@ -1173,7 +1190,8 @@ def describe(name: str = DEFAULT_NAME) -> tuple[bool, str]:
                  f"{_pipeline_flows(state.bridge) if connected else 0} pipeline flow(s)")
     pid = state.controller_pid
     running = pid is not None and _is_controller(pid, state.config_path)
-    lines.append(f"  controller: ryu-manager pid {pid} {'running' if running else 'not running'}"
+    manager = MANAGERS.get(state.framework, "controller")
+    lines.append(f"  controller: {manager} pid {pid} {'running' if running else 'not running'}"
                  f", app {state.app}")
     lines.append(f"  REST: {state.rest_url} "
                  f"({'listening' if _listening(state.rest_port) else 'not listening'})")
@@ -1263,7 +1281,7 @@ def restart_controller(
             _stop_controller(pid, state.config_path, quiet)
         state.controller_pid = None
         _write_state(state)
-        _say(quiet, f"lab {name}: starting ryu-manager with {state.app}")
+        _say(quiet, f"lab {name}: starting {MANAGERS[state.framework]} with {state.app}")
         started = time.monotonic()
         child = _start_controller(state)
         state.controller_pid = child.pid
@@ -1367,6 +1385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--no-alg", action="store_true", help="turn the PPTP ALG off")
     p_up.add_argument("--no-gre-demux", action="store_true",
                       help="no GRE demultiplexer: shared pairs' GRE through the controller")
+    p_up.add_argument("--framework", choices=FRAMEWORKS, default=DEFAULT_FRAMEWORK,
+                      help=f"run the app under ryu-manager or osken-manager "
+                           f"(default {DEFAULT_FRAMEWORK})")
     p_up.add_argument("--app", default=DEFAULT_APP,
                       help=f"the Ryu app (default {DEFAULT_APP}, relative to the repo root)")
     p_up.add_argument("--timeout", type=float, default=30.0,
@@ -1422,7 +1443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = dict(item.partition("=")[::2] for item in args.option)
             up(args.clients, args.policy, args.public_ips, not args.no_alg,
                timeout=args.timeout, app=args.app, quiet=False, name=name,
-               replace=args.replace, options=extra, gre_demux=not args.no_gre_demux)
+               replace=args.replace, options=extra, gre_demux=not args.no_gre_demux,
+               framework=args.framework)
             print(describe(name)[1])
             return 0
         if args.command == "down":

@@ -357,8 +357,8 @@ class MininetLab:
             self._say(f"starting ryu-manager with {state.app} (OpenFlow "
                       f"{state.openflow_port}, REST {state.rest_port})")
             deadline = time.monotonic() + timeout
-            if not lab._ryu_manager().exists():
-                raise RunError(f"{lab._ryu_manager()} does not exist: run "
+            if not lab._manager(state.framework).exists():
+                raise RunError(f"{lab._manager(state.framework)} does not exist: run "
                                f"`bash scripts/setup.sh` first")
             self.controller = lab._start_controller(state)
             state.controller_pid = self.controller.pid

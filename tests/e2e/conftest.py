@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.gateway_lab import GatewayLab, lab_name
+
+#: The framework of the labs of the ``gateway`` fixture: ``PPTP_ALG_FRAMEWORK`` (CI runs
+#: one PPTP call under ``os-ken``), else Ryu.
+FRAMEWORK = os.environ.get("PPTP_ALG_FRAMEWORK", "ryu")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,7 +49,10 @@ def gateway(
         nonlocal started
         started = True
         state = lab.up(clients, policy, public_ips, alg, name=name, options=options,
-                       gre_demux=gre_demux)
+                       gre_demux=gre_demux, framework=FRAMEWORK)
+        assert state.controller_pid is not None
+        manager = [Path(arg).name for arg in lab._cmdline(state.controller_pid)]
+        assert lab.MANAGERS[FRAMEWORK] in manager, manager  # the framework asked for runs
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw

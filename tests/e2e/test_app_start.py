@@ -1,4 +1,5 @@
-"""The real app under ryu-manager refuses a bad configuration, naming the option."""
+"""The real app under ryu-manager and under osken-manager refuses a bad configuration,
+naming the option."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from tests.e2e.netns import free_tcp_port
 
 REPO = Path(__file__).resolve().parents[2]
-RYU_MANAGER = str(Path(sys.executable).with_name("ryu-manager"))
+MANAGERS = {"ryu": "ryu-manager", "os-ken": "osken-manager"}
 GOOD = {
     "inside_ports": "lab-c1",
     "outside_port": "lab-srv",
@@ -25,14 +26,24 @@ GOOD = {
 }
 
 
-def start(tmp_path: Path, options: dict[str, str]) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(params=sorted(MANAGERS))
+def framework(request: pytest.FixtureRequest) -> str:
+    """Each test once under each framework's manager."""
+    name: str = request.param
+    return name
+
+
+def start(tmp_path: Path, options: dict[str, str], framework: str
+          ) -> subprocess.CompletedProcess[str]:
     conf = tmp_path / "gateway.conf"
     conf.write_text("[nat]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    manager = str(Path(sys.executable).with_name(MANAGERS[framework]))
     return subprocess.run(
-        [RYU_MANAGER, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
+        [manager, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
          str(free_tcp_port()), "--config-file", str(conf), "ryu_apps/nat_gateway.py"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},  # this tree, whatever the venv points to
+        # this tree, whatever the venv points to; ryu_apps.framework as the manager
+        env={**os.environ, "PYTHONPATH": str(REPO), "PPTP_ALG_FRAMEWORK": framework},
     )
 
 
@@ -49,28 +60,30 @@ def start(tmp_path: Path, options: dict[str, str]) -> subprocess.CompletedProces
     ],
 )
 def test_bad_configuration_stops_the_start_naming_the_option(
-    tmp_path: Path, changes: dict[str, str], option: str
+    tmp_path: Path, changes: dict[str, str], option: str, framework: str
 ) -> None:
-    proc = start(tmp_path, {**GOOD, **changes})
+    proc = start(tmp_path, {**GOOD, **changes}, framework)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert f"configuration error: {option}: " in output, output[-2000:]
 
 
-def test_missing_option_stops_the_start(tmp_path: Path) -> None:
+def test_missing_option_stops_the_start(tmp_path: Path, framework: str) -> None:
     options = dict(GOOD)
     del options["outside_port"]
-    proc = start(tmp_path, options)
+    proc = start(tmp_path, options, framework)
     assert proc.returncode != 0
     assert "configuration error: nat.outside_port: missing" in proc.stdout + proc.stderr
 
 
-def test_a_rest_port_in_use_stops_the_start_naming_the_option(tmp_path: Path) -> None:
+def test_a_rest_port_in_use_stops_the_start_naming_the_option(
+    tmp_path: Path, framework: str
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = start(tmp_path, {**GOOD, "rest_port": str(port)})
+        proc = start(tmp_path, {**GOOD, "rest_port": str(port)}, framework)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert f"refusing to start: nat.rest_port: cannot listen on 127.0.0.1:{port}" in output, (

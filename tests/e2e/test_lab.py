@@ -39,11 +39,8 @@ needs_app = pytest.mark.skipif(
 #: A Ryu app with the real app's contract: it registers the ``[nat]`` options and, on
 #: switch features, installs one flow with the pipeline cookie.
 STAND_IN_APP = textwrap.dedent('''
-    from ryu import cfg
-    from ryu.base import app_manager
-    from ryu.controller import ofp_event
-    from ryu.controller.handler import CONFIG_DISPATCHER, set_ev_cls
-    from ryu.ofproto import ofproto_v1_3
+    from ryu_apps.framework import (
+        CONFIG_DISPATCHER, App, cfg, ofp_event, ofproto_v1_3, set_ev_cls)
 
     cfg.CONF.register_opts([
         cfg.ListOpt("inside_ports", default=[]),
@@ -59,7 +56,7 @@ STAND_IN_APP = textwrap.dedent('''
     ], group="nat")
 
 
-    class StandIn(app_manager.RyuApp):
+    class StandIn(App):
         OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
         def __init__(self, *args, **kwargs):
@@ -81,13 +78,10 @@ STAND_IN_APP = textwrap.dedent('''
 
 #: Connects, but never installs the pipeline.
 SILENT_APP = textwrap.dedent('''
-    from ryu.base import app_manager
-    from ryu.controller import ofp_event
-    from ryu.controller.handler import CONFIG_DISPATCHER, set_ev_cls
-    from ryu.ofproto import ofproto_v1_3
+    from ryu_apps.framework import CONFIG_DISPATCHER, App, ofp_event, ofproto_v1_3, set_ev_cls
 
 
-    class Silent(app_manager.RyuApp):
+    class Silent(App):
         OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
         @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)

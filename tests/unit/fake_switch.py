@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
-from ryu.controller import ofp_event
-from ryu.ofproto import ofproto_parser, ofproto_v1_3, ofproto_v1_3_parser
-
 from ryu_apps import wire
+from ryu_apps.framework import ofp_event, ofproto_parser, ofproto_v1_3, ofproto_v1_3_parser
 
 Packet = dict[str, Any]
 

@@ -18,14 +18,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from ryu.lib import hub
-from ryu.ofproto import ofproto_v1_3 as ofp
-from ryu.ofproto import ofproto_v1_3_parser as parser
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import GRE_PPTP, Ether
 from scapy.packet import Raw
 
 from ryu_apps import nat_gateway
+from ryu_apps.framework import hub
+from ryu_apps.framework import ofproto_v1_3 as ofp
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.app_env import (
     CLIENT,

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ryu.controller import ofp_event
-from ryu.controller.handler import MAIN_DISPATCHER, set_ev_cls
-from ryu.ofproto import ofproto_v1_3 as ofp
-from ryu.ofproto import ofproto_v1_3_parser as parser
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
+from ryu_apps.framework import MAIN_DISPATCHER, ofp_event, set_ev_cls
+from ryu_apps.framework import ofproto_v1_3 as ofp
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from tests.unit.fake_switch import FakeSwitch, LoopError, parse_fields
 
 IN, OUT = 1, 2

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from ryu.ofproto import ofproto_v1_3_parser as parser
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
@@ -33,6 +32,7 @@ from alg.events import (
 )
 from alg.neighbours import L2, Side
 from ryu_apps import flowmods, nat_gateway, packets, switch
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.app_env import (
     CLIENT,

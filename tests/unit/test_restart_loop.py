@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from alg.calls import CallState
 from alg.codec import CallClearRequest, CallDisconnectNotify
 from alg.events import EntryKind
 from ryu_apps import switch
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.nat_gateway import NatGateway
 from ryu_apps.store import Store
 from tests.unit.app_env import PUBLIC, SERVER

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ryu.lib import hub
 
 from alg.errors import StoreError
 from alg.snapshot import (
@@ -22,6 +21,7 @@ from alg.snapshot import (
     Snapshot,
 )
 from ryu_apps import nat_gateway
+from ryu_apps.framework import hub
 from ryu_apps.store import Store
 from tests.unit.app_env import IN1, IN2, OPTIONS, OUT
 from tests.unit.fake_switch import FakeDatapath

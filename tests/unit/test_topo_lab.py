@@ -41,6 +41,13 @@ def test_plan_names_addresses_and_ports() -> None:
     assert all(len(name) <= 15 for name in lab.plan(64).ports)
 
 
+def test_plan_takes_a_framework() -> None:
+    assert lab.plan(1).framework == "ryu"
+    assert lab.plan(1, framework="os-ken").framework == "os-ken"
+    with pytest.raises(ValueError):
+        lab.plan(1, framework="pox")
+
+
 @pytest.mark.parametrize(
     ("clients", "policy", "public_ips"),
     [(0, "open", 1), (65, "open", 1), (1, "closed", 1), (1, "open", 0), (1, "open", 254)],

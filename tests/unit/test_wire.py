@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ryu.controller import ofp_event
-from ryu.ofproto import ofproto_parser
-from ryu.ofproto import ofproto_v1_3 as ofp
-from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from alg.errors import WireError
 from ryu_apps import nat_gateway, wire
+from ryu_apps.framework import ofp_event, ofproto_parser
+from ryu_apps.framework import ofproto_v1_3 as ofp
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from tests.unit.fake_switch import FakeDatapath
 
 GW_MAC = "02:00:5e:00:01:fe"

@@ -1,0 +1,205 @@
+"""The OpenFlow framework the app runs on: Ryu or os-ken, chosen once, here.
+
+os-ken is the maintained fork of Ryu: the same modules under the package ``os_ken``
+instead of ``ryu``, the application base class named ``OSKenApp`` instead of ``RyuApp``,
+and ``osken-manager`` instead of ``ryu-manager``. Everything the app and its tests take
+from the framework is imported from this module, so that they run unchanged on either.
+
+The framework is chosen in this order:
+
+1. The manager that is running. ``ryu-manager`` and ``osken-manager`` import their
+   framework's ``base.app_manager`` before they load the app, and a manager only loads
+   application classes derived from its own base class (from the other framework's, it
+   silently loads nothing), so the framework already imported is the only right one.
+   :data:`ENV` naming the other one then is an error.
+2. :data:`ENV` (``PPTP_ALG_FRAMEWORK``), ``ryu`` or ``os-ken``: for a process without a
+   manager (the unit tests, tools) in an environment that has both installed.
+3. Otherwise Ryu when it is installed, else os-ken.
+
+Example::
+
+    from ryu_apps.framework import App, MAIN_DISPATCHER, ofp_event, on
+
+    class Gateway(App):  # type: ignore[misc]
+        @on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+        def _packet_in(self, ev: Any) -> None: ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Collection, Mapping
+from types import ModuleType
+from typing import Any, Final, Literal, TypeVar, cast
+
+Name = Literal["ryu", "os-ken"]
+"""A framework, as :data:`ENV` and the lab's ``--framework`` spell it."""
+
+ENV: Final = "PPTP_ALG_FRAMEWORK"
+"""The environment variable that chooses the framework where no manager runs."""
+
+PACKAGES: Final[Mapping[Name, str]] = {"ryu": "ryu", "os-ken": "os_ken"}
+"""Framework -> its top-level Python package."""
+
+MANAGERS: Final[Mapping[Name, str]] = {"ryu": "ryu-manager", "os-ken": "osken-manager"}
+"""Framework -> its manager command."""
+
+APP_CLASSES: Final[Mapping[Name, str]] = {"ryu": "RyuApp", "os-ken": "OSKenApp"}
+"""Framework -> the name of its application base class in ``base.app_manager``."""
+
+DEFAULT: Final[Name] = "ryu"
+"""The framework chosen when both are installed and nothing else decides."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FrameworkError(ImportError):
+    """No framework can be chosen: none is installed, or the choices disagree."""
+
+
+def _installed(package: str) -> bool:
+    """Tell whether ``package`` can be imported, without importing it."""
+    return importlib.util.find_spec(package) is not None
+
+
+def choose(
+    environ: Mapping[str, str] | None = None,
+    loaded: Collection[str] | None = None,
+    installed: Callable[[str], bool] = _installed,
+) -> Name:
+    """Choose the framework (see the module's docstring for the order).
+
+    Args:
+        environ: The environment (default ``os.environ``).
+        loaded: The names of the modules imported so far (default ``sys.modules``).
+        installed: Tells whether a top-level package can be imported.
+
+    Returns:
+        ``"ryu"`` or ``"os-ken"``.
+
+    Raises:
+        FrameworkError: :data:`ENV` has a value other than ``ryu`` or ``os-ken``, names a
+            framework other than the running manager's or one that is not installed, or
+            neither framework is installed.
+    """
+    environ = os.environ if environ is None else environ
+    loaded = sys.modules if loaded is None else loaded
+    wanted = environ.get(ENV, "").strip()
+    if wanted and wanted not in PACKAGES:
+        raise FrameworkError(f"{ENV}={wanted!r}: expected one of {', '.join(PACKAGES)}")
+    running = [
+        name for name, package in PACKAGES.items() if f"{package}.base.app_manager" in loaded
+    ]
+    if len(running) == 1:
+        if wanted and wanted != running[0]:
+            raise FrameworkError(
+                f"{ENV}={wanted} but this process runs {running[0]} "
+                f"(started by {MANAGERS[running[0]]}?)"
+            )
+        return running[0]
+    if wanted:
+        chosen = cast(Name, wanted)
+        if not installed(PACKAGES[chosen]):
+            raise FrameworkError(f"{ENV}={chosen} but {PACKAGES[chosen]} is not installed")
+        return chosen
+    for name in (DEFAULT, *(n for n in PACKAGES if n != DEFAULT)):
+        if installed(PACKAGES[name]):
+            return name
+    raise FrameworkError("neither ryu nor os_ken is installed")
+
+
+NAME: Final[Name] = choose()
+"""The framework this process runs on."""
+
+PACKAGE: Final[str] = PACKAGES[NAME]
+"""Its top-level package: ``ryu`` or ``os_ken``."""
+
+MANAGER: Final[str] = MANAGERS[NAME]
+"""Its manager command: ``ryu-manager`` or ``osken-manager``."""
+
+
+def _module(path: str) -> ModuleType:
+    """Import ``path`` (dotted, below the framework's package) from the chosen framework."""
+    return importlib.import_module(f"{PACKAGE}.{path}")
+
+
+cfg: Final = _module("cfg")
+"""``ryu.cfg`` / ``os_ken.cfg``: the framework's oslo.config ``CONF`` and option classes."""
+
+app_manager: Final = _module("base.app_manager")
+"""``base.app_manager``: the application base class and ``AppManager``."""
+
+ofp_event: Final = _module("controller.ofp_event")
+"""``controller.ofp_event``: the ``EventOFP*`` classes and ``EventOFPStateChange``."""
+
+handler: Final = _module("controller.handler")
+"""``controller.handler``: the dispatchers and ``set_ev_cls``."""
+
+hub: Final = _module("lib.hub")
+"""``lib.hub``: ``spawn``, ``sleep``, ``kill``, ``joinall``, ``Queue``... (eventlet)."""
+
+ofproto_parser: Final = _module("ofproto.ofproto_parser")
+"""``ofproto.ofproto_parser``: ``msg()``, which parses any OpenFlow message."""
+
+ofproto_v1_3: Final = _module("ofproto.ofproto_v1_3")
+"""``ofproto.ofproto_v1_3``: OpenFlow 1.3 constants."""
+
+ofproto_v1_3_parser: Final = _module("ofproto.ofproto_v1_3_parser")
+"""``ofproto.ofproto_v1_3_parser``: OpenFlow 1.3 messages and ``_MSG_PARSERS``."""
+
+App: Final[Any] = getattr(app_manager, APP_CLASSES[NAME])
+"""The application base class: ``RyuApp`` or ``OSKenApp``. Typed ``Any``: a subclass
+needs ``# type: ignore[misc]`` (mypy's ``disallow_subclassing_any``)."""
+
+HANDSHAKE_DISPATCHER: Final[str] = handler.HANDSHAKE_DISPATCHER
+CONFIG_DISPATCHER: Final[str] = handler.CONFIG_DISPATCHER
+MAIN_DISPATCHER: Final[str] = handler.MAIN_DISPATCHER
+DEAD_DISPATCHER: Final[str] = handler.DEAD_DISPATCHER
+
+set_ev_cls: Final[Callable[..., Any]] = handler.set_ev_cls
+"""The framework's ``set_ev_cls``, as it is (untyped)."""
+
+
+def on(event: Any, dispatchers: str | list[str] | None = None) -> Callable[[F], F]:
+    """The framework's ``set_ev_cls``, typed: the decorated method keeps its type.
+
+    Args:
+        event: An event class, e.g. ``ofp_event.EventOFPPacketIn``.
+        dispatchers: The dispatcher (or list of them) in which the handler runs.
+
+    Returns:
+        The decorator.
+    """
+    return cast(Callable[[F], F], set_ev_cls(event, dispatchers))
+
+
+__all__ = [
+    "APP_CLASSES",
+    "CONFIG_DISPATCHER",
+    "DEAD_DISPATCHER",
+    "DEFAULT",
+    "ENV",
+    "HANDSHAKE_DISPATCHER",
+    "MAIN_DISPATCHER",
+    "MANAGER",
+    "MANAGERS",
+    "NAME",
+    "PACKAGE",
+    "PACKAGES",
+    "App",
+    "FrameworkError",
+    "Name",
+    "app_manager",
+    "cfg",
+    "choose",
+    "hub",
+    "ofp_event",
+    "ofproto_parser",
+    "ofproto_v1_3",
+    "ofproto_v1_3_parser",
+    "on",
+    "set_ev_cls",
+]
