@@ -301,28 +301,23 @@ class IcmpErrors:
         if public_ip != packet.dst_ip:
             return None
         proto = quote.proto
-        if proto in (Proto.TCP, Proto.UDP):
-            public_port, remote_port = quote.ports()
-            session = self._nat.inbound(Proto(proto), public_ip, public_port, remote_ip,
-                                        remote_port)
-            if session is None:
-                return None
-            body = quote.rewritten(src=session.inside_ip, src_port=session.inside_port)
-            return packet.src_ip, session.inside_ip, body
-        if proto == Proto.ICMP:
-            ident = quote.echo_identifier()
-            session = None if ident is None else self._nat.inbound(
-                Proto.ICMP, public_ip, ident, remote_ip, 0)
-            if session is None:
-                return None
-            body = quote.rewritten(src=session.inside_ip, src_port=session.inside_port)
-            return packet.src_ip, session.inside_ip, body
         if proto == Proto.GRE:
             client_ip = self._gre_client(public_ip, remote_ip, quote)
             if client_ip is None:
                 return None
             return packet.src_ip, client_ip, quote.rewritten(src=client_ip)
-        return None
+        if proto in (Proto.TCP, Proto.UDP):
+            public_port, remote_port = quote.ports()
+        elif proto == Proto.ICMP and (ident := quote.echo_identifier()) is not None:
+            public_port, remote_port = ident, 0
+        else:
+            return None
+        session = self._nat.inbound(Proto(proto), public_ip, public_port, remote_ip,
+                                    remote_port)
+        if session is None:
+            return None
+        body = quote.rewritten(src=session.inside_ip, src_port=session.inside_port)
+        return packet.src_ip, session.inside_ip, body
 
     def _gre_client(self, public_ip: IPv4Address, server_ip: IPv4Address, quote: Quote
                     ) -> IPv4Address | None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -52,7 +51,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -157,17 +156,6 @@ def _log_tail(path: str, lines: int = 40) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(tail)
-
-
-@contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _taken_ports() -> set[int]:
@@ -349,7 +337,7 @@ class MininetLab:
         folder.mkdir(parents=True, exist_ok=True)
         for file in lab.GATEWAY_STATE_FILES:
             (folder / file).unlink(missing_ok=True)
-        with _flocked(lab.PORTS_LOCK_PATH):
+        with lab._flocked(lab.PORTS_LOCK_PATH):
             self._use_ports()
             config = lab.render_config(state).split("\n", 1)[1]
             Path(state.config_path).write_text(
