@@ -315,7 +315,7 @@ class Gateway:
                 self._session_counts[entry_id] = (
                     max(0, last[0] - packets), max(0, last[1] - byte_count)
                 )
-        elif not self.server_map.entry_removed(entry_id):
+        elif not self.server_map.entry_removed(kind, entry_id, packets, byte_count):
             self.plain.entry_removed(entry_id)
 
     def tick(self, now: float) -> Output:

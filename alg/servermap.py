@@ -326,7 +326,6 @@ class ServerMap:
             (EntryKind.GRE_INBOUND, self._inbound[(conn.server_ip, conn.public_ip)]),
         ):
             if all(c.data_idle for c in pair.calls):
-                pair.packets = pair.bytes = 0
                 out.decisions.append(RemoveEntries(kind, pair.entry_id))
 
     def reconsider(self, now: float, out: Output) -> None:
@@ -460,27 +459,38 @@ class ServerMap:
         if pair is None:
             return False
         grew = packets != pair.packets and packets > 0
+        punted = self._counted(kind, pair, packets, byte_count)
+        if grew and not punted:
+            for call in pair.calls:
+                call.last_data = now
+        return True
+
+    def entry_removed(self, kind: EntryKind, entry_id: int, packets: int, byte_count: int
+                      ) -> bool:
+        """The switch removed an entry, with its last counts; the counts restart. False if
+        not one of ours."""
+        pair = self._by_id.get(entry_id)
+        if pair is None:
+            return False
+        self._counted(kind, pair, packets, byte_count)
+        pair.packets = pair.bytes = 0
+        return True
+
+    def _counted(self, kind: EntryKind, pair: GrePair, packets: int, byte_count: int) -> bool:
+        """Take an entry's cumulative counts: what they grew by goes to the flow path's
+        traffic unless the entry punts (controller path) or feeds the demultiplexer,
+        which count their packets themselves (True then). Counts below the last ones
+        are those of an entry installed again."""
         restarted = packets < pair.packets
         more = packets if restarted else packets - pair.packets
         octets = byte_count if restarted else byte_count - pair.bytes
         pair.packets, pair.bytes = packets, byte_count
         punted = kind is EntryKind.GRE_INBOUND and pair.client is None
-        if grew and not punted:
-            for call in pair.calls:
-                call.last_data = now
         if not punted:
             direction = Direction.OUTBOUND if kind is EntryKind.GRE_OUTBOUND else (
                 Direction.INBOUND)
             self._count(PATH_FLOW, direction, more, max(octets, 0))
-        return True
-
-    def entry_removed(self, entry_id: int) -> bool:
-        """The switch removed an entry; its counts restart. False if not one of ours."""
-        pair = self._by_id.get(entry_id)
-        if pair is None:
-            return False
-        pair.packets = pair.bytes = 0
-        return True
+        return punted
 
     def counts(self, call: Call) -> tuple[Counts, Counts]:
         """(packets, bytes) the switch carried for a call, outbound and inbound.

@@ -616,16 +616,21 @@ class NatGateway(App):  # type: ignore[misc]
 
     def periodic(self, now: float) -> None:
         """One wake-up of the poller (every second): ARP retries; every ``stats_interval``
-        seconds a flow statistics request and the core's ageing."""
+        seconds the core's ageing, then a flow statistics request.
+
+        The request goes after the ageing's deletions: the switch answers in order, so
+        its reply holds no entry the ageing deleted (whose final counts its flow-removed
+        message brings) and no count is taken twice.
+        """
         dp = self.datapath
         if dp is None or not self.ready:
             return
         self._neighbour(dp, self.neighbours.tick(now))
         if now >= self._next_stats:
             self._next_stats = now + self.config.stats_interval
-            self._stats_parts = {}
-            self._stats_entries = 0
-            dp.send_msg(flowmods.stats_request(dp))
             if self.demux.up:
                 self._demux_counts(now)
             self.apply(dp, self.core.tick(now))
+            self._stats_parts = {}
+            self._stats_entries = 0
+            dp.send_msg(flowmods.stats_request(dp))

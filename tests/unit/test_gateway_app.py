@@ -412,6 +412,20 @@ def test_stats_and_ageing_run_every_stats_interval(
     assert [t[0] - start for t in ticks] == [0, 5, 10]
 
 
+def test_the_stats_request_goes_after_the_ageings_deletions(
+    app: NatGateway, dp: FakeDatapath, clock: Clock
+) -> None:
+    learn_server(app, dp)
+    app.handle_frame(dp, IN1, ether(CLIENT_MAC, udp_out()))
+    clock.now += 10_000  # the UDP session ages out at this poll
+    app.periodic(clock.now)
+    kinds = [type(m).__name__ for m in dp.sent
+             if isinstance(m, parser.OFPFlowStatsRequest) or (
+                 isinstance(m, parser.OFPFlowMod) and m.command == dp.ofproto.OFPFC_DELETE
+                 and switch.decode_cookie(m.cookie) == (EntryKind.SESSION, 1))]
+    assert kinds == ["OFPFlowMod", "OFPFlowStatsRequest"]
+
+
 def test_a_new_stats_request_forgets_a_cut_off_reply(
     app: NatGateway, dp: FakeDatapath, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,3 +39,21 @@ def test_each_path_counts_its_packets_and_bytes_once() -> None:
     gw.demux_counts(call, 9, 900, 7.0)
     assert traffic[("demux", "inbound")] == [9, 900]
     assert traffic[("controller", "outbound")] == [0, 0]
+
+
+def test_an_entry_that_idles_out_is_counted_once_with_its_last_packets() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 700)
+    decisions = [d for out in link.outputs for d in out.decisions]
+    up = next(d for d in decisions if isinstance(d, GreOutboundEntry)).entry_id
+    traffic = gw.server_map.traffic()
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up, 10, 1.0, 1000)
+    removed = gw.tick(1000.0).decisions
+    assert any(getattr(d, "entry_id", None) == up for d in removed)  # idle: deleted
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up, 10, 1000.0, 1000)  # a reply already on its way
+    assert traffic[("flow", "outbound")] == [10, 1000]
+    gw.flow_removed(EntryKind.GRE_OUTBOUND, up, 12, 1200)  # its last counts
+    assert traffic[("flow", "outbound")] == [12, 1200]
+    gw.flow_stats(EntryKind.GRE_OUTBOUND, up, 3, 1010.0, 300)  # installed again
+    assert traffic[("flow", "outbound")] == [15, 1500]
