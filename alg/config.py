@@ -140,6 +140,10 @@ class AlgConfig:
             )
 
 
+DEFAULT_REST_PORT = 8080
+"""The HTTP API's port by default."""
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs: the core's config plus the switch and L2 facts.
@@ -176,7 +180,7 @@ class GatewayConfig:
     gre_demux_port: str = ""
     gre_demux_dir: str = ""
     rest_host: str = "127.0.0.1"
-    rest_port: int = 8080
+    rest_port: int = DEFAULT_REST_PORT
 
     def __post_init__(self) -> None:
         if not self.inside_ports:
@@ -294,7 +298,7 @@ OPTIONS: tuple[Option, ...] = (
            "demultiplexer's pinned program and table"),
     Option("rest_host", "str", "127.0.0.1", "IPv4 address the HTTP API (REST and "
            "/metrics) listens on"),
-    Option("rest_port", "int", 8080, "TCP port of the HTTP API (0: none)"),
+    Option("rest_port", "int", DEFAULT_REST_PORT, "TCP port of the HTTP API (0: none)"),
 )
 
 

@@ -28,7 +28,12 @@ the answer comes from the gateway's inside address; from outside, only for a pac
 matches state (any other is addressed to the gateway itself), from the public address it
 was sent to. No error is sent about an ICMP error or to a source that is not a unicast
 host (RFC 1812 section 4.3.2.7), and at most :data:`ERROR_BURST` errors in a burst,
-refilled at :data:`ERRORS_PER_SECOND` (``icmp_rate_limited``).
+refilled at :data:`ERRORS_PER_SECOND`, each way (``icmp_rate_limited``).
+
+An inside host's error is translated only when it comes from the host the quoted packet
+was for and goes to the host that sent it: the inside is one on-link subnet, with no
+routers behind it. An error that quotes a later fragment is not translated (its quote
+has no transport header).
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from alg.codec import (
+    GRE_FLAG_C,
+    GRE_FLAG_K,
+    GRE_FLAG_R,
+    GRE_FLAG_STRICT,
+    GRE_FLAGS,
+    GRE_PROTOCOL_PPP,
+    GRE_RECUR,
+    GRE_VERSION,
+)
 from alg.counters import Counters
 from alg.errors import IcmpFormatError
 from alg.events import (
@@ -76,9 +91,11 @@ ERRORS_PER_SECOND = 100.0
 ERROR_BURST = 100.0
 
 _CHECKSUM_OFFSET = {Proto.TCP: 16, Proto.UDP: 6, Proto.ICMP: 2}
-_GRE_ENHANCED = 0x2001
-_GRE_PPP = 0x880B
+_GRE_CHECKED = (GRE_FLAG_C | GRE_FLAG_R | GRE_FLAG_K | GRE_FLAG_STRICT | GRE_RECUR | GRE_FLAGS
+                | GRE_VERSION)
+_GRE_ENHANCED = GRE_FLAG_K | 1
 _GRE_CALL_ID = 6
+_FRAGMENT_OFFSET = 0x1FFF
 
 
 def checksum(data: bytes) -> int:
@@ -125,6 +142,13 @@ class Quote:
         return self.header[9]
 
     @property
+    def first_fragment(self) -> bool:
+        """Whether the quoted packet starts its datagram (a later fragment has no
+        transport header to translate)."""
+        offset: int = WORD.unpack_from(self.header, 6)[0]
+        return offset & _FRAGMENT_OFFSET == 0
+
+    @property
     def src(self) -> IPv4Address:
         """The quoted packet's source address."""
         return IPv4Address(self.header[12:16])
@@ -149,11 +173,7 @@ class Quote:
     def gre_call_id(self) -> int | None:
         """The Call ID in the key of quoted enhanced GRE (RFC 2637 section 4.1), None
         for other GRE."""
-        flags, protocol, _length, call_id = GRE_KEY.unpack_from(self.payload)
-        if flags & 0x2007 != _GRE_ENHANCED or protocol != _GRE_PPP:
-            return None
-        result: int = call_id
-        return result
+        return gre_call_id(self.payload)
 
     def rewritten(
         self,
@@ -204,6 +224,44 @@ class Quote:
         if proto is Proto.UDP and csum == 0:
             csum = 0xFFFF
         payload[offset:offset + 2] = WORD.pack(csum)
+
+
+def gre_call_id(gre: bytes) -> int | None:
+    """The Call ID in the key of enhanced GRE (RFC 2637 section 4.1: version 1, key
+    present, PPP, the bits it forbids clear), None for other GRE or fewer than 8 bytes
+    (the header's payload length is not checked: a quote is often cut)."""
+    if len(gre) < GRE_KEY.size:
+        return None
+    flags, protocol, _length, call_id = GRE_KEY.unpack_from(gre)
+    if flags & _GRE_CHECKED != _GRE_ENHANCED or protocol != GRE_PROTOCOL_PPP:
+        return None
+    result: int = call_id
+    return result
+
+
+class TokenBucket:
+    """At most ``burst`` at once, refilled at ``rate`` a second (time passed in).
+
+    Args:
+        rate: tokens a second.
+        burst: the most tokens held (full at the start).
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._refilled: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one."""
+        if self._refilled is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 def parse_quote(icmp: bytes) -> Quote:
@@ -266,8 +324,7 @@ class IcmpErrors:
         self._plain = plain
         self._alg = alg_enabled
         self._inside_address = inside_address
-        self._tokens = ERROR_BURST
-        self._refilled: float | None = None
+        self._buckets = {d: TokenBucket(ERRORS_PER_SECOND, ERROR_BURST) for d in Direction}
 
     def error(self, direction: Direction, packet: IcmpMessage) -> Output:
         """An ICMP message other than echo that reached the controller: translated and
@@ -281,7 +338,9 @@ class IcmpErrors:
         except IcmpFormatError as exc:
             self._counters.icmp_malformed += 1
             return Output(drop_reason=str(exc))
-        if direction is Direction.INBOUND:
+        if not quote.first_fragment:
+            sent = None
+        elif direction is Direction.INBOUND:
             sent = self._from_outside(packet, quote)
         else:
             sent = self._from_inside(packet, quote)
@@ -331,7 +390,7 @@ class IcmpErrors:
     def _from_inside(self, packet: IcmpMessage, quote: Quote
                      ) -> tuple[IPv4Address, IPv4Address, bytes] | None:
         remote_ip, inside_ip = quote.src, quote.dst
-        if inside_ip != packet.src_ip:
+        if inside_ip != packet.src_ip or remote_ip != packet.dst_ip:
             return None
         proto = quote.proto
         if proto in (Proto.TCP, Proto.UDP):
@@ -377,11 +436,11 @@ class IcmpErrors:
             source = dst_ip if self._matches_inbound(packet) else None
         if source is None:
             return Output(drop_reason="TTL expired")
-        if not self._take_token(now):
+        back = Direction.INBOUND if direction is Direction.OUTBOUND else Direction.OUTBOUND
+        if not self._buckets[back].take(now):
             self._counters.icmp_rate_limited += 1
             return Output(drop_reason="TTL expired; ICMP error rate limit")
         self._counters.time_exceeded_sent += 1
-        back = Direction.INBOUND if direction is Direction.OUTBOUND else Direction.OUTBOUND
         out = Output()
         out.emits.append(SendIcmp(back, source, src_ip, time_exceeded(raw)))
         return out
@@ -394,20 +453,10 @@ class IcmpErrors:
                 return self._nat.inbound(Proto.UDP, dst, dport, src, sport) is not None
             case IcmpEcho(src_ip=src, dst_ip=dst, identifier=ident, request=False):
                 return self._nat.inbound(Proto.ICMP, dst, ident, src, 0) is not None
-            case GrePacket(src_ip=src, dst_ip=dst, gre=gre) if len(gre) >= GRE_KEY.size:
+            case GrePacket(src_ip=src, dst_ip=dst, gre=gre):
                 if not self._alg:
                     return self._plain.inbound(src, dst) is not None
-                key: int = WORD.unpack_from(gre, _GRE_CALL_ID)[0]
-                return self._server_map.has_inbound(src, dst, key)
+                key = gre_call_id(gre)
+                return key is not None and self._server_map.has_inbound(src, dst, key)
             case _:
                 return False
-
-    def _take_token(self, now: float) -> bool:
-        if self._refilled is not None:
-            self._tokens = min(ERROR_BURST,
-                               self._tokens + (now - self._refilled) * ERRORS_PER_SECOND)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True

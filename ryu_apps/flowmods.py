@@ -27,7 +27,10 @@ priority     entries
 
 Every entry that outputs to the controller first passes the meter of its class
 (``ryu_apps.switch``: ARP, each inside port, control segments from the outside, other
-traffic from the outside, controller-path GRE).
+traffic from the outside, controller-path GRE). Packets whose TTL a forwarding entry
+finds spent reach the controller by the switch's exception, not by an output action, and
+no OpenFlow 1.3 match holds the TTL: no meter can take them, so the app caps them itself
+(``ryu_apps.nat_gateway.EXPIRED_PER_SECOND``).
 """
 
 from __future__ import annotations

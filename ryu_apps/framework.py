@@ -117,9 +117,6 @@ NAME: Final[Name] = choose()
 PACKAGE: Final[str] = PACKAGES[NAME]
 """Its top-level package: ``ryu`` or ``os_ken``."""
 
-MANAGER: Final[str] = MANAGERS[NAME]
-"""Its manager command: ``ryu-manager`` or ``osken-manager``."""
-
 
 def _module(path: str) -> ModuleType:
     """Import ``path`` (dotted, below the framework's package) from the chosen framework."""
@@ -154,7 +151,6 @@ App: Final[Any] = getattr(app_manager, APP_CLASSES[NAME])
 """The application base class: ``RyuApp`` or ``OSKenApp``. Typed ``Any``: a subclass
 needs ``# type: ignore[misc]`` (mypy's ``disallow_subclassing_any``)."""
 
-HANDSHAKE_DISPATCHER: Final[str] = handler.HANDSHAKE_DISPATCHER
 CONFIG_DISPATCHER: Final[str] = handler.CONFIG_DISPATCHER
 MAIN_DISPATCHER: Final[str] = handler.MAIN_DISPATCHER
 DEAD_DISPATCHER: Final[str] = handler.DEAD_DISPATCHER
@@ -182,9 +178,7 @@ __all__ = [
     "DEAD_DISPATCHER",
     "DEFAULT",
     "ENV",
-    "HANDSHAKE_DISPATCHER",
     "MAIN_DISPATCHER",
-    "MANAGER",
     "MANAGERS",
     "NAME",
     "PACKAGE",

@@ -10,6 +10,7 @@ standard library) on eventlet's WSGI server, in a green thread of the app
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -25,6 +26,10 @@ import eventlet.wsgi
 from alg.errors import ConfigError
 
 LOG = logging.getLogger("pptp_alg.http")
+CONNECTIONS = 32
+"""Clients served at once; more wait in the listen queue."""
+IDLE_SECONDS = 30.0
+"""A connection that sends nothing this long is closed (a client cannot hold one open)."""
 
 Query = Mapping[str, list[str]]
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -95,19 +100,22 @@ def listen(host: str, port: int) -> socket.socket:
     """The listening socket of the HTTP API.
 
     Raises:
-        ConfigError: naming ``nat.rest_port`` when the address cannot be bound.
+        ConfigError: naming ``nat.rest_host`` when the address is not the machine's,
+            ``nat.rest_port`` when the port cannot be had.
     """
     try:
         sock: socket.socket = eventlet.listen((host, port))
     except OSError as exc:
-        raise ConfigError("nat.rest_port", f"cannot listen on {host}:{port}: "
-                          f"{exc.strerror or exc}") from exc
+        key = "nat.rest_host" if exc.errno == errno.EADDRNOTAVAIL else "nat.rest_port"
+        raise ConfigError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                          ) from exc
     return sock
 
 
 def serve(sock: socket.socket, app: Router) -> None:
     """Serve ``app`` on ``sock`` until the process ends (run it in a green thread)."""
-    eventlet.wsgi.server(sock, app, log=_WsgiLog(), log_output=False, debug=False)
+    eventlet.wsgi.server(sock, app, log=_WsgiLog(), log_output=False, debug=False,
+                         max_size=CONNECTIONS, socket_timeout=IDLE_SECONDS)
 
 
 class _WsgiLog:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar
 
 from alg.config import load
 from alg.counters import CounterSet
@@ -53,6 +53,7 @@ from alg.events import (
     Output,
     RemoveEntries,
 )
+from alg.icmp import TokenBucket
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
 from alg.servermap import PATH_DEMUX
 from alg.snapshot import Change, Snapshot
@@ -69,7 +70,7 @@ from ryu_apps.framework import (
     ofp_event,
     ofproto_v1_3,
     ofproto_v1_3_parser,
-    set_ev_cls,
+    on,
 )
 from ryu_apps.store import Store
 
@@ -77,14 +78,12 @@ LOG = logging.getLogger("pptp_alg.gateway")
 CONF = cfg.CONF
 options.register(CONF)
 POLL_SECONDS = 1.0
+EXPIRED_PER_SECOND = 200.0
+"""Packet-ins of packets whose TTL a flow entry found spent, taken each second at most
+(burst as many): OpenFlow 1.3 cannot match the TTL, so no meter holds them on the
+switch; beyond this the app drops them before decoding (``ttl_expired_dropped``)."""
 
 Send = Callable[[L2], None]
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def _on(event: Any, dispatcher: str) -> Callable[[F], F]:
-    """Ryu's ``set_ev_cls``, typed."""
-    return cast(Callable[[F], F], set_ev_cls(event, dispatcher))
 
 
 @dataclass
@@ -99,6 +98,7 @@ class AppCounters(CounterSet):
     packet_outs: int = 0
     ttl_expired: int = 0
     ttl_expired_on_flow: int = 0
+    ttl_expired_dropped: int = 0
     fragments_dropped: int = 0
     bad_checksums: int = 0
     packet_ins_before_ready: int = 0
@@ -227,6 +227,7 @@ class NatGateway(App):  # type: ignore[misc]
         self._ports: tuple[list[int], int] = ([], 0)
         self._stats_parts: dict[tuple[EntryKind, int], tuple[int, int]] = {}
         self._stats_entries = 0
+        self._expired_packet_ins = TokenBucket(EXPIRED_PER_SECOND, EXPIRED_PER_SECOND)
         self.flow_entries = 0
         self._next_stats = 0.0
         self.http: socket.socket | None = None
@@ -249,7 +250,7 @@ class NatGateway(App):  # type: ignore[misc]
 
     # The switch.
 
-    @_on(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @on(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev: Any) -> None:
         dp = ev.msg.datapath
         self.datapath = dp
@@ -257,7 +258,7 @@ class NatGateway(App):  # type: ignore[misc]
         self._outbox = []
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
 
-    @_on(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    @on(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _switch_gone(self, ev: Any) -> None:
         if ev.datapath is self.datapath:
             LOG.warning("switch disconnected; the gateway waits for it to come back")
@@ -265,7 +266,7 @@ class NatGateway(App):  # type: ignore[misc]
             self.ready = False
             self._outbox = []
 
-    @_on(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    @on(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev: Any) -> None:
         dp = ev.msg.datapath
         numbers = {
@@ -329,7 +330,7 @@ class NatGateway(App):  # type: ignore[misc]
         self.ready = True
         LOG.info("pipeline installed on datapath %016x", dp.id)
 
-    @_on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev: Any) -> None:
         self.counters.packet_ins += 1
         if not self.ready:
@@ -339,9 +340,12 @@ class NatGateway(App):  # type: ignore[misc]
         expired = msg.reason == ofproto_v1_3.OFPR_INVALID_TTL
         if expired:
             self.counters.ttl_expired_on_flow += 1
+            if not self._expired_packet_ins.take(self.now()):
+                self.counters.ttl_expired_dropped += 1
+                return
         self.handle_frame(msg.datapath, msg.match["in_port"], bytes(msg.data), expired)
 
-    @_on(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @on(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
         """Sum the counts per cookie (a session has two entries), then report them; or,
         for the request made on connection, count the entries for the reconciliation."""
@@ -367,14 +371,14 @@ class NatGateway(App):  # type: ignore[misc]
             self.core.flow_stats(kind, entry_id, count, now, octets)
         self._stats_parts = {}
 
-    @_on(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    @on(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev: Any) -> None:
         self.counters.flows_removed += 1
         decoded = switch.decode_cookie(ev.msg.cookie)
         if decoded is not None:
             self.core.flow_removed(*decoded, ev.msg.packet_count, ev.msg.byte_count)
 
-    @_on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    @on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         LOG.error("switch reported error type=%s code=%s", ev.msg.type, ev.msg.code)
 

@@ -12,6 +12,7 @@ controller's **TCP ports** by default (OpenFlow and REST).
 
 from __future__ import annotations
 
+from alg.config import DEFAULT_REST_PORT
 from alg.events import EntryKind
 
 COOKIE_TAG = 0x50 << 56
@@ -39,8 +40,8 @@ METER_INSIDE_PORT = 0x100
 
 OPENFLOW_PORT = 6653
 """The controller's OpenFlow listening port by default (IANA's)."""
-REST_PORT = 8080
-"""The REST API's port by default (Ryu's ``wsapi-port``)."""
+REST_PORT = DEFAULT_REST_PORT
+"""The HTTP API's port by default (``[nat] rest_port``)."""
 
 
 def cookie(kind: EntryKind, entry_id: int = 0) -> int:

@@ -121,14 +121,6 @@ def plan(
     return state
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def _signal_pids(pids: Iterable[int], signum: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -147,15 +139,7 @@ def _stop_process(proc: subprocess.Popen[Any], others: Sequence[int] = ()) -> No
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=STOP_GRACE)
-    _signal_pids([pid for pid in others if _alive(pid)], signal.SIGKILL)
-
-
-def _log_tail(path: str, lines: int = 40) -> str:
-    try:
-        tail = Path(path).read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "(no log)"
-    return "\n".join(tail)
+    _signal_pids([pid for pid in others if lab._alive(pid)], signal.SIGKILL)
 
 
 def _taken_ports() -> set[int]:
@@ -279,15 +263,16 @@ class MininetLab:
 
     def _wait(self, what: str, ready: Callable[[], bool], deadline: float) -> None:
         child = self.controller
+        log = self.state.log_path
         while True:
             if child is not None and child.poll() is not None:
-                raise RunError(f"ryu-manager exited with status {child.returncode} ({what})\n"
-                               f"--- {self.state.log_path} ---\n{_log_tail(self.state.log_path)}")
+                raise RunError(f"the controller exited with status {child.returncode} ({what})"
+                               f"\n--- {log} ---\n{lab._log_tail(log)}")
             if ready():
                 return
             if time.monotonic() >= deadline:
-                raise RunError(f"timed out waiting for {what}\n"
-                               f"--- {self.state.log_path} ---\n{_log_tail(self.state.log_path)}")
+                raise RunError(f"timed out waiting for {what}\n--- {log} ---\n"
+                               f"{lab._log_tail(log)}")
             time.sleep(0.2)
 
     def _build_net(self) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.netns import free_tcp_port
+from topo import lab
 
 REPO = Path(__file__).resolve().parents[2]
-MANAGERS = {"ryu": "ryu-manager", "os-ken": "osken-manager"}
+MANAGERS = lab.MANAGERS
 GOOD = {
     "inside_ports": "lab-c1",
     "outside_port": "lab-srv",
@@ -87,4 +88,14 @@ def test_a_rest_port_in_use_stops_the_start_naming_the_option(
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert f"refusing to start: nat.rest_port: cannot listen on 127.0.0.1:{port}" in output, (
+        output[-2000:])
+
+
+def test_a_rest_host_not_of_this_machine_stops_the_start_naming_the_option(
+    tmp_path: Path, framework: str
+) -> None:
+    proc = start(tmp_path, {**GOOD, "rest_host": "192.0.2.55", "rest_port": "8080"}, framework)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "refusing to start: nat.rest_host: cannot listen on 192.0.2.55:8080" in output, (
         output[-2000:])

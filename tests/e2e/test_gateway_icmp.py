@@ -1,5 +1,5 @@
 """ICMP through the gateway, end to end: traceroute from a client, and path-MTU discovery
-through a router with a smaller MTU behind the gateway (RFC 5508, RFC 1191)."""
+through a router with a smaller MTU on the outside path (RFC 5508, RFC 1191)."""
 
 from __future__ import annotations
 

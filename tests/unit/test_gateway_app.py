@@ -412,6 +412,21 @@ def test_stats_and_ageing_run_every_stats_interval(
     assert [t[0] - start for t in ticks] == [0, 5, 10]
 
 
+def test_spent_ttl_packet_ins_beyond_the_rate_are_dropped_before_decoding(
+    app: NatGateway, dp: FakeDatapath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learn_server(app, dp)
+    expired = record(monkeypatch, app.core, "expired")
+    frame = ether(CLIENT_MAC, udp_out(ttl=1))
+    msg = SimpleNamespace(reason=dp.ofproto.OFPR_INVALID_TTL, datapath=dp,
+                          match={"in_port": IN1}, data=frame)
+    for _ in range(250):
+        app._packet_in(SimpleNamespace(msg=msg))
+    assert app.counters.ttl_expired_on_flow == 250
+    assert app.counters.ttl_expired_dropped == 250 - nat_gateway.EXPIRED_PER_SECOND
+    assert len(expired) == nat_gateway.EXPIRED_PER_SECOND
+
+
 def test_the_stats_request_goes_after_the_ageings_deletions(
     app: NatGateway, dp: FakeDatapath, clock: Clock
 ) -> None:

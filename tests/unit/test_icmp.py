@@ -99,8 +99,6 @@ def test_port_unreachable_about_udp_reaches_the_inside_host_translated_back() ->
     quoted = packet[IPerror]
     assert (quoted.src, quoted.dst) == (str(C1), str(SERVER))
     assert (quoted[UDPerror].sport, quoted[UDPerror].dport) == (5000, 53)
-    whole = IP(bytes(quoted))
-    assert whole[UDP].chksum == IP(bytes(whole.copy()))[UDP].chksum
     expected = IP(src=str(C1), dst=str(SERVER), ttl=63) / UDP(sport=5000, dport=53) / b"query"
     assert bytes(quoted) == bytes(IP(bytes(expected)))
     assert gw.counters.icmp_errors_translated == 1
@@ -177,6 +175,9 @@ def test_with_the_alg_off_an_error_about_gre_goes_to_the_bound_client() -> None:
 
 @pytest.mark.parametrize("quoted", [
     IP(src=str(PUBLIC), dst=str(SERVER)) / UDP(sport=1, dport=53),
+    IP(src=str(PUBLIC), dst=str(SERVER), frag=100, proto=17) / (b"\x04\x00\x00\x35" * 4),
+    IP(src=str(PUBLIC), dst=str(SERVER), proto=47) / (
+        b"\xa0" + GreHeader(0, 5).encode()[1:]),  # C set: not enhanced GRE
     IP(src=str(PUBLIC), dst="198.51.100.1") / TCP(sport=1, dport=80),
     IP(src="203.0.113.77", dst=str(SERVER)) / UDP(sport=1, dport=53),
     IP(src=str(PUBLIC), dst=str(SERVER)) / ICMP(type=0, id=1),
@@ -185,6 +186,7 @@ def test_with_the_alg_off_an_error_about_gre_goes_to_the_bound_client() -> None:
 def test_an_error_that_matches_no_binding_is_dropped_and_counted(quoted: IP) -> None:
     gw = gateway()
     udp_session(gw)
+    ControlLink(gw, C1).start().outgoing_call(5, 5)
     message = IcmpMessage(ROUTER, PUBLIC, bytes(ICMP(type=3, code=1) / bytes(quoted)))
     out = gw.handle(IN, message, 1.0)
     assert out.emits == [] and out.drop_reason
@@ -241,7 +243,10 @@ def test_an_inside_hosts_port_unreachable_leaves_from_the_public_address() -> No
     assert gw.handle(OUT, message, 1.0).emits == []
     forged = IcmpMessage(C2, SERVER, bytes(ICMP(type=3, code=3) / bytes(reply)))
     assert gw.handle(OUT, forged, 1.0).emits == []
-    assert gw.counters.icmp_errors_unmatched == 2
+    elsewhere = IcmpMessage(C1, IPv4Address("198.51.100.77"), bytes(
+        ICMP(type=3, code=3) / bytes(reply)))
+    assert gw.handle(OUT, elsewhere, 1.0).emits == []  # not to whom the quote came from
+    assert gw.counters.icmp_errors_unmatched == 3
 
 
 def test_a_clients_error_about_call_gre_gets_the_public_call_id_back() -> None:
@@ -323,14 +328,17 @@ def test_no_time_exceeded_about_an_error_or_to_a_non_unicast_source() -> None:
     assert gw.counters.time_exceeded_sent == 0
 
 
-def test_time_exceeded_is_rate_limited() -> None:
+def test_time_exceeded_is_rate_limited_each_way() -> None:
     gw = Gateway(gateway().config, INSIDE_GW)
+    session = udp_session(gw)
     raw = bytes(IP(src=str(C1), dst=str(SERVER), ttl=1) / UDP())
     probe = UdpDatagram(C1, 1, SERVER, 2)
     sent_now = sum(len(gw.expired(OUT, probe, raw, 5.0).emits) for _ in range(150))
     assert sent_now == icmp.ERROR_BURST
     assert gw.counters.icmp_rate_limited == 50
     assert len(gw.expired(OUT, probe, raw, 5.5).emits) == 1  # refilled meanwhile
+    from_outside = UdpDatagram(SERVER, 53, PUBLIC, session.public_port)
+    assert len(gw.expired(IN, from_outside, raw, 5.5).emits) == 1  # its own budget
 
 
 def test_a_call_gre_with_spent_ttl_from_the_server_gets_time_exceeded() -> None:
@@ -359,6 +367,26 @@ def test_any_bytes_give_a_counted_outcome_never_an_exception(data: bytes) -> Non
     counted = (gw.counters.icmp_errors_translated + gw.counters.icmp_errors_unmatched
                + gw.counters.icmp_malformed)
     assert counted == 2
+
+
+@given(st.sampled_from([6, 17, 1, 47]), st.binary(min_size=0, max_size=40))
+def test_any_cut_quote_of_a_flow_is_translated_or_dropped_never_an_exception(
+    proto: int, tail: bytes
+) -> None:
+    gw = gateway()
+    udp_session(gw)
+    header = bytes(IP(src=str(PUBLIC), dst=str(SERVER), proto=proto))
+    out = gw.handle(IN, IcmpMessage(ROUTER, PUBLIC, bytes(ICMP(type=3, code=3)) + header + tail),
+                    1.0)
+    if out.emits:
+        packet = decoded(sent(out))
+        checksums_hold(packet)
+        assert IPv4Address(packet[IPerror].src) == C1
+    else:
+        assert out.drop_reason
+    counters = gw.counters
+    assert counters.icmp_errors_translated + counters.icmp_errors_unmatched + (
+        counters.icmp_malformed) == 1
 
 
 @given(st.binary(min_size=2, max_size=2), st.binary(min_size=2, max_size=2),
