@@ -129,7 +129,9 @@ class ServerMap:
         The controller path counts as the controller forwards; the flow path by the
         growth of the switch's counts of the server-map entries (as of its last report),
         the demux path by the growth of the demultiplexer's table counts. Bytes are
-        frame bytes, Ethernet and IPv4 headers included.
+        frame bytes, Ethernet and IPv4 headers included. When a pair changes path, what
+        its entry carried between the switch's last report and the change is counted on
+        the path the report finds (at most one statistics interval's packets).
         """
         return self._traffic
 

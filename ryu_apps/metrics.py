@@ -15,7 +15,8 @@ under their own names with ``_total``. Gauges:
 
 Counters by label: ``pptp_alg_gre_packets_total`` and ``pptp_alg_gre_bytes_total`` with
 ``path`` (flow, demux, controller) and ``direction`` (outbound, inbound) from
-:meth:`alg.servermap.ServerMap.traffic`.
+:meth:`alg.servermap.ServerMap.traffic` (the flow path's as of the switch's last report,
+every ``stats_interval``).
 """
 
 from __future__ import annotations
