@@ -67,11 +67,6 @@ class Router:
         """Serve GET (and HEAD) of ``path`` with ``view``."""
         self._views[path] = view
 
-    @property
-    def paths(self) -> list[str]:
-        """The paths served."""
-        return sorted(self._views)
-
     def __call__(self, environ: Mapping[str, Any], start_response: StartResponse
                  ) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET"))

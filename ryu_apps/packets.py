@@ -34,6 +34,8 @@ from alg.events import (
     TcpSegment,
     UdpDatagram,
 )
+from alg.icmp import ECHO_REPLY as ICMP_ECHO_REPLY
+from alg.icmp import ECHO_REQUEST as ICMP_ECHO_REQUEST
 from alg.icmp import checksum
 from alg.neighbours import ArpMessage, ArpReply, ArpRequest
 
@@ -57,8 +59,6 @@ PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
 PROTO_GRE = 47
-ICMP_ECHO_REPLY = 0
-ICMP_ECHO_REQUEST = 8
 BROADCAST = b"\xff" * 6
 
 
