@@ -13,6 +13,12 @@ at the sequence number it expects) and its calls end. A new connection beyond
 gets an RST (``refused_connections``); one that has not completed its handshake within
 ``tcp_handshake`` is forgotten. Nothing more of that message leaves
 (what left before is its header and translated Call ID fields).
+
+A SYN with a new ISN from a connection's client endpoint does not end it (as Linux
+conntrack, and RFC 5961 section 4): it is passed on, and the connection ends only when
+the new one is proven, by the server's SYN-ACK to the new ISN (the calls end, a new
+connection starts on the same public port) or by an exact RST. A host that can send from
+one side only cannot end another's connection this way.
 """
 
 from __future__ import annotations
@@ -25,7 +31,18 @@ from alg.codec import HEADER_LENGTH
 from alg.config import AlgConfig
 from alg.counters import Counters
 from alg.errors import AllocationError, CodecError, LimitError, ProtocolError, StreamError
-from alg.events import TCP_ACK, TCP_RST, TCP_SYN, Direction, Output, SendTcp, TcpSegment
+from alg.events import (
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+    ControlEntry,
+    Direction,
+    EntryKind,
+    Output,
+    RemoveEntries,
+    SendTcp,
+    TcpSegment,
+)
 from alg.framer import Decide, PptpFramer
 from alg.nat import NatSession, NatTable, Proto
 from alg.pptp import CallControl
@@ -48,6 +65,9 @@ class ControlConnection:
     })
     recorded: dict[Direction, int] = field(default_factory=dict)
     """Stream offsets of each direction in the last record made."""
+    new_syn: TcpSegment | None = None
+    """The latest SYN from the client's endpoint with another ISN, passed on to the
+    server: a new connection if the server's SYN-ACK acknowledges it."""
 
     def record(self) -> ConnectionRecord:
         """What the store keeps of the connection (noting the offsets it records)."""
@@ -104,20 +124,46 @@ class ControlConnections:
         """A segment of a control connection (to or from TCP port 1723)."""
         if direction is Direction.OUTBOUND:
             conn = self._inside.get((seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port))
-            if conn is not None and conn.relay.is_new_syn(seg):
-                out = Output()
-                self._close(conn, now, "reopened", out)
-                out.extend(self._open(seg, now))
-                return out
             if conn is None:
                 return self._open(seg, now)
+            if conn.relay.is_new_syn(seg):
+                return self._new_syn(conn, seg)
         else:
             conn = self._public.get((seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port))
             if conn is None:
                 self._counters.no_session_drops += 1
                 return Output(drop_reason="no control connection for inbound segment")
+            if conn.new_syn is not None and _proves(seg, conn.new_syn):
+                out = self._reopen(conn, conn.new_syn, now)
+                out.extend(self._segment(self._by_session[conn.session.id], direction, seg,
+                                         now))
+                return out
         self._nat.touch(conn.session.id, now)
         return self._segment(conn, direction, seg, now)
+
+    def _new_syn(self, conn: ControlConnection, seg: TcpSegment) -> Output:
+        """A SYN with another ISN on an open connection's endpoints: passed on, the
+        connection kept (RFC 5961 section 4).
+
+        The server answers it: with a challenge ACK while it has the connection (a client
+        that lost it answers that with an exact RST, which ends it), with a SYN-ACK for
+        the new ISN when it lost it too (which :meth:`_reopen` takes).
+        """
+        self._counters.syns_on_open_connections += 1
+        conn.new_syn = seg
+        return Output(emits=[SendTcp(Direction.OUTBOUND, conn.relay.first_syn(seg))])
+
+    def _reopen(self, conn: ControlConnection, syn: TcpSegment, now: float) -> Output:
+        """The server acknowledged the new SYN: the old connection and its calls end, a
+        new one starts on the same NAT session (the SYN-ACK came to its public port)."""
+        self._counters.connections_reopened += 1
+        out = Output()
+        self._calls.close_all(conn.calls, now, "reopened", out)
+        self._detach(conn)
+        self._nat.touch(conn.session.id, now)
+        self._add(conn.session, TcpRelay(conn.session, syn, self._config.max_buffer,
+                                         HEADER_LENGTH))
+        return out
 
     def session_expired(self, session_id: int, now: float, out: Output) -> bool:
         """The NAT aged a session out; end its connection if it is one (True)."""
@@ -170,6 +216,7 @@ class ControlConnections:
             return out
         relay = TcpRelay(session, seg, self._config.max_buffer, HEADER_LENGTH)
         self._add(session, relay)
+        out.decisions.append(ControlEntry(session))
         out.emits.append(SendTcp(Direction.OUTBOUND, relay.first_syn(seg)))
         return out
 
@@ -289,6 +336,12 @@ class ControlConnections:
 
     def _close(self, conn: ControlConnection, now: float, reason: str, out: Output) -> None:
         self._calls.close_all(conn.calls, now, reason, out)
+        self._detach(conn)
+        self._nat.remove(conn.session.id)
+        out.decisions.append(RemoveEntries(EntryKind.CONTROL, conn.session.id))
+
+    def _detach(self, conn: ControlConnection) -> None:
+        """Take a connection out of every index (its NAT session stays)."""
         s = conn.session
         self._inside.pop((s.inside_ip, s.inside_port, s.remote_ip, s.remote_port), None)
         self._public.pop((s.public_ip, s.public_port, s.remote_ip, s.remote_port), None)
@@ -299,7 +352,12 @@ class ControlConnections:
                 self._per_host[s.inside_ip] = left
             else:
                 del self._per_host[s.inside_ip]
-        self._nat.remove(s.id)
+
+
+def _proves(seg: TcpSegment, syn: TcpSegment) -> bool:
+    """Whether an inbound segment is the server's SYN-ACK to ``syn``."""
+    return (seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK
+            and seg.ack == (syn.seq + 1) % (1 << 32))
 
 
 def refusal(syn: TcpSegment) -> TcpSegment:

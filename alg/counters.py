@@ -35,11 +35,15 @@ class Counters(CounterSet):
     no_session_drops: int = 0
     out_of_window_drops: int = 0
     challenge_acks: int = 0
+    syns_on_open_connections: int = 0
+    connections_reopened: int = 0
     refused_calls: int = 0
     refused_connections: int = 0
     refused_sessions: int = 0
     resync_probes: int = 0
     restore_skipped: int = 0
+    restore_records_rejected: int = 0
+    restore_failures: int = 0
     icmp_errors_translated: int = 0
     icmp_errors_unmatched: int = 0
     icmp_malformed: int = 0

@@ -39,6 +39,8 @@ from tests.unit.pptp_flows import (
     echo_request,
     gateway,
     ocrq,
+    sccrp,
+    sccrq,
     sent_gre,
     sent_tcp,
     up_gre,
@@ -386,3 +388,97 @@ def test_an_idle_data_channel_shows_no_pptp_gre_session() -> None:
     assert [e.protocol for e in display.session_table(gw, 400.0)].count("pptp-gre") == 0
     down_gre(gw, PUBLIC, A, 401.0)
     assert [e.protocol for e in display.session_table(gw, 401.0)].count("pptp-gre") == 1
+
+
+def _victim_call() -> tuple[ControlLink, int]:
+    gw = gateway()
+    link = ControlLink(gw).start()
+    b = link.outgoing_call(A, 700)
+    return link, b
+
+
+def _victim_unharmed(link: ControlLink, b: int) -> None:
+    gw = link.gw
+    [call] = gw.calls()
+    assert call.state is CallState.ESTABLISHED and call.public_call_id == b
+    [sent] = sent_gre(down_gre(gw, PUBLIC, b, link.now))
+    assert sent.dst_ip == C1
+    link.client_send(echo_request())
+    assert link.server.stream.endswith(echo_request())
+
+
+def test_a_syn_from_the_victims_own_endpoint_passes_and_ends_nothing() -> None:
+    """A host on the victim's address and port sends a SYN with a new ISN (the SYN that
+    failed ``make test``'s fuzz run): it reaches the server, the victim's connection and
+    call live on."""
+    link, b = _victim_call()
+    gw = link.gw
+    syn = TcpSegment(C1, 40000, SERVER, 1723, seq=1001, ack=0, flags=TCP_SYN, window=512)
+    out = gw.handle_tcp(Direction.OUTBOUND, syn, 1.0)
+    [passed] = sent_tcp(out)
+    assert (passed.direction, passed.segment.flags, passed.segment.seq) == (
+        Direction.OUTBOUND, TCP_SYN, 1001)
+    assert gw.counters.syns_on_open_connections == 1 and gw.counters.connections_reopened == 0
+    # The server still has the connection: its challenge ACK passes to the client.
+    challenge = link.send(link.server, flags=TCP_ACK)
+    assert sent_tcp(challenge) and link.client.segments[-1].flags == TCP_ACK
+    _victim_unharmed(link, b)
+
+
+def test_an_off_path_syn_ack_for_a_syn_never_sent_ends_nothing() -> None:
+    """An outside host guessing a SYN-ACK to the victim's public port, with no SYN before
+    it from the victim's endpoint."""
+    link, b = _victim_call()
+    gw = link.gw
+    for ack in (0, 1, 1001, link.client.isn + 1, link.client.snd_nxt):
+        link.send(link.server, flags=TCP_SYN | TCP_ACK, seq=5, ack=ack)
+    assert gw.counters.connections_reopened == 0
+    _victim_unharmed(link, b)
+
+
+def test_a_syn_ack_for_another_isn_than_the_new_syns_ends_nothing() -> None:
+    """Both sides forged but out of step: the SYN-ACK does not acknowledge the new SYN."""
+    link, b = _victim_call()
+    gw = link.gw
+    gw.handle_tcp(Direction.OUTBOUND, TcpSegment(C1, 40000, SERVER, 1723, 77, 0, TCP_SYN, 512),
+                  1.0)
+    link.send(link.server, flags=TCP_SYN | TCP_ACK, seq=5, ack=79)
+    assert gw.counters.connections_reopened == 0
+    _victim_unharmed(link, b)
+
+
+def test_a_new_connection_proven_by_the_servers_syn_ack_replaces_the_old_one() -> None:
+    """Who controls both the victim's endpoint and the server's address can end the
+    connection, as through any TCP middlebox: the server's SYN-ACK to the new ISN proves
+    the new connection, the old one's calls end and the new one works."""
+    link, b = _victim_call()
+    gw = link.gw
+    old_port = link.public_port
+    fresh = ControlLink(gw, client_isn=5_000_000)
+    fresh.public_ip, fresh.public_port = link.public_ip, link.public_port
+    fresh.open()
+    assert gw.counters.connections_reopened == 1
+    assert [c.state for c in gw.calls()] == []
+    [conn] = gw.connections()
+    assert conn.session.public_port == old_port and conn.relay.outbound.isn == 5_000_000
+    fresh.client_send(sccrq())
+    fresh.server_send(sccrp())
+    assert fresh.outgoing_call(A, 701) != b  # b is held down after the old call
+    assert fresh.server.stream.startswith(sccrq())
+
+
+def test_an_exact_rst_answering_the_challenge_ends_the_old_connection() -> None:
+    """The client lost its connection and reconnects from the same port: the server's
+    challenge ACK draws the client's RST at exactly the expected sequence number, which
+    ends the old connection; the client's next SYN opens the new one."""
+    link, _ = _victim_call()
+    gw = link.gw
+    gw.handle_tcp(Direction.OUTBOUND, TcpSegment(C1, 40000, SERVER, 1723, 77, 0, TCP_SYN, 512),
+                  1.0)
+    challenge = link.send(link.server, flags=TCP_ACK)
+    [ack] = [e.segment for e in sent_tcp(challenge)]
+    rst = TcpSegment(C1, 40000, SERVER, 1723, seq=ack.ack, ack=0, flags=TCP_RST, window=0)
+    gw.handle_tcp(Direction.OUTBOUND, rst, 1.1)
+    assert gw.connections() == [] and list(gw.calls()) == []
+    again = ControlLink(gw, client_isn=77, now=2.0).start()
+    assert again.outgoing_call(A, 702) != A  # A is held down after the old call
