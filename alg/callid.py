@@ -5,6 +5,11 @@ same public address to the same server need distinct Call IDs. The client's own 
 whenever it is free on the pair (the flow path: GRE from the server then needs no key
 rewrite). A released ID is held down for a while, so that late GRE of an ended call that
 the controller demultiplexes (the controller path) is never delivered to a new call.
+
+Each inside host has a share of each pair's IDs (``max_call_ids_per_host``): the IDs it
+holds, in use and held down together, counted over all its control connections and for as
+long as each hold-down lasts. A host that asks for more is refused; no other host loses
+anything, and no hold-down is shortened to make room.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from alg.config import check_seconds
-from alg.errors import CallIdExhaustedError
+from alg.errors import CallIdExhaustedError, LimitError
 from alg.snapshot import HeldRecord, Journal
 
 CALL_ID_SPACE = 65536
@@ -33,12 +38,30 @@ class _PairState:
         held: released IDs mapped to the time their hold-down ends.
         cursor: where the next search for a free ID starts (just after the last one a
             search found), None before the pair's first collision.
+        owners: the inside host each ID in use or held down counts against.
+        per_host: how many of the pair's IDs each host holds (in use and held down).
     """
 
     in_use: set[int] = field(default_factory=set)
     held: dict[int, float] = field(default_factory=dict)
     hold_end: float = 0.0
     cursor: int | None = None
+    owners: dict[int, IPv4Address] = field(default_factory=dict)
+    per_host: dict[IPv4Address, int] = field(default_factory=dict)
+
+    def own(self, call_id: int, host: IPv4Address | None) -> None:
+        if host is not None:
+            self.owners[call_id] = host
+            self.per_host[host] = self.per_host.get(host, 0) + 1
+
+    def disown(self, call_id: int) -> None:
+        host = self.owners.pop(call_id, None)
+        if host is not None:
+            left = self.per_host[host] - 1
+            if left:
+                self.per_host[host] = left
+            else:
+                del self.per_host[host]
 
     def taken(self) -> int:
         return len(self.in_use) + len(self.held)
@@ -78,7 +101,8 @@ class CallIdAllocator:
         return self._hold_down
 
     def allocate(
-        self, public_ip: IPv4Address, server_ip: IPv4Address, preferred: int, now: float
+        self, public_ip: IPv4Address, server_ip: IPv4Address, preferred: int, now: float,
+        host: IPv4Address | None = None, share: int = CALL_ID_SPACE,
     ) -> int:
         """Takes a Call ID on a pair, the preferred one if it is free.
 
@@ -87,6 +111,9 @@ class CallIdAllocator:
             server_ip: the server's address.
             preferred: the ID to keep if possible (the client's own Call ID).
             now: the current time.
+            host: the inside host the ID counts against, until its hold-down ends
+                (None: none).
+            share: most IDs of the pair ``host`` may hold, in use and held down.
 
         Returns:
             ``preferred`` if it is neither in use nor held down on the pair, else the next
@@ -98,6 +125,7 @@ class CallIdAllocator:
 
         Raises:
             ValueError: ``preferred`` is outside 0..65535.
+            LimitError: ``host`` holds its share of the pair's IDs.
             CallIdExhaustedError: every ID of the pair is in use or held down.
         """
         if not 0 <= preferred < CALL_ID_SPACE:
@@ -105,6 +133,13 @@ class CallIdAllocator:
         self.purge(now)
         pair = (public_ip, server_ip)
         state = self._pairs.get(pair)
+        if host is not None and state is not None and (
+            state.per_host.get(host, 0) >= share
+        ):
+            raise LimitError(
+                "max_call_ids_per_host", f"{host} holds {share} Call IDs of public "
+                f"{public_ip} to server {server_ip}, in use or held down"
+            )
         if state is None:
             state = self._pairs[pair] = _PairState()
         call_id = preferred
@@ -119,6 +154,7 @@ class CallIdAllocator:
                 call_id = (call_id + 1) % CALL_ID_SPACE
             state.cursor = (call_id + 1) % CALL_ID_SPACE
         state.in_use.add(call_id)
+        state.own(call_id, host)
         self._count_in_use += 1
         return call_id
 
@@ -146,10 +182,10 @@ class CallIdAllocator:
 
     def adopt(
         self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int,
-        until: float | None = None,
+        until: float | None = None, host: IPv4Address | None = None,
     ) -> bool:
         """Takes back a Call ID a store kept (after a restart): in use, or held down
-        ``until`` then.
+        ``until`` then, counted against ``host``.
 
         Returns:
             False when the ID is out of range or already in use or held down on the pair
@@ -160,6 +196,7 @@ class CallIdAllocator:
             return False
         if state is None:
             state = self._pairs[(public_ip, server_ip)] = _PairState()
+        state.own(call_id, host)
         if until is None:
             state.in_use.add(call_id)
             self._count_in_use += 1
@@ -173,8 +210,9 @@ class CallIdAllocator:
         state.held[call_id] = until
         state.hold_end = max(state.hold_end, until)
         heapq.heappush(self._expiries, (until, public_ip, server_ip, call_id))
+        host = state.owners.get(call_id)
         self._journal.save("held", (public_ip, server_ip, call_id),
-                           lambda: HeldRecord(public_ip, server_ip, call_id, until))
+                           lambda: HeldRecord(public_ip, server_ip, call_id, until, host))
 
     def in_use(self, public_ip: IPv4Address, server_ip: IPv4Address, call_id: int) -> bool:
         """Tells whether a Call ID is allocated and not released on a pair."""
@@ -195,6 +233,12 @@ class CallIdAllocator:
         """Tells whether any released Call ID of a pair is still held down at ``now``."""
         state = self._pairs.get((public_ip, server_ip))
         return state is not None and now < state.hold_end
+
+    def held_by(self, public_ip: IPv4Address, server_ip: IPv4Address, host: IPv4Address
+                ) -> int:
+        """How many IDs of a pair count against ``host`` (in use and held down)."""
+        state = self._pairs.get((public_ip, server_ip))
+        return 0 if state is None else state.per_host.get(host, 0)
 
     def count_in_use(self) -> int:
         """Returns the number of Call IDs in use over all pairs."""
@@ -226,6 +270,7 @@ class CallIdAllocator:
             pair = (public_ip, server_ip)
             state = self._pairs[pair]
             del state.held[call_id]
+            state.disown(call_id)
             self._journal.forget("held", (public_ip, server_ip, call_id))
             if not state.in_use and not state.held:
                 del self._pairs[pair]

@@ -20,13 +20,15 @@ GROUP = "nat"
 POLICIES = ("open", "strict")
 _SECONDS = (
     "tcp_idle", "udp_idle", "icmp_idle", "gre_idle", "call_id_hold_down", "tcp_closing",
-    "tcp_handshake",
+    "tcp_handshake", "fragment_timeout",
 )
 _COUNTS = (
-    "max_calls_per_connection", "max_calls", "max_connections_per_host",
+    "max_calls_per_connection", "max_call_ids_per_host", "max_calls",
+    "max_connections_per_host",
     "max_handshakes_per_host", "max_sessions_per_host", "max_sessions", "max_pins_per_port",
     "punt_rate_arp", "punt_rate_inside_port", "punt_rate_outside_control",
-    "punt_rate_outside_new", "punt_rate_gre",
+    "punt_rate_outside_new", "punt_rate_gre", "punt_rate_control_connections",
+    "fragment_memory", "fragment_memory_per_source", "fragments_per_datagram",
 )
 
 
@@ -73,7 +75,13 @@ class AlgConfig:
             (an RST ends it at once).
         tcp_handshake: how long a control connection may take to complete its TCP
             handshake before it is forgotten.
-        max_calls_per_connection: most live calls of one control connection.
+        max_calls_per_connection: most live calls of one control connection (RFC 2637
+            sets no limit; by default as many as the host's share of Call IDs).
+        max_call_ids_per_host: the share of each (public address, server) pair's 65,536
+            public Call IDs one inside host may hold, in use and held down together,
+            counted over all its control connections until each hold-down ends
+            (:mod:`alg.callid`). The default leaves a pair able to serve 32 hosts at
+            their full share.
         max_calls: most live calls in all.
         max_connections_per_host: most control connections of one inside host.
         max_handshakes_per_host: most control connections of one inside host whose
@@ -86,9 +94,21 @@ class AlgConfig:
         punt_rate_arp, punt_rate_inside_port, punt_rate_outside_control,
             punt_rate_outside_new, punt_rate_gre: packets per second each class of punt
             to the controller may bring (an OpenFlow meter on the switch drops the rest).
+        punt_rate_control_connections: packets per second the server's segments of the
+            live control connections of one inside port's hosts may bring (their own
+            entries and meter, apart from ``punt_rate_outside_control``).
         gre_outbound_strict: client -> server GRE goes through the controller, which
             passes only the keys of the client's own calls (the switch cannot match the
             key; off, the flow entry passes any key, as Linux conntrack does).
+        mtu: the MTU of the gateway's links (OpenFlow 1.3 port descriptions carry none):
+            a datagram the controller sends is fragmented to it, or, with DF set,
+            answered with ICMP fragmentation needed (``alg.defrag``).
+        fragment_timeout: how long the fragments of a datagram are held at most for it
+            to be reassembled (Linux's ``ipfrag_time``).
+        fragment_memory: bytes held at most in all for datagrams being reassembled
+            (Linux's ``ipfrag_high_thresh``).
+        fragment_memory_per_source: bytes held at most for one source's datagrams.
+        fragments_per_datagram: most fragments of one datagram.
         gre_demux: a GRE demultiplexer is configured (``gre_demux_port``): a shared
             pair's server -> client GRE goes to it rather than to the controller while it
             answers its heartbeat.
@@ -107,7 +127,8 @@ class AlgConfig:
     policy: str = "open"
     tcp_closing: float = 10.0
     tcp_handshake: float = 30.0
-    max_calls_per_connection: int = 16
+    max_calls_per_connection: int = 2048
+    max_call_ids_per_host: int = 2048
     max_calls: int = 20_000
     max_connections_per_host: int = 32
     max_handshakes_per_host: int = 16
@@ -121,6 +142,12 @@ class AlgConfig:
     punt_rate_outside_control: int = 2000
     punt_rate_outside_new: int = 1000
     punt_rate_gre: int = 8000
+    punt_rate_control_connections: int = 2000
+    mtu: int = 1500
+    fragment_timeout: float = 30.0
+    fragment_memory: int = 4 * 1024 * 1024
+    fragment_memory_per_source: int = 256 * 1024
+    fragments_per_datagram: int = 64
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)
@@ -131,6 +158,8 @@ class AlgConfig:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.policy not in POLICIES:
             raise ConfigError("policy", f"must be one of {', '.join(POLICIES)}: {self.policy!r}")
+        if not 68 <= self.mtu <= 65535:
+            raise ConfigError("mtu", f"must be in 68..65535 bytes (RFC 791), got {self.mtu}")
         if self.max_buffer < 1024:
             raise ConfigError("max_buffer", f"must be at least 1024 bytes, got {self.max_buffer}")
         if not 1 <= self.port_min <= self.port_max <= 65535:
@@ -268,6 +297,9 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a control connection may take to complete its TCP handshake"),
     Option("max_calls_per_connection", "int", _ALG.max_calls_per_connection,
            "most live calls of one control connection"),
+    Option("max_call_ids_per_host", "int", _ALG.max_call_ids_per_host,
+           "most public Call IDs of one (public address, server) pair one inside host "
+           "may hold, in use and held down together"),
     Option("max_calls", "int", _ALG.max_calls, "most live calls in all"),
     Option("max_connections_per_host", "int", _ALG.max_connections_per_host,
            "most control connections of one inside host"),
@@ -287,6 +319,20 @@ OPTIONS: tuple[Option, ...] = (
            "other punts per second from the outside (new or unknown traffic)"),
     Option("punt_rate_gre", "int", _ALG.punt_rate_gre,
            "controller-path GRE packets per second"),
+    Option("punt_rate_control_connections", "int", _ALG.punt_rate_control_connections,
+           "servers' segments per second on the live control connections of each inside "
+           "port's hosts (each connection has its own entry; other segments from port "
+           "1723 outside share punt_rate_outside_control)"),
+    Option("mtu", "int", _ALG.mtu, "MTU of the gateway's links in bytes: what the "
+           "controller sends is fragmented to it (DF set: ICMP fragmentation needed)"),
+    Option("fragment_timeout", "float", _ALG.fragment_timeout,
+           "seconds the fragments of a datagram are held at most for reassembly"),
+    Option("fragment_memory", "int", _ALG.fragment_memory,
+           "bytes held at most in all for datagrams being reassembled"),
+    Option("fragment_memory_per_source", "int", _ALG.fragment_memory_per_source,
+           "bytes held at most for the datagrams of one source being reassembled"),
+    Option("fragments_per_datagram", "int", _ALG.fragments_per_datagram,
+           "most fragments of one datagram being reassembled"),
     Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
            "client -> server GRE through the controller, only the client's own keys"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),

@@ -20,7 +20,7 @@ through :meth:`Gateway.flow_stats`, :meth:`Gateway.flow_removed` and
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import assert_never
 
 from alg.callid import CallIdAllocator
@@ -33,7 +33,9 @@ from alg.events import (
     TCP_ACK,
     TCP_RST,
     TCP_SYN,
+    ControlEntry,
     Decision,
+    DemuxReturnEntry,
     Direction,
     EntryKind,
     GreInboundEntry,
@@ -57,6 +59,17 @@ from alg.snapshot import Change, Forget, Journal, Snapshot
 
 Installed = Mapping[tuple[EntryKind, int], int]
 """What a switch holds of the core's entries: how many entries per (kind, id)."""
+
+SESSION_KINDS = frozenset({EntryKind.SESSION, EntryKind.CONTROL})
+"""Entries whose id is a NAT session's (the others' ids are the core's :class:`Ids`)."""
+
+
+def _highest_core_id(installed: Installed) -> int:
+    """The highest id from the core's :class:`Ids` that a switch holds: not a session's
+    (the NAT table's own ids) nor a return entry's (its client's address,
+    ``alg.servermap.return_entry_id``)."""
+    return max((i for k, i in installed
+                if k not in SESSION_KINDS and k is not EntryKind.DEMUX_RETURN), default=0)
 
 
 class Ids(Iterator[int]):
@@ -83,11 +96,18 @@ class Gateway:
         config: timeouts, limits, the public pool, the policy and the ALG switch.
         inside_address: the gateway's address on the inside, from which it tells inside
             hosts that a packet's TTL ran out (None: it does not tell them).
+        inside_subnet, outside_subnet: the inside subnet and the on-link outside subnet:
+            an ICMP error from outside sent from an inside address or the outside
+            subnet's broadcast address is a martian (``alg.icmp``).
     """
 
-    def __init__(self, config: AlgConfig, inside_address: IPv4Address | None = None
-                 ) -> None:
+    def __init__(self, config: AlgConfig, inside_address: IPv4Address | None = None,
+                 inside_subnet: IPv4Network | None = None,
+                 outside_subnet: IPv4Network | None = None) -> None:
         self.config = config
+        self._inside_address = inside_address
+        self._inside_subnet = inside_subnet
+        self._outside_subnet = outside_subnet
         self.counters = Counters()
         self.journal = Journal()
         self.nat = NatTable(config, journal=self.journal)
@@ -103,6 +123,10 @@ class Gateway:
         self.icmp = IcmpErrors(self.counters, self.nat, self.server_map, self.plain,
                                config.alg_enabled, inside_address)
         self._session_counts: dict[int, Counts] = {}
+        self._unplaced: dict[tuple[IPv4Address, int, IPv4Address], int] = {}
+        """Control connections whose entry the app could not place (the client's port
+        not known), by their inside endpoint and server: offered again when the client
+        speaks."""
 
     # Views for displays and tests.
 
@@ -186,7 +210,10 @@ class Gateway:
         """A TCP segment that reached the controller (no flow entry matched it)."""
         port = seg.dst_port if direction is Direction.OUTBOUND else seg.src_port
         if self.config.alg_enabled and port == PPTP_PORT:
-            return self.control.handle(direction, seg, now)
+            out = self.control.handle(direction, seg, now)
+            if self._unplaced and direction is Direction.OUTBOUND:
+                self._place(seg, out)
+            return out
         starts = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
         return self.napt.packet(
             direction, Proto.TCP, (seg.src_ip, seg.src_port), (seg.dst_ip, seg.dst_port),
@@ -269,16 +296,32 @@ class Gateway:
         """The app could not carry out ``decision``; the core adapts where it can.
 
         A server -> client entry to a client whose address the app cannot resolve moves
-        its pair to the controller path (retried by :meth:`tick`). A session's entries
-        are decided again by its next packet. Other entries need nothing: their packets
+        its pair to the controller path (retried by :meth:`tick`); so does a client's
+        return entry from the demultiplexer, for the pairs of its calls. A session's entries
+        are decided again by its next packet; a control connection's entry by its
+        client's next segment (meanwhile its server's segments take the shared punt of
+        control segments from the outside). Other entries need nothing: their packets
         keep reaching the controller, which forwards them.
         """
         out = Output()
         if isinstance(decision, GreInboundEntry) and decision.client_ip is not None:
             self.server_map.unreachable(decision, now, out)
+        elif isinstance(decision, DemuxReturnEntry):
+            self.server_map.return_failed(decision, now, out)
         elif isinstance(decision, SessionEntries):
             decision.session.entries_sent = None
+        elif isinstance(decision, ControlEntry):
+            s = decision.session
+            self._unplaced[(s.inside_ip, s.inside_port, s.remote_ip)] = s.id
         return self._noted(out)
+
+    def _place(self, seg: TcpSegment, out: Output) -> None:
+        """The client of a control connection whose entry was not placed spoke (so the
+        app knows its port now): offer the entry again."""
+        session_id = self._unplaced.pop((seg.src_ip, seg.src_port, seg.dst_ip), None)
+        session = None if session_id is None else self.nat.get(session_id)
+        if session is not None and self.control.is_control(session.id):
+            out.decisions.append(ControlEntry(session))
 
     def flow_stats(
         self, kind: EntryKind, entry_id: int, packets: int, now: float, byte_count: int = 0
@@ -286,8 +329,11 @@ class Gateway:
         """The switch's packet and byte counts for one flow entry (cumulative).
 
         A count that grew since the last report restarts the idle clock of what the entry
-        belongs to, so Left-Time follows traffic the controller never sees.
+        belongs to, so Left-Time follows traffic the controller never sees. A control
+        connection's entry punts: the controller saw each of its packets.
         """
+        if kind is EntryKind.CONTROL:
+            return
         if kind is EntryKind.SESSION:
             if self.nat.get(entry_id) is None:
                 return
@@ -309,6 +355,8 @@ class Gateway:
         from zero if it is installed again (the next packet of a live call is punted and
         re-installs it). Ageing itself is the core's, by :meth:`tick`.
         """
+        if kind is EntryKind.CONTROL:
+            return
         if kind is EntryKind.SESSION:
             last = self._session_counts.get(entry_id)
             if last is not None:
@@ -326,6 +374,7 @@ class Gateway:
             if not self.control.session_expired(session.id, now, out):
                 out.decisions.append(RemoveEntries(EntryKind.SESSION, session.id))
         self.control.tick(now, out)
+        self._unplaced = {k: i for k, i in self._unplaced.items() if self.control.is_control(i)}
         self.plain.tick(now, out)
         self.call_ids.purge(now)
         self.server_map.reconsider(now, out)
@@ -346,11 +395,42 @@ class Gateway:
         (``restore_skipped``) and forgotten; what came back is written again as it
         stands now (an id or a hold-down may have changed).
 
+        Every value of every record is checked for its type and range first
+        (:meth:`~alg.snapshot.Snapshot.validated`): a record that fails is left out and
+        counted with those the store already refused (``restore_records_rejected``). If
+        the restore still fails, the core starts empty (``restore_failures``): the
+        switch's entries are all removed and the store's records forgotten, and the
+        output's ``errors`` say so.
+
         Args:
             snapshot: the store's records.
             installed: what the switch holds of the core's entries.
             now: the time.
         """
+        checked = snapshot.validated()
+        rejected = checked.rejected
+        self.counters.restore_records_rejected += len(rejected)
+        try:
+            out = self._restore(checked, installed, now)
+        except Exception as exc:
+            self._start_empty()
+            self.counters.restore_records_rejected = len(rejected)
+            self.counters.restore_failures += 1
+            out = self.reconcile(installed)
+            out.records[:0] = _forget_all(checked)
+            out.errors.append(f"restore failed ({type(exc).__name__}: {exc}): the gateway "
+                              "starts without its saved state")
+        if rejected:
+            out.errors.insert(0, f"restore: {len(rejected)} records with a value of the "
+                                 f"wrong type or out of range left out, the first: "
+                                 f"{rejected[0]}")
+        return out
+
+    def _start_empty(self) -> None:
+        Gateway.__init__(self, self.config, self._inside_address, self._inside_subnet,
+                         self._outside_subnet)
+
+    def _restore(self, snapshot: Snapshot, installed: Installed, now: float) -> Output:
         self.journal.drain()
         left_out: list[Change] = []
         alg = self.config.alg_enabled
@@ -370,14 +450,14 @@ class Gateway:
         for held in snapshot.held:
             until = min(held.until, now + hold_down)
             if until <= now or not self.call_ids.adopt(
-                held.public_ip, held.server_ip, held.call_id, until
+                held.public_ip, held.server_ip, held.call_id, until, held.host
             ):
                 left_out.append(Forget("held", (held.public_ip, held.server_ip, held.call_id)))
         self.ids.skip(max((max(r.index, r.outbound_entry or 0, r.inbound_entry or 0)
                            for r in snapshot.calls), default=0))
         self.ids.skip(max((max(r.outbound_id, r.inbound_id) for r in snapshot.plain),
                           default=0))
-        self.ids.skip(max((i for k, i in installed if k is not EntryKind.SESSION), default=0))
+        self.ids.skip(_highest_core_id(installed))
         connections = {}
         for conn_record in snapshot.connections:
             session = sessions.get(conn_record.session_id)
@@ -402,8 +482,8 @@ class Gateway:
         """Bring a switch's entries in line with the core (on every connection of the
         switch: after a restart of either).
 
-        Missing entries of live sessions, server-map pairs and ALG-off bindings are
-        installed, then entries the core does not own are removed (installs first: an
+        Missing entries of live sessions, control connections, server-map pairs and
+        ALG-off bindings are installed, then entries the core does not own are removed (installs first: an
         entry with the same match under an old cookie is replaced before the old
         cookie's removal). After a controller restart the entries are found by the ids
         the store kept, so nothing is installed again; after a switch restart
@@ -412,10 +492,15 @@ class Gateway:
         Args:
             installed: what the switch holds of the core's entries (pipeline included).
         """
-        self.nat.skip_ids(max((i for k, i in installed if k is EntryKind.SESSION), default=0))
-        self.ids.skip(max((i for k, i in installed if k is not EntryKind.SESSION), default=0))
+        self.nat.skip_ids(max((i for k, i in installed if k in SESSION_KINDS), default=0))
+        self.ids.skip(_highest_core_id(installed))
         out = Output()
         owned: set[tuple[EntryKind, int]] = set()
+        for conn in self.control.connections():
+            key = (EntryKind.CONTROL, conn.session.id)
+            owned.add(key)
+            if key not in installed:
+                out.decisions.append(ControlEntry(conn.session))
         for session in self.nat.sessions():
             if session.proto is Proto.ICMP or self.control.is_control(session.id):
                 continue
@@ -433,3 +518,13 @@ class Gateway:
             if kind is not EntryKind.PIPELINE and (kind, entry_id) not in owned
         )
         return self._noted(out)
+
+
+def _forget_all(snapshot: Snapshot) -> list[Change]:
+    """Forget every record of ``snapshot`` (a session takes its connection and calls)."""
+    changes: list[Change] = [Forget("session", r.id) for r in snapshot.sessions]
+    changes += [Forget("connection", r.session_id) for r in snapshot.connections]
+    changes += [Forget("call", r.index) for r in snapshot.calls]
+    changes += [Forget("held", (r.public_ip, r.server_ip, r.call_id)) for r in snapshot.held]
+    changes += [Forget("plain", (r.client_ip, r.server_ip)) for r in snapshot.plain]
+    return changes

@@ -19,7 +19,8 @@ Policies (also in the README):
   public-side ID ``b`` (rewritten to ``a``). So an ID that is one call's ``c`` and
   another's ``b`` ends the call whose ``c`` it is.
 * Call ID exhaustion on a (public IP, server) pair, or a new call beyond
-  ``max_calls_per_connection`` or ``max_calls``: counted, the connection is reset.
+  ``max_calls_per_connection``, ``max_calls`` or its host's share of the pair's Call IDs
+  (``max_call_ids_per_host``, :mod:`alg.callid`): counted, the connection is reset.
 """
 
 from __future__ import annotations
@@ -58,10 +59,6 @@ from alg.events import CallLog, Direction, Output
 from alg.servermap import ServerMap
 from alg.snapshot import CallRecord
 
-HELD_PER_LIVE = 4
-"""A connection's calls in hold-down may number this many times ``max_calls_per_connection``:
-each holds a public Call ID of the pair, so calls set up and cleared in a loop would
-otherwise take them all."""
 INCOMING_CALL_ACCEPT = 1
 """Incoming-Call-Reply Result Code: Connect (RFC 2637 section 2.10)."""
 
@@ -166,7 +163,8 @@ class CallControl:
             return False
         conn = calls.session
         if (state is not CallState.CLOSED and b is not None
-                and not self._call_ids.adopt(conn.public_ip, conn.remote_ip, b)):
+                and not self._call_ids.adopt(conn.public_ip, conn.remote_ip, b,
+                                             host=conn.inside_ip)):
             return False
         call = Call(
             record.index, calls, record.outgoing, state, created=now, last_data=now,
@@ -355,10 +353,10 @@ class CallControl:
         self, calls: ConnectionCalls, outgoing: bool, state: CallState, now: float
     ) -> Call:
         limit = self._config.max_calls_per_connection
-        if len(calls) >= limit or calls.held >= HELD_PER_LIVE * limit:
+        if len(calls) >= limit:
             raise LimitError(
                 "max_calls_per_connection", f"{calls.client_ip} has too many calls on one "
-                "control connection, live or ended within the hold-down",
+                "control connection",
             )
         if self._live >= self._config.max_calls:
             raise LimitError("max_calls", "too many calls")
@@ -371,7 +369,8 @@ class CallControl:
         conn = call.conn
         try:
             public_id = self._call_ids.allocate(
-                conn.public_ip, conn.server_ip, call.client_id, now
+                conn.public_ip, conn.server_ip, call.client_id, now, conn.client_ip,
+                self._config.max_call_ids_per_host,
             )
         except AllocationError:
             conn.remove(call, keep=False)

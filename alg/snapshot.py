@@ -13,14 +13,28 @@ made or ended and when a call is set up, changes state or ends, never per segmen
 :meth:`alg.engine.Gateway.restore`. Times are the core's clock (the app's is
 ``CLOCK_MONOTONIC``, shared by every process of the machine); a restore clamps a
 hold-down that lies further ahead than one hold-down, as after a reboot.
+
+**Validation.** A store file is input like any other: every value of a record is checked
+for its type and range before the core sees it (:func:`parse_row` for a store's rows,
+:meth:`Snapshot.validated` for records however made). Integers must be integers (a
+fractional port or Call ID is refused, not rounded), ports and Call IDs 16-bit, sequence
+numbers 32-bit, ids from 1 to :data:`MAX_ID`, times finite, addresses IPv4. A record that
+fails is left out and described in :attr:`Snapshot.rejected`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address
-from typing import Literal
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from ipaddress import AddressValueError, IPv4Address
+from typing import Any, Literal
+
+from alg.errors import RecordError
+
+MAX_ID = (1 << 48) - 1
+"""The highest id of a NAT session, call or server-map entry: ids fill the low 48 bits
+of the switch's cookies, so a higher one would name another entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +98,18 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class HeldRecord:
-    """A public Call ID in hold-down on its (public address, server) pair."""
+    """A public Call ID in hold-down on its (public address, server) pair.
+
+    Attributes:
+        host: the inside host whose share of the pair's IDs it counts against (None:
+            no host's).
+    """
 
     public_ip: IPv4Address
     server_ip: IPv4Address
     call_id: int
     until: float
+    host: IPv4Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +149,44 @@ Change = Record | Forget
 
 @dataclass
 class Snapshot:
-    """Every record of a store, for :meth:`alg.engine.Gateway.restore`."""
+    """Every record of a store, for :meth:`alg.engine.Gateway.restore`.
+
+    Attributes:
+        rejected: what of the store was left out for a value of the wrong type or out of
+            range, one line each (the store has removed those rows).
+    """
 
     sessions: list[SessionRecord] = field(default_factory=list)
     connections: list[ConnectionRecord] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
     held: list[HeldRecord] = field(default_factory=list)
     plain: list[PlainGreRecord] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def validated(self) -> Snapshot:
+        """The records whose every value has its type and range (:func:`validated`);
+        the others are described in ``rejected``, after those already there."""
+        checked = Snapshot(rejected=list(self.rejected))
+        records: list[Record] = [*self.sessions, *self.connections, *self.calls,
+                                 *self.held, *self.plain]
+        for record in records:
+            try:
+                valid = validated(record)
+            except RecordError as exc:
+                checked.rejected.append(f"{type(record).__name__}: {exc}")
+                continue
+            match valid:
+                case SessionRecord():
+                    checked.sessions.append(valid)
+                case ConnectionRecord():
+                    checked.connections.append(valid)
+                case CallRecord():
+                    checked.calls.append(valid)
+                case HeldRecord():
+                    checked.held.append(valid)
+                case PlainGreRecord():
+                    checked.plain.append(valid)
+        return checked
 
     def apply(self, changes: list[Change]) -> None:
         """Apply changes as a store would (for tests and for stores kept in memory)."""
@@ -181,6 +232,107 @@ def record_key(record: Record) -> tuple[Table, Key]:
     if isinstance(record, PlainGreRecord):
         return "plain", (record.client_ip, record.server_ip)
     return "held", (record.public_ip, record.server_ip, record.call_id)
+
+
+_Kind = Literal["id", "u8", "u16", "u32", "count", "ip", "flag", "text", "time"]
+_RANGES: dict[_Kind, tuple[int, int]] = {
+    "id": (1, MAX_ID), "u8": (0, 0xFF), "u16": (0, 0xFFFF), "u32": (0, 0xFFFF_FFFF),
+    "count": (0, (1 << 63) - 1),
+}
+_MAX_TEXT = 32
+_Column = tuple[_Kind, bool]
+"""A value's kind, and whether it may be None."""
+_COLUMNS: dict[type[Record], tuple[_Column, ...]] = {
+    SessionRecord: (("id", False), ("u8", False), ("ip", False), ("u16", False),
+                    ("ip", False), ("u16", False), ("ip", False), ("u16", False)),
+    ConnectionRecord: (("id", False), ("u32", False), ("u32", True), ("u32", False),
+                       ("u32", True)),
+    CallRecord: (("id", False), ("id", False), ("flag", False), ("text", False),
+                 ("u16", True), ("u16", True), ("u16", True), ("u16", True),
+                 ("time", False), ("id", True), ("id", True)),
+    HeldRecord: (("ip", False), ("ip", False), ("u16", False), ("time", False),
+                 ("ip", True)),
+    PlainGreRecord: (("ip", False), ("ip", False), ("ip", False), ("id", False),
+                     ("id", False), ("count", False)),
+}
+ROW_TYPES: dict[Table, type[Record]] = {
+    "session": SessionRecord, "connection": ConnectionRecord, "call": CallRecord,
+    "held": HeldRecord, "plain": PlainGreRecord,
+}
+"""The record type of each table."""
+
+
+def _checked(kind: _Kind, optional: bool, value: object) -> object:
+    """``value`` as a field of ``kind`` holds it (a flag from 0 or 1, a time as a float,
+    an address from its text).
+
+    Raises:
+        RecordError: the value is of another type or out of range.
+    """
+    if value is None:
+        if optional:
+            return None
+        raise RecordError("missing value")
+    if kind in _RANGES:
+        low, high = _RANGES[kind]
+        if type(value) is not int or not low <= value <= high:
+            raise RecordError(f"{value!r} is not an integer from {low} to {high}")
+        return value
+    if kind == "ip":
+        if isinstance(value, IPv4Address):
+            return value
+        if isinstance(value, str):
+            try:
+                return IPv4Address(value)
+            except AddressValueError as exc:
+                raise RecordError(f"{value!r} is not an IPv4 address") from exc
+        raise RecordError(f"{value!r} is not an IPv4 address")
+    if kind == "flag":
+        if type(value) is bool or (type(value) is int and value in (0, 1)):
+            return bool(value)
+        raise RecordError(f"{value!r} is not a flag (0 or 1)")
+    if kind == "time":
+        if type(value) in (int, float) and math.isfinite(value):  # type: ignore[arg-type]
+            return float(value)  # type: ignore[arg-type]
+        raise RecordError(f"{value!r} is not a finite time")
+    if isinstance(value, str) and len(value) <= _MAX_TEXT:
+        return value
+    raise RecordError(f"{value!r} is not a name of at most {_MAX_TEXT} characters")
+
+
+def _build(cls: type[Record], values: Sequence[object]) -> Record:
+    columns = _COLUMNS[cls]
+    names = fields(cls)
+    if len(values) > len(columns) or any(
+            f.default is MISSING for f in names[len(values):]):
+        raise RecordError(f"{len(values)} values, not {len(columns)}")
+    checked: list[Any] = []
+    for (kind, optional), value, name in zip(columns, values, names, strict=False):
+        try:
+            checked.append(_checked(kind, optional, value))
+        except RecordError as exc:
+            raise RecordError(f"{name.name}: {exc}") from exc
+    return cls(*checked)
+
+
+def parse_row(table: Table, row: Sequence[object]) -> Record:
+    """The record of ``table`` a store's row holds, its columns in the records' field
+    order, every value checked for type and range.
+
+    Raises:
+        RecordError: a value of the wrong type or out of range (named), or a row of
+            another length.
+    """
+    return _build(ROW_TYPES[table], row)
+
+
+def validated(record: Record) -> Record:
+    """``record`` with every value checked for type and range (a time made a float).
+
+    Raises:
+        RecordError: a value of the wrong type or out of range (named).
+    """
+    return _build(type(record), [getattr(record, f.name) for f in fields(record)])
 
 
 class Journal:

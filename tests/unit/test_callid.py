@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from alg.callid import CALL_ID_SPACE, CallIdAllocator, _PairState
 from alg.config import AlgConfig
-from alg.errors import AllocationError, CallIdExhaustedError, ConfigError
+from alg.errors import AllocationError, CallIdExhaustedError, ConfigError, LimitError
 
 PUB = IPv4Address("203.0.113.2")
 PUB2 = IPv4Address("203.0.113.3")
@@ -298,3 +298,57 @@ def test_property_no_shared_live_id_and_no_reuse_in_hold_down(
         for pair_index, calls in live.items():
             for call_id in calls:
                 assert alloc.in_use(*_PAIRS[pair_index], call_id)
+
+
+# Each inside host's share of a pair's IDs.
+
+H1 = IPv4Address("192.168.1.1")
+H2 = IPv4Address("192.168.1.2")
+
+
+def test_a_hosts_share_counts_ids_in_use_and_held_down_until_the_hold_down_ends() -> None:
+    alloc = CallIdAllocator(HOLD)
+    for call_id in (1, 2, 3):
+        alloc.allocate(PUB, SRV, call_id, 0.0, H1, 3)
+    alloc.release(PUB, SRV, 1, 1.0)
+    alloc.release(PUB, SRV, 2, 1.0)
+    assert alloc.held_by(PUB, SRV, H1) == 3
+    with pytest.raises(LimitError, match=r"192\.168\.1\.1 holds 3") as refused:
+        alloc.allocate(PUB, SRV, 4, 2.0, H1, 3)
+    assert refused.value.limit == "max_call_ids_per_host"
+    assert alloc.allocate(PUB, SRV, 4, 2.0, H2, 3) == 4  # another host is not refused
+    assert alloc.allocate(PUB2, SRV, 4, 2.0, H1, 3) == 4  # nor the host on another pair
+    assert alloc.allocate(PUB, SRV, 5, 1.0 + HOLD, H1, 3) == 5  # two hold-downs ended
+    assert alloc.held_by(PUB, SRV, H1) == 2
+
+
+def test_ids_adopted_after_a_restart_count_against_their_host() -> None:
+    alloc = CallIdAllocator(HOLD)
+    assert alloc.adopt(PUB, SRV, 7, host=H1)
+    assert alloc.adopt(PUB, SRV, 8, until=30.0, host=H1)
+    with pytest.raises(LimitError):
+        alloc.allocate(PUB, SRV, 9, 0.0, H1, 2)
+    alloc.purge(30.0)
+    assert alloc.allocate(PUB, SRV, 9, 30.0, H1, 2) == 9
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([H1, H2]), st.booleans(), st.floats(0, 5)),
+                max_size=60))
+def test_property_a_host_never_holds_more_than_its_share(
+    steps: list[tuple[IPv4Address, bool, float]],
+) -> None:
+    alloc = CallIdAllocator(10.0)
+    now = 0.0
+    live: dict[IPv4Address, list[int]] = {H1: [], H2: []}
+    for host, allocate, dt in steps:
+        now += dt
+        if allocate or not live[host]:
+            try:
+                live[host].append(alloc.allocate(PUB, SRV, 100, now, host, 4))
+            except LimitError:
+                assert alloc.held_by(PUB, SRV, host) == 4
+        else:
+            alloc.release(PUB, SRV, live[host].pop(0), now)
+        for h in (H1, H2):
+            assert len(live[h]) <= alloc.held_by(PUB, SRV, h) <= 4

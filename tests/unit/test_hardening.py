@@ -24,7 +24,6 @@ from alg.events import (
     SendTcp,
     TcpSegment,
 )
-from alg.pptp import HELD_PER_LIVE
 from alg.relay import MAX_GAP_PIECES
 from tests.unit.pptp_flows import (
     C1,
@@ -38,6 +37,7 @@ from tests.unit.pptp_flows import (
     down_gre,
     echo_request,
     gateway,
+    ocrp,
     ocrq,
     sccrp,
     sccrq,
@@ -202,15 +202,47 @@ def test_calls_per_control_connection_are_bounded() -> None:
 
 
 def test_calls_set_up_and_cleared_in_a_loop_cannot_take_the_pairs_call_ids() -> None:
-    gw = gateway(max_calls_per_connection=2)
+    share = 8
+    gw = gateway(max_calls_per_connection=2, max_call_ids_per_host=share)
     link = ControlLink(gw, C1, 40000).start()
-    for n in range(HELD_PER_LIVE * 2):  # each ended call's b stays held down
+    for n in range(share):  # each ended call's b stays held down
         link.outgoing_call(n, 700 + n)
         link.client_send(ccrq(n))
-    assert gw.call_ids.count_held_down() == HELD_PER_LIVE * 2
+    assert gw.call_ids.count_held_down() == share
     link.client_send(ocrq(99))
     assert gw.counters.refused_calls == 1 and gw.connections() == []
-    assert gw.call_ids.count_held_down() == HELD_PER_LIVE * 2  # no more than that
+    assert gw.call_ids.count_held_down() == share  # no more than that
+
+
+def test_one_host_churning_connections_cannot_take_the_pairs_call_ids() -> None:
+    """One host opens a connection, sets up a call, clears it and resets the connection,
+    again and again, with the default options: its held-down IDs count against its share
+    across connections, so it is refused at its share and another host's new call to the
+    same server is set up every time, never refused, never reset. Before the fix the
+    bound was per connection and forgotten at the reset: the churner took the pair's
+    65,536 IDs."""
+    gw = gateway()
+    share = gw.config.max_call_ids_per_host
+    victim = ControlLink(gw, C2, 40000).start()
+    refused_at = None
+    for n in range(share + 1):
+        churn = ControlLink(gw, C1, 10000 + n % 50000, client_isn=n * 7919).start()
+        churn.client_send(ocrq(n % 65536))
+        if gw.counters.refused_calls:
+            refused_at = n
+            break
+        churn.server_send(ocrp(700, churn.call_id_to_server()))
+        churn.client_send(ccrq(n % 65536))
+        churn.rst(churn.client)
+        if n % 256 == 0:
+            assert victim.outgoing_call(n % 1000, 9000 + n) is not None
+            victim.client_send(ccrq(n % 1000))
+    assert refused_at == share
+    assert gw.call_ids.held_by(PUBLIC, SERVER, C1) == share
+    assert gw.counters.connections_reset == 1  # the churner's, at its refusal
+    b = victim.outgoing_call(4242, 700)
+    [call] = [c for c in gw.calls() if c.conn.client_ip == C2]
+    assert call.state is CallState.ESTABLISHED and call.public_call_id == b
 
 
 def test_one_host_flooding_calls_leaves_call_ids_for_the_others() -> None:
