@@ -165,16 +165,18 @@ def gre_send(dst: str, keys: Sequence[int], count: int, src: str | None,
     return 0
 
 
-def syn_flood(dst: str, port: int, count: int, rate: float) -> int:
-    """Send ``count`` TCP SYNs to ``dst:port`` from new source ports, ``rate`` a second,
-    through a raw socket (the namespace's own TCP knows none of them and resets what
-    answers)."""
+def syn_flood(dst: str, port: int, count: int, rate: float, sport: int | None = None,
+              isn: int = 7000) -> int:
+    """Send ``count`` TCP SYNs to ``dst:port`` from new source ports (or all from
+    ``sport``), ``rate`` a second, with sequence numbers from ``isn`` up, through a raw
+    socket (the namespace's own TCP knows none of them and resets what answers)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     src = _source_address(dst)
     started = time.monotonic()
     for n in range(count):
-        sport = 20000 + n % 40000
-        header = struct.pack("!HHIIBBHHH", sport, port, 7000 + n, 0, 5 << 4, 0x02, 65535, 0, 0)
+        source = 20000 + n % 40000 if sport is None else sport
+        header = struct.pack("!HHIIBBHHH", source, port, (isn + n) % (1 << 32), 0, 5 << 4, 0x02,
+                             65535, 0, 0)
         pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, 20)
         header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
         sock.sendto(header, (dst, 0))
@@ -417,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("syn-flood")
     p.add_argument("dst")
     p.add_argument("--port", type=int, default=1723)
+    p.add_argument("--sport", type=int, default=None)
+    p.add_argument("--isn", type=int, default=7000)
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--rate", type=float, default=1000.0)
     p = sub.add_parser("udp-flood")
@@ -444,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "gre-send":
         return gre_send(args.dst, args.keys, args.count, args.src, args.interval)
     if args.command == "syn-flood":
-        return syn_flood(args.dst, args.port, args.count, args.rate)
+        return syn_flood(args.dst, args.port, args.count, args.rate, args.sport, args.isn)
     if args.command == "udp-flood":
         return udp_flood(args.dst, args.seconds, args.rate)
     if args.command == "arp-claim":
