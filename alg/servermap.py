@@ -23,7 +23,12 @@ peer's Call ID in its key):
 GRE that matches no server-map is dropped and counted, and creates no state. A released
 ``b`` is held down by the Call ID allocator, and its demultiplexer entry is deleted, so
 late GRE of an ended call finds no call on either path, and a pair stays off the flow
-path while any of its IDs is held down. A data channel idle for the server-map idle
+path while any of its IDs is held down. A client's return entry has its address for id
+(:func:`return_entry_id`), so a restarted controller finds it on the switch as it finds
+the pairs' entries by the ids its store kept; a return entry the app could not install
+(its client not resolved yet, as after a controller restart) keeps the client's pairs
+off the demux path, on the controller path, whose packets make the app resolve the
+client, until it is installed. A data channel idle for the server-map idle
 timeout loses its flow entries, not its call: the call keeps its Call IDs while its
 control connection lives, and its next GRE packet, punted to the controller, reinstalls
 the entries.
@@ -88,6 +93,13 @@ class GrePair:
 
 Counts = tuple[int, int]
 
+
+def return_entry_id(client: IPv4Address) -> int:
+    """The id of ``client``'s return entry (:class:`~alg.events.DemuxReturnEntry`): its
+    address. Return entries take no id from the core's id source, so that a restarted
+    controller, which keeps no record of them, finds each on the switch by its client."""
+    return int(client)
+
 GreTraffic = dict[tuple[str, str], list[int]]
 """Packets and bytes of the calls' GRE since the start, by (path, direction value)."""
 
@@ -118,6 +130,7 @@ class ServerMap:
         self._by_id: dict[int, GrePair] = {}
         self._demux_up = False
         self._returns: dict[IPv4Address, GrePair] = {}
+        self._unreturned: dict[IPv4Address, bool] = {}
         self._traffic: GreTraffic = {
             (path, direction.value): [0, 0]
             for path in (PATH_FLOW, PATH_DEMUX, PATH_CONTROLLER) for direction in Direction
@@ -153,12 +166,13 @@ class ServerMap:
     def demux_available(self, up: bool, now: float, out: Output) -> None:
         """The GRE demultiplexer answers its heartbeat (``up``) or stopped answering:
         every pair off the flow path moves to it or back to the controller. When it comes
-        up, its whole table is written again (it may have been replaced meanwhile)."""
+        up, its whole table is written again (it may have been replaced meanwhile); the
+        return entries are the switch's, brought in line by each reconciliation."""
         if not self._config.gre_demux or up == self._demux_up:
             return
         self._demux_up = up
         if up:
-            out.decisions.extend(self.demux_entries())
+            out.decisions.extend(self._demux_entry(c) for c in self._inbound_calls.values())
         for (server_ip, public_ip), pair in self._inbound.items():
             self._choose_path(server_ip, public_ip, pair, now, out)
 
@@ -201,7 +215,7 @@ class ServerMap:
         client = call.conn.client_ip
         back = self._returns.get(client)
         if back is None:
-            back = self._returns[client] = GrePair(next(self._ids))
+            back = self._returns[client] = GrePair(return_entry_id(client))
             out.decisions.append(DemuxReturnEntry(back.entry_id, client))
         back.calls.append(call)
 
@@ -216,7 +230,22 @@ class ServerMap:
         back.calls.remove(call)
         if not back.calls:
             del self._returns[conn.client_ip]
+            self._unreturned.pop(conn.client_ip, None)
             out.decisions.append(RemoveEntries(EntryKind.DEMUX_RETURN, back.entry_id))
+
+    def return_failed(self, decision: DemuxReturnEntry, now: float, out: Output) -> None:
+        """The app could not install a client's return entry (the client is not resolved):
+        the client's pairs leave the demux path, where its GRE would find no way back,
+        for the controller path, and the entry is tried again by :meth:`reconsider`."""
+        client = decision.client_ip
+        back = self._returns.get(client)
+        if back is None or back.entry_id != decision.entry_id:
+            return
+        self._unreturned[client] = False
+        for key in {(c.conn.server_ip, c.conn.public_ip) for c in back.calls}:
+            pair = self._inbound.get(key)
+            if pair is not None:
+                self._choose_path(*key, pair, now, out)
 
     def open(self, call: Call, now: float, out: Output,
              entry_ids: tuple[int | None, int | None] = (None, None)) -> None:
@@ -332,11 +361,23 @@ class ServerMap:
 
     def reconsider(self, now: float, out: Output) -> None:
         """Offer the flow path again to pairs kept off it by a hold-down or an unknown
-        client."""
+        client, and the demux path to pairs kept off it by a return entry not installed.
+
+        A return entry that failed is tried again here; the app reports a failure while
+        it carries out the output that holds the entry, so one not reported by the next
+        call is installed, and its client's pairs may take the demux path from then on
+        (not in the same output: a pair on the demux path before its client's return
+        entry is in would lose its packets).
+        """
+        for client in [c for c, tried in self._unreturned.items() if tried]:
+            del self._unreturned[client]
         for key in list(self._waiting):
             pair = self._inbound[key]
             pair.unreachable = None
             self._choose_path(*key, pair, now, out)
+        for client in self._unreturned:
+            self._unreturned[client] = True
+            out.decisions.append(DemuxReturnEntry(self._returns[client].entry_id, client))
 
     def reinstall(self, installed: Container[tuple[EntryKind, int]], out: Output
                   ) -> set[tuple[EntryKind, int]]:
@@ -538,22 +579,29 @@ class ServerMap:
         """The flow path when the pair has one call whose Call ID was kept, its client is
         reachable, no other Call ID of the pair is held down (the switch cannot see the
         key: late GRE of a released ID would reach the client) and no call of the pair
-        is being set up (its early GRE would, :meth:`reserve`)."""
+        is being set up (its early GRE would, :meth:`reserve`). Off the flow path, the
+        demux path while the demultiplexer answers and every client of the pair has its
+        return entry (:meth:`return_failed`)."""
         client: IPv4Address | None = None
         if len(pair.calls) == 1:
             only = pair.calls[0]
             if only.public_call_id == only.client_call_id:
                 client = only.conn.client_ip
         key = (server_ip, public_ip)
-        if client is not None and (
+        waiting = client is not None and (
             client == pair.unreachable or self._call_ids.holds(public_ip, server_ip, now)
             or key in self._pending
-        ):
+        )
+        if waiting:
             client = None
+        via_demux = client is None and self._demux_up
+        if via_demux and self._unreturned and any(
+                c.conn.client_ip in self._unreturned for c in pair.calls):
+            via_demux, waiting = False, True
+        if waiting:
             self._waiting.add(key)
         else:
             self._waiting.discard(key)
-        via_demux = client is None and self._demux_up
         if force or client != pair.client or via_demux != pair.via_demux:
             pair.client, pair.via_demux = client, via_demux
             out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))

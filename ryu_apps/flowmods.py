@@ -108,8 +108,8 @@ def meters(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
     """The meters of the punt classes (``ryu_apps.switch``), in packets per second.
 
     Each is sent as ADD then MODIFY: after a controller restart the ADD fails with
-    "meter exists" (harmless) and the MODIFY sets the rate; deleting a meter would delete
-    the entries that use it.
+    "meter exists" (expected, :func:`expected_error`) and the MODIFY sets the rate;
+    deleting a meter would delete the entries that use it.
     """
     ofp, parser = dp.ofproto, dp.ofproto_parser
     classes = [
@@ -128,6 +128,18 @@ def meters(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
                 meter_id=meter_id, bands=[band],
             ))
     return mods
+
+
+OFPET_METER_MOD_FAILED = 12
+OFPMMFC_METER_EXISTS = 1
+
+
+def expected_error(err_type: int, code: int) -> bool:
+    """Whether a switch's error message is the expected answer to a request of the app
+    rather than a fault: "meter exists" answers each ADD of :func:`meters` when the
+    meter is there already (on every connection after the first, a controller restart
+    among them); nothing else of the app adds a meter (OpenFlow 1.3 section 7.4.4)."""
+    return err_type == OFPET_METER_MOD_FAILED and code == OFPMMFC_METER_EXISTS
 
 
 def async_config(dp: Any) -> Any:

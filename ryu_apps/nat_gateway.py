@@ -380,7 +380,9 @@ class NatGateway(App):  # type: ignore[misc]
 
     @on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
-        LOG.error("switch reported error type=%s code=%s", ev.msg.type, ev.msg.code)
+        expected = flowmods.expected_error(ev.msg.type, ev.msg.code)
+        LOG.log(logging.DEBUG if expected else logging.ERROR,
+                "switch reported error type=%s code=%s", ev.msg.type, ev.msg.code)
 
     # Frames.
 
@@ -467,8 +469,10 @@ class NatGateway(App):  # type: ignore[misc]
             LOG.info("%s", log)
 
     def _decide(self, dp: Any, decisions: list[Decision]) -> None:
-        """Queue the flow-mods of ``decisions`` and a barrier; report what cannot be."""
+        """Queue the flow-mods of ``decisions`` and a barrier; then report what cannot be
+        (the core's answer corrects the decisions, so its flow-mods go after theirs)."""
         mods: list[wire.Message] = []
+        failed: list[Decision] = []
         for decision in decisions:
             if isinstance(decision, DemuxEntry | DemuxForget):
                 self.demux.write(decision)
@@ -479,11 +483,13 @@ class NatGateway(App):  # type: ignore[misc]
             )
             if built is None:
                 self.counters.entries_not_installed += 1
-                self.apply(dp, self.core.entry_failed(decision, self.now()))
+                failed.append(decision)
             else:
                 mods.extend(built)
         if mods:
             self._send_mods([*mods, wire.barrier()])
+        for decision in failed:
+            self.apply(dp, self.core.entry_failed(decision, self.now()))
 
     def _emit(self, dp: Any, output: Output, original: packets.Ipv4 | None) -> None:
         header = packets.inherited_header(original)

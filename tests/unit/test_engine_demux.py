@@ -145,3 +145,44 @@ def test_the_option_turns_the_core_on() -> None:
         else:
             raise AssertionError(f"{bad} accepted")
 
+
+
+def test_return_entries_are_named_by_their_clients_so_a_restart_finds_them() -> None:
+    gw = gateway(gre_demux=True)
+    shared(gw)
+    out = gw.reconcile({})
+    assert {(d.entry_id, d.client_ip) for d in out.decisions  # type: ignore[union-attr]
+            if isinstance(d, DemuxReturnEntry)} == {(int(C1), C1), (int(C2), C2)}
+    again = gw.reconcile({(EntryKind.DEMUX_RETURN, int(C1)): 1})
+    assert [d.client_ip for d in again.decisions  # type: ignore[union-attr]
+            if isinstance(d, DemuxReturnEntry)] == [C2]
+    assert not any(isinstance(d, RemoveEntries) for d in again.decisions)
+    assert next(gw.ids) < 100  # the core's own ids do not jump above the addresses
+
+
+def test_a_return_entry_not_installed_keeps_its_clients_pairs_off_the_demux_path() -> None:
+    """A restarted controller may not have resolved a client yet: the pair takes the
+    controller path (which resolves it) until the return entry is in, then the demux
+    path, never the demux path before (its GRE would find no way back)."""
+    gw = gateway(gre_demux=True)
+    shared(gw)
+    gw.demux_available(True, 1.0)
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    failed = gw.entry_failed(DemuxReturnEntry(int(C1), C1), 1.5)
+    assert [d for d in failed.decisions if isinstance(d, GreInboundEntry)] == [
+        GreInboundEntry(of(GreInboundEntry, [failed])[0].entry_id,  # type: ignore[attr-defined]
+                        SERVER, PUBLIC, None, 300.0)]
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert [e.dst_ip for e in down_gre(gw, PUBLIC, A, 2.0).emits] == [C1]  # type: ignore[union-attr]
+    retry = gw.tick(10.0)
+    assert DemuxReturnEntry(int(C1), C1) in retry.decisions
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"  # not before it is in
+    gw.entry_failed(DemuxReturnEntry(int(C1), C1), 10.0)  # still not resolved
+    gw.tick(20.0)
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    gw.tick(30.0)  # the retry of 20.0 was not reported failed: it is in
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    assert not of(DemuxReturnEntry, [gw.tick(40.0)])
+    # a stale report (another id) changes nothing
+    assert gw.entry_failed(DemuxReturnEntry(7, C1), 41.0).decisions == []
+    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
