@@ -43,10 +43,19 @@ class Counters(CounterSet):
     resync_probes: int = 0
     restore_skipped: int = 0
     restore_records_rejected: int = 0
+    """Stored records left out at a restore for a value of the wrong type or out of range
+    (``alg.snapshot``); the store removes their rows."""
     restore_failures: int = 0
+    """Restores that failed all the same: the gateway started without its saved state."""
     icmp_errors_translated: int = 0
     icmp_errors_unmatched: int = 0
     icmp_malformed: int = 0
     icmp_unsupported: int = 0
     icmp_rate_limited: int = 0
+    icmp_martians: int = 0
+    """ICMP errors from outside dropped for a source no outside router can have (an inside,
+    loopback, multicast or broadcast address, or the gateway's own; ``alg.icmp``)."""
+    icmp_sources_refused: int = 0
+    """Time Exceeded not sent because the table of per-source budgets was full of budgets
+    in use."""
     time_exceeded_sent: int = 0

@@ -49,7 +49,7 @@ from alg.events import (
     TcpSegment,
     UdpDatagram,
 )
-from alg.icmp import IcmpErrors
+from alg.icmp import IcmpErrors, Martians
 from alg.napt import Napt
 from alg.nat import NatTable, Proto
 from alg.plaingre import PlainGre, PlainGreTable
@@ -120,8 +120,10 @@ class Gateway:
         )
         self.napt = Napt(config, self.counters, self.nat)
         self.plain = PlainGreTable(config, self.counters, self.nat.pool, ids, self.journal)
+        own = (*config.public_ips, *(() if inside_address is None else (inside_address,)))
         self.icmp = IcmpErrors(self.counters, self.nat, self.server_map, self.plain,
-                               config.alg_enabled, inside_address)
+                               config.alg_enabled, inside_address,
+                               Martians(own, inside_subnet, outside_subnet))
         self._session_counts: dict[int, Counts] = {}
         self._unplaced: dict[tuple[IPv4Address, int, IPv4Address], int] = {}
         """Control connections whose entry the app could not place (the client's port

@@ -107,6 +107,10 @@ class StoreError(AlgError):
     """The store that keeps the core's records across restarts cannot be used."""
 
 
+class RecordError(StoreError):
+    """A stored record holds a value of the wrong type or out of its range."""
+
+
 class BpfError(AlgError):
     """A ``bpf(2)`` call failed (the GRE demultiplexer's maps and program).
 

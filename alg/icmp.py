@@ -28,7 +28,18 @@ the answer comes from the gateway's inside address; from outside, only for a pac
 matches state (any other is addressed to the gateway itself), from the public address it
 was sent to. No error is sent about an ICMP error or to a source that is not a unicast
 host (RFC 1812 section 4.3.2.7), and at most :data:`ERROR_BURST` errors in a burst,
-refilled at :data:`ERRORS_PER_SECOND`, each way (``icmp_rate_limited``).
+refilled at :data:`ERRORS_PER_SECOND`, to each source (``icmp_rate_limited``): one host's
+probes never spend another's budget. The budgets are a table of at most
+:data:`MAX_SOURCES` sources; a source's budget untouched until it is full again is
+forgotten (a new one is the same), and a new source finding the table full of budgets
+in use gets no error (``icmp_sources_refused``).
+
+**Martians.** An ICMP error from outside whose source no outside router or host can have
+(RFC 1812 section 5.3.7) is dropped and counted (``icmp_martians``): an inside address,
+the gateway's own (a public address, its inside address), a loopback, multicast,
+"this network" (0/8) or reserved address, the limited broadcast or the outside subnet's
+broadcast address. Such an error would otherwise reach an inside host as if a router on
+the path had sent it.
 
 An inside host's error is translated only when it comes from the host the quoted packet
 was for and goes to the host that sent it: the inside is one on-link subnet, with no
@@ -39,8 +50,10 @@ has no transport header).
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from alg.codec import (
     GRE_FLAG_C,
@@ -89,6 +102,10 @@ MAX_ERROR_LENGTH = 576
 QUOTE_LENGTH = MAX_ERROR_LENGTH - IPV4.size - HEADER.size
 ERRORS_PER_SECOND = 100.0
 ERROR_BURST = 100.0
+MAX_SOURCES = 4096
+"""Most sources with a Time Exceeded budget of their own at once."""
+THIS_NETWORK = IPv4Network("0.0.0.0/8")
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
 _CHECKSUM_OFFSET = {Proto.TCP: 16, Proto.UDP: 6, Proto.ICMP: 2}
 _GRE_CHECKED = (GRE_FLAG_C | GRE_FLAG_R | GRE_FLAG_K | GRE_FLAG_STRICT | GRE_RECUR | GRE_FLAGS
@@ -263,6 +280,72 @@ class TokenBucket:
         self._tokens -= 1
         return True
 
+    def full(self, now: float) -> bool:
+        """Whether the bucket is full at ``now`` (as a new one would be)."""
+        if self._refilled is None:
+            return True
+        return self._tokens + (now - self._refilled) * self._rate >= self._burst
+
+
+class SourceBuckets:
+    """A :class:`TokenBucket` for each source, at most ``cap`` of them.
+
+    Whenever a new source comes, the buckets full again are forgotten (a new one is the
+    same), the longest untouched first.
+
+    Args:
+        rate, burst: each bucket's.
+        cap: the most buckets held.
+    """
+
+    def __init__(self, rate: float, burst: float, cap: int) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._cap = cap
+        self._buckets: OrderedDict[object, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, source: object, now: float) -> bool | None:
+        """Take a token from ``source``'s bucket: True, False when it is empty, None when
+        the source has none and the table is full of buckets still in use."""
+        buckets = self._buckets
+        bucket = buckets.get(source)
+        if bucket is None:
+            while buckets and next(iter(buckets.values())).full(now):
+                buckets.popitem(last=False)
+            if len(buckets) >= self._cap:
+                return None
+            bucket = buckets[source] = TokenBucket(self._rate, self._burst)
+        else:
+            buckets.move_to_end(source)
+        return bucket.take(now)
+
+
+class Martians:
+    """Sources an ICMP error from outside cannot have (RFC 1812 section 5.3.7).
+
+    Args:
+        own: the gateway's addresses (public and inside).
+        inside_subnet: the inside subnet, if known.
+        outside_subnet: the on-link outside subnet, if known (its broadcast address).
+    """
+
+    def __init__(self, own: Iterable[IPv4Address], inside_subnet: IPv4Network | None = None,
+                 outside_subnet: IPv4Network | None = None) -> None:
+        self._addresses = set(own) | {LIMITED_BROADCAST}
+        if outside_subnet is not None and outside_subnet.prefixlen < 31:
+            self._addresses.add(outside_subnet.broadcast_address)
+        self._inside = inside_subnet
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, IPv4Address):
+            return False
+        return (address in self._addresses or address.is_loopback or address.is_multicast
+                or address.is_reserved or address in THIS_NETWORK
+                or (self._inside is not None and address in self._inside))
+
 
 def parse_quote(icmp: bytes) -> Quote:
     """The packet an ICMP error message quotes.
@@ -313,22 +396,30 @@ class IcmpErrors:
         alg_enabled: whether GRE is the calls' (on) or the plain bindings' (off).
         inside_address: the gateway's inside address, the source of its errors to inside
             hosts (None: it sends them none).
+        martians: sources an error from outside cannot have (default: those of any
+            network, and the inside address).
     """
 
     def __init__(self, counters: Counters, nat: NatTable, server_map: ServerMap,
                  plain: PlainGreTable, alg_enabled: bool,
-                 inside_address: IPv4Address | None = None) -> None:
+                 inside_address: IPv4Address | None = None,
+                 martians: Martians | None = None) -> None:
         self._counters = counters
         self._nat = nat
         self._server_map = server_map
         self._plain = plain
         self._alg = alg_enabled
         self._inside_address = inside_address
-        self._buckets = {d: TokenBucket(ERRORS_PER_SECOND, ERROR_BURST) for d in Direction}
+        self._martians = martians if martians is not None else Martians(
+            () if inside_address is None else (inside_address,))
+        self._budgets = SourceBuckets(ERRORS_PER_SECOND, ERROR_BURST, MAX_SOURCES)
 
     def error(self, direction: Direction, packet: IcmpMessage) -> Output:
         """An ICMP message other than echo that reached the controller: translated and
         sent on if it is an error about one of the gateway's flows, else dropped."""
+        if direction is Direction.INBOUND and packet.src_ip in self._martians:
+            self._counters.icmp_martians += 1
+            return Output(drop_reason=f"ICMP from outside from martian {packet.src_ip}")
         icmp = packet.icmp
         if icmp[0] not in ERROR_TYPES:
             self._counters.icmp_unsupported += 1
@@ -437,7 +528,11 @@ class IcmpErrors:
         if source is None:
             return Output(drop_reason="TTL expired")
         back = Direction.INBOUND if direction is Direction.OUTBOUND else Direction.OUTBOUND
-        if not self._buckets[back].take(now):
+        allowed = self._budgets.take((back, src_ip), now)
+        if allowed is None:
+            self._counters.icmp_sources_refused += 1
+            return Output(drop_reason="TTL expired; no room for another ICMP error budget")
+        if not allowed:
             self._counters.icmp_rate_limited += 1
             return Output(drop_reason="TTL expired; ICMP error rate limit")
         self._counters.time_exceeded_sent += 1

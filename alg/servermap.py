@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from alg.callid import CallIdAllocator
+from alg.callindex import GreCallIndex
 from alg.calls import Call
 from alg.codec import parse_gre, rewrite_gre_call_id
 from alg.config import AlgConfig
@@ -128,6 +129,7 @@ class ServerMap:
         self._outbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
         self._inbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
         self._by_id: dict[int, GrePair] = {}
+        self._gre_keys = GreCallIndex()
         self._demux_up = False
         self._returns: dict[IPv4Address, GrePair] = {}
         self._unreturned: dict[IPv4Address, bool] = {}
@@ -259,6 +261,7 @@ class ServerMap:
         assert call.server_call_id is not None
         self._inbound_calls[(conn.server_ip, conn.public_ip, call.public_id)] = call
         self._outbound_calls[(conn.client_ip, conn.server_ip, call.server_call_id)] = call
+        self._gre_keys.add(call)
         up = self._outbound.get((conn.client_ip, conn.server_ip))
         if up is None:
             up = self._outbound[(conn.client_ip, conn.server_ip)] = self._new_pair(entry_ids[0])
@@ -322,6 +325,7 @@ class ServerMap:
         outbound_key = (conn.client_ip, conn.server_ip, call.server_call_id)
         if self._outbound_calls.get(outbound_key) is call:
             del self._outbound_calls[outbound_key]
+        self._gre_keys.remove(call)
         self._close_demux(call, out)
         up = self._outbound[(conn.client_ip, conn.server_ip)]
         up.calls.remove(call)
@@ -475,20 +479,17 @@ class ServerMap:
                   ) -> Call | None:
         """The established call whose client -> server GRE leaves ``public_ip`` with key
         ``server_call_id`` (an ICMP error quotes it); None when no call or more than one
-        of the pair's calls has that key (two clients' servers chose the same ID)."""
-        pair = self._inbound.get((server_ip, public_ip))
-        found = [] if pair is None else [
-            c for c in pair.calls if c.server_call_id == server_call_id]
+        of the pair's calls has that key (two clients' servers chose the same ID). One
+        lookup (``alg.callindex``), however many calls the pair has."""
+        found = self._gre_keys.sent(server_ip, public_ip, server_call_id)
         return found[0] if len(found) == 1 else None
 
     def call_received(self, client_ip: IPv4Address, server_ip: IPv4Address,
                       client_call_id: int) -> Call | None:
         """The established call whose server -> client GRE reached ``client_ip`` with key
         ``client_call_id`` (the client's ICMP error quotes it)."""
-        pair = self._outbound.get((client_ip, server_ip))
-        if pair is None:
-            return None
-        return next((c for c in pair.calls if c.client_call_id == client_call_id), None)
+        found = self._gre_keys.received(client_ip, server_ip, client_call_id)
+        return found[0] if found else None
 
     def entry_stats(self, kind: EntryKind, entry_id: int, packets: int, byte_count: int,
                     now: float) -> bool:

@@ -43,6 +43,7 @@ ERROR_KINDS = frozenset({
     "unexpected_messages", "unknown_call_ids", "buffer_limit_drops", "gre_unknown_dropped",
     "gre_malformed", "policy_denied", "no_session_drops", "out_of_window_drops",
     "refused_calls", "refused_connections", "refused_sessions", "restore_skipped",
+    "restore_records_rejected", "restore_failures", "icmp_martians", "icmp_sources_refused",
     "icmp_errors_unmatched", "icmp_malformed", "icmp_unsupported", "icmp_rate_limited",
     "undecodable_frames", "entries_not_installed", "fragments_dropped", "bad_checksums",
     "packet_ins_before_ready", "store_errors", "ttl_expired_dropped", "arp_queue_drops",

@@ -211,7 +211,8 @@ class NatGateway(App):  # type: ignore[misc]
                 LOG.critical("refusing to start: nat.state_file: %s (move the file away to "
                              "start without the saved state)", exc)
                 raise SystemExit(2) from exc
-        self.core = Gateway(self.config.alg, self.config.inside_gateway)
+        self.core = Gateway(self.config.alg, self.config.inside_gateway,
+                            self.config.inside_subnet, self.config.outside_subnet)
         self.demux = DemuxLink(self.config)
         self.neighbours: NeighbourTable[Send] = NeighbourTable(self.config)
         self.counters = AppCounters()

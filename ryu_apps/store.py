@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from alg.errors import StoreError
+from alg.errors import RecordError, StoreError
 from alg.snapshot import (
     CallRecord,
     Change,
@@ -29,6 +28,8 @@ from alg.snapshot import (
     PlainGreRecord,
     SessionRecord,
     Snapshot,
+    Table,
+    parse_row,
 )
 
 SCHEMA_VERSION = 1
@@ -56,7 +57,11 @@ CREATE TABLE IF NOT EXISTS plain (
     outbound_id INTEGER NOT NULL, inbound_id INTEGER NOT NULL, claimed INTEGER NOT NULL,
     PRIMARY KEY (client_ip, server_ip));
 """
-_TABLES = ("sessions", "connections", "calls", "held", "plain")
+_TABLE_NAMES: dict[Table, str] = {
+    "session": "sessions", "connection": "connections", "call": "calls", "held": "held",
+    "plain": "plain",
+}
+_TABLES = tuple(_TABLE_NAMES.values())
 _SAVE_SESSION = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SAVE_CONNECTION = "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?)"
 _SAVE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -98,32 +103,36 @@ class Store:
         self._db.close()
 
     def load(self) -> Snapshot:
-        """Every record in the file.
+        """Every record in the file whose values have their types and ranges.
+
+        A row with a value of the wrong type or out of range
+        (:func:`alg.snapshot.parse_row`) is left out, described in the snapshot's
+        ``rejected`` and removed from the file.
 
         Raises:
-            StoreError: the file cannot be read or holds values of the wrong type.
+            StoreError: the file cannot be read or written.
         """
+        snapshot = Snapshot()
+        lists: dict[Table, list[Any]] = {
+            "session": snapshot.sessions, "connection": snapshot.connections,
+            "call": snapshot.calls, "held": snapshot.held, "plain": snapshot.plain,
+        }
         try:
-            return Snapshot(
-                sessions=[
-                    SessionRecord(i, p, _ip(a), ap, _ip(b), bp, _ip(c), cp)
-                    for i, p, a, ap, b, bp, c, cp in self._rows("sessions")
-                ],
-                connections=[ConnectionRecord(*row) for row in self._rows("connections")],
-                calls=[
-                    CallRecord(i, s, bool(o), st, a, b, c, n, float(h), up, down)
-                    for i, s, o, st, a, b, c, n, h, up, down in self._rows("calls")
-                ],
-                held=[
-                    HeldRecord(_ip(p), _ip(s), c, float(u)) for p, s, c, u in self._rows("held")
-                ],
-                plain=[
-                    PlainGreRecord(_ip(c), _ip(s), _ip(p), up, down, n)
-                    for c, s, p, up, down, n in self._rows("plain")
-                ],
-            )
-        except (sqlite3.Error, ValueError, TypeError) as exc:
+            for table, name in _TABLE_NAMES.items():
+                bad = []
+                for rowid, *row in self._db.execute(f"SELECT rowid, * FROM {name}"):
+                    try:
+                        lists[table].append(parse_row(table, row))
+                    except RecordError as exc:
+                        bad.append((rowid,))
+                        snapshot.rejected.append(f"{name} row {rowid}: {exc}")
+                if bad:
+                    with self._db:
+                        self._db.execute("BEGIN")
+                        self._db.executemany(f"DELETE FROM {name} WHERE rowid = ?", bad)
+        except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
+        return snapshot
 
     def clear(self) -> None:
         """Remove every record (a store that could not be read is started afresh).
@@ -213,9 +222,4 @@ class Store:
             case _:
                 raise StoreError(f"{self.path}: cannot write {change!r}")
 
-    def _rows(self, table: str) -> list[Any]:
-        return self._db.execute(f"SELECT * FROM {table}").fetchall()
 
-
-def _ip(value: object) -> IPv4Address:
-    return IPv4Address(str(value))

@@ -5,7 +5,7 @@ Errors are built and checked with Scapy, an independent ICMP and checksum implem
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from hypothesis import given
@@ -397,3 +397,62 @@ def test_adjust_matches_a_full_recomputation(old: bytes, new: bytes, rest: bytes
     assert icmp.adjust(icmp.checksum(before), old, new) in (
         icmp.checksum(after), 0xFFFF if icmp.checksum(after) == 0 else -1,
         0 if icmp.checksum(after) == 0xFFFF else -1)
+
+
+MARTIANS = ["192.168.1.77", "192.168.1.254", "203.0.113.2", "127.0.0.1", "224.0.0.5",
+            "255.255.255.255", "203.0.113.255", "0.1.2.3", "240.0.0.9"]
+
+
+@pytest.mark.parametrize("source", MARTIANS)
+def test_an_error_from_outside_sent_from_a_martian_is_dropped_and_counted(source: str
+                                                                          ) -> None:
+    """The attacker outside forges the source of a port unreachable about a live UDP
+    session: an inside host, the gateway itself, loopback, multicast, a broadcast."""
+    gw = Gateway(gateway().config, INSIDE_GW, IPv4Network("192.168.1.0/24"),
+                 IPv4Network("203.0.113.0/24"))
+    session = udp_session(gw)
+    quoted = IP(src=str(PUBLIC), dst=str(SERVER)) / UDP(sport=session.public_port, dport=53)
+    forged = IcmpMessage(IPv4Address(source), PUBLIC,
+                         bytes(ICMP(type=3, code=3) / bytes(quoted)))
+    out = gw.handle(IN, forged, 1.0)
+    assert out.emits == [] and out.drop_reason
+    assert gw.counters.icmp_martians == 1 and gw.counters.icmp_errors_translated == 0
+    genuine = error_from_outside(quoted)
+    assert sent(gw.handle(IN, genuine, 1.0)).dst_ip == C1
+
+
+def test_without_the_subnets_the_gateways_own_and_special_sources_are_still_martians() -> None:
+    gw = Gateway(gateway().config, INSIDE_GW)
+    session = udp_session(gw)
+    quoted = IP(src=str(PUBLIC), dst=str(SERVER)) / UDP(sport=session.public_port, dport=53)
+    for source in (INSIDE_GW, PUBLIC, IPv4Address("127.0.0.1"), IPv4Address("224.0.0.1")):
+        message = IcmpMessage(source, PUBLIC, bytes(ICMP(type=3, code=3) / bytes(quoted)))
+        assert gw.handle(IN, message, 1.0).emits == []
+    assert gw.counters.icmp_martians == 4
+
+
+def test_one_hosts_probes_do_not_spend_another_hosts_time_exceeded_budget() -> None:
+    """The attacker inside traceroutes (or floods spent-TTL packets) as fast as it can;
+    another inside host's traceroute still gets every answer, and so does a server."""
+    gw = Gateway(gateway().config, INSIDE_GW)
+    session = udp_session(gw)
+    raw = bytes(IP(src=str(C2), dst=str(SERVER), ttl=1) / UDP())
+    flood = UdpDatagram(C2, 1, SERVER, 2)
+    for tick in range(100):
+        for _ in range(10):
+            gw.expired(OUT, flood, raw, 5.0 + tick / 100)
+    assert gw.counters.icmp_rate_limited > 0
+    probe = UdpDatagram(C1, 40000, SERVER, 33434)
+    answered = [len(gw.expired(OUT, probe, raw, 6.0).emits) for _ in range(30)]
+    assert answered == [1] * 30
+    from_outside = UdpDatagram(SERVER, 53, PUBLIC, session.public_port)
+    assert len(gw.expired(IN, from_outside, raw, 6.0).emits) == 1
+
+
+def test_the_budgets_are_a_bounded_table_that_forgets_full_ones() -> None:
+    budgets = icmp.SourceBuckets(10.0, 2.0, cap=3)
+    assert [budgets.take(n, 0.0) for n in range(3)] == [True, True, True]
+    assert budgets.take(3, 0.0) is None  # full of budgets in use: no fourth
+    assert budgets.take(0, 0.0) is True and budgets.take(0, 0.0) is False
+    assert budgets.take(3, 0.1) is True  # 1 and 2 are full again: forgotten, 0 not
+    assert len(budgets) == 2

@@ -397,3 +397,32 @@ def test_what_a_restore_changed_is_written_back() -> None:
     [written] = [r for r in out.records if isinstance(r, CallRecord)]
     assert written.outbound_entry == call.outbound_entry
     assert written.inbound_entry not in (None, call.outbound_entry)
+
+
+def test_records_with_values_of_the_wrong_type_or_range_never_reach_the_core() -> None:
+    gw = gateway()
+    link = ControlLink(gw, C1).start()
+    link.outgoing_call(5, 900)
+    snapshot = stored(gw)
+    [session], [call] = snapshot.sessions, snapshot.calls
+    bad = [
+        dataclasses.replace(call, index=call.index + 1, public_call_id=6.0),  # fractional
+        dataclasses.replace(call, index=call.index + 2, public_call_id=7,
+                            inbound_entry=(1 << 48) + call.inbound_entry),  # aliases
+        dataclasses.replace(call, index=1 << 48, public_call_id=8),  # beyond the cookie
+    ]
+    snapshot.calls += bad
+    snapshot.sessions.append(dataclasses.replace(session, id=99, inside_port=40001.5))
+    snapshot.held += [HeldRecord(PUBLIC, SERVER, 9, float("nan")),
+                      HeldRecord(PUBLIC, SERVER, 10, float("inf")),
+                      HeldRecord(PUBLIC, SERVER, 11.0, 12.0)]
+    new = gateway()
+    out = new.restore(snapshot, {}, 10.0)
+    assert new.counters.restore_records_rejected == 7
+    assert new.counters.restore_failures == 0
+    assert [c.index for c in new.calls()] == [call.index]
+    assert [s.id for s in new.nat.sessions()] == [session.id]
+    for call_id in (9, 10):  # a NaN or endless hold-down is not adopted
+        assert not new.call_ids.held_down(PUBLIC, SERVER, call_id, 10.0)
+    assert len(out.errors) == 1 and "7 records" in out.errors[0]
+    assert next(new.ids) < 1 << 48  # the id beyond the cookie raised nothing

@@ -3,6 +3,7 @@ removal takes its connection and calls, and a file it cannot use is refused by n
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from alg.errors import StoreError
+from alg.pptp import CallControl
 from alg.snapshot import (
     CallRecord,
     ConnectionRecord,
@@ -128,3 +130,105 @@ def test_records_the_app_cannot_read_are_removed_at_connect(
         xid=app._reconcile_xid, body=[], flags=0, datapath=dp)))
     assert app.ready and len(app.core.nat) == 0
     assert len(Store(path).load()) == 0
+
+
+# A state file is input: an attacker who can write it (or a disk that garbles it) crafts
+# each bad value below. The row is left out, counted and removed; the others come back.
+
+BAD_VALUES = [
+    pytest.param("sessions", "inside_port", "'abc'", id="text-in-an-integer-column"),
+    pytest.param("calls", "session_id", "'1'||'x'", id="text-session-of-a-call"),
+    pytest.param("sessions", "public_port", "40000.5", id="fractional-port"),
+    pytest.param("sessions", "inside_port", "70000", id="port-above-16-bits"),
+    pytest.param("sessions", "id", str(1 << 48), id="session-id-beyond-the-cookie"),
+    pytest.param("sessions", "proto", "-6", id="negative-protocol"),
+    pytest.param("sessions", "remote_ip", "X'c0a80101'", id="address-as-a-blob"),
+    pytest.param("connections", "client_isn", str(1 << 32), id="isn-beyond-32-bits"),
+    pytest.param("calls", "public_call_id", "5.5", id="fractional-call-id"),
+    pytest.param("calls", "hold_until", "'nan'", id="nan-hold-until"),
+    pytest.param("calls", "outgoing", "2", id="flag-neither-0-nor-1"),
+    pytest.param("calls", "call_index", str(1 << 48), id="call-index-beyond-the-cookie"),
+    pytest.param("calls", "inbound_entry", str((1 << 48) + 5), id="entry-aliasing-a-live-one"),
+    pytest.param("calls", "state", "x'00'", id="state-as-a-blob"),
+    pytest.param("held", "until", "'nan'", id="nan-hold-down"),
+    pytest.param("held", "until", "'inf'", id="endless-hold-down"),
+    pytest.param("held", "call_id", "65536", id="call-id-beyond-16-bits"),
+    pytest.param("plain", "outbound_id", "0", id="id-zero"),
+    pytest.param("plain", "claimed", "'1'||'x'", id="text-claim"),
+]
+
+
+def crafted(path: Path, table: str, column: str, value: str) -> None:
+    """A store holding one of each record (two sessions), then one column of the first
+    row of one table set to ``value`` (an SQL expression) by hand."""
+    store = Store(path)
+    store.write([SESSION, UDP, CONNECTION, CALL, HELD, PLAIN])
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE {table} SET {column} = {value} "
+                   f"WHERE rowid = (SELECT min(rowid) FROM {table})")
+
+
+@pytest.mark.parametrize(("table", "column", "value"), BAD_VALUES)
+def test_a_crafted_value_leaves_its_row_out_and_the_others_in(
+    tmp_path: Path, table: str, column: str, value: str
+) -> None:
+    path = tmp_path / "s.sqlite"
+    crafted(path, table, column, value)
+    loaded = Store(path).load()
+    assert len(loaded.rejected) == 1
+    assert loaded.rejected[0].startswith(f"{table} row ") and column.removeprefix("call_") in loaded.rejected[0]
+    assert len(loaded) == 5
+    again = Store(path).load()  # the row is gone from the file
+    assert again.rejected == [] and again == dataclasses.replace(loaded, rejected=[])
+
+
+@pytest.mark.parametrize(("table", "column", "value"), BAD_VALUES)
+def test_a_crafted_state_file_cannot_keep_the_app_from_becoming_ready(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table: str, column: str, value: str
+) -> None:
+    path = tmp_path / "s.sqlite"
+    crafted(path, table, column, value)
+    app = connected_app(monkeypatch, path)
+    assert app.ready
+    assert app.core.counters.restore_records_rejected == 1
+    assert app.core.counters.restore_failures == 0
+    assert all(0 < s.id < 1 << 48 for s in app.core.nat.sessions())
+    assert all(0 <= c.public_id < 1 << 16 for c in app.core.calls())
+    now = app.now()
+    for held in Store(path).load().held:
+        assert now < held.until <= now + app.config.alg.call_id_hold_down
+
+
+def test_a_restore_that_fails_starts_empty_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite"
+    Store(path).write([SESSION, UDP, CONNECTION, CALL, HELD, PLAIN])
+
+    def broken(*_args: object) -> bool:
+        raise RuntimeError("a fault no check foresaw")
+
+    monkeypatch.setattr(CallControl, "restore", broken)
+    app = connected_app(monkeypatch, path)
+    assert app.ready and len(app.core.nat) == 0 and list(app.core.calls()) == []
+    assert app.core.counters.restore_failures == 1
+    assert "starts without its saved state" in caplog.text
+    assert "a fault no check foresaw" in caplog.text
+    assert len(Store(path).load()) == 0
+
+
+def connected_app(monkeypatch: pytest.MonkeyPatch, path: Path) -> nat_gateway.NatGateway:
+    """The app on ``path``, connected to a fake switch with no entries (restored)."""
+    monkeypatch.setattr(nat_gateway, "CONF", SimpleNamespace(
+        nat={**OPTIONS, "state_file": str(path)}))
+    monkeypatch.setattr(hub, "spawn", lambda *_a, **_k: None)
+    dp = FakeDatapath()
+    app = nat_gateway.NatGateway()
+    ports = [SimpleNamespace(name=n.encode(), port_no=no)
+             for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+    app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
+    app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
+    app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
+        xid=app._reconcile_xid, body=[], flags=0, datapath=dp)))
+    return app
