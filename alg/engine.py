@@ -485,11 +485,11 @@ class Gateway:
         switch: after a restart of either).
 
         Missing entries of live sessions, control connections, server-map pairs and
-        ALG-off bindings are installed, then entries the core does not own are removed (installs first: an
-        entry with the same match under an old cookie is replaced before the old
-        cookie's removal). After a controller restart the entries are found by the ids
-        the store kept, so nothing is installed again; after a switch restart
-        everything is. Ids continue above every id ``installed`` names.
+        ALG-off bindings are installed, then entries the core does not own are removed
+        (installs first: an entry with the same match under an old cookie is replaced
+        before the old cookie's removal). After a controller restart the entries are
+        found by the ids the store kept, so nothing is installed again; after a switch
+        restart everything is. Ids continue above every id ``installed`` names.
 
         Args:
             installed: what the switch holds of the core's entries (pipeline included).

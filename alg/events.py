@@ -154,6 +154,7 @@ class EntryKind(enum.IntEnum):
     GRE_OUTBOUND = 3
     GRE_INBOUND = 4
     DEMUX_RETURN = 5
+    CONTROL = 6
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,22 @@ class SessionEntries:
 
     session: NatSession
     idle_timeout: float
+
+
+@dataclass(frozen=True)
+class ControlEntry:
+    """The punt entry of one control connection: the server's segments to the
+    connection's public address and port reach the controller through a meter of their
+    own (of the client's inside port), apart from the shared, metered punt of every other
+    segment from port 1723 outside, so that segments from the server's address to other
+    public ports (a flood that looks like servers' segments) cannot take its share.
+
+    Matches the server's address and port and the connection's public address and port
+    exactly; its id is the connection's NAT session id. Removed with
+    :class:`RemoveEntries` of kind ``CONTROL`` when the connection ends.
+    """
+
+    session: NatSession
 
 
 @dataclass(frozen=True)
@@ -239,7 +256,7 @@ class DemuxReturnEntry:
 
 
 Decision = (SessionEntries | RemoveEntries | GreOutboundEntry | GreInboundEntry
-            | DemuxEntry | DemuxForget | DemuxReturnEntry)
+            | DemuxEntry | DemuxForget | DemuxReturnEntry | ControlEntry)
 
 
 @dataclass(frozen=True)

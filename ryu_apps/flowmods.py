@@ -14,6 +14,9 @@ The table (table 0 only):
 priority     entries
 ===========  =====================================================================
 1000         ARP -> controller
+950          each control connection's segments from its server (exact match: server
+             address and port 1723 -> public address and port) -> controller, through
+             the meter of the client's inside port for control connections
 900          TCP/1723 from inside ports and from the outside to a public address ->
              controller (ALG on)
 500          NAT sessions (both directions), server-map GRE entries (those for
@@ -26,11 +29,15 @@ priority     entries
 ===========  =====================================================================
 
 Every entry that outputs to the controller first passes the meter of its class
-(``ryu_apps.switch``: ARP, each inside port, control segments from the outside, other
-traffic from the outside, controller-path GRE). Packets whose TTL a forwarding entry
-finds spent reach the controller by the switch's exception, not by an output action, and
-no OpenFlow 1.3 match holds the TTL: no meter can take them, so the app caps them itself
-(``ryu_apps.nat_gateway.EXPIRED_PER_SECOND``).
+(``ryu_apps.switch``: ARP, each inside port, control segments from the outside, the live
+control connections of each inside port's hosts, other traffic from the outside,
+controller-path GRE). A flood of segments from port 1723 outside to public ports that
+no control connection holds meets only the shared meter of control segments from the
+outside: the live connections' segments match their own entries first.
+
+Packets whose TTL a forwarding entry finds spent reach the controller by the switch's
+exception, not by an output action, and no OpenFlow 1.3 match holds the TTL: no meter can
+take them, so the app caps them itself (``ryu_apps.nat_gateway.EXPIRED_PER_SECOND``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any, assert_never
 from alg.codec import PPTP_PORT
 from alg.config import AlgConfig
 from alg.events import (
+    ControlEntry,
     Decision,
     DemuxEntry,
     DemuxForget,
@@ -60,12 +68,14 @@ from ryu_apps.switch import (
     COOKIE_TAG,
     COOKIE_TAG_MASK,
     METER_ARP,
+    METER_CONTROL_CONNECTIONS,
     METER_GRE,
     METER_INSIDE_PORT,
     METER_OUTSIDE_CONTROL,
     METER_OUTSIDE_NEW,
     PRIORITY_ARP,
     PRIORITY_CONTROL,
+    PRIORITY_CONTROL_CONNECTION,
     PRIORITY_DROP,
     PRIORITY_PUNT,
     PRIORITY_SESSION,
@@ -112,12 +122,15 @@ def meters(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
     deleting a meter would delete the entries that use it.
     """
     ofp, parser = dp.ofproto, dp.ofproto_parser
+    inside_ports = list(inside_ports)
     classes = [
         (METER_ARP, rates.punt_rate_arp),
         (METER_OUTSIDE_CONTROL, rates.punt_rate_outside_control),
         (METER_OUTSIDE_NEW, rates.punt_rate_outside_new),
         (METER_GRE, rates.punt_rate_gre),
         *((METER_INSIDE_PORT + port, rates.punt_rate_inside_port) for port in inside_ports),
+        *((METER_CONTROL_CONNECTIONS + port, rates.punt_rate_control_connections)
+          for port in inside_ports),
     ]
     mods = []
     for meter_id, rate in classes:
@@ -289,6 +302,25 @@ def gre_inbound(
     )
 
 
+def control_entry(decision: ControlEntry, outside_port: int, client: L2) -> wire.Message:
+    """A control connection's own punt entry: its server's segments to its public address
+    and port go to the controller through the meter of the client's inside port
+    (``METER_CONTROL_CONNECTIONS``), above the shared punt of segments from port 1723.
+
+    Args:
+        outside_port: the outside port's number.
+        client: the client's port (which names the meter).
+    """
+    s = decision.session
+    match: dict[str, wire.Value] = {
+        "in_port": outside_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.TCP),
+        "ipv4_src": s.remote_ip, "ipv4_dst": s.public_ip, "tcp_src": s.remote_port,
+        "tcp_dst": s.public_port,
+    }
+    return _flow(PRIORITY_CONTROL_CONNECTION, match, [_TO_CONTROLLER], EntryKind.CONTROL,
+                 s.id, meter=METER_CONTROL_CONNECTIONS + client.port)
+
+
 def demux_return(decision: DemuxReturnEntry, demux_port: int, client: L2, gateway_mac: str
                  ) -> wire.Message:
     """Deliver what the GRE demultiplexer sends back for one client (its address and
@@ -377,6 +409,11 @@ def entry_mods(
             if client is None:
                 return None
             return [demux_return(decision, demux_port, client, gateway_mac)]
+        case ControlEntry(session=s):
+            client = lookup(Side.INSIDE, s.inside_ip)
+            if client is None or outside_port is None:
+                return None
+            return [control_entry(decision, outside_port, client)]
         case DemuxEntry() | DemuxForget():
             return []
         case _:

@@ -21,6 +21,7 @@ COOKIE_KIND_MASK = 0xFFFF << 48
 COOKIE_ID_MASK = (1 << 48) - 1
 
 PRIORITY_ARP = 1000
+PRIORITY_CONTROL_CONNECTION = 950
 PRIORITY_CONTROL = 900
 PRIORITY_SESSION = 500
 PRIORITY_PUNT = 100
@@ -37,6 +38,11 @@ METER_GRE = 4
 """Server -> client GRE of pairs on the controller path."""
 METER_INSIDE_PORT = 0x100
 """Plus the port number: what one inside port punts (control segments and new traffic)."""
+METER_CONTROL_CONNECTIONS = 0x10000
+"""Plus the port number: the servers' segments of the live control connections of the
+hosts on one inside port (each connection's own entry; Open vSwitch port numbers are
+below 0xff00, so these ids neither meet ``METER_INSIDE_PORT``'s nor pass the userspace
+datapath's 262,144 meters)."""
 
 OPENFLOW_PORT = 6653
 """The controller's OpenFlow listening port by default (IANA's)."""

@@ -131,6 +131,7 @@ class FakeDatapath:
         self.sent: list[Any] = []
         self.errors: list[str] = []
         self.meters: dict[int, int] = {}
+        self.bursts: dict[int, int] = {}
         self._xid = 0
         self._wire_xids = wire.Xids()
 
@@ -207,6 +208,7 @@ class FakeDatapath:
             self.errors.append(f"meter-mod {mod.command} of meter {mod.meter_id} refused")
             return
         self.meters[mod.meter_id] = band.rate
+        self.bursts[mod.meter_id] = band.burst_size
 
     def apply(self, mod: Any) -> None:
         """Apply one flow-mod to the table.
@@ -500,6 +502,10 @@ class FakeSwitch(FakeDatapath):
             configuration asks for them, as Open vSwitch does).
         packet_in_mask: the packet-in reasons the app's asynchronous configuration asks
             for as master (Open vSwitch's default until it sets one).
+        metering: entries' meters drop what exceeds their rate (a token bucket of the
+            meter's burst size, refilled at its rate on the switch's clock), as Open
+            vSwitch's userspace datapath does; off, meters are only checked to exist.
+        meter_drops: packets each meter dropped, by meter id.
     """
 
     def __init__(
@@ -522,6 +528,9 @@ class FakeSwitch(FakeDatapath):
         self.delivered_to_app: list[Any] = []
         self.ttl_drops = 0
         self.packet_in_mask = (1 << OFP.OFPR_NO_MATCH) | (1 << OFP.OFPR_ACTION)
+        self.metering = False
+        self.meter_drops: defaultdict[int, int] = defaultdict(int)
+        self._buckets: dict[int, tuple[float, float]] = {}
         self._handlers: dict[type, list[Callable[[Any], None]]] = {}
         self._queue: deque[tuple[int, Callable[[], None]]] = deque()
         self._depth: int | None = None
@@ -698,6 +707,9 @@ class FakeSwitch(FakeDatapath):
         entry.packet_count += 1
         entry.byte_count += len(data)
         entry.last_used = self.now()
+        if entry.meter is not None and not self._metered(entry.meter):
+            self.meter_drops[entry.meter] += 1
+            return
         self._execute(_Frame(data, fields), entry.actions, port, entry)
 
     def _execute(
@@ -757,6 +769,21 @@ class FakeSwitch(FakeDatapath):
         if station is not None:
             with self._at(self._current()):
                 station.receive(data)
+
+    def _metered(self, meter: int) -> bool:
+        """Whether ``meter`` lets one more packet pass now (always, unless
+        :attr:`metering`)."""
+        if not self.metering:
+            return True
+        burst = max(1, self.bursts.get(meter, 1))
+        now = self.now()
+        tokens, since = self._buckets.get(meter, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - since) * self.meters.get(meter, 0))
+        if tokens < 1:
+            self._buckets[meter] = (tokens, now)
+            return False
+        self._buckets[meter] = (tokens - 1, now)
+        return True
 
     def _to_app(self, msg: Any) -> None:
         self._enqueue(lambda: self._dispatch(msg))

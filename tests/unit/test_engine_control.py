@@ -11,6 +11,7 @@ from alg.events import (
     TCP_FIN,
     TCP_RST,
     TCP_SYN,
+    ControlEntry,
     Direction,
     EntryKind,
     RemoveEntries,
@@ -64,7 +65,8 @@ def test_handshake_and_first_messages() -> None:
     seg = emit.segment
     assert (seg.src_ip, seg.dst_ip, seg.dst_port, seg.seq, seg.flags) == (
         PUBLIC, SERVER, 1723, link.client.isn, TCP_SYN)
-    assert syn.decisions == []  # control connections get no session flow
+    # Control connections get no session flow, only their own punt entry.
+    assert syn.decisions == [ControlEntry(gw.connections()[0].session)]
     assert gw.is_control_session(gw.connections()[0].session.id)
     link.send(link.server, flags=TCP_SYN | TCP_ACK, ack=link.client.isn + 1)
     assert link.client.segments[-1].flags == TCP_SYN | TCP_ACK

@@ -8,6 +8,7 @@ import pytest
 
 from alg.config import AlgConfig
 from alg.events import (
+    ControlEntry,
     DemuxEntry,
     DemuxForget,
     DemuxReturnEntry,
@@ -345,3 +346,59 @@ def test_table_decisions_have_no_flow_mods_and_return_entries_need_the_port() ->
     [mod] = flowmods.entry_mods(DemuxReturnEntry(3, CLIENT), lookup, 100, GW_MAC,
                                 DEMUX_PORT) or []
     assert switch.decode_cookie(parsed(mod).cookie) == (EntryKind.DEMUX_RETURN, 3)
+
+
+def control_session(public_port: int = 40001, client: IPv4Address = CLIENT) -> NatSession:
+    return NatSession(
+        id=9, proto=Proto.TCP, inside_ip=client, inside_port=40000, public_ip=PUBLIC,
+        public_port=public_port, remote_ip=SERVER, remote_port=1723, created=0.0,
+        last_seen=0.0,
+    )
+
+
+def test_a_control_connection_has_its_own_punt_entry_and_meter(dp: FakeDatapath) -> None:
+    lookup = {CLIENT: CLIENT_L2}.get
+    [mod] = flowmods.entry_mods(ControlEntry(control_session()),
+                                lambda _side, ip: lookup(ip), OUTSIDE_PORT, GW_MAC) or []
+    dp.send_msg(mod)
+    assert dp.errors == []
+    own = dp.process(tcp(OUTSIDE_PORT, "203.0.113.1", 1723, "203.0.113.2", 40001))
+    assert own.to_controller and own.entry is not None
+    assert own.entry.priority == switch.PRIORITY_CONTROL_CONNECTION > switch.PRIORITY_CONTROL
+    assert own.entry.meter == switch.METER_CONTROL_CONNECTIONS + CLIENT_L2.port
+    assert switch.decode_cookie(own.entry.cookie) == (EntryKind.CONTROL, 9)
+    assert (own.entry.idle_timeout, own.entry.flags) == (0, 0)  # the core removes it
+    for junk in (tcp(OUTSIDE_PORT, "203.0.113.1", 1723, "203.0.113.2", 40002),
+                 tcp(OUTSIDE_PORT, "203.0.113.7", 1723, "203.0.113.2", 40001),
+                 tcp(2, "203.0.113.1", 1723, "203.0.113.2", 40001)):
+        result = dp.process(junk)
+        assert result.entry is not None and result.entry.meter != own.entry.meter
+    other_port = dp.process(tcp(OUTSIDE_PORT, "203.0.113.1", 1723, "203.0.113.2", 40002))
+    assert other_port.entry is not None
+    assert other_port.entry.meter == switch.METER_OUTSIDE_CONTROL
+    dp.send_msg(flowmods.remove(RemoveEntries(EntryKind.CONTROL, 9)))
+    back = dp.process(tcp(OUTSIDE_PORT, "203.0.113.1", 1723, "203.0.113.2", 40001))
+    assert back.entry is not None and back.entry.meter == switch.METER_OUTSIDE_CONTROL
+
+
+def test_a_control_entry_needs_the_clients_port_and_the_outside_port() -> None:
+    decision = ControlEntry(control_session())
+    assert flowmods.entry_mods(decision, lambda _side, _ip: None, OUTSIDE_PORT, GW_MAC) is None
+    assert flowmods.entry_mods(decision, lambda _side, _ip: CLIENT_L2, None, GW_MAC) is None
+
+
+def test_each_inside_port_has_a_meter_for_its_hosts_control_connections() -> None:
+    fresh = FakeDatapath()
+    for mod in flowmods.meters(fresh, AlgConfig(punt_rate_control_connections=11),
+                               iter(INSIDE_PORTS)):
+        fresh.send_msg(mod)
+    assert fresh.errors == []
+    for port in INSIDE_PORTS:
+        assert fresh.meters[switch.METER_CONTROL_CONNECTIONS + port] == 11
+        assert fresh.meters[switch.METER_INSIDE_PORT + port] == AlgConfig().punt_rate_inside_port
+    highest_ovs_port = 0xFEFF
+    ids = {switch.METER_ARP, switch.METER_OUTSIDE_CONTROL, switch.METER_OUTSIDE_NEW,
+           switch.METER_GRE}
+    assert switch.METER_INSIDE_PORT + highest_ovs_port < switch.METER_CONTROL_CONNECTIONS
+    assert max(ids) < switch.METER_INSIDE_PORT
+    assert switch.METER_CONTROL_CONNECTIONS + highest_ovs_port < 1 << 18

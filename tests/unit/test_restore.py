@@ -226,7 +226,8 @@ def test_an_intact_switch_gets_no_flow_mod_after_a_restart() -> None:
     assert call.outbound_entry is not None and call.inbound_entry is not None
     on_switch = {(EntryKind.GRE_OUTBOUND, call.outbound_entry): 1,
                  (EntryKind.GRE_INBOUND, call.inbound_entry): 1,
-                 (EntryKind.SESSION, session.id): 2, (EntryKind.PIPELINE, 0): 12}
+                 (EntryKind.SESSION, session.id): 2, (EntryKind.PIPELINE, 0): 12,
+                 (EntryKind.CONTROL, gw.connections()[0].session.id): 1}
     new, decisions = restarted(snapshot, on_switch)
     assert decisions == []
     assert new.inbound_gre_path(SERVER, PUBLIC) == "flow"
