@@ -59,3 +59,33 @@ class Counters(CounterSet):
     """Time Exceeded not sent because the table of per-source budgets was full of budgets
     in use."""
     time_exceeded_sent: int = 0
+    fragments_received: int = 0
+    """IP fragments of GRE or of control segments taken for reassembly (``alg.defrag``)."""
+    fragments_reassembled: int = 0
+    """Datagrams put together whole from their fragments."""
+    fragments_malformed: int = 0
+    """Fragments refused: empty, not a multiple of 8 bytes before the last, beyond 65,535
+    bytes, or an end that contradicts the datagram's (which drops the datagram)."""
+    fragments_duplicate: int = 0
+    """Fragments dropped as exact duplicates of one held (the datagram goes on)."""
+    fragments_overlapping: int = 0
+    """Datagrams dropped because two of their fragments overlapped (RFC 5722)."""
+    fragments_of_dropped: int = 0
+    """Fragments that came for a datagram already dropped, within its time limit."""
+    fragments_too_many: int = 0
+    """Datagrams dropped at more than ``fragments_per_datagram`` fragments."""
+    fragments_timed_out: int = 0
+    """Datagrams still incomplete at ``fragment_timeout``."""
+    fragments_evicted: int = 0
+    """Datagrams dropped, oldest first, to make room within ``fragment_memory`` or
+    ``fragment_memory_per_source``."""
+    fragments_memory_drops: int = 0
+    """Fragments refused because their datagram alone would pass a memory bound."""
+    fragments_unsupported: int = 0
+    """Reassembled datagrams that were neither GRE nor a control segment (dropped: the
+    gateway reassembles only those)."""
+    fragments_sent: int = 0
+    """Fragments the controller sent, of datagrams bigger than ``mtu``."""
+    fragmentation_needed_sent: int = 0
+    """ICMP fragmentation-needed errors sent about datagrams bigger than ``mtu`` with DF
+    set (RFC 1191)."""

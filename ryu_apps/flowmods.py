@@ -19,6 +19,9 @@ priority     entries
              the meter of the client's inside port for control connections
 900          TCP/1723 from inside ports and from the outside to a public address ->
              controller (ALG on)
+501          a shared pair's GRE fragments (``ip_frag``, a Nicira field) -> controller,
+             while the pair's GRE goes to the demultiplexer, which takes only whole
+             packets (``ryu_apps.fragments`` reassembles them)
 500          NAT sessions (both directions), server-map GRE entries (those for
              packets from inside match the inside host's port); a (server, public
              address) pair on the controller path has a GRE_INBOUND entry whose action is
@@ -77,6 +80,7 @@ from ryu_apps.switch import (
     PRIORITY_CONTROL,
     PRIORITY_CONTROL_CONNECTION,
     PRIORITY_DROP,
+    PRIORITY_FRAGMENTS,
     PRIORITY_PUNT,
     PRIORITY_SESSION,
     cookie,
@@ -321,6 +325,31 @@ def control_entry(decision: ControlEntry, outside_port: int, client: L2) -> wire
                  s.id, meter=METER_CONTROL_CONNECTIONS + client.port)
 
 
+def gre_inbound_fragments(decision: GreInboundEntry, outside_port: int) -> wire.Message:
+    """The fragments of a pair's GRE go to the controller while the pair's GRE goes to the
+    demultiplexer (which passes only whole packets); on another path the entry goes.
+
+    The entry carries the pair's cookie, so a removal of the pair's entries takes it too;
+    it has no idle timeout and sends no flow-removed message (the pair's own entry
+    does). On the flow path fragments need no entry of their own: the pair's address
+    rewrite applies to them as to whole packets.
+    """
+    match: dict[str, wire.Value] = {
+        "in_port": outside_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
+        "ipv4_src": decision.server_ip, "ipv4_dst": decision.public_ip,
+        "ip_frag": (wire.IP_FRAG_ANY, wire.IP_FRAG_ANY),
+    }
+    if decision.via_demux:
+        return _flow(PRIORITY_FRAGMENTS, match, [_TO_CONTROLLER], EntryKind.GRE_INBOUND,
+                     decision.entry_id, meter=METER_GRE)
+    return wire.flow_mod(
+        cookie=cookie(EntryKind.GRE_INBOUND, decision.entry_id),
+        cookie_mask=0xFFFFFFFFFFFFFFFF, command=wire.OFPFC_DELETE_STRICT,
+        priority=PRIORITY_FRAGMENTS, match_fields=match, out_port=wire.OFPP_ANY,
+        out_group=wire.OFPG_ANY,
+    )
+
+
 def demux_return(decision: DemuxReturnEntry, demux_port: int, client: L2, gateway_mac: str
                  ) -> wire.Message:
     """Deliver what the GRE demultiplexer sends back for one client (its address and
@@ -401,7 +430,10 @@ def entry_mods(
                     return None
             if outside_port is None:
                 return None
-            return [gre_inbound(decision, outside_port, client, gateway_mac, demux_port)]
+            mods = [gre_inbound(decision, outside_port, client, gateway_mac, demux_port)]
+            if demux_port is not None:
+                mods.append(gre_inbound_fragments(decision, outside_port))
+            return mods
         case DemuxReturnEntry():
             if demux_port is None:
                 return []

@@ -14,7 +14,8 @@ The app decodes each event once, hands the core (``alg.engine.Gateway`` and
 flow-mods built by ``ryu_apps.flowmods``, packets built by ``ryu_apps.packets``. A
 decision it cannot carry out (a neighbour not resolved) goes back to the core, which then
 knows the real path. Before the core sees a packet the app drops, and counts, what it
-cannot decode (``undecodable_frames``), IP fragments (``fragments_dropped``) and packets
+cannot decode (``undecodable_frames``), IP fragments other than of GRE and control
+segments (``fragments_dropped``; those are reassembled, ``ryu_apps.fragments``) and packets
 with a bad TCP, UDP or ICMP checksum (``bad_checksums``). A packet to forward whose TTL
 is spent (``ttl_expired``), seen here or by a flow entry's TTL decrement
 (``ttl_expired_on_flow``: the switch sends those with reason OFPR_INVALID_TTL), goes to
@@ -60,6 +61,7 @@ from alg.snapshot import Change, Snapshot
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, packets, rest, switch, wire
 from ryu_apps.demux_link import HEARTBEAT, PROBE_RETURN, DemuxLink
+from ryu_apps.fragments import FragmentPath
 from ryu_apps.framework import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
@@ -216,6 +218,7 @@ class NatGateway(App):  # type: ignore[misc]
         self.demux = DemuxLink(self.config)
         self.neighbours: NeighbourTable[Send] = NeighbourTable(self.config)
         self.counters = AppCounters()
+        self.fragments = FragmentPath(self.config, self.core.counters, self.counters)
         self.datapath: Any = None
         self._outbox: list[wire.Message] = []
         self._depth = 0
@@ -415,8 +418,10 @@ class NatGateway(App):  # type: ignore[misc]
         ip = frame.ip
         assert ip is not None
         if ip.fragment:
-            self.counters.fragments_dropped += 1
-            return
+            whole = self.fragments.ingress(data, ip, now)
+            if whole is None:
+                return
+            data, ip = whole
         if not packets.l4_checksum_ok(ip):
             self.counters.bad_checksums += 1
             return
@@ -500,7 +505,9 @@ class NatGateway(App):  # type: ignore[misc]
         now = self.now()
         for emit in output.emits:
             ip = packets.emit_packet(emit, original, header)
-            if ip is not None:
+            if ip is not None and self.fragments.too_big(ip):
+                self._emit(dp, self.fragments.refuse(emit, original, now), None)
+            elif ip is not None:
                 side = Side.INSIDE if emit.direction is Direction.INBOUND else Side.OUTSIDE
                 self._neighbour(dp, self.neighbours.send(
                     side, packets.emit_destination(emit),
@@ -552,11 +559,12 @@ class NatGateway(App):  # type: ignore[misc]
                 delivery.item(delivery.l2)
 
     def _frame_out(self, dp: Any, ip: bytes, where: L2) -> None:
-        frame = packets.build_ethernet(
-            packets.mac_bytes(where.mac), packets.mac_bytes(self.config.gateway_mac),
-            packets.ETH_TYPE_IPV4, ip,
-        )
-        self._packet_out(dp, where.port, frame)
+        for piece in self.fragments.egress(ip):
+            frame = packets.build_ethernet(
+                packets.mac_bytes(where.mac), packets.mac_bytes(self.config.gateway_mac),
+                packets.ETH_TYPE_IPV4, piece,
+            )
+            self._packet_out(dp, where.port, frame)
 
     def _packet_out(self, dp: Any, port: int, frame: bytes) -> None:
         self._outbox.append(wire.packet_out(port, frame))
@@ -637,6 +645,7 @@ class NatGateway(App):  # type: ignore[misc]
         if dp is None or not self.ready:
             return
         self._neighbour(dp, self.neighbours.tick(now))
+        self.fragments.reassembler.expire(now)
         if now >= self._next_stats:
             self._next_stats = now + self.config.stats_interval
             if self.demux.up:

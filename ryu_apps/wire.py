@@ -29,6 +29,7 @@ OFPT_PACKET_OUT = 13
 OFPT_BARRIER_REQUEST = 20
 OFPFC_ADD = 0
 OFPFC_DELETE = 3
+OFPFC_DELETE_STRICT = 4
 OFPFF_SEND_FLOW_REM = 1
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_ANY = 0xFFFFFFFF
@@ -73,7 +74,16 @@ _FIELDS: dict[str, tuple[int, struct.Struct]] = {
 }
 """OXM fields (class OPENFLOW_BASIC): number and value format."""
 
-Value = int | str | IPv4Address
+_NXM_1 = 0x0001
+_NXM_FIELDS: dict[str, int] = {"ip_frag": 26}
+"""Nicira extension fields (class NXM_1, which Open vSwitch takes in OpenFlow 1.3
+matches), each one byte and matched under a mask: ``ip_frag`` (``NXM_NX_IP_FRAG``) has
+bit 0 set for any fragment, bit 1 for a fragment other than the first. They follow the
+basic fields in a match, whose prerequisites (``eth_type``) come first."""
+IP_FRAG_ANY = 1
+"""``ip_frag`` value and mask of every fragment (Open vSwitch's ``ip_frag=yes``)."""
+
+Value = int | str | IPv4Address | tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,9 @@ class Message:
 
 
 def _value(name: str, value: Value) -> bytes:
+    if name in _NXM_FIELDS:
+        bits, mask = value if isinstance(value, tuple) else (int(str(value)), 0xFF)
+        return _OXM_HEADER.pack(_NXM_1, _NXM_FIELDS[name] << 1 | 1, 2) + bytes((bits, mask))
     number, fmt = _FIELDS[name]
     if isinstance(value, IPv4Address):
         raw: Any = value.packed
@@ -97,6 +110,7 @@ def _value(name: str, value: Value) -> bytes:
     elif name.startswith("eth_") and name != "eth_type":
         raw = bytes.fromhex(str(value).replace(":", ""))
     else:
+        assert not isinstance(value, tuple)
         raw = int(value)
     packed = fmt.pack(raw)
     return _OXM_HEADER.pack(_OXM_CLASS, number << 1, len(packed)) + packed
@@ -107,10 +121,10 @@ def _pad8(data: bytes) -> bytes:
 
 
 def match(fields: Mapping[str, Value]) -> bytes:
-    """An OXM match, fields in ascending field number (prerequisites first)."""
-    oxm = b"".join(
-        _value(name, fields[name]) for name in sorted(fields, key=lambda n: _FIELDS[n][0])
-    )
+    """An OXM match, basic fields in ascending field number (prerequisites first), then
+    Nicira extension fields."""
+    oxm = b"".join(_value(name, fields[name]) for name in sorted(
+        fields, key=lambda n: _FIELDS[n][0] if n in _FIELDS else 0x100 + _NXM_FIELDS[n]))
     return _pad8(_MATCH_HEADER.pack(1, _MATCH_HEADER.size + len(oxm)) + oxm)
 
 

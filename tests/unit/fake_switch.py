@@ -47,7 +47,9 @@ IP_PROTO_UDP = 17
 IP_OFFSET_MASK = 0x1FFF
 
 ARP_FIELDS = ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
-IPV4_FIELDS = ("ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp", "ip_ecn")
+IPV4_FIELDS = ("ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp", "ip_ecn", "ip_frag")
+MASKABLE = frozenset({"ip_frag"})
+"""Fields a match may hold under a mask (a ``(value, mask)`` pair)."""
 PREREQUISITES: dict[str, tuple[str, int]] = {
     **{name: ("eth_type", ETH_TYPE_ARP) for name in ARP_FIELDS},
     **{name: ("eth_type", ETH_TYPE_IPV4) for name in IPV4_FIELDS},
@@ -216,7 +218,8 @@ class FakeDatapath:
         ADD replaces an entry of identical match and priority, keeping its counters and
         idle clock as Open vSwitch does without ``OFPFF_RESET_COUNTS``; DELETE removes
         the entries whose cookie matches under the mask and whose match includes the
-        given one (a non-strict delete). A flow-mod whose match or set-field lacks its
+        given one (a non-strict delete), DELETE_STRICT only those whose priority and
+        match are the given ones. A flow-mod whose match or set-field lacks its
         prerequisites is refused and recorded in :attr:`errors`.
         """
         match = dict(mod.match.items())
@@ -252,8 +255,10 @@ class FakeDatapath:
                         entry.last_used = old.last_used
                     break
             self.table.append(entry)
-        elif mod.command == OFP.OFPFC_DELETE:
-            doomed = [e for e in self.table if _selected(e, mod.cookie, mod.cookie_mask, match)]
+        elif mod.command in (OFP.OFPFC_DELETE, OFP.OFPFC_DELETE_STRICT):
+            doomed = [e for e in self.table if _selected(e, mod.cookie, mod.cookie_mask, match)
+                      and (mod.command == OFP.OFPFC_DELETE
+                           or (e.priority, e.match) == (mod.priority, match))]
             self.table = [e for e in self.table if all(e is not d for d in doomed)]
             for entry in doomed:
                 self.removed(entry, OFP.OFPRR_DELETE)
@@ -294,7 +299,11 @@ class FakeDatapath:
 
 
 def _matches(match: dict[str, Any], packet: Packet) -> bool:
-    return all(packet.get(name) == value for name, value in match.items())
+    return all(
+        (packet.get(name, 0) & value[1]) == value[0] if isinstance(value, tuple)
+        else packet.get(name) == value
+        for name, value in match.items()
+    )
 
 
 def _selected(entry: Entry, cookie: int, mask: int, match: dict[str, Any]) -> bool:
@@ -306,7 +315,7 @@ def _selected(entry: Entry, cookie: int, mask: int, match: dict[str, Any]) -> bo
 def _inconsistency(match: dict[str, Any], actions: list[Any]) -> str | None:
     """Why a switch would refuse this match and these actions, or None."""
     for name, value in match.items():
-        if isinstance(value, tuple):
+        if isinstance(value, tuple) and name not in MASKABLE:
             raise NotImplementedError(f"masked match on {name}")
     for name in match:
         if not _prerequisites_met(name, match):
@@ -386,7 +395,9 @@ def parse_fields(frame: bytes, in_port: int) -> Packet:
             ip_dscp=body[1] >> 2, ip_ecn=body[1] & 3, ip_proto=proto, ttl=body[8],
             ipv4_src=str(IPv4Address(body[12:16])), ipv4_dst=str(IPv4Address(body[16:20])),
         )
-        first = int.from_bytes(body[6:8], "big") & IP_OFFSET_MASK == 0
+        flags = int.from_bytes(body[6:8], "big")
+        first = flags & IP_OFFSET_MASK == 0
+        fields["ip_frag"] = 0 if flags & 0x3FFF == 0 else 1 if first else 3
         l4 = body[ihl:]
         if first and proto in (IP_PROTO_TCP, IP_PROTO_UDP) and len(l4) >= 4:
             name = "tcp" if proto == IP_PROTO_TCP else "udp"
