@@ -9,8 +9,12 @@ at TC ingress looks up (server, public address, Call ID) in :data:`TABLE`, rewri
 destination address (fixing the IPv4 checksum; enhanced GRE has no checksum) and the
 Call ID, counts the packet on its entry, and redirects it back out of the same end, so
 that it re-enters the switch on the veth port, where ordinary flow entries deliver it.
-Packets that are not enhanced GRE over plain IPv4, or whose key has no entry, are
-dropped and counted.
+Packets that are not enhanced GRE over IPv4, or whose key has no entry, are dropped and
+counted. It accepts exactly the packets the controller path accepts (``alg.codec.
+parse_gre`` on the IPv4 payload ``ryu_apps.packets`` decodes): IPv4 options, no
+fragment, the IPv4 total length within the frame, the GRE flags and version RFC 2637
+section 4.1 allows (no C, R, s or recursion bits, no reserved flag), the key, and the
+sequence and acknowledgement numbers and the payload length within the packet.
 
 The program is assembled here (:func:`program`), from the standard library: no compiler
 is needed, and the kernel's verifier checks it when it is loaded. It works the same
@@ -54,19 +58,29 @@ _SKB_STORE_BYTES = 9
 _L3_CSUM_REPLACE = 10
 _REDIRECT = 23
 
-# frame offsets: Ethernet (14), IPv4 without options (20), enhanced GRE (8 + ...)
+# frame offsets: Ethernet (14), IPv4 (20 and its options), enhanced GRE (8 + ...)
+_ETH = 14
 _ETH_TYPE = 12
 _IP_VER_IHL = 14
+_IP_TOTAL = 16
 _IP_FRAG = 20
 _IP_PROTO = 23
 _IP_CSUM = 24
 _IP_SRC = 26
 _IP_DST = 30
-_GRE_FLAGS = 34
-_GRE_VERSION = 35
-_GRE_PROTO = 36
-_GRE_CALL_ID = 40
-_NEEDED = 42
+_IP_END = 34
+# GRE offsets from the end of the IPv4 header
+_GRE_FLAGS = 0  # C R K S s Recur (RFC 2637 section 4.1)
+_GRE_VERSION = 1  # A Flags Ver
+_GRE_PROTO = 2
+_GRE_LENGTH = 4
+_GRE_CALL_ID = 6
+_GRE_BASE = 8
+_GRE_MUST_BE_ZERO = 0xCF  # C R s Recur, in the first byte
+_GRE_KEY = 0x20
+_GRE_SEQUENCE = 0x10
+_GRE_ACK = 0x80  # in the second byte
+_GRE_FLAGS_VERSION = 0x7F  # Flags (zero) and Ver (1), in the second byte
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,22 @@ class Asm:
     def add_imm(self, dst: int, imm: int) -> None:
         self._emit(0x07, dst, imm=imm)
 
+    def add(self, dst: int, src: int) -> None:
+        self._emit(0x0F, dst, src)
+
+    def sub(self, dst: int, src: int) -> None:
+        self._emit(0x1F, dst, src)
+
+    def lsh_imm(self, dst: int, imm: int) -> None:
+        self._emit(0x67, dst, imm=imm)
+
+    def rsh_imm(self, dst: int, imm: int) -> None:
+        self._emit(0x77, dst, imm=imm)
+
+    def be16(self, dst: int) -> None:
+        """``dst`` = the low 16 bits of ``dst`` read as network byte order."""
+        self._emit(0xDC, dst, imm=16)
+
     def and_imm(self, dst: int, imm: int) -> None:
         self._emit(0x57, dst, imm=imm)
 
@@ -141,7 +171,7 @@ class Asm:
     def jump(self, op: str, reg: int, value: int, target: str, *, reg_value: bool = False
              ) -> None:
         """``if reg OP value goto target`` (``value`` a register with ``reg_value``)."""
-        code = {"==": 0x15, ">": 0x25, "!=": 0x55}[op] | (0x08 if reg_value else 0)
+        code = {"==": 0x15, ">": 0x25, "!=": 0x55, "<": 0xA5}[op] | (0x08 if reg_value else 0)
         self.code.append(_Jump(code, reg, value, reg_value, target))
 
     def assemble(self, map_fds: dict[str, int]) -> bytes:
@@ -183,37 +213,77 @@ def _count(asm: Asm, index_reg: int) -> None:
 
 def program() -> Asm:
     """The demultiplexer (registers: r6 the packet's context, r7 the table entry or a
-    counter's index, r8 the old destination, r9 the new one)."""
+    counter's index, r8 the old destination, r9 the new one; while checking, r5 the
+    IPv4 header's length, r4 the GRE header, r7 and r8 lengths)."""
     a = Asm()
     a.mov(6, 1)
     a.load(4, 2, 6, _SKB_DATA)
     a.load(4, 3, 6, _SKB_DATA_END)
     a.mov(4, 2)
-    a.add_imm(4, _NEEDED)
+    a.add_imm(4, _IP_END)
     a.jump(">", 4, 3, "truncated", reg_value=True)
     a.load(2, 5, 2, _ETH_TYPE)
     a.jump("!=", 5, 0x0008, "not_gre")  # 0x0800 as loaded little-endian
     a.load(1, 5, 2, _IP_VER_IHL)
-    a.jump("!=", 5, 0x45, "not_gre")
-    a.load(1, 5, 2, _IP_PROTO)
-    a.jump("!=", 5, 47, "not_gre")
-    a.load(2, 5, 2, _IP_FRAG)
-    a.and_imm(5, 0xFF3F)  # more-fragments and the offset, little-endian
-    a.jump("!=", 5, 0, "not_gre")
-    a.load(1, 5, 2, _GRE_FLAGS)
-    a.and_imm(5, 0x20)  # key present
-    a.jump("==", 5, 0, "not_gre")
-    a.load(1, 5, 2, _GRE_VERSION)
-    a.and_imm(5, 0x07)
-    a.jump("!=", 5, 1, "not_gre")
-    a.load(2, 5, 2, _GRE_PROTO)
-    a.jump("!=", 5, 0x0B88, "not_gre")  # 0x880b (PPP) little-endian
-    a.load(4, 5, 2, _IP_SRC)
-    a.store(4, 10, -16, 5)
+    a.mov(0, 5)
+    a.rsh_imm(0, 4)
+    a.jump("!=", 0, 4, "not_gre")
+    a.and_imm(5, 0x0F)
+    a.jump("<", 5, 5, "not_gre")
+    a.lsh_imm(5, 2)
+    a.load(1, 0, 2, _IP_PROTO)
+    a.jump("!=", 0, 47, "not_gre")
+    a.load(2, 0, 2, _IP_FRAG)
+    a.and_imm(0, 0xFF3F)  # more-fragments and the offset, little-endian
+    a.jump("!=", 0, 0, "not_gre")
+    a.load(2, 7, 2, _IP_TOTAL)
+    a.be16(7)
+    a.load(4, 0, 6, _SKB_LEN)
+    a.add_imm(0, -_ETH)
+    a.jump(">", 7, 0, "truncated", reg_value=True)  # the packet runs past the frame
+    a.jump(">", 5, 7, "truncated", reg_value=True)
+    a.mov(8, 7)
+    a.sub(8, 5)
+    a.jump("<", 8, _GRE_BASE, "truncated")
+    a.mov(4, 2)
+    a.add(4, 5)
+    a.add_imm(4, _ETH)
+    a.mov(0, 4)
+    a.add_imm(0, _GRE_BASE)
+    a.jump(">", 0, 3, "truncated", reg_value=True)
+    a.load(1, 1, 4, _GRE_FLAGS)
+    a.mov(0, 1)
+    a.and_imm(0, _GRE_MUST_BE_ZERO)
+    a.jump("!=", 0, 0, "not_gre")
+    a.mov(0, 1)
+    a.and_imm(0, _GRE_KEY)
+    a.jump("==", 0, 0, "not_gre")
+    a.load(1, 9, 4, _GRE_VERSION)
+    a.mov(0, 9)
+    a.and_imm(0, _GRE_FLAGS_VERSION)
+    a.jump("!=", 0, 1, "not_gre")
+    a.load(2, 0, 4, _GRE_PROTO)
+    a.jump("!=", 0, 0x0B88, "not_gre")  # 0x880b (PPP) little-endian
+    a.add_imm(8, -_GRE_BASE)  # r8: what follows the base header
+    for reg, bit in ((1, _GRE_SEQUENCE), (9, _GRE_ACK)):
+        absent = a.fresh("absent")
+        a.and_imm(reg, bit)
+        a.jump("==", reg, 0, absent)
+        a.jump("<", 8, 4, "truncated")
+        a.add_imm(8, -4)
+        a.label(absent)
+    a.load(2, 0, 4, _GRE_LENGTH)
+    a.be16(0)
+    a.jump(">", 0, 8, "truncated", reg_value=True)
+    a.mov(0, 5)
+    a.add_imm(0, _ETH + _GRE_CALL_ID)
+    a.store(8, 10, -40, 0)
+    a.load(2, 0, 4, _GRE_CALL_ID)
+    a.store(2, 10, -8, 0)
+    a.load(4, 0, 2, _IP_SRC)
+    a.store(4, 10, -16, 0)
     a.load(4, 8, 2, _IP_DST)
     a.store(4, 10, -12, 8)
-    a.load(2, 5, 2, _GRE_CALL_ID)
-    a.store(2, 10, -8, 5)
     a.store_imm(2, 10, -6, 0)
     a.load_map(1, "table")
     a.mov(2, 10)
@@ -236,9 +306,12 @@ def program() -> Asm:
     a.mov_imm(5, 4)
     a.call(_L3_CSUM_REPLACE)
     a.jump("!=", 0, 0, "failed")
-    for offset, stack, size in ((_IP_DST, -24, 4), (_GRE_CALL_ID, -20, 2)):
+    for offset, stack, size in ((_IP_DST, -24, 4), (None, -20, 2)):
         a.mov(1, 6)
-        a.mov_imm(2, offset)
+        if offset is None:
+            a.load(8, 2, 10, -40)  # the Call ID's offset
+        else:
+            a.mov_imm(2, offset)
         a.mov(3, 10)
         a.add_imm(3, stack)
         a.mov_imm(4, size)
