@@ -24,6 +24,22 @@ Inside addresses are pinned to the inside port they are seen on, with these poli
 - The gateway's own inside address is never anybody's.
 - Each side knows at most :data:`MAX_NEIGHBOURS` addresses (``neighbours_refused``
   beyond).
+
+Outside neighbours (the next hop and on-link hosts) follow a router's policy against ARP
+spoofing from the outside link:
+
+- A known outside neighbour's MAC and port change only by an ARP reply to the gateway's
+  own request. An unsolicited ARP (request, reply or gratuitous) that claims another MAC
+  for it changes nothing and is counted (``arp_unsolicited_ignored``).
+- The next hop is learnt only from a reply to the gateway's request; another on-link host
+  may also be learnt from the first ARP it sends (it is about to talk to the gateway).
+- Entries age (as Linux's stale entries do): :data:`REACHABLE_SECONDS` after its last
+  confirmation (a reply to a request, or the ARP it was learnt from) an entry is stale,
+  and the next item sent to it resolves it again; the entry stays in use meanwhile, and
+  one whose neighbour does not answer the retries is forgotten, so that the next packet
+  to it asks afresh. A neighbour that really changed its MAC is thus found by the first
+  item sent to it after :data:`REACHABLE_SECONDS` (a new session's first packet goes
+  through the controller). A stale entry nothing is sent to costs no ARP.
 """
 
 from __future__ import annotations
@@ -49,6 +65,8 @@ PIN_SECONDS = 300.0
 MAX_NEIGHBOURS = 4096
 """Most neighbours known per side; an address beyond it is not learnt (counted)."""
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+REACHABLE_SECONDS = 60.0
+"""How long an outside neighbour's MAC stands after the reply that confirmed it."""
 
 T = TypeVar("T")
 
@@ -148,6 +166,8 @@ class NeighbourCounters(CounterSet):
     spoofed_drops: int = 0
     neighbours_refused: int = 0
     pins_refused: int = 0
+    arp_unsolicited_ignored: int = 0
+    """Unsolicited ARP from outside claiming another MAC or port for a known neighbour."""
 
 
 @dataclass
@@ -156,6 +176,8 @@ class _Pending(Generic[T]):
     sent_at: float = float("-inf")
     requests: int = 0
     items: deque[T] = field(default_factory=deque)
+    refresh: bool = False
+    """An outside entry being resolved again (it stays in use meanwhile)."""
 
 
 class NeighbourTable(Generic[T]):
@@ -175,6 +197,8 @@ class NeighbourTable(Generic[T]):
         self._held: set[IPv4Address] = set()
         self._pins: Counter[int] = Counter()
         self._pending: dict[IPv4Address, _Pending[T]] = {}
+        self._confirmed: dict[IPv4Address, float] = {}
+        """Outside neighbours by when they were last confirmed."""
 
     def set_ports(self, inside: Iterable[int], outside: int) -> None:
         """The switch's port numbers for the configured inside and outside ports."""
@@ -256,10 +280,8 @@ class NeighbourTable(Generic[T]):
                     return out
             ours = arp.target_ip == self._config.inside_gateway
         else:
-            if arp.sender_ip in self._config.outside_subnet and self._room(Side.OUTSIDE,
-                                                                           arp.sender_ip):
-                learned = self._hosts[Side.OUTSIDE][arp.sender_ip] = L2(port, arp.sender_mac)
             ours = arp.target_ip in self._config.alg.public_ips
+            learned = self._learn_outside(port, arp, ours, now)
         if arp.opcode == ARP_REQUEST and ours:
             out.replies.append(ArpReply(
                 port, frame_src, arp.target_ip, arp.sender_mac, arp.sender_ip
@@ -272,7 +294,8 @@ class NeighbourTable(Generic[T]):
         return out
 
     def send(self, side: Side, ip: IPv4Address, item: T, now: float) -> NeighbourOutput[T]:
-        """Deliver ``item`` to ``ip`` (outside: its next hop): now, or once resolved.
+        """Deliver ``item`` to ``ip`` (outside: its next hop): now, or once resolved (a
+        stale outside neighbour gets it now and is resolved again).
 
         An item for an unroutable address is dropped (nothing comes back).
         """
@@ -283,6 +306,8 @@ class NeighbourTable(Generic[T]):
         known = self._hosts[side].get(target)
         if known is not None:
             out.deliveries.append(Delivery(known, item))
+            if side is Side.OUTSIDE:
+                self._refresh(target, now, out)
             return out
         pending = self._pending.get(target)
         if pending is None:
@@ -299,7 +324,8 @@ class NeighbourTable(Generic[T]):
         """Retry unanswered requests, one a second; a second after the last retry, give up;
         unpin inside addresses not seen for :data:`PIN_SECONDS`.
 
-        The items of an address given up are dropped (counted in ``arp_queue_drops``).
+        The items of an address given up are dropped (counted in ``arp_queue_drops``);
+        an outside entry being resolved again that does not answer is forgotten.
         """
         out: NeighbourOutput[T] = NeighbourOutput()
         for ip, seen in list(self._pinned_at.items()):
@@ -311,9 +337,45 @@ class NeighbourTable(Generic[T]):
             if pending.requests > RETRIES:
                 self.counters.arp_queue_drops += len(pending.items)
                 del self._pending[target]
+                if pending.refresh:
+                    self._hosts[Side.OUTSIDE].pop(target, None)
+                    self._confirmed.pop(target, None)
             else:
                 out.requests.append(self._request(target, pending, now))
         return out
+
+    def _learn_outside(self, port: int, arp: ArpMessage, ours: bool, now: float
+                       ) -> L2 | None:
+        """The outside neighbour an ARP packet teaches, if it may (see the module's
+        policy); None when it teaches nothing."""
+        ip = arp.sender_ip
+        if ip not in self._config.outside_subnet:
+            return None
+        hosts = self._hosts[Side.OUTSIDE]
+        known = hosts.get(ip)
+        pending = self._pending.get(ip)
+        answer = (arp.opcode == ARP_REPLY and ours and pending is not None
+                  and pending.side is Side.OUTSIDE)
+        if not answer:
+            if known is not None:
+                if known != L2(port, arp.sender_mac):
+                    self.counters.arp_unsolicited_ignored += 1
+                return None
+            if ip == self._config.next_hop:
+                return None
+        if not self._room(Side.OUTSIDE, ip):
+            return None
+        learned = hosts[ip] = L2(port, arp.sender_mac)
+        self._confirmed[ip] = now
+        return learned
+
+    def _refresh(self, ip: IPv4Address, now: float, out: NeighbourOutput[T]) -> None:
+        """Resolve a stale outside entry again (it stays in use meanwhile)."""
+        confirmed = self._confirmed.get(ip)
+        if confirmed is None or now - confirmed < REACHABLE_SECONDS or ip in self._pending:
+            return
+        pending = self._pending[ip] = _Pending(Side.OUTSIDE, refresh=True)
+        out.requests.append(self._request(ip, pending, now))
 
     def _request(self, target: IPv4Address, pending: _Pending[T], now: float) -> ArpRequest:
         pending.sent_at = now

@@ -47,7 +47,8 @@ ERROR_KINDS = frozenset({
     "icmp_errors_unmatched", "icmp_malformed", "icmp_unsupported", "icmp_rate_limited",
     "undecodable_frames", "entries_not_installed", "fragments_dropped", "bad_checksums",
     "packet_ins_before_ready", "store_errors", "ttl_expired_dropped", "arp_queue_drops",
-    "spoofed_drops", "neighbours_refused", "pins_refused", "demux_errors",
+    "spoofed_drops", "neighbours_refused", "pins_refused", "arp_unsolicited_ignored",
+    "demux_errors",
     "demux_unexpected_frames",
 })
 """Counters that count something refused, dropped or lost."""

@@ -14,6 +14,7 @@ from alg.neighbours import (
     L2,
     PIN_SECONDS,
     QUEUE_LIMIT,
+    REACHABLE_SECONDS,
     RETRIES,
     ArpMessage,
     ArpReply,
@@ -219,3 +220,69 @@ def test_the_config_describes_itself() -> None:
         AlgConfig(alg_enabled=False), ("a",), "b", config().inside_subnet, GATEWAY,
         config().outside_subnet,
     ).describe().endswith("ALG off")
+
+
+EVIL_MAC = "0a:00:00:00:00:66"
+
+
+def resolved_hop() -> NeighbourTable[str]:
+    """A table that resolved its next hop at time 0, by a reply to its own request."""
+    t = table(next_hop=str(HOP))
+    assert t.send(Side.OUTSIDE, FAR, "a", 0.0).requests == [ArpRequest((OUT,), PUBLIC, HOP)]
+    t.arp(OUT, SRV_MAC, arp(ARP_REPLY, SRV_MAC, HOP, PUBLIC), 0.0)
+    assert t.lookup(Side.OUTSIDE, FAR) == L2(OUT, SRV_MAC)
+    return t
+
+
+@pytest.mark.parametrize("message", [
+    arp(ARP_REPLY, EVIL_MAC, HOP, PUBLIC),  # an unsolicited reply
+    arp(ARP_REQUEST, EVIL_MAC, HOP, PUBLIC),  # a request to the gateway
+    arp(ARP_REQUEST, EVIL_MAC, HOP, HOP),  # gratuitous
+    arp(ARP_REPLY, EVIL_MAC, HOP, HOP),  # gratuitous, as a reply
+])
+def test_unsolicited_arp_from_outside_never_moves_the_next_hop(message: ArpMessage) -> None:
+    """The attacker on the outside link claims the next hop's address for its own MAC."""
+    t = resolved_hop()
+    t.arp(OUT, EVIL_MAC, message, 1.0)
+    t.arp(OUT, EVIL_MAC, message, 2.0)
+    assert t.lookup(Side.OUTSIDE, FAR) == L2(OUT, SRV_MAC)
+    assert t.send(Side.OUTSIDE, FAR, "b", 2.0).deliveries == [Delivery(L2(OUT, SRV_MAC), "b")]
+    assert t.counters.arp_unsolicited_ignored == 2
+
+
+def test_an_unknown_next_hop_is_learnt_only_from_a_reply_to_the_gateways_request() -> None:
+    t = table(next_hop=str(HOP))
+    t.arp(OUT, EVIL_MAC, arp(ARP_REQUEST, EVIL_MAC, HOP, PUBLIC), 0.0)  # first, unasked
+    t.arp(OUT, EVIL_MAC, arp(ARP_REPLY, EVIL_MAC, HOP, PUBLIC), 0.0)
+    assert t.lookup(Side.OUTSIDE, FAR) is None
+    assert t.send(Side.OUTSIDE, FAR, "a", 0.1).requests == [ArpRequest((OUT,), PUBLIC, HOP)]
+    out = t.arp(OUT, SRV_MAC, arp(ARP_REPLY, SRV_MAC, HOP, PUBLIC), 0.2)
+    assert out.deliveries == [Delivery(L2(OUT, SRV_MAC), "a")]
+    assert t.lookup(Side.OUTSIDE, FAR) == L2(OUT, SRV_MAC)
+
+
+def test_outside_entries_age_and_are_resolved_again_when_used() -> None:
+    t = resolved_hop()
+    assert t.send(Side.OUTSIDE, FAR, "b", REACHABLE_SECONDS - 1.0).requests == []
+    assert t.tick(REACHABLE_SECONDS + 10.0).requests == []  # stale, unused: no ARP
+    out = t.send(Side.OUTSIDE, FAR, "c", REACHABLE_SECONDS + 10.0)
+    assert out.deliveries == [Delivery(L2(OUT, SRV_MAC), "c")]  # still in use meanwhile
+    assert out.requests == [ArpRequest((OUT,), PUBLIC, HOP)]
+    assert t.send(Side.OUTSIDE, FAR, "d", REACHABLE_SECONDS + 10.5).requests == []
+    # The router really changed its MAC: the reply to the gateway's request says so.
+    t.arp(OUT, MAC2, arp(ARP_REPLY, MAC2, HOP, PUBLIC), REACHABLE_SECONDS + 10.6)
+    assert t.lookup(Side.OUTSIDE, FAR) == L2(OUT, MAC2)
+    assert t.send(Side.OUTSIDE, FAR, "e", 2 * REACHABLE_SECONDS).requests == []
+    assert t.send(Side.OUTSIDE, FAR, "f", 2 * REACHABLE_SECONDS + 11.0).requests == [
+        ArpRequest((OUT,), PUBLIC, HOP)]
+
+
+def test_an_outside_entry_that_stops_answering_is_forgotten_and_asked_afresh() -> None:
+    t = resolved_hop()
+    start = REACHABLE_SECONDS
+    assert len(t.send(Side.OUTSIDE, FAR, "b", start).requests) == 1
+    requests = [len(t.tick(start + second).requests) for second in range(1, RETRIES + 2)]
+    assert requests == [1] * RETRIES + [0]
+    assert t.lookup(Side.OUTSIDE, FAR) is None
+    assert t.send(Side.OUTSIDE, FAR, "a", start + 9).requests == [
+        ArpRequest((OUT,), PUBLIC, HOP)]
