@@ -32,7 +32,11 @@ from alg.snapshot import (
     parse_row,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_MIGRATIONS = {
+    "1": "ALTER TABLE held ADD COLUMN host TEXT",
+}
+"""What takes a file of an older schema version (the key) to the next one."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -51,7 +55,7 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_by_session ON calls (session_id);
 CREATE TABLE IF NOT EXISTS held (
     public_ip TEXT NOT NULL, server_ip TEXT NOT NULL, call_id INTEGER NOT NULL,
-    until REAL NOT NULL, PRIMARY KEY (public_ip, server_ip, call_id));
+    until REAL NOT NULL, host TEXT, PRIMARY KEY (public_ip, server_ip, call_id));
 CREATE TABLE IF NOT EXISTS plain (
     client_ip TEXT NOT NULL, server_ip TEXT NOT NULL, public_ip TEXT NOT NULL,
     outbound_id INTEGER NOT NULL, inbound_id INTEGER NOT NULL, claimed INTEGER NOT NULL,
@@ -65,7 +69,7 @@ _TABLES = tuple(_TABLE_NAMES.values())
 _SAVE_SESSION = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SAVE_CONNECTION = "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?)"
 _SAVE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_SAVE_HELD = "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?)"
+_SAVE_HELD = "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?, ?)"
 _SAVE_PLAIN = "INSERT OR REPLACE INTO plain VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -90,7 +94,13 @@ class Store:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
+            while row is not None and row[0] in _MIGRATIONS:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.execute(_MIGRATIONS[row[0]])
+                    row = (str(int(row[0]) + 1),)
+                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", row)
+            if row is not None and row[0] != str(SCHEMA_VERSION):
                 raise StoreError(f"{self.path}: schema version {row[0]}, this app writes "
                                  f"{SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -196,6 +206,7 @@ class Store:
             case HeldRecord():
                 db.execute(_SAVE_HELD, (
                     str(change.public_ip), str(change.server_ip), change.call_id, change.until,
+                    None if change.host is None else str(change.host),
                 ))
             case PlainGreRecord():
                 db.execute(_SAVE_PLAIN, (

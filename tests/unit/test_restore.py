@@ -427,3 +427,24 @@ def test_records_with_values_of_the_wrong_type_or_range_never_reach_the_core() -
         assert not new.call_ids.held_down(PUBLIC, SERVER, call_id, 10.0)
     assert len(out.errors) == 1 and "7 records" in out.errors[0]
     assert next(new.ids) < 1 << 48  # the id beyond the cookie raised nothing
+
+
+def test_a_hosts_held_down_ids_still_count_against_its_share_after_a_restart() -> None:
+    """A host that churned up to its share of a pair's Call IDs before a restart is still
+    refused after it, and another host is not."""
+    gw = gateway(max_call_ids_per_host=3)
+    link = ControlLink(gw, C1, 40000).start()
+    for n in range(3):
+        link.outgoing_call(n, 700 + n)
+        link.client_send(ccrq(n))
+    link.rst(link.client)
+    saved = Snapshot()
+    saved.apply(gw.journal.drain())
+    assert {r.host for r in saved.held} == {C1}
+    again = gateway(max_call_ids_per_host=3)
+    again.restore(saved, {}, 1.0)
+    churner = ControlLink(again, C1, 40001, now=1.0).start()
+    churner.client_send(ocrq(9))
+    assert again.counters.refused_calls == 1
+    other = ControlLink(again, C2, 40000, now=1.0).start()
+    assert other.outgoing_call(9, 709) == 9

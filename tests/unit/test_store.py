@@ -232,3 +232,27 @@ def connected_app(monkeypatch: pytest.MonkeyPatch, path: Path) -> nat_gateway.Na
     app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
         xid=app._reconcile_xid, body=[], flags=0, datapath=dp)))
     return app
+
+
+def test_a_held_ids_host_is_kept_and_a_schema_1_file_is_taken_on(tmp_path: Path) -> None:
+    """A held-down ID keeps the host whose share it counts against (``alg.callid``), so
+    that a restart does not hand a churning host its share again; a file written before
+    the column existed is migrated and keeps its rows (their host unknown)."""
+    store = Store(tmp_path / "s.sqlite")
+    owned = HeldRecord(B, S, 8, 200.0, A)
+    store.write([HELD, owned])
+    store.close()
+    assert Store(tmp_path / "s.sqlite").load().held == [HELD, owned]
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
+        db.execute("CREATE TABLE held (public_ip TEXT NOT NULL, server_ip TEXT NOT NULL, "
+                   "call_id INTEGER NOT NULL, until REAL NOT NULL, "
+                   "PRIMARY KEY (public_ip, server_ip, call_id))")
+        db.execute("INSERT INTO held VALUES (?, ?, 7, 123.5)", (str(B), str(S)))
+    db.close()
+    migrated = Store(old)
+    assert migrated.load().held == [HELD]
+    migrated.write([owned])
+    assert migrated.load().held == [HELD, owned]
