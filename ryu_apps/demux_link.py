@@ -13,6 +13,13 @@ whole path: port, program, table and return. When no answer came for :data:`DEAD
 seconds, the demultiplexer is down and the core moves its pairs back to the controller
 path; the first answer after that brings them back. The probe's addresses are in
 0.0.0.0/8, which no packet on a network carries.
+
+When the switch reports the port gone or back (:meth:`DemuxLink.port_status`), the
+pinned program and table are opened afresh at their next use: a demultiplexer detached
+and attached again is a new program with a new, empty table, and writes to the old one
+(whose descriptors this process still holds) would reach nothing. The port must then
+answer a probe again before pairs go to it, and the table is written again when it
+does.
 """
 
 from __future__ import annotations
@@ -70,19 +77,48 @@ class DemuxLink:
         self.up = False
         self.counters = DemuxCounters()
         self._demux: Demux | None = None
+        self._open_failed: str | None = None
         self._sent = 0
         self._answered_at: float | None = None
 
     def _table(self) -> Demux | None:
-        """The pinned program and table, opened on first use and again after an error
-        (the component may have been replaced)."""
+        """The pinned program and table, opened on first use, and again after an error or
+        a change of the port (the component may have been replaced). A failure to open
+        is counted each time and logged once until it changes or an open succeeds."""
         if self._demux is None and self.enabled:
             try:
                 self._demux = Demux.open(self.directory)
             except BpfError as exc:
                 self.counters.demux_errors += 1
-                LOG.error("nat.gre_demux_dir %s: %s", self.directory, exc)
+                if str(exc) != self._open_failed:
+                    LOG.error("nat.gre_demux_dir %s: %s", self.directory, exc)
+                self._open_failed = str(exc)
+            else:
+                self._open_failed = None
         return self._demux
+
+    def port_status(self, name: str, port: int | None) -> bool:
+        """The switch reported port ``name`` added or changed (its number ``port``) or
+        deleted (None). For the demultiplexer's port, the table is opened again at its
+        next use and the port must answer a probe again.
+
+        Returns:
+            True when the demultiplexer's port has a new number: the entries that name
+            the port (the probe's return, the clients' return entries) must be
+            installed again.
+        """
+        if not self.enabled or name != self.port_name:
+            return False
+        if self._demux is not None:
+            self._demux.close()
+            self._demux = None
+        self._answered_at = None
+        moved = port is not None and port != self.port
+        if port != self.port:
+            LOG.info("GRE demultiplexer port %s is %s", name,
+                     "gone" if port is None else f"port {port}")
+        self.port = port
+        return moved
 
     def _failed(self, exc: BpfError) -> None:
         self.counters.demux_errors += 1

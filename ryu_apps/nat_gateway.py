@@ -334,6 +334,16 @@ class NatGateway(App):  # type: ignore[misc]
         self.ready = True
         LOG.info("pipeline installed on datapath %016x", dp.id)
 
+    @on(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev: Any) -> None:
+        desc, name = ev.msg.desc, ev.msg.desc.name
+        port = None if ev.msg.reason == ofproto_v1_3.OFPPR_DELETE else desc.port_no
+        moved = self.demux.port_status(name.decode() if isinstance(name, bytes) else name, port)
+        if moved and self.ready and self.demux.port is not None:
+            with self._event():
+                self._send_mods([flowmods.demux_probe(self.demux.port, PROBE_RETURN)])
+                self.apply(ev.msg.datapath, self.core.demux_entries())
+
     @on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev: Any) -> None:
         self.counters.packet_ins += 1
@@ -602,13 +612,13 @@ class NatGateway(App):  # type: ignore[misc]
 
     def heartbeat(self) -> None:
         """Send the demultiplexer its probe; act on a change of its health."""
-        dp = self.datapath
-        if dp is None or not self.ready or self.demux.port is None:
+        dp, port = self.datapath, self.demux.port
+        if dp is None or not self.ready:
             return
         frame = self.demux.probe(self.now())
         with self._event():
-            if frame is not None:
-                self._packet_out(dp, self.demux.port, frame)
+            if frame is not None and port is not None:
+                self._packet_out(dp, port, frame)
             self._demux_health(dp)
 
     def _demux_counts(self, now: float) -> None:

@@ -10,14 +10,17 @@ demux path, where their GRE would find no way back.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from alg.events import EntryKind
-from ryu_apps import switch
+from ryu_apps import bpf, switch
 from ryu_apps.demux_link import HEARTBEAT
+from ryu_apps.framework import ofproto_v1_3 as ofp
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.gre_demux import Demux
 from tests.unit.app_env import GW_MAC, IN1, IN2, PUBLIC, SERVER
 from tests.unit.test_closed_loop import (
@@ -31,7 +34,7 @@ from tests.unit.test_closed_loop import (
     build_lab,
     check_clean,
 )
-from tests.unit.test_demux_loop import DMX, Program, beat
+from tests.unit.test_demux_loop import DMX, TC_ACT_REDIRECT, Program, beat
 from tests.unit.test_demux_loop import pinned as pinned  # the fixture
 from tests.unit.test_gre_demux import _bpf_works
 from tests.unit.test_restart_loop import restart_controller, restart_switch
@@ -157,3 +160,117 @@ def test_a_switch_restart_with_the_demultiplexer(lab: tuple[Lab, Program]) -> No
     server_sends(gw, [d1, d2], 1)
     assert delivered(gw, IN1) == [C1] and delivered(gw, IN2) == [C2]
     assert gw.gre_packet_ins() == []
+
+
+def reattach(directory: str, program: Program) -> Demux:
+    """Detach the demultiplexer and attach it again: its pins give way to a new program
+    and an empty table, which the port now runs."""
+    for name in ("program", "table", "counters"):
+        os.unlink(f"{directory}/{name}")
+    fresh = Demux.load(1024)
+    fresh.pin(directory)
+    program.demux.close()
+    program.demux = fresh
+    return fresh
+
+
+class ProgramOn(Program):
+    """The program behind another port of the switch."""
+
+    def __init__(self, lab: Lab, demux: Demux, port: int) -> None:
+        super().__init__(lab, demux)
+        self.port = port
+
+    def receive(self, frame: bytes) -> None:
+        verdict, out = bpf.test_run(self.demux.program, frame)
+        self.verdicts.append(verdict)
+        if verdict == TC_ACT_REDIRECT:
+            self.lab.switch.inject(self.port, out)
+
+
+def port_status(lab: Lab, reason: int, number: int) -> None:
+    desc = parser.OFPPort(number, "02:00:00:00:00:63", b"dmx", 0, 0, 0, 0, 0, 0, 0, 0)
+    lab.switch._to_app(parser.OFPPortStatus(lab.switch, reason=reason, desc=desc))
+    lab.settle()
+
+
+def test_a_reattached_demultiplexer_gets_its_table_when_the_port_comes_back(
+        lab: tuple[Lab, Program], pinned: str) -> None:
+    """The app held the old table's descriptors: its writes (the probe's entry among
+    them) reached only the old table, and the new program dropped every packet as of an
+    unknown key, until an error that never came. The port's return makes it open the
+    new one, and the heartbeat's answer brings the calls' entries back."""
+    gw, program = lab
+    beat(gw, HEARTBEAT)
+    d1 = gw.dial(gw.client1, 4242)
+    d2 = gw.dial(gw.client2, 4242, src_port=40001)
+    fresh = reattach(pinned, program)
+    port_status(gw, ofp.OFPPR_DELETE, DMX)
+    beat(gw, 2 * HEARTBEAT)
+    assert not gw.app.demux.up
+    assert gw.app.core.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    port_status(gw, ofp.OFPPR_ADD, DMX)
+    beat(gw, 2 * HEARTBEAT)
+    assert gw.app.demux.up
+    assert gw.app.core.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    server_sends(gw, [d1, d2], 1)
+    assert delivered(gw, IN1) == [C1] and delivered(gw, IN2) == [C2]
+    assert gw.gre_packet_ins() == []
+    assert fresh.counts()["unknown_key"] == 0
+    for public_id in (4242, d2.server_call.peer_call_id):
+        assert (fresh.entry_counts(SERVER, PUBLIC, public_id) or (0, 0))[0] == 1, public_id
+
+
+def test_a_demultiplexer_port_back_under_another_number_gets_its_entries_there(
+        monkeypatch: pytest.MonkeyPatch, pinned: str, tmp_path: Path) -> None:
+    gw = build_lab(monkeypatch, {"dmx": DMX, "dmx2": DMX - 1}, gre_demux_port="dmx",
+                   gre_demux_dir=pinned, state_file=str(tmp_path / "state.sqlite"))
+    program = Program(gw, Demux.open(pinned))
+    gw.switch.attach(DMX, program)
+    moved = ProgramOn(gw, program.demux, DMX - 1)
+    try:
+        beat(gw, HEARTBEAT)
+        d1 = gw.dial(gw.client1, 4242)
+        d2 = gw.dial(gw.client2, 4242, src_port=40001)
+        program.running = False
+        gw.switch.attach(DMX - 1, moved)
+        port_status(gw, ofp.OFPPR_DELETE, DMX)
+        port_status(gw, ofp.OFPPR_ADD, DMX - 1)
+        beat(gw, 2 * HEARTBEAT)
+        assert gw.app.demux.port == DMX - 1 and gw.app.demux.up
+        assert gw.app.core.inbound_gre_path(SERVER, PUBLIC) == "demux"
+        server_sends(gw, [d1, d2], 1)
+        assert delivered(gw, IN1) == [C1] and delivered(gw, IN2) == [C2]
+        assert gw.gre_packet_ins() == [] and gw.switch.delivered[DMX] == []
+        check_clean(gw)
+    finally:
+        program.demux.close()
+
+
+def test_a_port_that_is_not_the_demultiplexers_changes_nothing(
+        lab: tuple[Lab, Program]) -> None:
+    gw, _ = lab
+    beat(gw, HEARTBEAT)
+    table = gw.app.demux._demux
+    desc = parser.OFPPort(IN1, "02:00:00:00:00:01", b"in1", 0, 0, 0, 0, 0, 0, 0, 0)
+    gw.switch._to_app(parser.OFPPortStatus(gw.switch, reason=ofp.OFPPR_MODIFY, desc=desc))
+    gw.settle()
+    beat(gw, HEARTBEAT)
+    assert gw.app.demux._demux is table and gw.app.demux.up
+    assert gw.app.demux.counters.demux_down_events == 0
+
+
+def test_a_missing_table_is_counted_each_time_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from alg.config import load
+    from ryu_apps.demux_link import DemuxLink
+    base = {"inside_ports": "c1", "outside_port": "out", "inside_gateway": "192.168.1.254",
+            "inside_subnet": "192.168.1.0/24", "outside_subnet": "203.0.113.0/24",
+            "public_ips": "203.0.113.2", "gre_demux_port": "dmx",
+            "gre_demux_dir": str(tmp_path / "none")}
+    link = DemuxLink(load(base))
+    link.port = DMX
+    for now in range(5):
+        assert link.probe(float(now)) is not None
+    assert link.counters.demux_errors == 5
+    assert len([r for r in caplog.records if "nat.gre_demux_dir" in r.getMessage()]) == 1
