@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.gateway_lab import PUBLIC_IP, GatewayLab, PptpServer, Repl, wait_for
-from topo import lab
+from topo import gre_demux, lab
 from topo.standin_ppp import StandinConfig
 
 pytestmark = [
@@ -118,3 +118,28 @@ def test_restarts_with_the_demultiplexer_lose_no_answer(gateway: Factory) -> Non
 
     log = (lab.run_dir(name) / lab.LOG_FILE).read_text()
     assert "switch reported error" not in log, "an expected answer logged as an error"
+
+
+def test_a_reattached_demultiplexer_takes_its_pairs_back(gateway: Factory) -> None:
+    """``topo.gre_demux detach`` then ``attach``: a new program and an empty table behind
+    the same port. Before the fix the app kept writing to the old table (its descriptors
+    still open): the heartbeat never came back and the pair stayed on the controller
+    path for good. Now the port's return reopens the table."""
+    gw = gateway(2, gre_demux=True)
+    name, bridge = gw.state.name, gw.state.bridge
+    port, directory = lab.demux_port_name(name), lab.demux_dir(name)
+    wait_for(lambda: demux(gw)["up"], 10, "the demultiplexer to answer its heartbeat")
+    server = gw.pptpd(standin=StandinConfig(count=1, interval=0.25, echo=True))
+    calls = [call(gw, 1), call(gw, 2)]
+    wait_for(lambda: path(gw) == {"demux"}, 5, "the shared pair on the demux path")
+    assert both_answered(gw, calls, "attached", server) == [FRAMES, FRAMES]
+    gre_demux.detach(bridge, port, directory)
+    wait_for(lambda: not demux(gw)["up"], 5, "the app to see it gone")
+    assert path(gw) == {"controller"}
+    assert both_answered(gw, calls, "detached", server) == [FRAMES, FRAMES]
+    gre_demux.attach(bridge, port, directory, lab.DEMUX_OFPORT)
+    wait_for(lambda: demux(gw)["up"], 10, "the re-attached demultiplexer to answer")
+    wait_for(lambda: path(gw) == {"demux"}, 5, "the pair back on the demux path")
+    assert both_answered(gw, calls, "reattached", server) == [FRAMES, FRAMES]
+    program = demux(gw)["program"]
+    assert program["demuxed"] >= 2 * FRAMES and program["unknown_key"] == 0, program
