@@ -10,7 +10,7 @@ checked the same way however the object is made; a bad or missing value raises
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Literal
 
@@ -42,6 +42,32 @@ def check_public_ips(addresses: Sequence[IPv4Address]) -> None:
         raise ConfigError("public_ips", "missing (at least one public address)")
     if len(set(addresses)) != len(addresses):
         raise ConfigError("public_ips", "addresses must be distinct")
+
+
+REST_TOKEN_MIN = 16
+"""The shortest ``rest_token`` taken (characters)."""
+
+
+def check_rest_token(token: str, host: str, port: int) -> None:
+    """The rule of ``rest_token``: at least ``REST_TOKEN_MIN`` printable ASCII characters
+    without spaces (it travels in an HTTP header), and required when the HTTP API listens
+    on an address that is not a loopback one (an unauthenticated view of every session
+    and call, open to the network, is refused).
+
+    Raises:
+        ConfigError: naming ``rest_token``.
+    """
+    if token and (len(token) < REST_TOKEN_MIN
+                  or not all("!" <= ch <= "~" for ch in token)):
+        raise ConfigError("rest_token", f"must be at least {REST_TOKEN_MIN} printable ASCII "
+                          "characters without spaces")
+    try:
+        loopback = IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if port and not token and not loopback:
+        raise ConfigError("rest_token", f"missing: the HTTP API on rest_host {host}, not a "
+                          "loopback address, needs a bearer token")
 
 
 def check_seconds(key: str, value: float) -> None:
@@ -193,6 +219,8 @@ class GatewayConfig:
             pinned.
         rest_host, rest_port: where the HTTP API (REST and ``/metrics``) listens; port
             0 for no HTTP API.
+        rest_token: the bearer token every HTTP request must carry (empty: none); a
+            ``rest_host`` that is not a loopback address needs one.
     """
 
     alg: AlgConfig
@@ -210,6 +238,7 @@ class GatewayConfig:
     gre_demux_dir: str = ""
     rest_host: str = "127.0.0.1"
     rest_port: int = DEFAULT_REST_PORT
+    rest_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.inside_ports:
@@ -242,6 +271,7 @@ class GatewayConfig:
         if not 0 <= self.rest_port <= 65535:
             raise ConfigError("rest_port", f"must be in 0..65535 (0: no HTTP API), got "
                               f"{self.rest_port}")
+        check_rest_token(self.rest_token, self.rest_host, self.rest_port)
 
     def describe(self) -> str:
         """One line for the log: addresses, policy and the ALG switch."""
@@ -258,12 +288,14 @@ Kind = Literal["str", "list", "bool", "float", "int"]
 
 @dataclass(frozen=True)
 class Option:
-    """One ``[nat]`` option: its name, type, default and help text."""
+    """One ``[nat]`` option: its name, type, default and help text; a ``secret`` one is
+    never logged."""
 
     name: str
     kind: Kind
     default: Any
     help: str
+    secret: bool = False
 
 
 _ALG = AlgConfig()
@@ -345,6 +377,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("rest_host", "str", "127.0.0.1", "IPv4 address the HTTP API (REST and "
            "/metrics) listens on"),
     Option("rest_port", "int", DEFAULT_REST_PORT, "TCP port of the HTTP API (0: none)"),
+    Option("rest_token", "str", "", "bearer token every HTTP API request must carry "
+           f"(Authorization: Bearer ...; at least {REST_TOKEN_MIN} printable characters; "
+           "empty: none, allowed only on a loopback rest_host)", secret=True),
 )
 
 
@@ -393,6 +428,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         gre_demux_dir=str(raw["gre_demux_dir"] or "").strip(),
         rest_host=str(_address("rest_host", raw["rest_host"] or "127.0.0.1")),
         rest_port=_number(_option("rest_port"), raw["rest_port"]),
+        rest_token=str(raw["rest_token"] or "").strip(),
     )
 
 

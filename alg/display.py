@@ -126,15 +126,21 @@ def gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
     return outbound, gateway.inbound_gre_path(conn.server_ip, conn.public_ip)
 
 
-def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
+_ALL = slice(None)
+
+
+def server_map(gateway: Gateway, now: float, page: slice = _ALL) -> list[ServerMapEntry]:
     """Every call's server-map entries, oldest call first.
 
     A call whose data channel aged out has none until its next GRE packet (the call
     itself lives on with its control connection, see ``alg.servermap``).
+
+    Args:
+        page: which of the calls, oldest first, to show (all by default).
     """
     entries = []
     idle = gateway.config.gre_idle
-    for call in sorted(gateway.calls(), key=lambda c: c.index):
+    for call in sorted(gateway.calls(), key=lambda c: c.index)[page]:
         if call.client_call_id is None or call.public_call_id is None or call.data_idle:
             continue
         conn = call.conn
@@ -163,11 +169,19 @@ def server_map(gateway: Gateway, now: float) -> list[ServerMapEntry]:
     return entries
 
 
-def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
-    """The control sessions, the pptp-gre sessions once data flowed, and NAT sessions."""
+def session_table(gateway: Gateway, now: float, page: slice = _ALL) -> list[SessionEntry]:
+    """The control sessions, the pptp-gre sessions once data flowed, and NAT sessions.
+
+    Args:
+        page: which of the NAT sessions (by id) and then the ALG-off GRE bindings to
+            show, each with the rows that follow it (all by default).
+    """
     entries = []
     controls = {c.session.id: c for c in gateway.connections()}
-    for session in sorted(gateway.nat.sessions(), key=lambda s: s.id):
+    sessions = sorted(gateway.nat.sessions(), key=lambda s: s.id)
+    bindings = gateway.plain_gre()
+    start, stop, _ = page.indices(len(sessions) + len(bindings))
+    for session in sessions[start:stop]:
         left = int(gateway.nat.idle_timeout(session.proto) - (now - session.last_seen))
         conn = controls.get(session.id)
         destination = f"{session.remote_ip}"
@@ -187,7 +201,7 @@ def session_table(gateway: Gateway, now: float) -> list[SessionEntry]:
             continue
         for call in sorted(conn.calls, key=lambda c: c.index):
             entries.extend(_gre_sessions(gateway, call, now))
-    for binding in gateway.plain_gre():
+    for binding in bindings[max(0, start - len(sessions)):max(0, stop - len(sessions))]:
         entries.append(SessionEntry(
             protocol="gre", source=f"{binding.client_ip}:0", source_nat=f"{binding.public_ip}:0",
             destination=f"{binding.server_ip}:0", destination_nat="", inspected=False,
@@ -224,6 +238,12 @@ def _gre_sessions(gateway: Gateway, call: Call, now: float) -> list[SessionEntry
             bytes=up_bytes + call.outbound_bytes, path=up_path,
         ))
     return out
+
+
+def session_table_size(gateway: Gateway) -> int:
+    """How many items :func:`session_table` pages over (NAT sessions and ALG-off GRE
+    bindings)."""
+    return len(gateway.nat) + len(gateway.plain_gre())
 
 
 def render(entries: list[SessionEntry] | list[ServerMapEntry], verbose: bool = False) -> str:

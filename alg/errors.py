@@ -103,6 +103,10 @@ class ConfigError(AlgError):
         self.reason = reason
 
 
+class RequestError(AlgError):
+    """An HTTP request's query that a view cannot take (answered with 400)."""
+
+
 class StoreError(AlgError):
     """The store that keeps the core's records across restarts cannot be used."""
 

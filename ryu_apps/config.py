@@ -16,5 +16,6 @@ def register(conf: Any) -> None:
         "int": cfg.IntOpt,
     }
     conf.register_opts(
-        [types[o.kind](o.name, default=o.default, help=o.help) for o in OPTIONS], group=GROUP
+        [types[o.kind](o.name, default=o.default, help=o.help, secret=o.secret)
+         for o in OPTIONS], group=GROUP
     )

@@ -6,19 +6,85 @@ JSON: ``GET /pptp-alg/counters``, ``/pptp-alg/calls``, ``/pptp-alg/sessions``,
 ``?verbose=1`` for packet and byte counts and the path each GRE direction takes).
 Prometheus text format: ``GET /metrics`` (``ryu_apps.metrics``). Served by
 ``ryu_apps.http``, whichever controller framework runs the app.
+
+**Pages.** The views of calls, sessions, the session table and the server-map come in
+pages, so that a view of many sessions takes the controller's one thread for a short
+while (the views are built on it, since the core is not shared between threads):
+``?offset=N&limit=M`` (``limit`` ``DEFAULT_PAGE`` by default, at most ``MAX_PAGE``) over
+the calls (oldest first; the server-map's entries are theirs), the NAT sessions (by id),
+or, for the session table, the NAT sessions and then the ALG-off GRE bindings, each with
+the rows that follow it. The answer's ``X-Total-Count`` header says how many there are,
+and a ``Link: <...>; rel="next"`` header gives the next page while there is one. Pages
+taken one after another may miss or repeat an item that came or went meanwhile.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alg import display
+from alg.errors import RequestError
 from alg.nat import Proto
 from ryu_apps import metrics
-from ryu_apps.http import Query, Response, Router, json_response, text_response
+from ryu_apps.http import Query, Response, Router, View, json_response, text_response
 
 if TYPE_CHECKING:
     from ryu_apps.nat_gateway import NatGateway
+
+
+DEFAULT_PAGE = 1000
+"""Items of a paged view when the request names no ``limit``."""
+MAX_PAGE = 5000
+"""The largest ``limit`` taken."""
+
+T = TypeVar("T")
+
+
+def page(query: Query) -> slice:
+    """The ``offset`` and ``limit`` of a request, as a slice.
+
+    Raises:
+        RequestError: a value that is not a whole number in range.
+    """
+    offset = _whole(query, "offset", 0)
+    limit = _whole(query, "limit", DEFAULT_PAGE)
+    if not 1 <= limit <= MAX_PAGE:
+        raise RequestError(f"limit must be in 1..{MAX_PAGE}, got {limit}")
+    return slice(offset, offset + limit)
+
+
+def _whole(query: Query, name: str, default: int) -> int:
+    values = query.get(name)
+    if not values:
+        return default
+    text = values[-1]
+    if not text.isdigit() or len(text) > 9:
+        raise RequestError(f"{name} must be a whole number, got {text[:20]!r}")
+    return int(text)
+
+
+def paged(path: str, build: Callable[[slice, Query], Response], total: Callable[[], int]
+          ) -> View:
+    """A view of one page: ``build`` makes the page's answer, ``total`` counts the items
+    paged over (``X-Total-Count``; a ``Link`` header names the next page, if any)."""
+    def view(query: Query) -> Response:
+        part = page(query)
+        response = build(part, query)
+        count = total()
+        headers = [("X-Total-Count", str(count))]
+        if part.stop < count:
+            limit = part.stop - part.start
+            more = "&verbose=1" if _verbose(query) else ""
+            headers.append(("Link", f"<{path}?offset={part.stop}&limit={limit}{more}>; "
+                                    'rel="next"'))
+        return Response(response.body, response.content_type, response.status,
+                        (*response.headers, *headers))
+    return view
+
+
+def _sorted(items: Sequence[T], key: Callable[[T], int], part: slice) -> list[T]:
+    return sorted(items, key=key)[part]
 
 
 def _verbose(query: Query) -> bool:
@@ -42,11 +108,12 @@ def snapshot_counters(app: NatGateway) -> dict[str, Any]:
     }
 
 
-def snapshot_calls(app: NatGateway) -> list[dict[str, Any]]:
-    """Every live call with its Call IDs and data-path mode."""
+def snapshot_calls(app: NatGateway, part: slice = slice(None)) -> list[dict[str, Any]]:
+    """The live calls (``part`` of them, oldest first) with their Call IDs and data-path
+    mode."""
     core = app.core
     out = []
-    for call in core.calls():
+    for call in _sorted(list(core.calls()), lambda c: c.index, part):
         conn = call.conn
         up, down = core.gre_flow_packets(call)
         out.append({
@@ -68,8 +135,8 @@ def snapshot_calls(app: NatGateway) -> list[dict[str, Any]]:
     return out
 
 
-def snapshot_sessions(app: NatGateway) -> list[dict[str, Any]]:
-    """Every NAT session (the control connections included)."""
+def snapshot_sessions(app: NatGateway, part: slice = slice(None)) -> list[dict[str, Any]]:
+    """The NAT sessions (``part`` of them, by id; the control connections included)."""
     core = app.core
     return [
         {
@@ -80,25 +147,41 @@ def snapshot_sessions(app: NatGateway) -> list[dict[str, Any]]:
             "remote": f"{s.remote_ip}:{s.remote_port}",
             "pptp_control": core.is_control_session(s.id),
         }
-        for s in core.nat.sessions()
+        for s in _sorted(core.nat.sessions(), lambda s: s.id, part)
     ]
 
 
 def router(app: NatGateway) -> Router:
     """Every view of the running ``app``, by path."""
     registry = metrics.registry(app)
-    routes = Router()
+    routes = Router(app.config.rest_token or None)
+    core = app.core
+
+    def calls() -> int:
+        return sum(len(c.calls) for c in core.connections())
+
+    def sessions() -> int:
+        return len(core.nat)
+
+    def table() -> int:
+        return display.session_table_size(core)
+
+    views: dict[str, tuple[Callable[[slice, Query], Response], Callable[[], int]]] = {
+        "/pptp-alg/calls": (lambda p, _q: json_response(snapshot_calls(app, p)), calls),
+        "/pptp-alg/sessions": (lambda p, _q: json_response(snapshot_sessions(app, p)),
+                               sessions),
+        "/pptp-alg/session-table": (lambda p, _q: json_response(
+            display.as_json(display.session_table(core, app.now(), p))), table),
+        "/pptp-alg/server-map": (lambda p, _q: json_response(
+            display.as_json(display.server_map(core, app.now(), p))), calls),
+        "/pptp-alg/display/session-table": (lambda p, q: text_response(display.render(
+            display.session_table(core, app.now(), p), _verbose(q))), table),
+        "/pptp-alg/display/server-map": (lambda p, q: text_response(display.render(
+            display.server_map(core, app.now(), p), _verbose(q))), calls),
+    }
     routes.get("/pptp-alg/counters", lambda _q: json_response(snapshot_counters(app)))
-    routes.get("/pptp-alg/calls", lambda _q: json_response(snapshot_calls(app)))
-    routes.get("/pptp-alg/sessions", lambda _q: json_response(snapshot_sessions(app)))
-    routes.get("/pptp-alg/session-table", lambda _q: json_response(
-        display.as_json(display.session_table(app.core, app.now()))))
-    routes.get("/pptp-alg/server-map", lambda _q: json_response(
-        display.as_json(display.server_map(app.core, app.now()))))
-    routes.get("/pptp-alg/display/session-table", lambda q: text_response(
-        display.render(display.session_table(app.core, app.now()), _verbose(q))))
-    routes.get("/pptp-alg/display/server-map", lambda q: text_response(
-        display.render(display.server_map(app.core, app.now()), _verbose(q))))
+    for path, (build, total) in views.items():
+        routes.get(path, paged(path, build, total))
     routes.get("/metrics", lambda _q: Response(metrics.exposition(registry),
                                                 metrics.CONTENT_TYPE))
     return routes

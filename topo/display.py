@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -22,10 +23,29 @@ DEFAULT_REST = f"http://127.0.0.1:{switch.REST_PORT}"
 VIEWS = ("session-table", "server-map", "counters")
 
 
+_NEXT = re.compile(r'<([^>]*)>;\s*rel="next"')
+
+
 def fetch(rest: str, path: str, timeout: float = 5.0) -> str:
     """GET ``path`` from the controller's REST API and return the body as text."""
+    return _get(rest, path, timeout)[0]
+
+
+def _get(rest: str, path: str, timeout: float) -> tuple[str, str | None]:
+    """The body of ``path`` and the path of its next page, if any (``ryu_apps.rest``)."""
     with urllib.request.urlopen(rest.rstrip("/") + path, timeout=timeout) as response:
-        return str(response.read().decode("utf-8"))
+        found = _NEXT.search(response.headers.get("Link", ""))
+        return str(response.read().decode("utf-8")), found.group(1) if found else None
+
+
+def fetch_pages(rest: str, path: str, timeout: float = 5.0) -> str:
+    """Every page of a paged text view, joined."""
+    parts = []
+    next_path: str | None = path
+    while next_path is not None:
+        body, next_path = _get(rest, next_path, timeout)
+        parts.append(body.rstrip("\n"))
+    return "\n".join(p for p in parts if p)
 
 
 def render_counters(counters: dict[str, dict[str, int]]) -> str:
@@ -44,7 +64,7 @@ def show(rest: str, view: str, verbose: bool = False) -> str:
     if view == "counters":
         return render_counters(json.loads(fetch(rest, "/pptp-alg/counters")))
     suffix = "?verbose=1" if verbose else ""
-    return fetch(rest, f"/pptp-alg/display/{view}{suffix}").rstrip("\n")
+    return fetch_pages(rest, f"/pptp-alg/display/{view}{suffix}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

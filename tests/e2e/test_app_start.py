@@ -58,6 +58,8 @@ def start(tmp_path: Path, options: dict[str, str], framework: str
         ({"gre_idle": "0"}, "nat.gre_idle"),
         ({"rest_port": "70000"}, "nat.rest_port"),
         ({"rest_host": "localhost:80"}, "nat.rest_host"),
+        ({"rest_host": "192.0.2.55", "rest_port": "8080"}, "nat.rest_token"),
+        ({"rest_token": "short"}, "nat.rest_token"),
     ],
 )
 def test_bad_configuration_stops_the_start_naming_the_option(
@@ -94,7 +96,8 @@ def test_a_rest_port_in_use_stops_the_start_naming_the_option(
 def test_a_rest_host_not_of_this_machine_stops_the_start_naming_the_option(
     tmp_path: Path, framework: str
 ) -> None:
-    proc = start(tmp_path, {**GOOD, "rest_host": "192.0.2.55", "rest_port": "8080"}, framework)
+    proc = start(tmp_path, {**GOOD, "rest_host": "192.0.2.55", "rest_port": "8080",
+                            "rest_token": "t" * 20}, framework)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "refusing to start: nat.rest_host: cannot listen on 192.0.2.55:8080" in output, (
