@@ -4,12 +4,12 @@ UDP, ICMP and GRE. Pure functions over bytes; checksums per RFC 791/793/768/792.
 Every unpack is preceded by a length check; a frame too short or not IPv4/ARP decodes to
 None (the app drops it and counts it).
 
-Limitation: IP fragments are not reassembled. ``decode_frame`` marks them
-(:attr:`Ipv4.fragment`) and the app drops them (counted in ``fragments_dropped``): the
-ALG needs the TCP header and the PPTP fields of every control segment, and the NAT the
-ports. PPTP control connections and GRE on these links are not fragmented (TCP segments
-fit the MSS, and GRE carries PPP frames within the link MTU); other fragmented traffic
-through the gateway is lost.
+IP fragments: ``decode_frame`` marks them (:attr:`Ipv4.fragment`). Those of GRE and of
+control segments (TCP/1723) are reassembled (``ryu_apps.fragments`` over
+``alg.defrag``): the ALG needs the GRE key and the TCP header and PPTP fields, which
+only a datagram's first fragment holds; the app drops the others and counts them
+(``fragments_dropped``): the NAT's own entries pass later fragments of a session only
+where the switch matches them, and the datapath's reassembly is the place for them.
 """
 
 from __future__ import annotations
