@@ -81,9 +81,6 @@ class Counters(CounterSet):
     ``fragment_memory_per_source``."""
     fragments_memory_drops: int = 0
     """Fragments refused because their datagram alone would pass a memory bound."""
-    fragments_unsupported: int = 0
-    """Reassembled datagrams that were neither GRE nor a control segment (dropped: the
-    gateway reassembles only those)."""
     fragments_sent: int = 0
     """Fragments the controller sent, of datagrams bigger than ``mtu``."""
     fragmentation_needed_sent: int = 0

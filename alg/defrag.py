@@ -147,6 +147,11 @@ class Reassembler:
         """Bytes charged for the datagrams of one source (4 address bytes)."""
         return self._source_memory.get(source, 0)
 
+    def holds(self, header: Header) -> bool:
+        """Whether fragments of the datagram of ``header`` are held (not dropped)."""
+        datagram = self._datagrams.get((header.src, header.dst, header.proto, header.ident))
+        return datagram is not None and not datagram.dead
+
     def add(self, packet: bytes, now: float) -> bytes | None:
         """Take one fragment (an IPv4 packet, from its header on).
 

@@ -6,7 +6,8 @@ demultiplexer handles only whole packets, ``ryu_apps.flowmods``) or of a control
 (TCP/1723, ALG on). :meth:`FragmentPath.ingress` holds it in the core's reassembler and
 gives the app the whole datagram, as a frame, when its last fragment comes; the app then
 handles the datagram as if it had come whole. Fragments of anything else are dropped and
-counted (``fragments_dropped``), as before: the datapath's own reassembly is the place
+counted (``fragments_dropped``), as before, and so are TCP fragments that are not of a
+control segment, before any is held: the datapath's own reassembly is the place
 for ordinary NATed traffic. On the way out, :meth:`FragmentPath.egress` splits a packet
 bigger than the links' MTU (``[nat] mtu``), and :meth:`FragmentPath.too_big` answers one
 with DF set with ICMP fragmentation needed, from the address the sender sent to (the
@@ -65,20 +66,32 @@ class FragmentPath:
             segment; None while the datagram is incomplete or when it was refused
             (counted).
         """
-        if ip.proto != packets.PROTO_GRE and not (self._alg and ip.proto == packets.PROTO_TCP):
+        raw = packets.ip_bytes(data)
+        if not (ip.proto == packets.PROTO_GRE or self._control_segment(ip, raw)):
             self._app_counters.fragments_dropped += 1
             return None
-        whole = self.reassembler.add(packets.ip_bytes(data), now)
+        whole = self.reassembler.add(raw, now)
         if whole is None:
             return None
         frame = data[:packets.ETH.size] + whole
         decoded = packets.decode_frame(frame)
         assert decoded is not None and decoded.ip is not None
-        if decoded.ip.proto == packets.PROTO_TCP and PPTP_PORT not in (
-                packets.decode_ports(decoded.ip) or ()):
-            self._counters.fragments_unsupported += 1
-            return None
         return frame, decoded.ip
+
+    def _control_segment(self, ip: packets.Ipv4, raw: bytes) -> bool:
+        """Whether a TCP fragment belongs to a control segment (ALG on): the first
+        fragment names port 1723; a later one joins a first fragment held. A later
+        fragment that comes first is dropped (TCP sends the segment again), and so are
+        the later fragments of other TCP, whose first fragments the NAT's entries
+        forward: none is held for nothing."""
+        if not self._alg or ip.proto != packets.PROTO_TCP:
+            return False
+        header = parse_header(raw)
+        if header is None:
+            return False
+        if header.offset == 0:
+            return PPTP_PORT in (packets.decode_ports(ip) or ())
+        return self.reassembler.holds(header)
 
     def too_big(self, ip: bytes) -> bool:
         """Whether the packet ``ip`` exceeds the MTU with DF set (it may not be sent)."""

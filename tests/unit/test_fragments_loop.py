@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, UDP, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.l2 import GRE_PPTP, Ether
 from scapy.packet import Packet
 
 from ryu_apps.gre_demux import Demux
-from tests.unit.app_env import IN1, IN2, OUT, PUBLIC, SERVER
+from tests.unit.app_env import GW_MAC, IN1, IN2, OUT, PUBLIC, SERVER
 from tests.unit.fake_hosts import Host, gre_packet
 from tests.unit.test_closed_loop import CLIENT1, CLIENT2, Lab, build_lab
 from tests.unit.test_demux_loop import DMX, Program, beat
@@ -236,3 +236,44 @@ def test_leaving_the_demux_path_takes_the_fragment_entry_away(
     lab.settle()
     assert lab.switch.entries(ip_frag=(1, 1)) == []
     assert len(lab.switch.entries(ip_proto=47, ipv4_src=str(SERVER))) == 1
+
+
+def test_tcp_fragments_other_than_control_segments_are_never_held(lab: Lab) -> None:
+    lab.dial(lab.client1, 4242)
+    lab.forget()
+    segment = IP(src=str(CLIENT1), dst=str(SERVER)) / TCP(sport=5555, dport=80) / BIG
+    send_fragmented(lab.client1, segment)  # the later fragments come first
+    first, *later = fragment(segment, fragsize=1480)  # type: ignore[no-untyped-call]
+    for part in (first, *later):
+        lab.client1.send_ip(part)
+    lab.settle()
+    assert lab.app.counters.fragments_dropped == 6
+    assert lab.app.core.counters.fragments_received == 0
+    assert lab.app.fragments.reassembler.memory == 0
+
+
+def test_a_flood_of_first_fragments_leaves_the_calls_datagrams_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attacker outside sends first fragments that never complete, from many
+    addresses, to the public address, among a shared pair's fragmented datagrams: every
+    datagram of the calls arrives, and the memory held never passes its bound."""
+    bound = 64 * 1024
+    lab = build_lab(monkeypatch, fragment_memory=bound, fragment_memory_per_source=16 * 1024)
+    _d1, d2 = shared_pair(lab)
+    lab.forget()
+    b = d2.server_call.peer_call_id
+    server_mac = lab.server.mac
+    peak = 0
+    for n in range(600):
+        junk = IP(src=f"198.51.100.{n % 200 + 1}", dst=str(PUBLIC), id=n, flags="MF",
+                  proto=47) / (b"j" * 1000)
+        lab.switch.inject(OUT, bytes(Ether(src=server_mac, dst=GW_MAC) / junk))
+        if n % 50 == 25:
+            send_fragmented(lab.server, gre_packet(SERVER, PUBLIC, b, n, BIG))
+        lab.settle()
+        peak = max(peak, lab.app.fragments.reassembler.memory)
+    assert peak <= bound
+    got = gre_of(datagrams(lab, IN2))
+    assert len(got) == 12 and all(g == (str(SERVER), str(CLIENT2), 4242, BIG) for g in got)
+    assert lab.app.core.counters.fragments_evicted > 500
+    clean(lab)
