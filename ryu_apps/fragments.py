@@ -95,6 +95,8 @@ class FragmentPath:
 
     def too_big(self, ip: bytes) -> bool:
         """Whether the packet ``ip`` exceeds the MTU with DF set (it may not be sent)."""
+        if len(ip) <= self.mtu:
+            return False
         header = parse_header(ip)
         return header is not None and header.total > self.mtu and header.dont_fragment
 
