@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 
 from alg.config import AlgConfig
 from alg.counters import Counters
-from alg.icmp import DESTINATION_UNREACHABLE, QUOTE_LENGTH, build, checksum
+from alg.icmp import DESTINATION_UNREACHABLE, IPV4, QUOTE_LENGTH, WORD, build, checksum
 
-IPV4 = struct.Struct("!BBHHHBBH4s4s")
-WORD = struct.Struct("!H")
 NEXT_HOP_MTU = struct.Struct("!HH")
 
 IP_DF = 0x4000

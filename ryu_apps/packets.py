@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, assert_never
 
+from alg.defrag import IP_DF, IP_MF, IP_OFFSET_MASK
 from alg.events import (
     Direction,
     Emit,
@@ -47,9 +48,6 @@ UDP = struct.Struct("!HHHH")
 ICMP_ECHO = struct.Struct("!BBHHH")
 WORD = struct.Struct("!H")
 
-IP_DF = 0x4000
-IP_MF = 0x2000
-IP_OFFSET_MASK = 0x1FFF
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806

@@ -117,17 +117,7 @@ def test_records_the_app_cannot_read_are_removed_at_connect(
     with sqlite3.connect(path) as db:
         db.execute("UPDATE sessions SET inside_ip = 'not an address'")
     store.close()
-    monkeypatch.setattr(nat_gateway, "CONF", SimpleNamespace(
-        nat={**OPTIONS, "state_file": str(path)}))
-    monkeypatch.setattr(hub, "spawn", lambda *_a, **_k: None)
-    dp = FakeDatapath()
-    app = nat_gateway.NatGateway()
-    ports = [SimpleNamespace(name=n.encode(), port_no=no)
-             for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
-    app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
-    app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
-    app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
-        xid=app._reconcile_xid, body=[], flags=0, datapath=dp)))
+    app = connected_app(monkeypatch, path)
     assert app.ready and len(app.core.nat) == 0
     assert len(Store(path).load()) == 0
 
