@@ -230,6 +230,15 @@ class ConnectionCalls:
         else:
             self._journal.forget("call", call.index)
 
+    def forget_closed(self) -> None:
+        """Forget every closed call now, hold-down or not (the connection is replaced by a
+        new one on its endpoints; the allocator still holds their Call IDs down)."""
+        for call in self._closed:
+            self._journal.forget("call", call.index)
+        self._closed.clear()
+        for index in self._closed_by.values():
+            index.clear()
+
     def forget(self, now: float) -> None:
         """Forget closed calls whose hold-down is over."""
         while self._closed and self._closed[0].hold_until <= now:

@@ -23,7 +23,7 @@ _SECONDS = (
     "tcp_handshake", "fragment_timeout",
 )
 _COUNTS = (
-    "max_calls_per_connection", "max_call_ids_per_host", "max_calls",
+    "max_calls_per_connection", "max_calls_per_host", "max_call_ids_per_host", "max_calls",
     "max_connections_per_host",
     "max_handshakes_per_host", "max_sessions_per_host", "max_sessions", "max_pins_per_port",
     "punt_rate_arp", "punt_rate_inside_port", "punt_rate_outside_control",
@@ -102,12 +102,15 @@ class AlgConfig:
         tcp_handshake: how long a control connection may take to complete its TCP
             handshake before it is forgotten.
         max_calls_per_connection: most live calls of one control connection (RFC 2637
-            sets no limit; by default as many as the host's share of Call IDs).
+            sets no limit; by default as many as one host may have).
+        max_calls_per_host: most live calls of one inside host over all its control
+            connections. An inside port pins at most ``max_pins_per_port`` addresses, so
+            by default one port holds at most 64 x 128 = 8,192 of the ``max_calls``.
         max_call_ids_per_host: the share of each (public address, server) pair's 65,536
             public Call IDs one inside host may hold, in use and held down together,
             counted over all its control connections until each hold-down ends
-            (:mod:`alg.callid`). The default leaves a pair able to serve 32 hosts at
-            their full share.
+            (:mod:`alg.callid`). By default a pair serves 128 hosts at their full share,
+            and one inside port (64 addresses) holds at most half of it.
         max_calls: most live calls in all.
         max_connections_per_host: most control connections of one inside host.
         max_handshakes_per_host: most control connections of one inside host whose
@@ -153,8 +156,9 @@ class AlgConfig:
     policy: str = "open"
     tcp_closing: float = 10.0
     tcp_handshake: float = 30.0
-    max_calls_per_connection: int = 2048
-    max_call_ids_per_host: int = 2048
+    max_calls_per_connection: int = 128
+    max_calls_per_host: int = 128
+    max_call_ids_per_host: int = 512
     max_calls: int = 20_000
     max_connections_per_host: int = 32
     max_handshakes_per_host: int = 16
@@ -329,6 +333,8 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a control connection may take to complete its TCP handshake"),
     Option("max_calls_per_connection", "int", _ALG.max_calls_per_connection,
            "most live calls of one control connection"),
+    Option("max_calls_per_host", "int", _ALG.max_calls_per_host,
+           "most live calls of one inside host over all its control connections"),
     Option("max_call_ids_per_host", "int", _ALG.max_call_ids_per_host,
            "most public Call IDs of one (public address, server) pair one inside host "
            "may hold, in use and held down together"),

@@ -159,6 +159,7 @@ class ControlConnections:
         self._counters.connections_reopened += 1
         out = Output()
         self._calls.close_all(conn.calls, now, "reopened", out)
+        conn.calls.forget_closed()
         self._detach(conn)
         self._nat.touch(conn.session.id, now)
         self._add(conn.session, TcpRelay(conn.session, syn, self._config.max_buffer,

@@ -19,13 +19,15 @@ Policies (also in the README):
   public-side ID ``b`` (rewritten to ``a``). So an ID that is one call's ``c`` and
   another's ``b`` ends the call whose ``c`` it is.
 * Call ID exhaustion on a (public IP, server) pair, or a new call beyond
-  ``max_calls_per_connection``, ``max_calls`` or its host's share of the pair's Call IDs
-  (``max_call_ids_per_host``, :mod:`alg.callid`): counted, the connection is reset.
+  ``max_calls_per_connection``, ``max_calls_per_host``, ``max_calls`` or its host's share
+  of the pair's Call IDs (``max_call_ids_per_host``, :mod:`alg.callid`): counted, the
+  connection is reset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
 from typing import Any
 
 from alg.callid import CallIdAllocator
@@ -92,6 +94,7 @@ class CallControl:
         self._server_map = server_map
         self._ids = ids
         self._live = 0
+        self._per_host: dict[IPv4Address, int] = {}
         self._handlers: dict[tuple[type[ControlMessage], Direction], Handler] = {
             (StartControlConnectionRequest, OUT): self._pass,
             (StartControlConnectionRequest, IN): self._pass,
@@ -176,7 +179,7 @@ class CallControl:
             call.hold_until = hold_until
             calls.remove(call, keep=True)
             return True
-        self._live += 1
+        self._count(calls.client_ip, 1)
         if state is CallState.ESTABLISHED:
             ids = (record.outbound_entry, record.inbound_entry)
             self._server_map.open(call, now, Output(), ids)
@@ -201,7 +204,7 @@ class CallControl:
         call.state = CallState.CLOSED
         call.end_reason = reason
         conn.remove(call, keep=kept)
-        self._live -= 1
+        self._count(conn.client_ip, -1)
 
     def close_all(self, calls: ConnectionCalls, now: float, reason: str, out: Output) -> None:
         """End every live call of a connection."""
@@ -358,12 +361,23 @@ class CallControl:
                 "max_calls_per_connection", f"{calls.client_ip} has too many calls on one "
                 "control connection",
             )
+        if self._per_host.get(calls.client_ip, 0) >= self._config.max_calls_per_host:
+            raise LimitError("max_calls_per_host", f"{calls.client_ip} has too many calls")
         if self._live >= self._config.max_calls:
             raise LimitError("max_calls", "too many calls")
         call = Call(next(self._ids), calls, outgoing, state, created=now, last_data=now)
         calls.add(call)
-        self._live += 1
+        self._count(calls.client_ip, 1)
         return call
+
+    def _count(self, host: IPv4Address, change: int) -> None:
+        """Count a live call of ``host`` in (1) or out (-1)."""
+        self._live += change
+        left = self._per_host.get(host, 0) + change
+        if left:
+            self._per_host[host] = left
+        else:
+            del self._per_host[host]
 
     def _allocate(self, call: Call, now: float, out: Output) -> None:
         conn = call.conn
@@ -374,7 +388,7 @@ class CallControl:
             )
         except AllocationError:
             conn.remove(call, keep=False)
-            self._live -= 1
+            self._count(conn.client_ip, -1)
             raise
         call.public_call_id = public_id
         conn.name_id(call, "public")

@@ -49,6 +49,7 @@ def gre_error(server_call_id: int) -> IcmpMessage:
 def run(calls: int, errors: int) -> float:
     """Seconds per error, with ``calls`` calls on the pair."""
     gw = Gateway(AlgConfig(public_ips=(PUBLIC,), max_calls=calls + 1,
+                           max_calls_per_host=calls + 1, max_call_ids_per_host=65536,
                            max_connections_per_host=calls, max_handshakes_per_host=calls,
                            max_sessions_per_host=calls + 1, max_sessions=2 * calls + 1))
     set_up_calls(gw, calls, lambda _out: None)

@@ -91,8 +91,15 @@ def set_up_calls(gw: Gateway, calls: int, sink: Sink) -> None:
         raise RuntimeError(f"{gw.calls_in_progress} of {calls} calls set up")
 
 
+def _config(calls: int) -> AlgConfig:
+    """The core's options for ``calls`` calls from 100 clients (the bench's one inside
+    network making calls by the thousand, as ``bench.topologies.BENCH_OPTIONS``)."""
+    return AlgConfig(public_ips=(PUBLIC,), max_calls=calls + 1, max_calls_per_host=calls + 1,
+                     max_call_ids_per_host=65536)
+
+
 def run_core(calls: int) -> float:
-    gw = Gateway(AlgConfig(public_ips=(PUBLIC,), max_calls=calls + 1))
+    gw = Gateway(_config(calls))
     started = time.perf_counter()
     set_up_calls(gw, calls, lambda _out: None)
     return time.perf_counter() - started
@@ -103,7 +110,7 @@ def run_store(calls: int, folder: Path) -> tuple[float, int, int]:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = Store(path)
-    gw = Gateway(AlgConfig(public_ips=(PUBLIC,), max_calls=calls + 1))
+    gw = Gateway(_config(calls))
     started = time.perf_counter()
     set_up_calls(gw, calls, lambda out: store.write(out.records))
     took = time.perf_counter() - started

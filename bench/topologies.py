@@ -40,6 +40,7 @@ SERVER_IP = "203.0.113.1"
 BENCH_OPTIONS = {
     "max_calls_per_connection": "16384",
     "max_call_ids_per_host": "65536",
+    "max_calls_per_host": "200000",
     "max_calls": "200000",
     "max_connections_per_host": "100000",
     "max_handshakes_per_host": "4096",

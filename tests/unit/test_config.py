@@ -19,8 +19,8 @@ def test_defaults_are_the_architecture_ones() -> None:
     assert config.max_buffer == 64 * 1024
     assert config.policy == "open"
     assert config.alg_enabled
-    assert (config.max_calls_per_connection, config.max_calls) == (2048, 20_000)
-    assert config.max_call_ids_per_host == 2048
+    assert (config.max_calls_per_connection, config.max_calls) == (128, 20_000)
+    assert (config.max_calls_per_host, config.max_call_ids_per_host) == (128, 512)
     assert (config.max_connections_per_host, config.max_handshakes_per_host) == (32, 16)
     assert (config.max_sessions_per_host, config.max_sessions) == (4096, 200_000)
 

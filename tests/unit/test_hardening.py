@@ -13,6 +13,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from alg import display
+from alg.callid import CALL_ID_SPACE
 from alg.calls import CallState
 from alg.events import (
     TCP_ACK,
@@ -25,6 +26,7 @@ from alg.events import (
     TcpSegment,
 )
 from alg.relay import MAX_GAP_PIECES
+from alg.snapshot import Snapshot
 from tests.unit.pptp_flows import (
     C1,
     C2,
@@ -243,6 +245,41 @@ def test_one_host_churning_connections_cannot_take_the_pairs_call_ids() -> None:
     b = victim.outgoing_call(4242, 700)
     [call] = [c for c in gw.calls() if c.conn.client_ip == C2]
     assert call.state is CallState.ESTABLISHED and call.public_call_id == b
+
+
+def test_one_host_asking_for_calls_to_many_servers_is_held_to_its_live_calls() -> None:
+    """One host asks for calls on connections to many servers (each request takes a call
+    and a Call ID before any reply): it is refused at ``max_calls_per_host``, and another
+    host's call is set up (before, with 2,048 calls a connection, one host could take all
+    of ``max_calls`` and the next host's request reset its connection)."""
+    gw = gateway()
+    limit = gw.config.max_calls_per_host
+    servers = [IPv4Address(f"198.51.100.{n}") for n in range(1, 11)]
+    asked = 0
+    for server in servers:
+        link = ControlLink(gw, C1, 40000 + asked, server).start()
+        for _ in range(limit // 4):
+            link.client_send(ocrq(asked % 65536))
+            asked += 1
+            if gw.counters.refused_calls:
+                break
+        if gw.counters.refused_calls:
+            break
+    assert asked == limit + 1 and len(list(gw.calls())) == limit  # the 129th asked alone
+    victim = ControlLink(gw, C2, 40000).start()
+    assert victim.outgoing_call(4242, 700) == 4242
+    assert gw.counters.refused_calls == 1 and gw.counters.connections_reset == 1
+
+
+def test_the_default_bounds_leave_half_of_each_scarce_resource_to_other_ports() -> None:
+    """One inside port pins at most ``max_pins_per_port`` addresses (``alg.neighbours``),
+    so with the defaults the hosts behind one port hold at most half of a pair's Call IDs
+    and half of the live calls."""
+    config = gateway().config
+    pins = config.max_pins_per_port
+    assert pins * config.max_call_ids_per_host <= CALL_ID_SPACE // 2
+    assert pins * config.max_calls_per_host <= config.max_calls // 2
+    assert config.max_calls_per_connection <= config.max_calls_per_host
 
 
 def test_one_host_flooding_calls_leaves_call_ids_for_the_others() -> None:
@@ -514,3 +551,20 @@ def test_an_exact_rst_answering_the_challenge_ends_the_old_connection() -> None:
     assert gw.connections() == [] and list(gw.calls()) == []
     again = ControlLink(gw, client_isn=77, now=2.0).start()
     assert again.outgoing_call(A, 702) != A  # A is held down after the old call
+
+
+def test_a_reopened_connection_leaves_no_record_of_its_old_calls() -> None:
+    """The old connection's calls end at the reopen; their records go with them (the
+    session stays, so nothing else would remove them), their Call IDs stay held down."""
+    link, b = _victim_call()
+    gw = link.gw
+    stored = Snapshot()
+    stored.apply(gw.journal.drain())
+    assert len(stored.calls) == 1
+    fresh = ControlLink(gw, client_isn=5_000_000)
+    fresh.public_ip, fresh.public_port = link.public_ip, link.public_port
+    fresh.open()
+    stored.apply(gw.journal.drain())
+    assert gw.counters.connections_reopened == 1 and stored.calls == []
+    assert gw.call_ids.held_down(PUBLIC, SERVER, b, 1.0)
+    assert [c.session_id for c in stored.connections] == [gw.connections()[0].session.id]
