@@ -40,6 +40,14 @@ spoofing from the outside link:
   to it asks afresh. A neighbour that really changed its MAC is thus found by the first
   item sent to it after :data:`REACHABLE_SECONDS` (a new session's first packet goes
   through the controller). A stale entry nothing is sent to costs no ARP.
+- An entry neither confirmed nor sent to for :data:`FORGET_SECONDS` is forgotten at the
+  next tick (``neighbours_expired``), so hosts learnt from one unsolicited ARP and never
+  used do not stay.
+- The table's room is kept for the neighbours the gateway asks for: the next hop always
+  has a slot of its own beyond :data:`MAX_NEIGHBOURS`, and a reply to the gateway's
+  request finding the table full evicts the oldest entry learnt from an unsolicited ARP
+  and not confirmed since (``neighbours_evicted``). A spoofer sending ARP from every
+  address of a large outside subnet fills the table only with entries that give way.
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ MAX_NEIGHBOURS = 4096
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 REACHABLE_SECONDS = 60.0
 """How long an outside neighbour's MAC stands after the reply that confirmed it."""
+FORGET_SECONDS = 2 * REACHABLE_SECONDS
+"""How long an outside neighbour is kept with neither a confirmation nor an item sent to
+it (checked on tick)."""
 
 T = TypeVar("T")
 
@@ -168,6 +179,12 @@ class NeighbourCounters(CounterSet):
     pins_refused: int = 0
     arp_unsolicited_ignored: int = 0
     """Unsolicited ARP from outside claiming another MAC or port for a known neighbour."""
+    neighbours_expired: int = 0
+    """Outside neighbours forgotten after :data:`FORGET_SECONDS` with neither a
+    confirmation nor an item sent to them."""
+    neighbours_evicted: int = 0
+    """Outside neighbours learnt from an unsolicited ARP and never confirmed, forgotten to
+    make room for one the gateway asked for."""
 
 
 @dataclass
@@ -199,6 +216,11 @@ class NeighbourTable(Generic[T]):
         self._pending: dict[IPv4Address, _Pending[T]] = {}
         self._confirmed: dict[IPv4Address, float] = {}
         """Outside neighbours by when they were last confirmed."""
+        self._kept: dict[IPv4Address, float] = {}
+        """Outside neighbours by when they were last confirmed or sent to, oldest first."""
+        self._unsolicited: dict[IPv4Address, float] = {}
+        """Outside neighbours learnt from an unsolicited ARP and not confirmed since, by
+        when, oldest first."""
 
     def set_ports(self, inside: Iterable[int], outside: int) -> None:
         """The switch's port numbers for the configured inside and outside ports."""
@@ -307,6 +329,7 @@ class NeighbourTable(Generic[T]):
         if known is not None:
             out.deliveries.append(Delivery(known, item))
             if side is Side.OUTSIDE:
+                self._keep(target, now)
                 self._refresh(target, now, out)
             return out
         pending = self._pending.get(target)
@@ -322,7 +345,8 @@ class NeighbourTable(Generic[T]):
 
     def tick(self, now: float) -> NeighbourOutput[T]:
         """Retry unanswered requests, one a second; a second after the last retry, give up;
-        unpin inside addresses not seen for :data:`PIN_SECONDS`.
+        unpin inside addresses not seen for :data:`PIN_SECONDS`; forget outside
+        neighbours neither confirmed nor sent to for :data:`FORGET_SECONDS`.
 
         The items of an address given up are dropped (counted in ``arp_queue_drops``);
         an outside entry being resolved again that does not answer is forgotten.
@@ -331,6 +355,15 @@ class NeighbourTable(Generic[T]):
         for ip, seen in list(self._pinned_at.items()):
             if now - seen > PIN_SECONDS:
                 self._unpin(ip)
+        expired = []
+        for ip, kept in self._kept.items():
+            if now - kept <= FORGET_SECONDS:
+                break
+            if ip not in self._pending:
+                expired.append(ip)
+        for ip in expired:
+            self._forget_outside(ip)
+            self.counters.neighbours_expired += 1
         for target, pending in list(self._pending.items()):
             if now - pending.sent_at < RETRY_SECONDS:
                 continue
@@ -338,8 +371,7 @@ class NeighbourTable(Generic[T]):
                 self.counters.arp_queue_drops += len(pending.items)
                 del self._pending[target]
                 if pending.refresh:
-                    self._hosts[Side.OUTSIDE].pop(target, None)
-                    self._confirmed.pop(target, None)
+                    self._forget_outside(target)
             else:
                 out.requests.append(self._request(target, pending, now))
         return out
@@ -363,11 +395,41 @@ class NeighbourTable(Generic[T]):
                 return None
             if ip == self._config.next_hop:
                 return None
-        if not self._room(Side.OUTSIDE, ip):
+        if not self._outside_room(ip, answer):
             return None
         learned = hosts[ip] = L2(port, arp.sender_mac)
         self._confirmed[ip] = now
+        self._keep(ip, now)
+        if answer:
+            self._unsolicited.pop(ip, None)
+        else:
+            self._unsolicited[ip] = now
         return learned
+
+    def _keep(self, ip: IPv4Address, now: float) -> None:
+        """Note that an outside entry was confirmed or used at ``now``."""
+        self._kept.pop(ip, None)
+        self._kept[ip] = now
+
+    def _forget_outside(self, ip: IPv4Address) -> None:
+        self._hosts[Side.OUTSIDE].pop(ip, None)
+        self._confirmed.pop(ip, None)
+        self._kept.pop(ip, None)
+        self._unsolicited.pop(ip, None)
+
+    def _outside_room(self, ip: IPv4Address, answer: bool) -> bool:
+        """Whether outside neighbour ``ip`` may be learnt: the next hop always may, and a
+        reply to the gateway's request evicts the oldest unconfirmed entry when full."""
+        if ip == self._config.next_hop or len(self._hosts[Side.OUTSIDE]) < MAX_NEIGHBOURS:
+            return True
+        if ip in self._hosts[Side.OUTSIDE]:
+            return True
+        if answer and self._unsolicited:
+            self._forget_outside(next(iter(self._unsolicited)))
+            self.counters.neighbours_evicted += 1
+            return True
+        self.counters.neighbours_refused += 1
+        return False
 
     def _refresh(self, ip: IPv4Address, now: float, out: NeighbourOutput[T]) -> None:
         """Resolve a stale outside entry again (it stays in use meanwhile)."""

@@ -11,7 +11,9 @@ from alg.errors import ConfigError
 from alg.neighbours import (
     ARP_REPLY,
     ARP_REQUEST,
+    FORGET_SECONDS,
     L2,
+    MAX_NEIGHBOURS,
     PIN_SECONDS,
     QUEUE_LIMIT,
     REACHABLE_SECONDS,
@@ -286,3 +288,73 @@ def test_an_outside_entry_that_stops_answering_is_forgotten_and_asked_afresh() -
     assert t.lookup(Side.OUTSIDE, FAR) is None
     assert t.send(Side.OUTSIDE, FAR, "a", start + 9).requests == [
         ArpRequest((OUT,), PUBLIC, HOP)]
+
+
+BIG_HOP, BIG_PUBLIC = IPv4Address("10.0.255.254"), IPv4Address("10.0.255.2")
+
+
+def big_link(next_hop: str = "") -> NeighbourTable[str]:
+    """A table on a /16 outside link, room for many more hosts than the table holds."""
+    return table(next_hop=next_hop, outside_subnet="10.0.0.0/16",
+                 public_ips=[str(BIG_PUBLIC)])
+
+
+def spoofer_fills_the_table(t: NeighbourTable[str], now: float) -> list[IPv4Address]:
+    """The attacker on the outside link sends one unsolicited ARP from each of more than
+    :data:`MAX_NEIGHBOURS` addresses, each a new neighbour."""
+    first = int(IPv4Address("10.0.0.1"))
+    spoofed = [IPv4Address(first + n) for n in range(MAX_NEIGHBOURS + 10)]
+    for ip in spoofed:
+        t.arp(OUT, EVIL_MAC, arp(ARP_REQUEST, EVIL_MAC, ip, BIG_PUBLIC), now)
+    assert len(t.hosts(Side.OUTSIDE)) == MAX_NEIGHBOURS
+    assert t.counters.neighbours_refused == 10
+    return spoofed
+
+
+def test_a_table_full_of_spoofed_neighbours_still_learns_and_uses_the_next_hop() -> None:
+    t = big_link(next_hop=str(BIG_HOP))
+    spoofed = spoofer_fills_the_table(t, 0.0)
+    out = t.send(Side.OUTSIDE, FAR, "a", 1.0)
+    assert out.requests == [ArpRequest((OUT,), BIG_PUBLIC, BIG_HOP)]
+    out = t.arp(OUT, SRV_MAC, arp(ARP_REPLY, SRV_MAC, BIG_HOP, BIG_PUBLIC), 1.1)
+    assert out.deliveries == [Delivery(L2(OUT, SRV_MAC), "a")]
+    assert t.send(Side.OUTSIDE, FAR, "b", 1.2).deliveries == [Delivery(L2(OUT, SRV_MAC), "b")]
+    # An on-link server the gateway asks for gets room too: the oldest spoof gives way.
+    server = spoofed[-1]
+    assert server not in t.hosts(Side.OUTSIDE)
+    assert t.send(Side.OUTSIDE, server, "c", 1.3).requests == [
+        ArpRequest((OUT,), BIG_PUBLIC, server)]
+    out = t.arp(OUT, MAC2, arp(ARP_REPLY, MAC2, server, BIG_PUBLIC), 1.4)
+    assert out.deliveries == [Delivery(L2(OUT, MAC2), "c")]
+    assert spoofed[0] not in t.hosts(Side.OUTSIDE)
+    assert t.counters.neighbours_evicted == 1
+
+
+def test_outside_neighbours_never_used_are_forgotten() -> None:
+    t = resolved_hop()
+    t.arp(OUT, MAC1, arp(ARP_REQUEST, MAC1, SERVER, PUBLIC), 0.0)  # learnt, never used
+    assert SERVER in t.hosts(Side.OUTSIDE)
+    used = REACHABLE_SECONDS - 10.0
+    assert t.send(Side.OUTSIDE, FAR, "b", used).requests == []  # the next hop is used
+    t.tick(FORGET_SECONDS - 1.0)
+    assert set(t.hosts(Side.OUTSIDE)) == {SERVER, HOP}
+    t.tick(FORGET_SECONDS + 1.0)
+    assert set(t.hosts(Side.OUTSIDE)) == {HOP}
+    assert t.counters.neighbours_expired == 1
+    t.tick(used + FORGET_SECONDS + 1.0)
+    assert t.hosts(Side.OUTSIDE) == {} and t.counters.neighbours_expired == 2
+    assert t.send(Side.OUTSIDE, FAR, "c", 2 * FORGET_SECONDS).requests == [
+        ArpRequest((OUT,), PUBLIC, HOP)]
+
+
+def test_spoofed_neighbours_age_out_and_the_table_learns_again() -> None:
+    t = big_link()
+    host = IPv4Address("10.0.255.1")
+    spoofer_fills_the_table(t, 0.0)
+    t.arp(OUT, MAC1, arp(ARP_REQUEST, MAC1, host, BIG_PUBLIC), 1.0)
+    assert host not in t.hosts(Side.OUTSIDE) and t.counters.neighbours_refused == 11
+    t.tick(FORGET_SECONDS + 1.0)
+    assert t.hosts(Side.OUTSIDE) == {}
+    assert t.counters.neighbours_expired == MAX_NEIGHBOURS
+    t.arp(OUT, MAC1, arp(ARP_REQUEST, MAC1, host, BIG_PUBLIC), FORGET_SECONDS + 2.0)
+    assert t.hosts(Side.OUTSIDE) == {host: L2(OUT, MAC1)}
