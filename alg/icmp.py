@@ -32,7 +32,12 @@ refilled at :data:`ERRORS_PER_SECOND`, to each source (``icmp_rate_limited``): o
 probes never spend another's budget. The budgets are a table of at most
 :data:`MAX_SOURCES` sources; a source's budget untouched until it is full again is
 forgotten (a new one is the same), and a new source finding the table full of budgets
-in use gets no error (``icmp_sources_refused``).
+in use gets no error (``icmp_sources_refused``). On top of these, all the errors sent
+each way share one budget of :data:`GLOBAL_ERROR_BURST` refilled at
+:data:`GLOBAL_ERRORS_PER_SECOND` (RFC 1812 section 4.3.2.8 asks a router to limit the
+rate of the ICMP errors it sends): many sources, spoofed ones among them, get no more
+errors together than that (``icmp_rate_limited``), and no host alone can spend it, as
+its own budget is smaller.
 
 **Martians.** An ICMP error from outside whose source no outside router or host can have
 (RFC 1812 section 5.3.7) is dropped and counted (``icmp_martians``): an inside address,
@@ -101,7 +106,15 @@ MAX_ERROR_LENGTH = 576
 """Longest IPv4 packet of an error the gateway builds (RFC 1812 section 4.3.2.3)."""
 QUOTE_LENGTH = MAX_ERROR_LENGTH - IPV4.size - HEADER.size
 ERRORS_PER_SECOND = 100.0
+"""Time Exceeded errors a second to one source, once its burst is spent."""
 ERROR_BURST = 100.0
+"""Most Time Exceeded errors to one source at once."""
+GLOBAL_ERRORS_PER_SECOND = 1000.0
+"""Time Exceeded errors a second each way, to all sources together, once the burst is
+spent (RFC 1812 section 4.3.2.8): ten times one source's, so that one host cannot spend
+it alone."""
+GLOBAL_ERROR_BURST = 1000.0
+"""Most Time Exceeded errors each way, to all sources together, at once."""
 MAX_SOURCES = 4096
 """Most sources with a Time Exceeded budget of their own at once."""
 THIS_NETWORK = IPv4Network("0.0.0.0/8")
@@ -413,6 +426,8 @@ class IcmpErrors:
         self._martians = martians if martians is not None else Martians(
             () if inside_address is None else (inside_address,))
         self._budgets = SourceBuckets(ERRORS_PER_SECOND, ERROR_BURST, MAX_SOURCES)
+        self._global = {way: TokenBucket(GLOBAL_ERRORS_PER_SECOND, GLOBAL_ERROR_BURST)
+                        for way in Direction}
 
     def error(self, direction: Direction, packet: IcmpMessage) -> Output:
         """An ICMP message other than echo that reached the controller: translated and
@@ -532,7 +547,7 @@ class IcmpErrors:
         if allowed is None:
             self._counters.icmp_sources_refused += 1
             return Output(drop_reason="TTL expired; no room for another ICMP error budget")
-        if not allowed:
+        if not (allowed and self._global[back].take(now)):
             self._counters.icmp_rate_limited += 1
             return Output(drop_reason="TTL expired; ICMP error rate limit")
         self._counters.time_exceeded_sent += 1

@@ -456,3 +456,29 @@ def test_the_budgets_are_a_bounded_table_that_forgets_full_ones() -> None:
     assert budgets.take(0, 0.0) is True and budgets.take(0, 0.0) is False
     assert budgets.take(3, 0.1) is True  # 1 and 2 are full again: forgotten, 0 not
     assert len(budgets) == 2
+
+
+def test_many_spoofed_sources_get_no_more_than_the_global_time_exceeded_budget() -> None:
+    """The attacker sends spent-TTL packets from thousands of spoofed sources, one each:
+    every source's own budget allows an error, the global one bounds them all; the
+    other way keeps its own, and so does a host probing at its own rate afterwards."""
+    gw = Gateway(gateway().config, INSIDE_GW)
+    session = udp_session(gw)
+    raw = bytes(IP(src=str(C1), dst=str(SERVER), ttl=1) / UDP())
+    first = int(IPv4Address("10.1.0.1"))
+
+    def flood(count: int, now: float, offset: int = 0) -> int:
+        return sum(len(gw.expired(OUT, UdpDatagram(IPv4Address(first + offset + n), 1,
+                                                   SERVER, 2), raw, now).emits)
+                   for n in range(count))
+
+    assert flood(3000, 5.0) == icmp.GLOBAL_ERROR_BURST
+    assert gw.counters.icmp_rate_limited == 3000 - icmp.GLOBAL_ERROR_BURST
+    half = icmp.GLOBAL_ERRORS_PER_SECOND / 2
+    assert flood(3000, 5.5, offset=3000) == half  # refilled meanwhile, no more
+    from_outside = UdpDatagram(SERVER, 53, PUBLIC, session.public_port)
+    assert len(gw.expired(IN, from_outside, raw, 5.5).emits) == 1  # its own budget
+    probe = UdpDatagram(C1, 40000, SERVER, 33434)
+    answered = [len(gw.expired(OUT, probe, raw, 10.0).emits) for _ in range(30)]
+    assert answered == [1] * 30
+    assert gw.counters.time_exceeded_sent == (icmp.GLOBAL_ERROR_BURST + half + 1 + 30)
