@@ -14,12 +14,16 @@ seconds, the demultiplexer is down and the core moves its pairs back to the cont
 path; the first answer after that brings them back. The probe's addresses are in
 0.0.0.0/8, which no packet on a network carries.
 
-When the switch reports the port gone or back (:meth:`DemuxLink.port_status`), the
-pinned program and table are opened afresh at their next use: a demultiplexer detached
+When the switch reports the port gone (deleted, or its link down) or back (added, its
+link up again, or under another number; :meth:`DemuxLink.port_status`), the pinned
+program and table are opened afresh at their next use: a demultiplexer detached
 and attached again is a new program with a new, empty table, and writes to the old one
 (whose descriptors this process still holds) would reach nothing. The port must then
 answer a probe again before pairs go to it, and the table is written again when it
-does.
+does. Any other change the switch reports of the port (its configuration, its speed, a
+state other than the link's) changes nothing: closing the table would make the next
+heartbeat find the demultiplexer down and move every shared pair to the controller path
+and back.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ PROBE_PUBLIC = IPv4Address("0.0.0.2")
 PROBE_RETURN = IPv4Address("0.0.0.3")
 PROBE_CALL_ID = 0xFFFF
 _NONCE = struct.Struct("!Q")
+LINK_DOWN = 1 << 0
+"""OFPPS_LINK_DOWN in a port's state (OpenFlow 1.3 section 7.2.1): no physical link."""
 
 
 @dataclass
@@ -97,10 +103,12 @@ class DemuxLink:
                 self._open_failed = None
         return self._demux
 
-    def port_status(self, name: str, port: int | None) -> bool:
-        """The switch reported port ``name`` added or changed (its number ``port``) or
-        deleted (None). For the demultiplexer's port, the table is opened again at its
-        next use and the port must answer a probe again.
+    def port_status(self, name: str, port: int | None, state: int = 0) -> bool:
+        """The switch reported port ``name`` added or changed (its number ``port``, its
+        OpenFlow ``state`` bits) or deleted (None). When the demultiplexer's port is gone
+        (deleted, or its link down) or back (added, its link up again, or under another
+        number), the table is opened again at its next use and the port must answer a
+        probe again; any other change of it changes nothing.
 
         Returns:
             True when the demultiplexer's port has a new number: the entries that name
@@ -109,16 +117,18 @@ class DemuxLink:
         """
         if not self.enabled or name != self.port_name:
             return False
+        if state & LINK_DOWN:
+            port = None
+        if port == self.port:
+            return False
         if self._demux is not None:
             self._demux.close()
             self._demux = None
         self._answered_at = None
-        moved = port is not None and port != self.port
-        if port != self.port:
-            LOG.info("GRE demultiplexer port %s is %s", name,
-                     "gone" if port is None else f"port {port}")
+        LOG.info("GRE demultiplexer port %s is %s", name,
+                 "gone" if port is None else f"port {port}")
         self.port = port
-        return moved
+        return port is not None
 
     def _failed(self, exc: BpfError) -> None:
         self.counters.demux_errors += 1

@@ -338,7 +338,8 @@ class NatGateway(App):  # type: ignore[misc]
     def _port_status(self, ev: Any) -> None:
         desc, name = ev.msg.desc, ev.msg.desc.name
         port = None if ev.msg.reason == ofproto_v1_3.OFPPR_DELETE else desc.port_no
-        moved = self.demux.port_status(name.decode() if isinstance(name, bytes) else name, port)
+        moved = self.demux.port_status(name.decode() if isinstance(name, bytes) else name, port,
+                                       desc.state)
         if moved and self.ready and self.demux.port is not None:
             with self._event():
                 self._send_mods([flowmods.demux_probe(self.demux.port, PROBE_RETURN)])

@@ -18,7 +18,7 @@ import pytest
 
 from alg.events import EntryKind
 from ryu_apps import bpf, switch
-from ryu_apps.demux_link import HEARTBEAT
+from ryu_apps.demux_link import HEARTBEAT, LINK_DOWN
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.gre_demux import Demux
@@ -188,8 +188,10 @@ class ProgramOn(Program):
             self.lab.switch.inject(self.port, out)
 
 
-def port_status(lab: Lab, reason: int, number: int) -> None:
-    desc = parser.OFPPort(number, "02:00:00:00:00:63", b"dmx", 0, 0, 0, 0, 0, 0, 0, 0)
+def port_status(lab: Lab, reason: int, number: int, state: int = 0, speed: int = 0
+                ) -> None:
+    desc = parser.OFPPort(number, "02:00:00:00:00:63", b"dmx", 0, state, 0, 0, 0, 0, speed,
+                          0)
     lab.switch._to_app(parser.OFPPortStatus(lab.switch, reason=reason, desc=desc))
     lab.settle()
 
@@ -245,6 +247,54 @@ def test_a_demultiplexer_port_back_under_another_number_gets_its_entries_there(
         check_clean(gw)
     finally:
         program.demux.close()
+
+
+def test_a_change_of_the_demultiplexers_port_that_keeps_it_up_changes_nothing(
+        lab: tuple[Lab, Program]) -> None:
+    """The switch reports the port modified (its speed, a configuration bit, the link
+    still up, the same number): the table stays open, the heartbeat keeps finding the
+    demultiplexer up and the shared pair stays on the demux path. Each such message
+    used to close the table and take every shared pair to the controller and back."""
+    gw, _ = lab
+    beat(gw, HEARTBEAT)
+    d1 = gw.dial(gw.client1, 4242)
+    d2 = gw.dial(gw.client2, 4242, src_port=40001)
+    table = gw.app.demux._demux
+    for speed in (1000, 10000, 0):
+        port_status(gw, ofp.OFPPR_MODIFY, DMX, speed=speed)
+        beat(gw, HEARTBEAT)
+        assert gw.app.core.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    beat(gw, 2 * HEARTBEAT)
+    assert gw.app.demux.counters.demux_down_events == 0
+    assert gw.app.demux._demux is table and gw.app.demux.up
+    server_sends(gw, [d1, d2], 1)
+    assert delivered(gw, IN1) == [C1] and delivered(gw, IN2) == [C2]
+    assert gw.gre_packet_ins() == []
+
+
+def test_the_demultiplexers_link_down_is_its_port_gone_and_up_again_back(
+        lab: tuple[Lab, Program]) -> None:
+    gw, _ = lab
+    beat(gw, HEARTBEAT)
+    d1 = gw.dial(gw.client1, 4242)
+    d2 = gw.dial(gw.client2, 4242, src_port=40001)
+    port_status(gw, ofp.OFPPR_MODIFY, DMX, state=ofp.OFPPS_LINK_DOWN)
+    sent = gw.app.demux.counters.demux_probes_sent
+    beat(gw, 2 * HEARTBEAT)
+    assert gw.app.demux.port is None and not gw.app.demux.up
+    assert gw.app.demux.counters.demux_probes_sent == sent  # no probe into a dead link
+    assert gw.app.core.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    server_sends(gw, [d1, d2], 1)
+    assert delivered(gw, IN1) == [C1] and delivered(gw, IN2) == [C2]
+    port_status(gw, ofp.OFPPR_MODIFY, DMX, state=ofp.OFPPS_LIVE)
+    beat(gw, 2 * HEARTBEAT)
+    assert gw.app.demux.port == DMX and gw.app.demux.up
+    assert gw.app.core.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    server_sends(gw, [d1, d2], 2)
+    assert delivered(gw, IN1) == [C1] and delivered(gw, IN2) == [C2]
+    assert gw.gre_packet_ins() == []
+    assert gw.app.demux.counters.demux_down_events == 1
+    assert LINK_DOWN == ofp.OFPPS_LINK_DOWN
 
 
 def test_a_port_that_is_not_the_demultiplexers_changes_nothing(
