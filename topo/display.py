@@ -3,7 +3,11 @@
     python -m topo.display [--rest http://127.0.0.1:8080] session-table [--verbose]
     python -m topo.display [--rest URL] server-map [--verbose]
     python -m topo.display [--rest URL] counters
+    python -m topo.display [--token TOKEN] ...
 
+With ``[nat] rest_token`` set, the controller answers only requests that carry it as a
+bearer token (``ryu_apps.http``): ``--token``, by default the environment variable
+:data:`TOKEN_ENV` (which keeps it off the command line other users can read).
 ``python -m topo.lab display ...`` does the same for the lab's controller.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import urllib.error
@@ -21,29 +26,42 @@ from ryu_apps import switch
 
 DEFAULT_REST = f"http://127.0.0.1:{switch.REST_PORT}"
 VIEWS = ("session-table", "server-map", "counters")
+TOKEN_ENV = "PPTP_ALG_REST_TOKEN"
+"""The environment variable ``--token`` defaults to."""
 
 
 _NEXT = re.compile(r'<([^>]*)>;\s*rel="next"')
 
 
-def fetch(rest: str, path: str, timeout: float = 5.0) -> str:
-    """GET ``path`` from the controller's REST API and return the body as text."""
-    return _get(rest, path, timeout)[0]
+def fetch(rest: str, path: str, timeout: float = 5.0, token: str | None = None) -> str:
+    """GET ``path`` from the controller's REST API and return the body as text.
+
+    Args:
+        rest: the API's address.
+        path: the path and query.
+        timeout: seconds to wait for each answer.
+        token: the bearer token the API asks for (None or empty: none sent).
+    """
+    return _get(rest, path, timeout, token)[0]
 
 
-def _get(rest: str, path: str, timeout: float) -> tuple[str, str | None]:
+def _get(rest: str, path: str, timeout: float, token: str | None
+         ) -> tuple[str, str | None]:
     """The body of ``path`` and the path of its next page, if any (``ryu_apps.rest``)."""
-    with urllib.request.urlopen(rest.rstrip("/") + path, timeout=timeout) as response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(rest.rstrip("/") + path, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         found = _NEXT.search(response.headers.get("Link", ""))
         return str(response.read().decode("utf-8")), found.group(1) if found else None
 
 
-def fetch_pages(rest: str, path: str, timeout: float = 5.0) -> str:
-    """Every page of a paged text view, joined."""
+def fetch_pages(rest: str, path: str, timeout: float = 5.0, token: str | None = None
+                ) -> str:
+    """Every page of a paged text view, joined (``token`` as for :func:`fetch`)."""
     parts = []
     next_path: str | None = path
     while next_path is not None:
-        body, next_path = _get(rest, next_path, timeout)
+        body, next_path = _get(rest, next_path, timeout, token)
         parts.append(body.rstrip("\n"))
     return "\n".join(p for p in parts if p)
 
@@ -59,12 +77,12 @@ def render_counters(counters: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def show(rest: str, view: str, verbose: bool = False) -> str:
-    """The text of one view, as the operator reads it."""
+def show(rest: str, view: str, verbose: bool = False, token: str | None = None) -> str:
+    """The text of one view, as the operator reads it (``token`` as for :func:`fetch`)."""
     if view == "counters":
-        return render_counters(json.loads(fetch(rest, "/pptp-alg/counters")))
+        return render_counters(json.loads(fetch(rest, "/pptp-alg/counters", token=token)))
     suffix = "?verbose=1" if verbose else ""
-    return fetch_pages(rest, f"/pptp-alg/display/{view}{suffix}")
+    return fetch_pages(rest, f"/pptp-alg/display/{view}{suffix}", token=token)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; exit 1 when the controller cannot be reached."""
     parser = argparse.ArgumentParser(prog="python -m topo.display", description=__doc__)
     parser.add_argument("--rest", default=DEFAULT_REST, help=f"REST address ({DEFAULT_REST})")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                        help=f"the API's bearer token, [nat] rest_token (default: ${TOKEN_ENV})")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        print(show(args.rest, args.view, args.verbose))
+        print(show(args.rest, args.view, args.verbose, args.token))
+    except urllib.error.HTTPError as exc:
+        hint = f" (give --token or set {TOKEN_ENV})" if exc.code == 401 else ""
+        print(f"topo.display: {args.rest} answered {exc.code} {exc.reason}{hint}",
+              file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError) as exc:
         print(f"topo.display: cannot reach {args.rest}: {exc}", file=sys.stderr)
         return 1

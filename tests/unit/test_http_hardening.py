@@ -238,6 +238,7 @@ def test_the_display_tool_follows_the_pages(monkeypatch: pytest.MonkeyPatch) -> 
         def read(self) -> bytes:
             return self.body.encode()
 
-    monkeypatch.setattr(tool.urllib.request, "urlopen", lambda url, timeout: Answer(url))
+    monkeypatch.setattr(tool.urllib.request, "urlopen",
+                        lambda request, timeout: Answer(request.full_url))
     assert tool.show("http://gw", "session-table") == "a\nb\nc"
     assert asked == ["/pptp-alg/display/session-table", "/p2?offset=2&limit=2"]
