@@ -1,17 +1,17 @@
 """IPv4 fragments, sans-IO: reassembly with bounds, fragmentation for a link's MTU.
 
-The gateway handles a datagram on the controller path only whole: the ALG needs the
-GRE key of a call's data (RFC 2637 section 4.1) and the TCP header and PPTP fields of a
+The gateway handles a datagram on the controller path only whole: the ALG needs the GRE
+key of a call's data (RFC 2637 section 4.1) and the TCP header and PPTP fields of a
 control segment, which only the first fragment holds. :class:`Reassembler` collects the
 fragments of each datagram (RFC 791 section 3.2, keyed by source, destination, protocol
-and identification) within bounds in the manner of Linux's defragmentation
-(``net.ipv4.ipfrag_high_thresh``, ``ipfrag_time``): bytes held per source and in all, a
-time limit per datagram, fragments per datagram. A fragment that overlaps another of its
-datagram, unless it is an exact duplicate, drops the whole datagram and every fragment
-of it that comes later, until the time limit (as RFC 5722 asks of IPv6; Linux does the
-same for IPv4). :func:`fragment` splits a datagram again for the egress link's MTU, and
-:func:`fragmentation_needed` builds the ICMP error a router sends when the datagram may
-not be split (DF set; RFC 1191 section 4).
+and identification, and by the side they came from) within bounds in the manner of
+Linux's defragmentation (``net.ipv4.ipfrag_high_thresh``, ``ipfrag_time``): bytes held
+per source and in all, a time limit per datagram, fragments per datagram. A fragment
+that overlaps another of its datagram, unless it is an exact duplicate, drops the whole
+datagram and every fragment of it that comes later, until the time limit (as RFC 5722
+asks of IPv6; Linux does the same for IPv4). :func:`fragment` splits a datagram again
+for the egress link's MTU, and :func:`fragmentation_needed` builds the ICMP error a
+router sends when the datagram may not be split (DF set; RFC 1191 section 4).
 
 Everything the reassembler refuses is counted in the core's
 :class:`~alg.counters.Counters` (the ``fragments_*`` counters).
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from alg.config import AlgConfig
 from alg.counters import Counters
+from alg.events import Direction
 from alg.icmp import DESTINATION_UNREACHABLE, IPV4, QUOTE_LENGTH, WORD, build, checksum
 
 NEXT_HOP_MTU = struct.Struct("!HH")
@@ -46,8 +47,9 @@ _OPTION_END = 0
 _OPTION_NOP = 1
 _OPTION_COPIED = 0x80
 
-Key = tuple[bytes, bytes, int, int]
-"""(source, destination, protocol, identification) of a datagram."""
+Key = tuple[bytes, bytes, int, int, Direction]
+"""(source, destination, protocol, identification) of a datagram, and the side its
+fragments came from: fragments from the inside never join a datagram from the outside."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +147,21 @@ class Reassembler:
         """Bytes charged for the datagrams of one source (4 address bytes)."""
         return self._source_memory.get(source, 0)
 
-    def holds(self, header: Header) -> bool:
-        """Whether fragments of the datagram of ``header`` are held (not dropped)."""
-        datagram = self._datagrams.get((header.src, header.dst, header.proto, header.ident))
+    def holds(self, header: Header, direction: Direction = Direction.INBOUND) -> bool:
+        """Whether fragments of the datagram of ``header`` that came ``direction`` are
+        held (not dropped)."""
+        datagram = self._datagrams.get(_key(header, direction))
         return datagram is not None and not datagram.dead
 
-    def add(self, packet: bytes, now: float) -> bytes | None:
+    def add(self, packet: bytes, now: float, direction: Direction = Direction.INBOUND
+            ) -> bytes | None:
         """Take one fragment (an IPv4 packet, from its header on).
+
+        Args:
+            packet: the fragment.
+            now: the time.
+            direction: where it came from (``INBOUND``: the outside; ``OUTBOUND``: an
+                inside port): part of the datagram's key.
 
         Returns:
             The whole datagram when this fragment completes it: the first fragment's
@@ -171,7 +181,7 @@ class Reassembler:
             self._counters.fragments_malformed += 1
             return None
         self._counters.fragments_received += 1
-        key = (header.src, header.dst, header.proto, header.ident)
+        key = _key(header, direction)
         datagram = self._datagrams.get(key)
         fresh = datagram is None
         if datagram is None:
@@ -215,12 +225,15 @@ class Reassembler:
     def _refusal(self, datagram: _Datagram, header: Header, start: int, stop: int,
                  payload: bytes) -> bool | None:
         """Why a fragment is refused: None if it is not; False for a duplicate (dropped
-        alone); True when it drops the whole datagram (an overlap, or an end that
-        contradicts what came)."""
+        alone); True when it drops the whole datagram (an overlap, an end that
+        contradicts what came, or a datagram that would pass 65,535 bytes under the
+        first fragment's header, which the whole datagram takes, options and all)."""
         end = datagram.end
         beyond = max((o + len(p) for o, p in datagram.pieces.items()), default=0)
+        first = header.length if start == 0 else (
+            len(datagram.header) if datagram.header is not None else IPV4.size)
         if (not header.more and ((end is not None and stop != end) or stop < beyond)) or (
-                end is not None and stop > end):
+                end is not None and stop > end) or first + max(stop, beyond) > MAX_DATAGRAM:
             self._counters.fragments_malformed += 1
             return True
         for offset, held in datagram.pieces.items():
@@ -300,6 +313,10 @@ class Reassembler:
         left = self._source_memory.pop(datagram.source, 0) - datagram.cost
         if left > 0:
             self._source_memory[datagram.source] = left
+
+
+def _key(header: Header, direction: Direction) -> Key:
+    return header.src, header.dst, header.proto, header.ident, direction
 
 
 def _copied_options(options: bytes) -> bytes:

@@ -99,16 +99,19 @@ class Gateway:
         inside_subnet, outside_subnet: the inside subnet and the on-link outside subnet:
             an ICMP error from outside sent from an inside address or the outside
             subnet's broadcast address is a martian (``alg.icmp``).
+        counters: where to count (a new set without): the core starting again keeps
+            the set its users hold.
     """
 
     def __init__(self, config: AlgConfig, inside_address: IPv4Address | None = None,
                  inside_subnet: IPv4Network | None = None,
-                 outside_subnet: IPv4Network | None = None) -> None:
+                 outside_subnet: IPv4Network | None = None,
+                 counters: Counters | None = None) -> None:
         self.config = config
         self._inside_address = inside_address
         self._inside_subnet = inside_subnet
         self._outside_subnet = outside_subnet
-        self.counters = Counters()
+        self.counters = Counters() if counters is None else counters
         self.journal = Journal()
         self.nat = NatTable(config, journal=self.journal)
         self.call_ids = CallIdAllocator(config.call_id_hold_down, self.journal)
@@ -429,8 +432,11 @@ class Gateway:
         return out
 
     def _start_empty(self) -> None:
+        """Everything forgotten and every counter zero; the counters stay the same
+        object (the app's fragment path counts in it too)."""
+        self.counters.reset()
         Gateway.__init__(self, self.config, self._inside_address, self._inside_subnet,
-                         self._outside_subnet)
+                         self._outside_subnet, self.counters)
 
     def _restore(self, snapshot: Snapshot, installed: Installed, now: float) -> Output:
         self.journal.drain()

@@ -325,7 +325,8 @@ def control_entry(decision: ControlEntry, outside_port: int, client: L2) -> wire
                  s.id, meter=METER_CONTROL_CONNECTIONS + client.port)
 
 
-def gre_inbound_fragments(decision: GreInboundEntry, outside_port: int) -> wire.Message:
+def gre_inbound_fragments(decision: GreInboundEntry, outside_port: int, steer: bool = True
+                          ) -> wire.Message:
     """The fragments of a pair's GRE go to the controller while the pair's GRE goes to the
     demultiplexer (which passes only whole packets); on another path the entry goes.
 
@@ -333,13 +334,17 @@ def gre_inbound_fragments(decision: GreInboundEntry, outside_port: int) -> wire.
     it has no idle timeout and sends no flow-removed message (the pair's own entry
     does). On the flow path fragments need no entry of their own: the pair's address
     rewrite applies to them as to whole packets.
+
+    Args:
+        steer: the demultiplexer's port is there (without it a pair ``via_demux`` goes
+            to the controller, and so does its entry).
     """
     match: dict[str, wire.Value] = {
         "in_port": outside_port, "eth_type": ETH_TYPE_IPV4, "ip_proto": int(Proto.GRE),
         "ipv4_src": decision.server_ip, "ipv4_dst": decision.public_ip,
         "ip_frag": (wire.IP_FRAG_ANY, wire.IP_FRAG_ANY),
     }
-    if decision.via_demux:
+    if decision.via_demux and steer:
         return _flow(PRIORITY_FRAGMENTS, match, [_TO_CONTROLLER], EntryKind.GRE_INBOUND,
                      decision.entry_id, meter=METER_GRE)
     return wire.flow_mod(
@@ -394,7 +399,7 @@ Lookup = Callable[[Side, IPv4Address], L2 | None]
 
 def entry_mods(
     decision: Decision, lookup: Lookup, outside_port: int | None, gateway_mac: str,
-    demux_port: int | None = None,
+    demux_port: int | None = None, gre_demux: bool = False,
 ) -> list[wire.Message] | None:
     """The flow-mods of any decision of the core (the demultiplexer's table entries have
     none: the app writes them).
@@ -402,7 +407,11 @@ def entry_mods(
     Args:
         lookup: where a neighbour is (``alg.neighbours.NeighbourTable.lookup``).
         outside_port: the outside port's number, None before the switch told it.
-        demux_port: the GRE demultiplexer's port, None without one.
+        demux_port: the GRE demultiplexer's port, None without one (or while the switch
+            has none of its name).
+        gre_demux: a demultiplexer is configured: a pair's inbound entry comes with its
+            fragment entry (:func:`gre_inbound_fragments`), or the entry's removal
+            whatever the port now, as one may be left from a time the port was there.
 
     Returns:
         The flow-mods, or None when the decision cannot be carried out (a neighbour it
@@ -431,8 +440,9 @@ def entry_mods(
             if outside_port is None:
                 return None
             mods = [gre_inbound(decision, outside_port, client, gateway_mac, demux_port)]
-            if demux_port is not None:
-                mods.append(gre_inbound_fragments(decision, outside_port))
+            if gre_demux or demux_port is not None:
+                mods.append(gre_inbound_fragments(decision, outside_port,
+                                                  demux_port is not None))
             return mods
         case DemuxReturnEntry():
             if demux_port is None:

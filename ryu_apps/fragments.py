@@ -27,6 +27,7 @@ from alg.counters import Counters
 from alg.defrag import Reassembler, fragment, fragmentation_needed, parse_header
 from alg.events import Direction, Emit, Output, SendIcmp
 from alg.icmp import ERROR_BURST, ERROR_TYPES, ERRORS_PER_SECOND, TokenBucket, is_unicast_host
+from alg.neighbours import Side
 from ryu_apps import packets
 
 
@@ -56,9 +57,13 @@ class FragmentPath:
         self._app_counters = app_counters
         self._buckets = {d: TokenBucket(ERRORS_PER_SECOND, ERROR_BURST) for d in Direction}
 
-    def ingress(self, data: bytes, ip: packets.Ipv4, now: float
+    def ingress(self, data: bytes, ip: packets.Ipv4, side: Side, now: float
                 ) -> tuple[bytes, packets.Ipv4] | None:
-        """A fragment from the switch (``data`` its frame, ``ip`` as decoded).
+        """A fragment from the switch (``data`` its frame, ``ip`` as decoded) from the
+        ``side`` it came from: fragments from inside ports and from the outside make
+        separate datagrams. One from an inside port must have passed the inside
+        admission first (``alg.neighbours.NeighbourTable.admit_inside``), as a whole
+        packet does.
 
         Returns:
             The frame of the whole datagram (this fragment's Ethernet header) and its
@@ -67,10 +72,11 @@ class FragmentPath:
             (counted).
         """
         raw = packets.ip_bytes(data)
-        if not (ip.proto == packets.PROTO_GRE or self._control_segment(ip, raw)):
+        direction = Direction.OUTBOUND if side is Side.INSIDE else Direction.INBOUND
+        if not (ip.proto == packets.PROTO_GRE or self._control_segment(ip, raw, direction)):
             self._app_counters.fragments_dropped += 1
             return None
-        whole = self.reassembler.add(raw, now)
+        whole = self.reassembler.add(raw, now, direction)
         if whole is None:
             return None
         frame = data[:packets.ETH.size] + whole
@@ -78,7 +84,7 @@ class FragmentPath:
         assert decoded is not None and decoded.ip is not None
         return frame, decoded.ip
 
-    def _control_segment(self, ip: packets.Ipv4, raw: bytes) -> bool:
+    def _control_segment(self, ip: packets.Ipv4, raw: bytes, direction: Direction) -> bool:
         """Whether a TCP fragment belongs to a control segment (ALG on): the first
         fragment names port 1723; a later one joins a first fragment held. A later
         fragment that comes first is dropped (TCP sends the segment again), and so are
@@ -91,7 +97,7 @@ class FragmentPath:
             return False
         if header.offset == 0:
             return PPTP_PORT in (packets.decode_ports(ip) or ())
-        return self.reassembler.holds(header)
+        return self.reassembler.holds(header, direction)
 
     def too_big(self, ip: bytes) -> bool:
         """Whether the packet ``ip`` exceeds the MTU with DF set (it may not be sent)."""

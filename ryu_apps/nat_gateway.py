@@ -429,7 +429,10 @@ class NatGateway(App):  # type: ignore[misc]
         ip = frame.ip
         assert ip is not None
         if ip.fragment:
-            whole = self.fragments.ingress(data, ip, now)
+            if side is Side.INSIDE and self.neighbours.admit_inside(
+                    in_port, frame.src_mac, ip.src, ip.dst, now) is not Route.OUTSIDE:
+                return
+            whole = self.fragments.ingress(data, ip, side, now)
             if whole is None:
                 return
             data, ip = whole
@@ -496,7 +499,7 @@ class NatGateway(App):  # type: ignore[misc]
                 continue
             built = flowmods.entry_mods(
                 decision, self.neighbours.lookup, self.neighbours.outside_port,
-                self.config.gateway_mac, self.demux.port,
+                self.config.gateway_mac, self.demux.port, self.demux.enabled,
             )
             if built is None:
                 self.counters.entries_not_installed += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from ipaddress import IPv4Address
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -19,10 +20,14 @@ from alg.counters import Counters
 from alg.defrag import (
     FRAGMENT_OVERHEAD,
     IPV4,
+    Header,
     Reassembler,
     fragment,
     fragmentation_needed,
+    is_fragment,
+    parse_header,
 )
+from alg.events import Direction
 from alg.icmp import checksum
 
 SERVER, PUBLIC = "203.0.113.1", "203.0.113.2"
@@ -71,10 +76,16 @@ def fragment_at(packet: bytes, offset: int, length: int, more: bool, ident: int 
     return bytes(frag / Raw(payload[offset:offset + length]))
 
 
-def raw_fragment(src: str, ident: int, offset: int, more: bool, payload: bytes) -> bytes:
-    """A GRE fragment to the public address, built without Scapy (for floods)."""
-    header = IPV4.pack(0x45, 0, 20 + len(payload), ident, offset // 8 | (0x2000 if more else 0),
-                       64, 47, 0, IPv4Address(src).packed, IPv4Address(PUBLIC).packed)
+def raw_fragment(src: str, ident: int, offset: int, more: bool, payload: bytes,
+                 options: bytes = b"") -> bytes:
+    """A GRE fragment to the public address, built without Scapy (for floods); with
+    ``options`` (a multiple of 4 bytes) after its fixed header; the payload cut to fit
+    65,535 bytes."""
+    length = 20 + len(options)
+    payload = payload[:65535 - length]
+    header = IPV4.pack(0x40 | length // 4, 0, length + len(payload), ident,
+                       offset // 8 | (0x2000 if more else 0), 64, 47, 0,
+                       IPv4Address(src).packed, IPv4Address(PUBLIC).packed) + options
     return header[:10] + checksum(header).to_bytes(2, "big") + header[12:] + payload
 
 
@@ -267,6 +278,64 @@ def test_a_flood_of_first_fragments_stays_within_memory_and_a_datagram_still_pas
     assert (len(defrag), defrag.memory) == (0, 0)
 
 
+def under_options(end: int, options: int = 40, ident: int = 9) -> list[bytes]:
+    """A datagram of ``end`` payload bytes in fragments of 1480 and a last one of what
+    is left after the last multiple of 8: the first with ``options`` bytes of options
+    (NOPs), the others with 20-byte headers."""
+    tail = (end - 1) // 8 * 8
+    bounds = [*range(0, tail, 1480), tail, end]
+    return [raw_fragment(SERVER, ident, a, b < end, b"m" * (b - a),
+                         options=b"\1" * options if a == 0 else b"")
+            for a, b in pairwise(bounds)]
+
+
+@pytest.mark.parametrize("first_last", [False, True])
+def test_a_datagram_past_65535_bytes_under_its_first_header_is_refused(first_last: bool
+                                                                         ) -> None:
+    """The last fragment ends at 65,515 bytes: 65,535 under its own 20-byte header, 40
+    more under the first fragment's, which the whole datagram would take. Whichever of
+    the two comes last drops the datagram; nothing is built, nothing raises."""
+    defrag, counters = reassembler()
+    first, *later = under_options(65515)
+    assert len(later[-1]) == 20 + 65515 - 65512 and IP(later[-1]).frag * 8 == 65512
+    for part in [*later, first] if first_last else [first, *later]:
+        assert defrag.add(part, 0.0) is None
+    assert counters.fragments_malformed == 1 and counters.fragments_reassembled == 0
+    assert counters.fragments_received == len(later) + 1
+    assert not defrag.holds(Header(60, 1540, 9, 0, True, False, 47,
+                                   IPv4Address(SERVER).packed, IPv4Address(PUBLIC).packed))
+
+
+def test_a_datagram_of_exactly_65535_bytes_under_its_first_header_is_made() -> None:
+    defrag, counters = reassembler()
+    *parts, last = under_options(65535 - 60)
+    assert [defrag.add(p, 0.0) for p in parts] == [None] * len(parts)
+    whole = defrag.add(last, 0.0)
+    assert whole is not None and len(whole) == 65535 and IP(whole).len == 65535
+    assert counters.fragments_malformed == 0 and counters.fragments_reassembled == 1
+
+
+def test_fragments_from_each_side_make_their_own_datagram() -> None:
+    """The same source, destination, protocol and identification from the inside and
+    from the outside: two datagrams, neither drops the other (an overlap would)."""
+    defrag, counters = reassembler()
+    outside, inside = datagram(3000), datagram(2900)
+    assert IP(outside).id == IP(inside).id and bytes(IP(outside).payload) != bytes(
+        IP(inside).payload)
+    out_parts, in_parts = pieces(outside), pieces(inside, 1000)
+    assert defrag.add(out_parts[0], 0.0) is None
+    header = parse_header(in_parts[1])
+    assert header is not None and defrag.holds(header)
+    assert not defrag.holds(header, Direction.OUTBOUND)
+    assert defrag.add(in_parts[0], 0.0, Direction.OUTBOUND) is None
+    assert defrag.add(in_parts[1], 0.0, Direction.OUTBOUND) is None
+    assert defrag.add(in_parts[2], 0.0, Direction.OUTBOUND) is not None
+    for part in out_parts[1:-1]:
+        assert defrag.add(part, 0.0) is None
+    same_datagram(defrag.add(out_parts[-1], 0.0), outside)
+    assert counters.fragments_overlapping == 0 and counters.fragments_reassembled == 2
+
+
 def test_a_datagram_larger_than_a_bound_is_refused_without_harm() -> None:
     defrag, counters = reassembler(fragment_memory_per_source=2000)
     original = datagram(3000)
@@ -306,6 +375,38 @@ def test_any_order_with_duplicates_makes_the_datagram_once(case: tuple[bytes, li
     assert counters.fragments_overlapping == 0
     assert counters.fragments_duplicate == len(sequence) - len(set(sequence))
     assert (len(defrag), defrag.memory) == (0, 0)
+
+
+@st.composite
+def arbitrary_fragments(draw: st.DrawFn) -> list[bytes]:
+    """Fragments of one datagram cut anywhere, each with its own options (up to 40
+    bytes), some datagrams near the 65,535-byte bound, with stray fragments of the same
+    key at any offset and length, in any order."""
+    end = draw(st.one_of(st.integers(1, 65535), st.integers(65400, 65535)))
+    cuts = sorted({c * 8 for c in draw(st.lists(st.integers(1, max(1, (end - 1) // 8)),
+                                                max_size=6)) if c * 8 < end})
+    bounds = [0, *cuts, end]
+    parts = [raw_fragment(SERVER, 5, a, b < end, b"p" * (b - a),
+                          options=b"\1" * 4 * draw(st.integers(0, 10)))
+             for a, b in pairwise(bounds)]
+    for _ in range(draw(st.integers(0, 4))):
+        parts.append(raw_fragment(
+            SERVER, 5, draw(st.integers(0, 8191)) * 8, draw(st.booleans()),
+            b"s" * draw(st.integers(0, 3000)), options=b"\1" * 4 * draw(st.integers(0, 10))))
+    return [parts[i] for i in draw(st.permutations(range(len(parts))))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(arbitrary_fragments())
+def test_nothing_raises_on_arbitrary_fragments(parts: list[bytes]) -> None:
+    defrag, counters = reassembler()
+    for part in parts:
+        whole = defrag.add(part, 0.0)
+        if whole is not None:
+            header = parse_header(whole)
+            assert header is not None and header.total == len(whole) <= 65535
+            assert not is_fragment(header)
+    assert counters.fragments_reassembled <= 1
 
 
 @settings(max_examples=100, deadline=None)

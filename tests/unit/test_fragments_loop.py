@@ -14,10 +14,12 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.l2 import GRE_PPTP, Ether
 from scapy.packet import Packet
 
+from ryu_apps.framework import ofproto_v1_3 as ofp
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.gre_demux import Demux
 from tests.unit.app_env import GW_MAC, IN1, IN2, OUT, PUBLIC, SERVER
 from tests.unit.fake_hosts import Host, gre_packet
-from tests.unit.test_closed_loop import CLIENT1, CLIENT2, Lab, build_lab
+from tests.unit.test_closed_loop import CLIENT1, CLIENT2, HOLD_DOWN, Lab, build_lab
 from tests.unit.test_demux_loop import DMX, Program, beat
 from tests.unit.test_demux_loop import pinned as pinned
 from tests.unit.test_gre_demux import _bpf_works
@@ -238,6 +240,37 @@ def test_leaving_the_demux_path_takes_the_fragment_entry_away(
     assert len(lab.switch.entries(ip_proto=47, ipv4_src=str(SERVER))) == 1
 
 
+def test_the_fragment_entry_goes_when_the_demux_port_went_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demultiplexer's port is deleted while a pair is on it: the pair moves to the
+    controller path and its fragment entry goes though no port is left to name; when
+    the pair is back on the flow path, its fragments pass by the switch alone."""
+    lab = build_lab(monkeypatch, {"dmx": DMX}, gre_demux_port="dmx", gre_demux_dir="/nonexistent")
+    lab.app.demux.port = DMX
+    d1, d2 = shared_pair(lab)
+    dp = lab.app.datapath
+    lab.app.apply(dp, lab.app.core.demux_available(True, lab.clock.now))
+    lab.settle()
+    assert len(lab.switch.entries(ip_frag=(1, 1))) == 1
+    desc = parser.OFPPort(DMX, "02:00:00:00:00:63", b"dmx", 0, 0, 0, 0, 0, 0, 0, 0)
+    lab.switch._to_app(parser.OFPPortStatus(lab.switch, reason=ofp.OFPPR_DELETE, desc=desc))
+    lab.settle()
+    assert lab.app.demux.port is None
+    lab.app.apply(dp, lab.app.core.demux_available(False, lab.clock.now))
+    lab.settle()
+    assert lab.app.core.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert lab.switch.entries(ip_frag=(1, 1)) == []
+    d2.link.clear(d2.call)
+    lab.settle()
+    lab.wait(HOLD_DOWN + 5)
+    assert lab.app.core.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    lab.forget()
+    send_fragmented(lab.server, gre_packet(SERVER, PUBLIC, d1.server_call.peer_call_id, 7, BIG))
+    lab.settle()
+    assert lab.switch.packet_ins == []
+    assert gre_of(datagrams(lab, IN1)) == [(str(SERVER), str(CLIENT1), 4242, BIG)]
+
+
 def test_tcp_fragments_other_than_control_segments_are_never_held(lab: Lab) -> None:
     lab.dial(lab.client1, 4242)
     lab.forget()
@@ -276,4 +309,53 @@ def test_a_flood_of_first_fragments_leaves_the_calls_datagrams_whole(
     got = gre_of(datagrams(lab, IN2))
     assert len(got) == 12 and all(g == (str(SERVER), str(CLIENT2), 4242, BIG) for g in got)
     assert lab.app.core.counters.fragments_evicted > 500
+    clean(lab)
+
+
+def test_inside_fragments_claiming_the_server_cannot_drop_its_datagrams(lab: Lab) -> None:
+    """The attacker inside sends fragments from the server's address to the public address
+    with the IP IDs of the server's next datagrams (one predictable counter), overlapping
+    them: dropped as any packet from inside whose source is not inside, never held, and
+    the server's datagrams arrive whole."""
+    _d1, d2 = shared_pair(lab)
+    lab.forget()
+    b = d2.server_call.peer_call_id
+    idents = (4321, 4322)
+    for ident in idents:
+        lab.client1.send_ip(IP(src=str(SERVER), dst=str(PUBLIC), id=ident, flags="MF",
+                               proto=47) / (b"x" * 1480))
+    lab.settle()
+    assert lab.app.fragments.reassembler.memory == 0
+    for ident in idents:
+        packet = gre_packet(SERVER, PUBLIC, b, ident, BIG)
+        packet.id = ident
+        send_fragmented(lab.server, packet)
+    lab.settle()
+    assert gre_of(datagrams(lab, IN2)) == [(str(SERVER), str(CLIENT2), 4242, BIG)] * 2
+    counters = lab.app.core.counters
+    assert counters.fragments_received == 6 and counters.fragments_reassembled == 2
+    assert counters.fragments_overlapping == 0 and counters.fragments_of_dropped == 0
+
+
+def test_inside_fragments_spoofing_another_client_cannot_drop_its_datagrams(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attacker on another inside port sends fragments from a client's address (pinned
+    to the client's port) with the IP ID of the client's next datagram: spoofs, counted
+    and dropped before they are held; the client's datagram leaves whole."""
+    lab = build_lab(monkeypatch, gre_outbound_strict=True)
+    d1, _d2 = shared_pair(lab)
+    lab.forget()
+    c = d1.call.server_call_id
+    spoofs = lab.app.neighbours.counters.spoofed_drops
+    lab.client2.send_ip(IP(src=str(CLIENT1), dst=str(SERVER), id=777, flags="MF", proto=47)
+                        / (b"x" * 1000))
+    lab.settle()
+    assert lab.app.neighbours.counters.spoofed_drops == spoofs + 1
+    assert lab.app.fragments.reassembler.memory == 0
+    packet = gre_packet(CLIENT1, SERVER, c, 5, BIG)
+    packet.id = 777
+    send_fragmented(lab.client1, packet, size=1000)
+    lab.settle()
+    assert gre_of(datagrams(lab, OUT)) == [(str(PUBLIC), str(SERVER), c, BIG)]
+    assert lab.app.core.counters.fragments_overlapping == 0
     clean(lab)

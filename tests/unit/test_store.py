@@ -10,6 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
 
 from alg.errors import StoreError
 from alg.pptp import CallControl
@@ -22,10 +24,10 @@ from alg.snapshot import (
     SessionRecord,
     Snapshot,
 )
-from ryu_apps import nat_gateway
+from ryu_apps import nat_gateway, rest
 from ryu_apps.framework import hub
 from ryu_apps.store import Store
-from tests.unit.app_env import IN1, IN2, OPTIONS, OUT
+from tests.unit.app_env import GW_MAC, IN1, IN2, OPTIONS, OUT, PUBLIC, SERVER
 from tests.unit.fake_switch import FakeDatapath
 
 A, B, S = IPv4Address("192.168.1.1"), IPv4Address("203.0.113.2"), IPv4Address("203.0.113.1")
@@ -206,6 +208,29 @@ def test_a_restore_that_fails_starts_empty_and_says_so(
     assert "starts without its saved state" in caplog.text
     assert "a fault no check foresaw" in caplog.text
     assert len(Store(path).load()) == 0
+
+
+def test_after_a_failed_restore_fragments_are_counted_where_the_app_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The core starts empty in the same counters object the fragment path holds: a
+    fragment after the failed restore shows in the counters and the REST snapshot."""
+    path = tmp_path / "s.sqlite"
+    Store(path).write([SESSION, UDP, CONNECTION, CALL, HELD, PLAIN])
+
+    def broken(*_args: object) -> bool:
+        raise RuntimeError("a fault no check foresaw")
+
+    monkeypatch.setattr(CallControl, "restore", broken)
+    app = connected_app(monkeypatch, path)
+    assert app.core.counters.restore_failures == 1
+    fragment = IP(src=str(SERVER), dst=str(PUBLIC), id=5, flags="MF", proto=47) / (b"g" * 8)
+    app.handle_frame(app.datapath, OUT, bytes(Ether(src="02:00:00:00:00:77", dst=GW_MAC)
+                                              / fragment))
+    assert app.core.counters.fragments_received == 1
+    assert app.fragments.reassembler.memory > 0
+    alg = rest.snapshot_counters(app)["alg"]
+    assert alg["fragments_received"] == 1 and alg["restore_failures"] == 1
 
 
 def connected_app(monkeypatch: pytest.MonkeyPatch, path: Path) -> nat_gateway.NatGateway:
