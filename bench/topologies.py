@@ -47,6 +47,7 @@ BENCH_OPTIONS = {
     "max_sessions_per_host": "200000",
     "punt_rate_inside_port": "1000000",
     "punt_rate_outside_control": "1000000",
+    "punt_rate_control_connections": "1000000",
     "punt_rate_gre": "1000000",
     "max_pins_per_port": "1024",
 }
