@@ -192,17 +192,22 @@ def test_a_crafted_state_file_cannot_keep_the_app_from_becoming_ready(
         assert now < held.until <= now + app.config.alg.call_id_hold_down
 
 
-def test_a_restore_that_fails_starts_empty_and_says_so(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "s.sqlite"
+def failed_restore_app(monkeypatch: pytest.MonkeyPatch, path: Path) -> nat_gateway.NatGateway:
+    """The app connected on a store of every kind of record, whose restore raises."""
     Store(path).write([SESSION, UDP, CONNECTION, CALL, HELD, PLAIN])
 
     def broken(*_args: object) -> bool:
         raise RuntimeError("a fault no check foresaw")
 
     monkeypatch.setattr(CallControl, "restore", broken)
-    app = connected_app(monkeypatch, path)
+    return connected_app(monkeypatch, path)
+
+
+def test_a_restore_that_fails_starts_empty_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.sqlite"
+    app = failed_restore_app(monkeypatch, path)
     assert app.ready and len(app.core.nat) == 0 and list(app.core.calls()) == []
     assert app.core.counters.restore_failures == 1
     assert "starts without its saved state" in caplog.text
@@ -215,14 +220,7 @@ def test_after_a_failed_restore_fragments_are_counted_where_the_app_reads(
 ) -> None:
     """The core starts empty in the same counters object the fragment path holds: a
     fragment after the failed restore shows in the counters and the REST snapshot."""
-    path = tmp_path / "s.sqlite"
-    Store(path).write([SESSION, UDP, CONNECTION, CALL, HELD, PLAIN])
-
-    def broken(*_args: object) -> bool:
-        raise RuntimeError("a fault no check foresaw")
-
-    monkeypatch.setattr(CallControl, "restore", broken)
-    app = connected_app(monkeypatch, path)
+    app = failed_restore_app(monkeypatch, tmp_path / "s.sqlite")
     assert app.core.counters.restore_failures == 1
     fragment = IP(src=str(SERVER), dst=str(PUBLIC), id=5, flags="MF", proto=47) / (b"g" * 8)
     app.handle_frame(app.datapath, OUT, bytes(Ether(src="02:00:00:00:00:77", dst=GW_MAC)
