@@ -5,7 +5,7 @@ segment goes through the connection's :class:`~alg.relay.TcpRelay`; the new in-o
 bytes go through the direction's :class:`~alg.framer.PptpFramer`, whose messages
 :class:`~alg.pptp.CallControl` translates; the relay sends on what the framer released.
 
-Policy (also in the README): a malformed control message, a message a side may not send,
+Policy (also in docs/design.md): a malformed control message, a message a side may not send,
 a message truncated by FIN, Call ID exhaustion, a call beyond its limits, or too many
 bytes awaiting acknowledgement: counted, the connection is reset (RST to both ends, each
 at the sequence number it expects) and its calls end. A new connection beyond

@@ -7,7 +7,7 @@ closes its server-map entries, and returns the message with its Call IDs transla
 A message a side may not send (RFC 2637 roles) has no function: it raises
 :class:`~alg.errors.ProtocolError` and the connection is reset.
 
-Policies (also in the README):
+Policies (also in docs/design.md):
 
 * Unknown Call ID in a valid message: counted and passed unchanged; peers scope Call
   IDs per control connection, so it cannot reach another client's call. The exception is

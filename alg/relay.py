@@ -8,7 +8,7 @@ steps: :meth:`TcpRelay.receive` checks it and returns the new in-order bytes for
 application layer; :meth:`TcpRelay.forward` takes what that layer releases and returns
 the segments to send.
 
-Policy (also in the README):
+Policy (also in docs/design.md):
 
 * A segment far from what its sender's stream has reached is dropped whole, and an RST
   only passes at or just beyond the sequence number its receiver expects (RFC 5961

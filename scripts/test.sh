@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # Four workers that steal work from each other: the e2e tests mostly wait on peers and
 # timers, and each builds a lab of its own name, so they run side by side (measured on
-# 2 cores: see the README).
+# 2 cores: see docs/testing.md).
 .venv/bin/python -m pytest -n 4 --dist worksteal --cov=alg --cov=ryu_apps --cov-report=term-missing \
     --cov-fail-under=90 "$@"
 rc=$?

@@ -3,7 +3,7 @@
 ``make test`` runs every property test derandomized (the examples follow from each test's
 own source), so the same commit always draws the same examples and a run cannot fail by
 chance. ``HYPOTHESIS_PROFILE=random`` draws new examples on each run, for the long
-exploratory runs (see the README's tests section).
+exploratory runs (see docs/testing.md).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ connected and the app's pipeline is installed. Then:
 
 The default lab, ``lab``, uses ``topo.lab``'s default names and ports (``br-lab``,
 ``lab-c1`` .., OpenFlow on 127.0.0.1:6653, REST on 127.0.0.1:8080), so the commands of
-the README (``python -m topo.display server-map``) work unchanged; any other name gets
+docs/lab.md (``python -m topo.display server-map``) work unchanged; any other name gets
 two free ports of 127.0.0.1, picked as ``topo.lab`` picks them. Nothing starts while the
 bridge ``br-NAME``, a port name of the lab or a chosen TCP port is in use: Mininet
 deletes an existing bridge of its switch's name before it makes its own.

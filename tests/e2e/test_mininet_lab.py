@@ -411,7 +411,8 @@ def test_refuses_a_name_in_use(name: str, decoys: Callable[[], list[str]]) -> No
 
 
 def test_the_students_commands(name: str, decoys: Callable[[], list[str]]) -> None:
-    """The README's way: the Mininet CLI with ``--pptp``, fed from a pipe, then ``exit``."""
+    """The documented way (docs/lab.md): the Mininet CLI with ``--pptp``, fed from a
+    pipe, then ``exit``."""
     taken = {6653, 8080}
     for other in lab.labs():
         recorded = lab.read_state(other)
