@@ -217,7 +217,7 @@ class GatewayConfig:
         stats_interval: seconds between flow statistics polls (and ageing).
         state_file: the SQLite file that keeps calls, control connections, sessions
             and hold-downs across controller restarts; empty for none.
-        gre_demux_port: the OVS port of the GRE demultiplexer (``ryu_apps.gre_demux``);
+        gre_demux_port: the OVS port of the GRE demultiplexer (``demux.program``);
             empty for none.
         gre_demux_dir: the BPF filesystem directory where its program and table are
             pinned.

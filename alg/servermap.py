@@ -12,7 +12,7 @@ peer's Call ID in its key):
   per (server, public address) pair. OVS can neither match nor rewrite the key, so the
   entry sends to the client (the *flow* path) only when the pair has one call whose
   Call ID was kept (``b == a``). Otherwise it sends to the GRE demultiplexer (the
-  *demux* path, ``ryu_apps.gre_demux``) while one is configured and answers its
+  *demux* path, ``demux.program``) while one is configured and answers its
   heartbeat (:meth:`ServerMap.demux_available`), and to the controller (the *controller*
   path) when not; both demultiplex by key, the demultiplexer from a table of every
   established call (:class:`~alg.events.DemuxEntry`) and hands the packet back to the

@@ -58,9 +58,9 @@ from alg.icmp import TokenBucket
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
 from alg.servermap import PATH_DEMUX
 from alg.snapshot import Change, Snapshot
+from demux.link import HEARTBEAT, PROBE_RETURN, DemuxLink
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, packets, rest, switch, wire
-from ryu_apps.demux_link import HEARTBEAT, PROBE_RETURN, DemuxLink
 from ryu_apps.fragments import FragmentPath
 from ryu_apps.framework import (
     CONFIG_DISPATCHER,

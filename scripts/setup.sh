@@ -35,7 +35,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$s
   echo "$stamp_src" > .venv/.setup-stamp
 fi
 # The repo root on the venv's path (what an editable install does), so that
-# `ryu-manager ryu_apps/nat_gateway.py` imports alg/ and ryu_apps/ from any directory.
+# `ryu-manager ryu_apps/nat_gateway.py` imports alg/, demux/ and ryu_apps/ from any directory.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$PWD" > "$site/pptp_alg_repo.pth"
 

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Lint, types, then the whole test suite with coverage of alg/ and ryu_apps/ (at least 90 %).
+# Lint, types, then the whole test suite with coverage of alg/, demux/ and ryu_apps/ (at least 90 %).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 .venv/bin/ruff check . || { echo "ruff found problems"; exit 1; }
-.venv/bin/mypy || { echo "mypy --strict found problems in alg/ or ryu_apps/"; exit 1; }
+.venv/bin/mypy || { echo "mypy --strict found problems in alg/, demux/, ryu_apps/ or bench/"; exit 1; }
 
 # Four workers that steal work from each other: the e2e tests mostly wait on peers and
 # timers, and each builds a lab of its own name, so they run side by side (measured on
 # 2 cores: see docs/testing.md).
-.venv/bin/python -m pytest -n 4 --dist worksteal --cov=alg --cov=ryu_apps --cov-report=term-missing \
+.venv/bin/python -m pytest -n 4 --dist worksteal --cov=alg --cov=demux --cov=ryu_apps --cov-report=term-missing \
     --cov-fail-under=90 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -1,4 +1,4 @@
-"""Attach the GRE demultiplexer (``ryu_apps.gre_demux``) to an OVS bridge, or detach it.
+"""Attach the GRE demultiplexer (``demux.program``) to an OVS bridge, or detach it.
 
 ``attach`` makes a veth pair, adds one end to the bridge as the demultiplexer's port,
 mounts a BPF filesystem at the pin directory (unless one is there), loads the program
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ryu_apps.gre_demux import Demux
+from demux.program import Demux
 from topo.netns import run
 
 BPF_MAGIC = "bpf"

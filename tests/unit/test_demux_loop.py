@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ryu_apps import bpf, demux_link
-from ryu_apps.demux_link import DEAD_AFTER, HEARTBEAT
-from ryu_apps.gre_demux import Demux, gre_frame
+from demux import bpf
+from demux import link as demux_link
+from demux.link import DEAD_AFTER, HEARTBEAT
+from demux.program import Demux, gre_frame
 from tests.unit.test_closed_loop import (
     CLIENT1,
     CLIENT1_MAC,

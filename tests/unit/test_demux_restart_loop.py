@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from alg.events import EntryKind
-from ryu_apps import bpf, switch
-from ryu_apps.demux_link import HEARTBEAT, LINK_DOWN
+from demux import bpf
+from demux.link import HEARTBEAT, LINK_DOWN
+from demux.program import Demux
+from ryu_apps import switch
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser
-from ryu_apps.gre_demux import Demux
 from tests.unit.app_env import GW_MAC, IN1, IN2, PUBLIC, SERVER
 from tests.unit.test_closed_loop import (
     CLIENT1,
@@ -313,7 +314,7 @@ def test_a_port_that_is_not_the_demultiplexers_changes_nothing(
 def test_a_missing_table_is_counted_each_time_and_logged_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from alg.config import load
-    from ryu_apps.demux_link import DemuxLink
+    from demux.link import DemuxLink
     base = {"inside_ports": "c1", "outside_port": "out", "inside_gateway": "192.168.1.254",
             "inside_subnet": "192.168.1.0/24", "outside_subnet": "203.0.113.0/24",
             "public_ips": "203.0.113.2", "gre_demux_port": "dmx",

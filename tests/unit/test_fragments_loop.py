@@ -14,9 +14,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.l2 import GRE_PPTP, Ether
 from scapy.packet import Packet
 
+from demux.program import Demux
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser
-from ryu_apps.gre_demux import Demux
 from tests.unit.app_env import GW_MAC, IN1, IN2, OUT, PUBLIC, SERVER
 from tests.unit.fake_hosts import Host, gre_packet
 from tests.unit.test_closed_loop import CLIENT1, CLIENT2, HOLD_DOWN, Lab, build_lab

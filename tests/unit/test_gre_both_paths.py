@@ -32,8 +32,9 @@ from alg.codec import (
 from alg.engine import Gateway
 from alg.events import Direction, GrePacket, SendGre
 from alg.icmp import checksum
-from ryu_apps import bpf, packets
-from ryu_apps.gre_demux import Demux
+from demux import bpf
+from demux.program import Demux
+from ryu_apps import packets
 from tests.unit.pptp_flows import C1, PUBLIC, SERVER, gateway
 from tests.unit.test_engine_demux import A, shared
 from tests.unit.test_gre_demux import TC_ACT_REDIRECT, _bpf_works

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alg.errors import BpfError
-from ryu_apps import bpf
-from ryu_apps.gre_demux import TC_ACT_SHOT, Asm, Demux, gre_frame
+from demux import bpf
+from demux.program import TC_ACT_SHOT, Asm, Demux, gre_frame
 from ryu_apps.packets import checksum
 
 TC_ACT_REDIRECT = 7

@@ -1,4 +1,4 @@
-"""The app's side of the GRE demultiplexer (``ryu_apps.gre_demux``): its table, its
+"""The app's side of the GRE demultiplexer (``demux.program``): its table, its
 heartbeat, its counters.
 
 The controller stays the authority: it writes a table entry for every established call
@@ -37,7 +37,7 @@ from alg.config import GatewayConfig
 from alg.counters import CounterSet
 from alg.errors import BpfError
 from alg.events import DemuxEntry, DemuxForget
-from ryu_apps.gre_demux import TABLE_KEY, Demux, gre_frame
+from demux.program import TABLE_KEY, Demux, gre_frame
 from ryu_apps.packets import mac_bytes
 
 LOG = logging.getLogger("pptp_alg.demux")

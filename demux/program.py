@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from alg.codec import GreHeader
-from ryu_apps import bpf
+from demux import bpf
 from ryu_apps.packets import ETH_TYPE_IPV4, PROTO_GRE, build_ethernet, build_ipv4
 
 TABLE_KEY = struct.Struct("!4s4sH2x")

@@ -1,0 +1,7 @@
+"""The GRE demultiplexer: a TC BPF program that steers a shared pair's server -> client
+GRE to each client by the Call ID in the GRE key, which Open vSwitch cannot match.
+
+``demux.bpf`` is the bpf(2) system call, ``demux.program`` the program and its table,
+``demux.link`` the gateway's side (writing the table, the heartbeat, the counts). None of
+them needs Ryu; the app reaches the program through ``demux.link`` alone.
+"""
