@@ -19,7 +19,7 @@ through :meth:`Gateway.flow_stats`, :meth:`Gateway.flow_removed` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import assert_never
 
@@ -54,10 +54,13 @@ from alg.napt import Napt
 from alg.nat import NatTable, Proto
 from alg.plaingre import PlainGre, PlainGreTable
 from alg.pptp import CallControl
-from alg.servermap import Counts, ServerMap
+from alg.servermap import PATH_DEMUX, Counts, ServerMap
 from alg.snapshot import Change, Forget, Journal, Snapshot
 
 Installed = Mapping[tuple[EntryKind, int], int]
+DemuxCounts = Callable[[IPv4Address, IPv4Address, int], tuple[int, int] | None]
+"""The demultiplexer's table: (server, public address, public Call ID) -> its entry's
+(packets, bytes), None when it has no such entry."""
 """What a switch holds of the core's entries: how many entries per (kind, id)."""
 
 SESSION_KINDS = frozenset({EntryKind.SESSION, EntryKind.CONTROL})
@@ -294,6 +297,19 @@ class Gateway:
     def demux_counts(self, call: Call, packets: int, byte_count: int, now: float) -> None:
         """The demultiplexer's counts of a call's table entry."""
         self.server_map.demux_counts(call, packets, byte_count, now)
+
+    def read_demux_counts(self, table: DemuxCounts, now: float) -> None:
+        """Every call whose pair is on the demux path takes its table entry's counts
+        from ``table`` (server, public address, public Call ID -> packets, bytes, or None
+        when the table has no such entry)."""
+        for call in self.calls():
+            conn = call.conn
+            if call.public_call_id is None or call.server_call_id is None or \
+                    self.server_map.path(conn.server_ip, conn.public_ip) != PATH_DEMUX:
+                continue
+            counts = table(conn.server_ip, conn.public_ip, call.public_call_id)
+            if counts is not None:
+                self.server_map.demux_counts(call, *counts, now)
 
     # The switch's reports and the clock.
 

@@ -56,7 +56,6 @@ from alg.events import (
 )
 from alg.icmp import TokenBucket
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Route, Side
-from alg.servermap import PATH_DEMUX
 from alg.snapshot import Change, Snapshot
 from demux.link import HEARTBEAT, PROBE_RETURN, DemuxLink
 from ryu_apps import config as options
@@ -625,18 +624,6 @@ class NatGateway(App):  # type: ignore[misc]
                 self._packet_out(dp, port, frame)
             self._demux_health(dp)
 
-    def _demux_counts(self, now: float) -> None:
-        """Each call on the demux path gets its table entry's counts."""
-        for call in self.core.calls():
-            conn = call.conn
-            if call.public_call_id is None or call.server_call_id is None or \
-                    self.core.inbound_gre_path(conn.server_ip, conn.public_ip) != PATH_DEMUX:
-                continue
-            counts = self.demux.entry_counts(conn.server_ip, conn.public_ip,
-                                             call.public_call_id)
-            if counts is not None:
-                self.core.demux_counts(call, *counts, now)
-
     # Time.
 
     def _poll(self) -> None:
@@ -663,7 +650,7 @@ class NatGateway(App):  # type: ignore[misc]
         if now >= self._next_stats:
             self._next_stats = now + self.config.stats_interval
             if self.demux.up:
-                self._demux_counts(now)
+                self.core.read_demux_counts(self.demux.entry_counts, now)
             self.apply(dp, self.core.tick(now))
             self._stats_parts = {}
             self._stats_entries = 0

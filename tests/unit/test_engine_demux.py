@@ -186,3 +186,22 @@ def test_a_return_entry_not_installed_keeps_its_clients_pairs_off_the_demux_path
     # a stale report (another id) changes nothing
     assert gw.entry_failed(DemuxReturnEntry(7, C1), 41.0).decisions == []
     assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+
+
+def test_the_calls_on_the_demux_path_read_their_table_entries() -> None:
+    gw = gateway(gre_demux=True)
+    _, _, b = shared(gw)
+    asked: list[tuple[object, object, int]] = []
+
+    def table(server: object, public: object, call_id: int) -> tuple[int, int] | None:
+        asked.append((server, public, call_id))
+        return (4, 400) if call_id == b else None
+
+    gw.read_demux_counts(table, 1.0)
+    assert asked == []  # the pair is on the controller path: no entry to read
+    gw.demux_available(True, 2.0)
+    gw.read_demux_counts(table, 3.0)
+    assert sorted(a[2] for a in asked) == sorted([A, b])
+    assert all(a[:2] == (SERVER, PUBLIC) for a in asked)
+    counts = {c.public_call_id: (c.inbound_packets, c.inbound_bytes) for c in gw.calls()}
+    assert counts == {A: (0, 0), b: (4, 400)}
