@@ -53,7 +53,7 @@ class Call:
         hold_until: for a closed call, until when late control messages are translated.
         outbound_packets, inbound_packets, outbound_bytes, inbound_bytes: GRE the
             controller carried for this call (the switch's counts are the server-map's).
-        slow_path_packets: GRE packets of this call that went through the controller.
+        controller_path_packets: GRE packets of this call that went through the controller.
         data_idle: the data channel has been idle for the server-map idle timeout: its
             flow entries are gone until its next GRE packet (the call and its IDs stay).
         entry_ids: the ids of an established call's outbound and inbound server-map
@@ -79,7 +79,7 @@ class Call:
     inbound_packets: int = 0
     outbound_bytes: int = 0
     inbound_bytes: int = 0
-    slow_path_packets: int = 0
+    controller_path_packets: int = 0
     data_idle: bool = False
     end_reason: str = ""
     entry_ids: tuple[int, int] | None = None

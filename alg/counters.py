@@ -35,7 +35,7 @@ class Counters(CounterSet):
     buffer_limit_drops: int = 0
     gre_unknown_dropped: int = 0
     gre_malformed: int = 0
-    gre_slow_path: int = 0
+    gre_controller_path: int = 0
     policy_denied: int = 0
     no_session_drops: int = 0
     out_of_window_drops: int = 0

@@ -15,6 +15,7 @@ from typing import Any
 from alg.calls import Call, CallState
 from alg.engine import Gateway
 from alg.nat import Proto
+from alg.servermap import GrePath
 
 VPN = "VPN:public --> public"
 
@@ -39,7 +40,8 @@ class SessionEntry:
         packets: packets counted for the entry, when known; ``bytes``: their bytes
             (Ethernet frames, as the switch counts them).
         path: for GRE, ``flow`` (the switch carries it), ``demux`` (the GRE
-            demultiplexer) or ``controller``.
+            demultiplexer) or ``controller``; ``controller`` for a control connection
+            and ICMP echo.
     """
 
     protocol: str
@@ -51,7 +53,7 @@ class SessionEntry:
     left_seconds: int
     packets: int | None = None
     bytes: int | None = None
-    path: str | None = None
+    path: GrePath | None = None
 
     def render(self, verbose: bool = False) -> str:
         """The entry in the seed's layout (plus counters and path when verbose)."""
@@ -98,7 +100,7 @@ class ServerMapEntry:
     public_call_id: int
     server_call_id: int | None
     left_seconds: int
-    path: str | None
+    path: GrePath | None
     packets: int
     bytes: int
 
@@ -117,12 +119,12 @@ class ServerMapEntry:
         return "\n".join(lines)
 
 
-def gre_paths(gateway: Gateway, call: Call) -> tuple[str | None, str | None]:
+def gre_paths(gateway: Gateway, call: Call) -> tuple[GrePath | None, GrePath | None]:
     """How a call's GRE travels (client -> server, server -> client), None if not open."""
     if call.state is not CallState.ESTABLISHED:
         return None, None
     conn = call.conn
-    outbound = "controller" if gateway.config.gre_outbound_strict else "flow"
+    outbound = GrePath.CONTROLLER if gateway.config.gre_outbound_strict else GrePath.FLOW
     return outbound, gateway.inbound_gre_path(conn.server_ip, conn.public_ip)
 
 
@@ -195,7 +197,8 @@ def session_table(gateway: Gateway, now: float, page: slice = _ALL) -> list[Sess
             destination=destination, destination_nat="", inspected=conn is not None,
             left_seconds=left, packets=counts[0] if counts else None,
             bytes=counts[1] if counts else None,
-            path=None if conn is None and session.proto is not Proto.ICMP else "controller",
+            path=(None if conn is None and session.proto is not Proto.ICMP
+                  else GrePath.CONTROLLER),
         ))
         if conn is None:
             continue
@@ -206,7 +209,7 @@ def session_table(gateway: Gateway, now: float, page: slice = _ALL) -> list[Sess
             protocol="gre", source=f"{binding.client_ip}:0", source_nat=f"{binding.public_ip}:0",
             destination=f"{binding.server_ip}:0", destination_nat="", inspected=False,
             left_seconds=int(gateway.config.gre_idle - (now - binding.last_seen)),
-            packets=binding.outbound_packets + binding.inbound_packets, path="flow",
+            packets=binding.outbound_packets + binding.inbound_packets, path=GrePath.FLOW,
         ))
     return entries
 

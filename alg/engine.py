@@ -54,7 +54,7 @@ from alg.napt import Napt
 from alg.nat import NatTable, Proto
 from alg.plaingre import PlainGre, PlainGreTable
 from alg.pptp import CallControl
-from alg.servermap import PATH_DEMUX, Counts, ServerMap
+from alg.servermap import Counts, GrePath, ServerMap
 from alg.snapshot import Change, Forget, Journal, Snapshot
 
 Installed = Mapping[tuple[EntryKind, int], int]
@@ -156,9 +156,9 @@ class Gateway:
         """True when NAT session ``session_id`` is a PPTP control connection."""
         return self.control.is_control(session_id)
 
-    def inbound_gre_path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
-        """``"flow"``, ``"demux"`` or ``"controller"`` for a pair's server -> client GRE, None
-        if closed."""
+    def inbound_gre_path(self, server_ip: IPv4Address, public_ip: IPv4Address
+                         ) -> GrePath | None:
+        """How a pair's server -> client GRE travels, None if the pair is closed."""
         return self.server_map.path(server_ip, public_ip)
 
     def plain_gre(self) -> list[PlainGre]:
@@ -305,7 +305,7 @@ class Gateway:
         for call in self.calls():
             conn = call.conn
             if call.public_call_id is None or call.server_call_id is None or \
-                    self.server_map.path(conn.server_ip, conn.public_ip) != PATH_DEMUX:
+                    self.server_map.path(conn.server_ip, conn.public_ip) is not GrePath.DEMUX:
                 continue
             counts = table(conn.server_ip, conn.public_ip, call.public_call_id)
             if counts is not None:

@@ -36,6 +36,7 @@ the entries.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -63,9 +64,17 @@ from alg.events import (
 FRAME_OVERHEAD = 14 + 20
 """Ethernet and IPv4 header bytes: what the switch counts beyond a GRE packet's bytes."""
 
-PATH_FLOW = "flow"
-PATH_DEMUX = "demux"
-PATH_CONTROLLER = "controller"
+
+class GrePath(enum.StrEnum):
+    """How a call's GRE travels one way; a ``str``, so that JSON and displays show its
+    value."""
+
+    FLOW = "flow"
+    """A flow entry forwards it."""
+    DEMUX = "demux"
+    """The GRE demultiplexer forwards it (server -> client only)."""
+    CONTROLLER = "controller"
+    """The controller forwards it."""
 
 
 @dataclass(eq=False)
@@ -101,7 +110,7 @@ def return_entry_id(client: IPv4Address) -> int:
     controller, which keeps no record of them, finds each on the switch by its client."""
     return int(client)
 
-GreTraffic = dict[tuple[str, str], list[int]]
+GreTraffic = dict[tuple[GrePath, str], list[int]]
 """Packets and bytes of the calls' GRE since the start, by (path, direction value)."""
 
 
@@ -135,7 +144,7 @@ class ServerMap:
         self._unreturned: dict[IPv4Address, bool] = {}
         self._traffic: GreTraffic = {
             (path, direction.value): [0, 0]
-            for path in (PATH_FLOW, PATH_DEMUX, PATH_CONTROLLER) for direction in Direction
+            for path in GrePath for direction in Direction
         }
 
     def traffic(self) -> GreTraffic:
@@ -150,20 +159,19 @@ class ServerMap:
         """
         return self._traffic
 
-    def _count(self, path: str, direction: Direction, packets: int, byte_count: int) -> None:
+    def _count(self, path: GrePath, direction: Direction, packets: int, byte_count: int) -> None:
         totals = self._traffic[(path, direction.value)]
         totals[0] += packets
         totals[1] += byte_count
 
-    def path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> str | None:
-        """How a pair's server -> client GRE travels: ``flow``, ``demux``,
-        ``controller``, or None."""
+    def path(self, server_ip: IPv4Address, public_ip: IPv4Address) -> GrePath | None:
+        """How a pair's server -> client GRE travels, None if the pair is closed."""
         pair = self._inbound.get((server_ip, public_ip))
         if pair is None:
             return None
         if pair.client is not None:
-            return PATH_FLOW
-        return PATH_DEMUX if pair.via_demux else PATH_CONTROLLER
+            return GrePath.FLOW
+        return GrePath.DEMUX if pair.via_demux else GrePath.CONTROLLER
 
     def demux_available(self, up: bool, now: float, out: Output) -> None:
         """The GRE demultiplexer answers its heartbeat (``up``) or stopped answering:
@@ -200,7 +208,7 @@ class ServerMap:
         call.inbound_packets += more
         call.inbound_bytes += octets
         call.demux_packets, call.demux_bytes = packets, byte_count
-        self._count(PATH_DEMUX, Direction.INBOUND, max(more, 0), max(octets, 0))
+        self._count(GrePath.DEMUX, Direction.INBOUND, max(more, 0), max(octets, 0))
 
     def _demux_entry(self, call: Call) -> DemuxEntry:
         conn = call.conn
@@ -464,9 +472,9 @@ class ServerMap:
             out.decisions.append(self._outbound_entry(call, pair))
         call.data_idle = False
         call.last_data = now
-        call.slow_path_packets += 1
-        self._counters.gre_slow_path += 1
-        self._count(PATH_CONTROLLER, direction, 1, len(gre) + FRAME_OVERHEAD)
+        call.controller_path_packets += 1
+        self._counters.gre_controller_path += 1
+        self._count(GrePath.CONTROLLER, direction, 1, len(gre) + FRAME_OVERHEAD)
         return out
 
     def has_inbound(self, server_ip: IPv4Address, public_ip: IPv4Address, call_id: int
@@ -533,7 +541,7 @@ class ServerMap:
         if not punted:
             direction = Direction.OUTBOUND if kind is EntryKind.GRE_OUTBOUND else (
                 Direction.INBOUND)
-            self._count(PATH_FLOW, direction, more, max(octets, 0))
+            self._count(GrePath.FLOW, direction, more, max(octets, 0))
         return punted
 
     def counts(self, call: Call) -> tuple[Counts, Counts]:

@@ -14,9 +14,9 @@ under their own names with ``_total``. Gauges:
 * ``pptp_alg_gre_demux_up``: 1 while the GRE demultiplexer answers its heartbeat.
 
 Counters by label: ``pptp_alg_gre_packets_total`` and ``pptp_alg_gre_bytes_total`` with
-``path`` (flow, demux, controller) and ``direction`` (outbound, inbound) from
-:meth:`alg.servermap.ServerMap.traffic` (the flow path's as of the switch's last report,
-every ``stats_interval``).
+``path`` (:class:`alg.servermap.GrePath`: flow, demux, controller) and ``direction``
+(outbound, inbound) from :meth:`alg.servermap.ServerMap.traffic` (the flow path's as of
+the switch's last report, every ``stats_interval``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from alg import display
 from alg.errors import RequestError
 from alg.nat import Proto
+from alg.servermap import GrePath
 from ryu_apps import metrics
 from ryu_apps.http import Query, Response, Router, View, json_response, text_response
 
@@ -94,7 +95,7 @@ def _verbose(query: Query) -> bool:
 def snapshot_counters(app: NatGateway) -> dict[str, Any]:
     """The core's and the shim's counters, plus derived gauges."""
     core = app.core
-    gre: dict[str, dict[str, dict[str, int]]] = {}
+    gre: dict[GrePath, dict[str, dict[str, int]]] = {}
     for (path, direction), (packets, octets) in core.server_map.traffic().items():
         gre.setdefault(path, {})[direction] = {"packets": packets, "bytes": octets}
     return {
@@ -130,7 +131,7 @@ def snapshot_calls(app: NatGateway, part: slice = slice(None)) -> list[dict[str,
             "inbound_gre_path": display.gre_paths(core, call)[1],
             "outbound_entry_packets": up,
             "inbound_entry_packets": down,
-            "slow_path_packets": call.slow_path_packets,
+            "controller_path_packets": call.controller_path_packets,
         })
     return out
 

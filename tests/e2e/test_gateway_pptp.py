@@ -311,7 +311,7 @@ def test_public_pool_keeps_gre_on_flow_entries(gateway: Factory) -> None:
     """Two public addresses, two clients, one server: GRE both ways on flow entries."""
     gw = gateway(2, public_ips=2)
     server = gw.pptpd(standin=StandinConfig(tag="srv{pid}", count=60, interval=0.05))
-    before = gw.counters()["gre_slow_path"]
+    before = gw.counters()["gre_controller_path"]
     clients = [gw.pptp_client(gw.client(i), f"c{i}",
                               standin=StandinConfig(count=60, interval=0.05))
                for i in (1, 2)]
@@ -324,7 +324,7 @@ def test_public_pool_keeps_gre_on_flow_entries(gateway: Factory) -> None:
 
     wait_for(done, 25, "60 frames each way on both calls")
     calls = gw.established()
-    slow = gw.counters()["gre_slow_path"] - before
+    punted = gw.counters()["gre_controller_path"] - before
     frames = (sum(s["received"] for s in server.standins())
               + sum(sum(c.received_tags().values()) for c in clients))
 
@@ -332,15 +332,15 @@ def test_public_pool_keeps_gre_on_flow_entries(gateway: Factory) -> None:
     assert sorted(c["public"] for c in calls) == ["203.0.113.2", "203.0.113.3"]
     assert all(c["inbound_gre_path"] == "flow" for c in calls), calls
     assert frames >= 200
-    print(f"slow path: {slow} GRE packets for {frames} PPP frames")
-    assert slow <= 4, f"{slow} GRE packets took the slow path for {frames} frames"
+    print(f"controller path: {punted} GRE packets for {frames} PPP frames")
+    assert punted <= 4, f"{punted} GRE packets took the controller path for {frames} frames"
     # The switch counted the data on the GRE entries themselves (OVS updates flow
     # statistics from its datapath about once a second: poll).
     assert len(gw.flows(EntryKind.GRE_OUTBOUND)) == 2 and len(gw.flows(EntryKind.GRE_INBOUND)) == 2
     wait_for(lambda: gw.n_packets(gw.flows(EntryKind.GRE_OUTBOUND)) >= 100
              and gw.n_packets(gw.flows(EntryKind.GRE_INBOUND)) >= 100, 5,
              "the GRE entries to count 100 packets each way")
-    assert gw.counters()["gre_slow_path"] - before == slow
+    assert gw.counters()["gre_controller_path"] - before == punted
     for client in clients:
         assert len(client.received_tags()) == 1
 
@@ -371,7 +371,7 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     assert {c["inbound_gre_path"] for c in calls} == {"controller"}
     (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert "CONTROLLER" in down and "ip_dst" not in down, down
-    slow = gw.counters()["gre_slow_path"]
+    punted = gw.counters()["gre_controller_path"]
     got1 = [p for p in first("recv", seconds=1.0)["packets"] if p["tag"]]
     got2 = [p for p in second("recv", seconds=1.0)["packets"] if p["tag"]]
     # Each client gets its own call's frames only, keyed with its own ID, via the app.
@@ -379,7 +379,7 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     assert {p["call_id"] for p in got1 + got2} == {4242}
     tags1, tags2 = {p["tag"] for p in got1}, {p["tag"] for p in got2}
     assert len(tags1) == 1 and len(tags2) == 1 and tags1 != tags2
-    assert gw.counters()["gre_slow_path"] - slow >= len(got1) + len(got2)
+    assert gw.counters()["gre_controller_path"] - punted >= len(got1) + len(got2)
 
     # The second call ends: the first is alone again, with b == a, back on a flow once
     # the second's public ID is out of hold-down (its late GRE would reach the first).
@@ -390,11 +390,11 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert f"set_field:{client_ip(1)}->ip_dst" in down and "output:1" in down, down
     first("recv", seconds=0.3)
-    slow = gw.counters()["gre_slow_path"]
+    punted = gw.counters()["gre_controller_path"]
     got1 = [p for p in first("recv", seconds=1.5)["packets"] if p["tag"]]
     assert len(got1) >= 3 and {p["tag"] for p in got1} == tags1
     assert {p["call_id"] for p in got1} == {4242}
-    assert gw.counters()["gre_slow_path"] == slow
+    assert gw.counters()["gre_controller_path"] == punted
 
     # Client 2 calls again (its old public ID is held down) and client 1 leaves: client 2
     # is alone, but with b != a its GRE still needs the key rewritten, by the app.
@@ -410,11 +410,11 @@ def test_pair_moves_between_flow_and_controller_as_calls_come_and_go(
     (down,) = gw.flows(EntryKind.GRE_INBOUND)
     assert "CONTROLLER" in down, down
     third("recv", seconds=0.3)
-    slow = gw.counters()["gre_slow_path"]
+    punted = gw.counters()["gre_controller_path"]
     got3 = [p for p in third("recv", seconds=1.0)["packets"] if p["tag"]]
     assert len(got3) >= 3 and {p["call_id"] for p in got3} == {4242}
     assert len({p["tag"] for p in got3} - tags1 - tags2) == 1
-    assert gw.counters()["gre_slow_path"] - slow >= len(got3)
+    assert gw.counters()["gre_controller_path"] - punted >= len(got3)
     assert len(server.standins()) == 3
 
 

@@ -40,7 +40,7 @@ def up(gw: GatewayLab) -> None:
     wait_for(lambda: demux(gw)["up"], 10, "the demultiplexer to answer its heartbeat")
 
 
-def test_three_clients_with_the_same_call_id_pass_data_with_no_slow_path(
+def test_three_clients_with_the_same_call_id_pass_data_off_the_controller_path(
         gateway: Factory) -> None:
     gw = gateway(3, gre_demux=True)
     up(gw)
@@ -61,7 +61,7 @@ def test_three_clients_with_the_same_call_id_pass_data_with_no_slow_path(
         assert summary["received_tags"][standins[f"d{i}"]["tag"]] >= 3
         assert standins[f"d{i}"]["received_tags"][f"d{i}"] >= 15
     counters = gw.counters()
-    assert counters["gre_slow_path"] == 0, counters
+    assert counters["gre_controller_path"] == 0, counters
     program = demux(gw)["program"]
     assert program["demuxed"] >= 9 and program["unknown_key"] == 0, program
     assert program["not_seen"] == 0, program
@@ -80,7 +80,7 @@ def test_a_stopped_demultiplexer_hands_its_pairs_to_the_controller_mid_call(
     stopped = time.monotonic()
     wait_for(lambda: not demux(gw)["up"], 5, "the app to notice")
     noticed = time.monotonic() - stopped
-    wait_for(lambda: gw.counters()["gre_slow_path"] >= 4, 10, "data through the controller")
+    wait_for(lambda: gw.counters()["gre_controller_path"] >= 4, 10, "data through the controller")
     assert {c["inbound_gre_path"] for c in gw.calls()} == {"controller"}
     results = [summary_of(p) for p in procs]
     assert all(set(r["gre_received_by_key"]) == {"7"} for r in results), results
@@ -108,5 +108,5 @@ def test_a_released_call_ids_late_gre_is_dropped_by_the_demultiplexer(
     sent = gw.send_gre(gw.server, PUBLIC_IP, [released], count=5)
     wait_for(lambda: demux(gw)["program"]["unknown_key"] >= before + sent, 5,
              "the late packets dropped")
-    assert gw.counters()["gre_slow_path"] == 0
+    assert gw.counters()["gre_controller_path"] == 0
     summary_of(first)

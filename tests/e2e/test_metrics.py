@@ -54,7 +54,7 @@ def test_metrics_agree_with_the_rest_counters_of_a_lab_with_two_calls(gateway: F
         repl("start")
         assert repl("call", call_id=CALL_ID)["fields"]["result"] == 1
     gw.wait_established(2)
-    wait_for(lambda: everything(gw)["alg"]["gre_slow_path"] > 0, 10,
+    wait_for(lambda: everything(gw)["alg"]["gre_controller_path"] > 0, 10,
              "the server's GRE of the translated call, through the controller")
     time.sleep(1.0)
 
@@ -76,7 +76,7 @@ def test_metrics_agree_with_the_rest_counters_of_a_lab_with_two_calls(gateway: F
     assert samples[("pptp_alg_public_address_hosts", (("public_ip", PUBLIC_IP),))] == 2
     controller_in = (("direction", "inbound"), ("path", "controller"))
     assert samples[("pptp_alg_gre_packets_total", controller_in)] == after["alg"][
-        "gre_slow_path"] - after["gre"]["controller"]["outbound"]["packets"]
+        "gre_controller_path"] - after["gre"]["controller"]["outbound"]["packets"]
     assert samples[("pptp_alg_gre_bytes_total", controller_in)] > 0
     assert samples[("pptp_alg_flow_entries", ())] in (
         before["switch"]["flow_entries"], after["switch"]["flow_entries"])

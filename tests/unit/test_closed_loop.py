@@ -215,7 +215,7 @@ def test_the_pipeline_is_installed_from_the_port_description(lab: Lab) -> None:
     assert lab.switch.entries(in_port=OUT, ipv4_dst=str(PUBLIC), ip_proto=6, tcp_src=1723)
 
 
-# a. The fast path.
+# a. The flow path.
 
 def test_a_call_whose_id_is_kept_carries_gre_on_flow_entries_only(lab: Lab) -> None:
     d = lab.dial(lab.client1, 4242)
@@ -240,7 +240,7 @@ def test_a_call_whose_id_is_kept_carries_gre_on_flow_entries_only(lab: Lab) -> N
     assert [e.packet_count for e in lab.switch.entries(ip_proto=47)] == [3, 3]
 
 
-def test_an_incoming_call_whose_id_is_kept_is_on_the_fast_path(lab: Lab) -> None:
+def test_an_incoming_call_whose_id_is_kept_is_on_the_flow_path(lab: Lab) -> None:
     link = lab.open_control(lab.client1)
     link.answer_with = 777
     offered = lab.pac.offer(lab.pac.links[0])
@@ -322,7 +322,7 @@ def test_a_second_call_with_the_same_id_moves_the_pair_to_the_controller_and_bac
     assert [g.sequence for g in lab.client1.gre] == [2, 3]
 
 
-def test_with_two_public_addresses_two_clients_with_one_call_id_both_keep_the_fast_path(
+def test_with_two_public_addresses_two_clients_with_one_call_id_both_keep_the_flow_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     second_public = IPv4Address("203.0.113.3")
@@ -378,7 +378,7 @@ def test_late_gre_of_a_cleared_call_reaches_nobody_while_its_id_is_held_down(
     assert lab.app.core.counters.gre_unknown_dropped == dropped + 1
 
 
-def test_on_the_fast_path_the_switch_cannot_see_the_key(lab: Lab) -> None:
+def test_on_the_flow_path_the_switch_cannot_see_the_key(lab: Lab) -> None:
     """The documented limit, after the hold-down: a pair's one flow entry takes the
     server's GRE whatever its key."""
     d1 = lab.dial(lab.client1, 4242)

@@ -120,7 +120,7 @@ def test_the_seeds_shared_pair_goes_through_the_demultiplexer_only(
     assert gw.gre_out_of(IN2) == [GreFrame(GW_MAC, CLIENT2_MAC, SERVER, CLIENT2, 4242, 63)] * 2
     gw.wait(5)  # a statistics round: each call gets its table entry's counts
     calls = {c.conn.client_ip: c for c in gw.app.core.calls()}
-    assert calls[CLIENT2].inbound_packets == 2 and calls[CLIENT2].slow_path_packets == 0
+    assert calls[CLIENT2].inbound_packets == 2 and calls[CLIENT2].controller_path_packets == 0
 
 
 def test_a_silent_demultiplexer_hands_the_pair_to_the_controller_and_back(

@@ -24,6 +24,7 @@ from alg.events import (
     RemoveEntries,
     SendGre,
 )
+from alg.servermap import GrePath
 from tests.unit.pptp_flows import (
     C1,
     C2,
@@ -147,7 +148,7 @@ def test_outgoing_call_request_and_reply(collide: bool) -> None:
     assert after["calls_set_up"] - before["calls_set_up"] == 1
     assert after["call_ids_translated"] - before["call_ids_translated"] == 2
     assert after["call_ids_changed"] - before["call_ids_changed"] == (1 if collide else 0)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == ("controller" if collide else "flow")
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is (GrePath.CONTROLLER if collide else GrePath.FLOW)
     assert gw.calls_in_progress == (2 if collide else 1)
 
 
@@ -279,7 +280,7 @@ def test_which_messages_tear_the_call_down(row: Row, collide: bool) -> None:
     assert RemoveEntries(EntryKind.GRE_OUTBOUND, up_id) in out.decisions
     if collide:
         # C2's call keeps the pair, on the controller path while C1's b is held down.
-        assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+        assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     else:
         assert RemoveEntries(EntryKind.GRE_INBOUND, down_id) in out.decisions
         assert gw.inbound_gre_path(SERVER, PUBLIC) is None
@@ -291,10 +292,10 @@ def test_which_messages_tear_the_call_down(row: Row, collide: bool) -> None:
     assert up_gre(gw, C1, setup.c, setup.link.now + 1).emits == []
     assert gw.counters.gre_unknown_dropped == 2
     if collide:
-        # C2 kept its ID: the pair goes back to the fast path when the hold-down ends.
+        # C2 kept its ID: the pair goes back to the flow path when the hold-down ends.
         back = gw.tick(setup.link.now + gw.config.call_id_hold_down)
         assert back.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C2, 300)
-        assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+        assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
 
 
 def test_refused_outgoing_call_opens_nothing_and_releases_b() -> None:
@@ -477,7 +478,7 @@ def test_colliding_call_ids_are_demultiplexed_by_b() -> None:
     assert up2 is not None
     assert up2 == GreOutboundEntry(up2.entry_id, C2, SERVER, PUBLIC, 300)
     assert down2 == GreInboundEntry(first_down.entry_id, SERVER, PUBLIC, None, 300)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
 
     packet = gre(b2, payload=b"\xff\x03abcdef", seq=77, ack=12)
     out = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, packet, 5.0)
@@ -486,11 +487,11 @@ def test_colliding_call_ids_are_demultiplexed_by_b() -> None:
     header = parse_gre(send.gre)
     assert (header.call_id, header.sequence, header.ack) == (A, 77, 12)
     assert send.gre[8:] == packet[8:] and send.gre[:6] == packet[:6]
-    assert out.decisions == []  # slow path: nothing to re-install
+    assert out.decisions == []  # controller path: nothing to re-install
 
     [send] = sent_gre(down_gre(gw, PUBLIC, b1, 6.0))
     assert send.dst_ip == C1 and parse_gre(send.gre).call_id == A
-    assert gw.counters.gre_slow_path == 2
+    assert gw.counters.gre_controller_path == 2
 
     # A pure ack (no sequence, no payload) is demultiplexed too.
     [send] = sent_gre(gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC,
@@ -505,10 +506,10 @@ def test_colliding_call_ids_are_demultiplexed_by_b() -> None:
 
     calls = {c.conn.client_ip: c for c in gw.calls()}
     assert calls[C2].inbound_packets == 2 and calls[C2].outbound_packets == 1
-    assert calls[C1].inbound_packets == 1 and calls[C2].slow_path_packets == 3
+    assert calls[C1].inbound_packets == 1 and calls[C2].controller_path_packets == 3
 
 
-def test_pair_returns_to_fast_path_when_the_colliding_call_ends() -> None:
+def test_pair_returns_to_the_flow_path_when_the_colliding_call_ends() -> None:
     gw = gateway()
     l1 = ControlLink(gw, C1).start()
     l2 = ControlLink(gw, C2).start()
@@ -517,17 +518,17 @@ def test_pair_returns_to_fast_path_when_the_colliding_call_ends() -> None:
     l2.outgoing_call(A, 701)
     out = l2.client_send(ccrq(A))
     assert l2.server.stream[-16:] == ccrq(A + 1)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"  # A + 1 is held down
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER  # A + 1 is held down
     out = gw.tick(gw.config.call_id_hold_down)
     assert out.decisions[-1] == GreInboundEntry(down_id, SERVER, PUBLIC, C1, 300)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
-    # Fast path: a punted packet (lost flow) re-installs the flow entry.
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
+    # Flow path: a punted packet (lost flow) re-installs the flow entry.
     out = down_gre(gw, PUBLIC, A, 1.0)
     assert out.decisions == [GreInboundEntry(down_id, SERVER, PUBLIC, C1, 300)]
     assert sent_gre(out)[0].dst_ip == C1
 
 
-def test_pair_stays_slow_when_the_remaining_call_changed_its_id() -> None:
+def test_pair_stays_on_the_controller_path_when_the_remaining_call_changed_its_id() -> None:
     gw = gateway()
     l1 = ControlLink(gw, C1).start()
     l2 = ControlLink(gw, C2).start()
@@ -537,7 +538,7 @@ def test_pair_stays_slow_when_the_remaining_call_changed_its_id() -> None:
     assert not any(isinstance(d, GreInboundEntry) for d in out.decisions)
     assert not any(isinstance(d, RemoveEntries) and d.kind is EntryKind.GRE_INBOUND
                    for d in out.decisions)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     [send] = sent_gre(down_gre(gw, PUBLIC, A + 1, 1.0))
     assert send.dst_ip == C2 and parse_gre(send.gre).call_id == A
 
@@ -550,7 +551,7 @@ def test_two_calls_of_one_client_share_the_outbound_entry() -> None:
     assert first_up is not None
     link.outgoing_call(2, 101)
     assert not any(isinstance(d, GreOutboundEntry) for d in link.outputs[-1].decisions)
-    assert flows(link.outputs[-1])[1].client_ip is None  # two calls on the pair: slow
+    assert flows(link.outputs[-1])[1].client_ip is None  # two calls on the pair: controller path
     out = link.client_send(ccrq(1))
     assert not any(isinstance(d, RemoveEntries) for d in out.decisions)
     out = link.client_send(ccrq(2))
@@ -567,8 +568,8 @@ def test_different_servers_and_public_addresses_do_not_collide() -> None:
     assert l1.outgoing_call(A, 1) == A
     assert l2.outgoing_call(A, 1) == A
     assert l3.outgoing_call(A, 1) == A
-    assert gw.inbound_gre_path(SERVER, l1.public_ip) == "flow"
-    assert gw.inbound_gre_path(SERVER, l2.public_ip) == "flow"
+    assert gw.inbound_gre_path(SERVER, l1.public_ip) is GrePath.FLOW
+    assert gw.inbound_gre_path(SERVER, l2.public_ip) is GrePath.FLOW
     assert gw.counters.call_ids_changed == 0
 
 
@@ -583,7 +584,7 @@ def test_unknown_and_malformed_gre_are_dropped_without_state() -> None:
     assert out.drop_reason and gw.counters.gre_malformed == 1
     out = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, b"\x30\x00" + gre(s.b)[2:], 1.0)
     assert out.drop_reason and gw.counters.gre_malformed == 2
-    assert gw.calls_in_progress == 1 and gw.counters.gre_slow_path == 0
+    assert gw.calls_in_progress == 1 and gw.counters.gre_controller_path == 0
 
 
 # Retransmissions.
@@ -725,14 +726,14 @@ def test_the_servers_first_gre_for_a_new_call_never_reaches_the_pairs_other_clie
     hand it to the pair's established client, so the pair leaves the flow path first."""
     first = outgoing(collide=False)
     gw = first.gw
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
     link = ControlLink(gw, C2, 40001).start()
     if incoming:
         link.server_send(icrq(OTHER_C))
         link.client_send(icrp(A, OTHER_C))
     else:
         link.client_send(ocrq(A))
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     early = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, gre(A + 1), 0.0)
     assert early.emits == [] and early.drop_reason == "GRE matches no server-map"
     own = gw.handle_gre(Direction.INBOUND, SERVER, PUBLIC, gre(A), 0.0)

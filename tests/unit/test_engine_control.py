@@ -18,6 +18,7 @@ from alg.events import (
     SendTcp,
     TcpSegment,
 )
+from alg.servermap import GrePath
 from tests.unit.pptp_flows import (
     C1,
     C2,
@@ -324,11 +325,11 @@ def test_malformed_message_resets_only_its_connection(name: str, payload: bytes,
                for d in out.decisions)
     assert out.logs[0].event == "torn down" and out.logs[0].reason == "connection reset"
     assert len(gw.connections()) == 1 and gw.calls_in_progress == 1
-    # The other connection still works, and its pair is on the fast path again once the
+    # The other connection still works, and its pair is on the flow path again once the
     # reset call's Call ID is out of hold-down (its late GRE must not reach the other).
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     gw.tick(link.now + gw.config.call_id_hold_down)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
     other.client_send(echo_request(55))
     assert other.server.stream.endswith(echo_request(55))
     # Late segments of the reset connection are dropped.

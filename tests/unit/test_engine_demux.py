@@ -14,6 +14,7 @@ from alg.events import (
     Output,
     RemoveEntries,
 )
+from alg.servermap import GrePath
 from tests.unit.pptp_flows import C1, C2, PUBLIC, SERVER, ControlLink, ccrq, down_gre, gateway
 
 A = 5
@@ -38,7 +39,7 @@ def test_without_a_demultiplexer_nothing_changes() -> None:
     l1, l2, _ = shared(gw)
     assert not of(DemuxEntry, l1.outputs + l2.outputs)
     assert gw.demux_available(True, 0.0).decisions == []
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
 
 
 def test_every_call_gets_a_table_entry_and_every_client_a_return_entry() -> None:
@@ -48,7 +49,7 @@ def test_every_call_gets_a_table_entry_and_every_client_a_return_entry() -> None
         DemuxEntry(SERVER, PUBLIC, A, C1, A), DemuxEntry(SERVER, PUBLIC, b, C2, A)]
     returns = of(DemuxReturnEntry, l1.outputs + l2.outputs)
     assert [r.client_ip for r in returns] == [C1, C2]  # type: ignore[attr-defined]
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"  # not answering yet
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER  # not answering yet
 
 
 def test_the_pair_moves_to_the_demultiplexer_when_it_answers_and_back_when_it_stops() -> None:
@@ -58,11 +59,11 @@ def test_the_pair_moves_to_the_demultiplexer_when_it_answers_and_back_when_it_st
     up = gw.demux_available(True, 1.0)
     assert GreInboundEntry(pair, SERVER, PUBLIC, None, 300.0, via_demux=True) in up.decisions
     assert DemuxEntry(SERVER, PUBLIC, b, C2, A) in up.decisions  # the table again
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.DEMUX
     assert gw.demux_available(True, 1.5).decisions == []
     down = gw.demux_available(False, 2.0)
     assert down.decisions == [GreInboundEntry(pair, SERVER, PUBLIC, None, 300.0)]
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     # the controller path carries the calls meanwhile
     [send] = [e for e in down_gre(gw, PUBLIC, b, 2.5).emits]
     assert send.dst_ip == C2  # type: ignore[union-attr]
@@ -73,7 +74,7 @@ def test_a_lone_call_keeps_the_flow_path() -> None:
     link = ControlLink(gw, C1).start()
     link.outgoing_call(A, 700)
     gw.demux_available(True, 1.0)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
 
 
 def test_an_ended_call_leaves_the_table_and_its_client_the_return_entry() -> None:
@@ -87,7 +88,7 @@ def test_an_ended_call_leaves_the_table_and_its_client_the_return_entry() -> Non
     # a late packet of the released b reaching the controller finds no call either
     late = down_gre(gw, PUBLIC, b, 2.0)
     assert late.emits == [] and gw.counters.gre_unknown_dropped == 1
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"  # b is held down
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.DEMUX  # b is held down
 
 
 def test_two_calls_of_one_client_share_its_return_entry() -> None:
@@ -167,25 +168,25 @@ def test_a_return_entry_not_installed_keeps_its_clients_pairs_off_the_demux_path
     gw = gateway(gre_demux=True)
     shared(gw)
     gw.demux_available(True, 1.0)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.DEMUX
     failed = gw.entry_failed(DemuxReturnEntry(int(C1), C1), 1.5)
     assert [d for d in failed.decisions if isinstance(d, GreInboundEntry)] == [
         GreInboundEntry(of(GreInboundEntry, [failed])[0].entry_id,  # type: ignore[attr-defined]
                         SERVER, PUBLIC, None, 300.0)]
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     assert [e.dst_ip for e in down_gre(gw, PUBLIC, A, 2.0).emits] == [C1]  # type: ignore[union-attr]
     retry = gw.tick(10.0)
     assert DemuxReturnEntry(int(C1), C1) in retry.decisions
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"  # not before it is in
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER  # not before it is in
     gw.entry_failed(DemuxReturnEntry(int(C1), C1), 10.0)  # still not resolved
     gw.tick(20.0)
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     gw.tick(30.0)  # the retry of 20.0 was not reported failed: it is in
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.DEMUX
     assert not of(DemuxReturnEntry, [gw.tick(40.0)])
     # a stale report (another id) changes nothing
     assert gw.entry_failed(DemuxReturnEntry(7, C1), 41.0).decisions == []
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "demux"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.DEMUX
 
 
 def test_the_calls_on_the_demux_path_read_their_table_entries() -> None:

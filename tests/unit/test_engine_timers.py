@@ -74,7 +74,7 @@ def idle_clients(gw: Gateway) -> list[IPv4Address]:
     return [c.conn.client_ip for c in gw.calls() if c.data_idle]
 
 
-def test_slow_path_traffic_keeps_its_call_alive() -> None:
+def test_controller_path_traffic_keeps_its_call_alive() -> None:
     gw = gateway()
     up1 = one_call(gw, C1, port=40000)[1]
     one_call(gw, C2, port=40001)
@@ -89,7 +89,7 @@ def test_slow_path_traffic_keeps_its_call_alive() -> None:
     assert call.conn.client_ip == C2 and call.inbound_packets == 9
 
 
-def test_slow_path_pair_counters_do_not_keep_an_idle_call_alive() -> None:
+def test_controller_path_pair_counters_do_not_keep_an_idle_call_alive() -> None:
     """Both calls share the punt entry of the pair; only C2 carries data (via the controller)."""
     gw = gateway()
     one_call(gw, C1, port=40000)
@@ -153,7 +153,7 @@ def test_flow_removed_entries_reappear_when_traffic_is_punted() -> None:
     out = down_gre(gw, PUBLIC, A, 11.0)
     assert out.decisions == [down]
     [call] = gw.calls()
-    assert call.last_data == 11.0 and call.slow_path_packets == 2
+    assert call.last_data == 11.0 and call.controller_path_packets == 2
 
 
 def test_flow_removed_forgets_the_count_so_a_reinstalled_entry_counts_afresh() -> None:
@@ -179,7 +179,7 @@ def test_stats_of_a_session_that_is_gone_leave_no_state() -> None:
     gw.flow_removed(EntryKind.SESSION, 1)
 
 
-def test_slow_path_packets_are_not_counted_twice() -> None:
+def test_controller_path_packets_are_not_counted_twice() -> None:
     gw = gateway()
     one = ControlLink(gw, C1, 40000).start()
     b1 = one.outgoing_call(7, 70)

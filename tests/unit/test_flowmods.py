@@ -203,7 +203,7 @@ def test_gre_outbound_matches_only_the_clients_port(dp: FakeDatapath) -> None:
     assert spoofed.entry is not None and spoofed.entry.priority == switch.PRIORITY_PUNT
 
 
-def test_gre_inbound_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
+def test_gre_inbound_flow_path_goes_to_the_client(dp: FakeDatapath) -> None:
     dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, CLIENT, 300),
                                      OUTSIDE_PORT, CLIENT_L2, GW_MAC))
     [(port, sent)] = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47)).outputs
@@ -211,7 +211,7 @@ def test_gre_inbound_fast_path_goes_to_the_client(dp: FakeDatapath) -> None:
     assert sent["ipv4_dst"] == "192.168.1.1"
 
 
-def test_gre_inbound_slow_path_goes_to_the_controller(dp: FakeDatapath) -> None:
+def test_gre_inbound_controller_path_goes_to_the_controller(dp: FakeDatapath) -> None:
     dp.send_msg(flowmods.gre_inbound(GreInboundEntry(12, SERVER, PUBLIC, None, 300),
                                      OUTSIDE_PORT, None, GW_MAC))
     result = dp.process(ip_packet(OUTSIDE_PORT, "203.0.113.1", "203.0.113.2", 47))

@@ -32,6 +32,7 @@ from alg.codec import (
 from alg.engine import Gateway
 from alg.events import Direction, GrePacket, SendGre
 from alg.icmp import checksum
+from alg.servermap import GrePath
 from demux import bpf
 from demux.program import Demux
 from ryu_apps import packets
@@ -127,7 +128,7 @@ class Paths:
         demux.set(SERVER, PUBLIC, A, C1, A)
         self.gw: Gateway = gateway()
         shared(self.gw)
-        assert self.gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+        assert self.gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
 
     def controller(self, frame: bytes) -> bool:
         """What the app and the core do with the frame as a packet-in."""

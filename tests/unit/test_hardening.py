@@ -26,6 +26,7 @@ from alg.events import (
     TcpSegment,
 )
 from alg.relay import MAX_GAP_PIECES
+from alg.servermap import GrePath
 from alg.snapshot import Snapshot
 from tests.unit.pptp_flows import (
     C1,
@@ -113,19 +114,19 @@ def test_late_gre_of_a_released_id_never_reaches_the_client_left_on_the_pair() -
     first.outgoing_call(A, 700)
     second = ControlLink(gw, C2, 40001).start()
     b2 = second.outgoing_call(A, 701)
-    assert b2 != A and gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert b2 != A and gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     second.now = 10.0
     out = second.client_send(ccrq(A))
     # The pair keeps the controller path while b2 is held down: its late GRE is dropped.
     assert [d.client_ip for d in out.decisions if isinstance(d, GreInboundEntry)] == []
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
     late = down_gre(gw, PUBLIC, b2, 11.0)
     assert sent_gre(late) == [] and gw.counters.gre_unknown_dropped == 1
     assert [g.dst_ip for g in sent_gre(down_gre(gw, PUBLIC, A, 12.0))] == [C1]
     assert gw.tick(69.0).decisions == []
     back = gw.tick(70.0)  # hold-down over: the flow path again
     assert [d.client_ip for d in back.decisions if isinstance(d, GreInboundEntry)] == [C1]
-    assert gw.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert gw.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
 
 
 def test_an_idle_data_channel_keeps_its_call_and_call_id_while_the_connection_lives() -> None:
@@ -365,7 +366,7 @@ def test_strict_outbound_gre_carries_only_the_clients_own_server_call_ids() -> N
     stolen = up_gre(gw, C2, 701, 1.0)  # C1's call at the server
     assert sent_gre(stolen) == [] and gw.counters.gre_unknown_dropped == 1
     [call] = [c for c in gw.calls() if c.conn.client_ip == C2]
-    assert display.gre_paths(gw, call) == ("controller", "controller")
+    assert display.gre_paths(gw, call) == (GrePath.CONTROLLER, GrePath.CONTROLLER)
 
 
 def test_neighbours_beyond_the_cap_are_refused_and_counted(

@@ -28,6 +28,7 @@ from alg.events import (
     UdpDatagram,
 )
 from alg.relay import RESYNC_SPAN
+from alg.servermap import GrePath
 from alg.snapshot import CallRecord, Forget, HeldRecord, SessionRecord, Snapshot
 from tests.unit.pptp_flows import (
     C1,
@@ -89,14 +90,14 @@ def test_a_restored_call_keeps_its_ids_and_blocks_them_for_new_calls() -> None:
     [call] = list(new.calls())
     assert (call.state, call.client_call_id, call.public_call_id, call.server_call_id) == (
         CallState.ESTABLISHED, 5, b, 900)
-    assert new.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert new.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
     assert any(isinstance(d, GreInboundEntry) and d.client_ip == C1 for d in decisions)
     assert any(isinstance(d, GreOutboundEntry) for d in decisions)
 
     second = ControlLink(new, C2, 40001).start()
     assert second.public_port != first.public_port
     assert second.outgoing_call(5, 901) != b
-    assert new.inbound_gre_path(SERVER, PUBLIC) == "controller"
+    assert new.inbound_gre_path(SERVER, PUBLIC) is GrePath.CONTROLLER
 
 
 def test_teardown_after_a_restart_resynchronises_and_translates() -> None:
@@ -230,7 +231,7 @@ def test_an_intact_switch_gets_no_flow_mod_after_a_restart() -> None:
                  (EntryKind.CONTROL, gw.connections()[0].session.id): 1}
     new, decisions = restarted(snapshot, on_switch)
     assert decisions == []
-    assert new.inbound_gre_path(SERVER, PUBLIC) == "flow"
+    assert new.inbound_gre_path(SERVER, PUBLIC) is GrePath.FLOW
 
 
 def test_a_restore_installs_what_is_missing_before_removing_strangers() -> None:
