@@ -6,6 +6,8 @@ message carries, moves it through its states (RFC 2637 sections 2.7-2.13), opens
 closes its server-map entries, and returns the message with its Call IDs translated.
 A message a side may not send (RFC 2637 roles) has no function: it raises
 :class:`~alg.errors.ProtocolError` and the connection is reset.
+:attr:`CallControl.MOVES`, beside the table of functions, says which states each
+function may move a call to.
 
 Policies (also in docs/design.md):
 
@@ -26,9 +28,9 @@ Policies (also in docs/design.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, ClassVar
 
 from alg.callid import CallIdAllocator
 from alg.calls import Call, CallState, ConnectionCalls
@@ -79,6 +81,26 @@ class CallControl:
         server_map: where established calls' data channels go.
         ids: the core's id source (call indexes).
     """
+
+    MOVES: ClassVar[Mapping[str, frozenset[CallState]]] = {
+        "_pass": frozenset(),
+        "_restore_peer": frozenset(),
+        "_stop": frozenset({CallState.CLOSED}),
+        "_outgoing_call_request": frozenset({CallState.REQUESTED}),
+        "_outgoing_call_reply": frozenset({CallState.ESTABLISHED, CallState.CLOSED}),
+        "_incoming_call_request": frozenset({CallState.OFFERED}),
+        "_incoming_call_reply": frozenset({CallState.ANSWERED, CallState.CLOSED}),
+        "_incoming_call_connected": frozenset({CallState.ESTABLISHED}),
+        "_call_clear_request": frozenset({CallState.CLOSED}),
+        "_call_disconnect_notify": frozenset({CallState.CLOSED}),
+    }
+    """The states each function of the table below may move a call to, by the function's
+    name: the call the message names, a call it makes (REQUESTED, OFFERED; an
+    Incoming-Call-Reply for an unknown server Call ID makes its call ANSWERED at once),
+    or, for Stop-Control-Connection, every live call of the connection. Any other call
+    keeps its state, and no function moves a call out of CLOSED.
+    ``tests/unit/test_pptp_moves.py`` drives every function from every state and checks
+    that what happens is exactly this."""
 
     def __init__(
         self,
