@@ -75,6 +75,7 @@ class Fd:
         self.fd = fd
 
     def close(self) -> None:
+        """Close the descriptor (once; a pinned object stays)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -118,6 +119,7 @@ class Map:
     @classmethod
     def create(cls, map_type: int, key_size: int, value_size: int, max_entries: int,
                name: str = "") -> Map:
+        """A new map of ``map_type`` (``name`` cut to 15 bytes)."""
         attr = struct.pack("=IIIIIII16s", map_type, key_size, value_size, max_entries, 0, 0, 0,
                            name.encode()[:15])
         fd = Fd(_bpf(MAP_CREATE, attr, f"create map {name!r}"))

@@ -37,7 +37,8 @@ from alg.config import GatewayConfig
 from alg.counters import CounterSet
 from alg.errors import BpfError
 from alg.events import DemuxEntry, DemuxForget
-from demux.program import TABLE_KEY, Demux, gre_frame
+from demux.program import TABLE_KEY, gre_frame
+from demux.table import Demux
 from ryu_apps.packets import mac_bytes
 
 LOG = logging.getLogger("pptp_alg.demux")

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from demux.program import Demux
+from demux.table import Demux
 from topo.netns import run
 
 BPF_MAGIC = "bpf"

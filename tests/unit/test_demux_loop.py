@@ -14,7 +14,8 @@ import pytest
 from demux import bpf
 from demux import link as demux_link
 from demux.link import DEAD_AFTER, HEARTBEAT
-from demux.program import Demux, gre_frame
+from demux.program import gre_frame
+from demux.table import Demux
 from tests.unit.test_closed_loop import (
     CLIENT1,
     CLIENT1_MAC,

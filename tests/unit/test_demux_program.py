@@ -5,8 +5,28 @@ fails without a kernel. A deliberate change to the program updates :data:`PROGRA
 from __future__ import annotations
 
 import hashlib
+import struct
+from itertools import pairwise
 
-from demux.program import program
+from demux.asm import be16
+from demux.program import (
+    KEY_CALL_ID,
+    KEY_PAD,
+    KEY_PUBLIC,
+    KEY_SERVER,
+    SLOT_CALL_ID_AT,
+    SLOT_CLIENT,
+    SLOT_CLIENT_CALL_ID,
+    SLOT_INDEX,
+    SLOT_KEY,
+    TABLE_KEY,
+    TABLE_VALUE,
+    VALUE_BYTES,
+    VALUE_CALL_ID,
+    VALUE_CLIENT,
+    VALUE_PACKETS,
+    program,
+)
 
 MAP_FDS = {"table": 3, "counters": 4}
 """The file descriptors the maps' loads carry in :data:`PROGRAM`."""
@@ -64,3 +84,30 @@ def test_the_maps_file_descriptors_are_the_only_inputs() -> None:
     differ = [i // 8 for i in range(0, len(pinned), 8) if moved[i:i + 8] != pinned[i:i + 8]]
     assert len(differ) == 6  # the table's load, and the counters' on each of five ways out
     assert all(moved[i * 8] == 0x18 for i in differ)
+
+
+def test_be16_is_what_a_load_of_the_field_off_the_wire_reads() -> None:
+    for value in (0x0800, 0x880B, 0x3FFF, 0x0001, 0xFFFF):
+        assert be16(value) == struct.unpack("=H", struct.pack("!H", value))[0]
+
+
+def test_the_programs_offsets_are_those_of_the_table_layouts() -> None:
+    key = TABLE_KEY.pack(b"SSSS", b"PPPP", 0x4344)
+    assert key[KEY_SERVER:KEY_SERVER + 4] == b"SSSS"
+    assert key[KEY_PUBLIC:KEY_PUBLIC + 4] == b"PPPP"
+    assert key[KEY_CALL_ID:KEY_CALL_ID + 2] == b"CD"
+    assert key[KEY_PAD:] == b"\0\0"
+    value = TABLE_VALUE.pack(b"AAAA", b"ID", 5, 6)
+    assert value[VALUE_CLIENT:VALUE_CLIENT + 4] == b"AAAA"
+    assert value[VALUE_CALL_ID:VALUE_CALL_ID + 2] == b"ID"
+    assert struct.unpack_from("=QQ", value, VALUE_PACKETS) == (5, 6)
+    assert VALUE_BYTES == VALUE_PACKETS + 8 == TABLE_VALUE.size - 8
+
+
+def test_the_stack_slots_are_apart_aligned_and_on_the_stack() -> None:
+    slots = sorted([(SLOT_CALL_ID_AT, 8), (SLOT_INDEX, 4), (SLOT_CLIENT, 4),
+                    (SLOT_CLIENT_CALL_ID, 2), (SLOT_KEY, TABLE_KEY.size)])
+    for (start, size), (following, _) in pairwise(slots):
+        assert start + size <= following
+    assert slots[0][0] >= -512 and slots[-1][0] + slots[-1][1] <= 0
+    assert all(start % min(size, 8) == 0 for start, size in slots)

@@ -19,7 +19,7 @@ import pytest
 from alg.events import EntryKind
 from demux import bpf
 from demux.link import HEARTBEAT, LINK_DOWN
-from demux.program import Demux
+from demux.table import Demux
 from ryu_apps import switch
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser

@@ -14,7 +14,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.l2 import GRE_PPTP, Ether
 from scapy.packet import Packet
 
-from demux.program import Demux
+from demux.table import Demux
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser
 from tests.unit.app_env import GW_MAC, IN1, IN2, OUT, PUBLIC, SERVER

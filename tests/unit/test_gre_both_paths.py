@@ -34,7 +34,7 @@ from alg.events import Direction, GrePacket, SendGre
 from alg.icmp import checksum
 from alg.servermap import GrePath
 from demux import bpf
-from demux.program import Demux
+from demux.table import Demux
 from ryu_apps import packets
 from tests.unit.pptp_flows import C1, PUBLIC, SERVER, gateway
 from tests.unit.test_engine_demux import A, shared

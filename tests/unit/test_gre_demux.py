@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from alg.errors import BpfError
 from demux import bpf
-from demux.program import TC_ACT_SHOT, Asm, Demux, gre_frame
+from demux.asm import Asm
+from demux.program import TC_ACT_SHOT, gre_frame
+from demux.table import Demux
 from ryu_apps.packets import checksum
 
 TC_ACT_REDIRECT = 7
