@@ -159,6 +159,12 @@ def expected_error(err_type: int, code: int) -> bool:
     return err_type == OFPET_METER_MOD_FAILED and code == OFPMMFC_METER_EXISTS
 
 
+def switch_setup(dp: Any, rates: AlgConfig, inside_ports: Iterable[int]) -> list[Any]:
+    """What a switch gets before its entries are read: the asynchronous configuration
+    (:func:`async_config`) and the meters (:func:`meters`)."""
+    return [async_config(dp), *meters(dp, rates, inside_ports)]
+
+
 def async_config(dp: Any) -> Any:
     """OpenFlow 1.3's asynchronous configuration (section 7.3.10): the defaults of Open
     vSwitch (packet-ins of table misses and of output actions, every port status and

@@ -90,7 +90,7 @@ class Victim:
         self.app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp)))
         self.app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp, body=ports)))
         self.app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
-            xid=self.app._reconcile_xid, body=[], flags=0, datapath=self.dp)))
+            xid=self.app.switch.reconcile_xid, body=[], flags=0, datapath=self.dp)))
         assert self.app.ready
         for port, mac, ip, target in ((IN1, CLIENT_MAC, VICTIM, "192.168.1.254"),
                                       (OUT, SERVER_MAC, SERVER, str(PUBLIC))):
@@ -104,7 +104,7 @@ class Victim:
         self.conn = self.app.core.connections()[0]
         self.stored = Snapshot()
         self.stored.apply(self.app.core.journal.drain())
-        self.app.store = SimpleNamespace(write=self.stored.apply)
+        self.app.effects.store = SimpleNamespace(write=self.stored.apply)
 
     def check(self) -> None:
         call: Call = self.call

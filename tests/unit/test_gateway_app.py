@@ -81,7 +81,7 @@ def app(monkeypatch: pytest.MonkeyPatch, dp: FakeDatapath, clock: Clock) -> NatG
              for name, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
     gateway._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     gateway._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
-    reply = SimpleNamespace(xid=gateway._reconcile_xid, body=[], flags=0, datapath=dp)
+    reply = SimpleNamespace(xid=gateway.switch.reconcile_xid, body=[], flags=0, datapath=dp)
     gateway._flow_stats(SimpleNamespace(msg=reply))
     dp.sent.clear()
     return gateway
@@ -607,7 +607,7 @@ def reconnect(app: NatGateway, new: FakeDatapath) -> None:
              for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
     app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=new)))
     app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=new, body=ports)))
-    reply = SimpleNamespace(xid=app._reconcile_xid, body=[], flags=0, datapath=new)
+    reply = SimpleNamespace(xid=app.switch.reconcile_xid, body=[], flags=0, datapath=new)
     app._flow_stats(SimpleNamespace(msg=reply))
 
 

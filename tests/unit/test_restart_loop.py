@@ -18,6 +18,7 @@ from alg.codec import CallClearRequest, CallDisconnectNotify
 from alg.events import EntryKind
 from ryu_apps import switch
 from ryu_apps.framework import ofproto_v1_3_parser as parser
+from ryu_apps.lifecycle import SwitchState
 from ryu_apps.nat_gateway import NatGateway
 from ryu_apps.store import Store
 from tests.unit.app_env import PUBLIC, SERVER
@@ -149,7 +150,7 @@ def test_a_call_lives_through_a_switch_restart(lab: Lab) -> None:
 def test_packet_ins_before_the_reconciliation_are_dropped_and_counted(lab: Lab) -> None:
     lab.dial(lab.client1, 4242)
     app = lab.app
-    app.ready = False
+    app.switch.state = SwitchState.RECONCILE
     lab.client1.send_udp(SERVER, 5000, 53, b"q")
     lab.settle()
     assert app.counters.packet_ins_before_ready == 1

@@ -106,7 +106,7 @@ def test_a_failed_write_is_counted_and_the_gateway_goes_on(
     app = nat_gateway.NatGateway()
     assert app.store is not None
     app.store.close()
-    app._write([SESSION])
+    app.effects.write([SESSION])
     assert app.counters.store_errors == 1 and app.counters.store_writes == 0
 
 
@@ -243,7 +243,7 @@ def connected_app(monkeypatch: pytest.MonkeyPatch, path: Path) -> nat_gateway.Na
     app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
     app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
-        xid=app._reconcile_xid, body=[], flags=0, datapath=dp)))
+        xid=app.switch.reconcile_xid, body=[], flags=0, datapath=dp)))
     return app
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alg.errors import WireError
-from ryu_apps import nat_gateway, wire
+from ryu_apps import packet_in, wire
 from ryu_apps.framework import ofp_event, ofproto_parser
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser
@@ -114,8 +114,8 @@ def test_packet_in_decoding_agrees_with_ryus_parser(
         data: bytes, in_port: int, extra: dict[str, Any], padding: int) -> None:
     buf = packet_in_bytes(data + b"\0" * padding, parser.OFPMatch(in_port=in_port, **extra),
                           total_len=len(data))
-    ryu = nat_gateway._RYU_PACKET_IN_PARSER(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
-    ours = nat_gateway.parse_packet_in(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    ryu = packet_in._RYU_PACKET_IN_PARSER(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    ours = packet_in.parse_packet_in(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
     assert type(ours) is type(ryu)
     for name in ("buffer_id", "total_len", "reason", "table_id", "cookie", "xid", "msg_len"):
         assert getattr(ours, name) == getattr(ryu, name), name
@@ -129,7 +129,7 @@ def test_packet_in_decoding_agrees_with_ryus_parser(
 
 def test_a_packet_in_without_in_port_asks_ryus_parser_for_its_fields() -> None:
     buf = packet_in_bytes(b"frame", parser.OFPMatch(eth_type=0x800))
-    msg = nat_gateway.parse_packet_in(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
+    msg = packet_in.parse_packet_in(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
     assert wire.decode_packet_in(buf).in_port is None
     assert msg.match["eth_type"] == 0x800
     with pytest.raises(KeyError):
@@ -148,12 +148,12 @@ def test_truncated_or_inconsistent_packet_ins_are_refused_and_left_to_ryu(cut: i
         calls.append(args[-1])
         return "ryu's answer"
 
-    original = nat_gateway._RYU_PACKET_IN_PARSER
-    nat_gateway._RYU_PACKET_IN_PARSER = ryus
+    original = packet_in._RYU_PACKET_IN_PARSER
+    packet_in._RYU_PACKET_IN_PARSER = ryus
     try:
-        assert nat_gateway.parse_packet_in(None, 4, 10, len(buf), 7, buf) == "ryu's answer"
+        assert packet_in.parse_packet_in(None, 4, 10, len(buf), 7, buf) == "ryu's answer"
     finally:
-        nat_gateway._RYU_PACKET_IN_PARSER = original
+        packet_in._RYU_PACKET_IN_PARSER = original
     assert calls == [buf]
 
 
@@ -169,8 +169,8 @@ def test_a_match_longer_than_the_message_is_refused() -> None:
 
 def test_the_app_makes_ryu_use_the_fast_packet_in_parser() -> None:
     buf = packet_in_bytes(b"frame", parser.OFPMatch(in_port=9))
-    nat_gateway.use_fast_packet_in()
+    packet_in.use_fast_packet_in()
     msg = ofproto_parser.msg(None, 4, ofp.OFPT_PACKET_IN, len(buf), 7, buf)
-    assert isinstance(msg.match, nat_gateway._LazyMatch)
+    assert isinstance(msg.match, packet_in._LazyMatch)
     assert msg.match["in_port"] == 9 and bytes(msg.data) == b"frame"
     assert type(ofp_event.ofp_msg_to_ev(msg)) is ofp_event.EventOFPPacketIn
