@@ -111,6 +111,10 @@ class ControlConnections:
         self._by_session: dict[int, ControlConnection] = {}
         self._per_host: dict[IPv4Address, int] = {}
         self._handshakes: dict[IPv4Address, dict[int, ControlConnection]] = {}
+        self._unplaced: dict[tuple[IPv4Address, int, IPv4Address], int] = {}
+        """Connections whose entry the app could not place (the client's port not
+        known), by their inside endpoint and server: offered again when the client
+        speaks."""
 
     def connections(self) -> list[ControlConnection]:
         """The live control connections, oldest first."""
@@ -140,6 +144,22 @@ class ControlConnections:
                 return out
         self._nat.touch(conn.session.id, now)
         return self._segment(conn, direction, seg, now)
+
+    def unplaced(self, session: NatSession) -> None:
+        """The app could not place the entry of a connection (its client's port is not
+        known): :meth:`place` offers it again when the client speaks."""
+        self._unplaced[(session.inside_ip, session.inside_port, session.remote_ip)] = (
+            session.id)
+
+    def place(self, seg: TcpSegment, out: Output) -> None:
+        """A client's segment: if its connection's entry was not placed, the app knows
+        the client's port now, and the entry is offered again."""
+        if not self._unplaced:
+            return
+        session_id = self._unplaced.pop((seg.src_ip, seg.src_port, seg.dst_ip), None)
+        session = None if session_id is None else self._nat.get(session_id)
+        if session is not None and self.is_control(session.id):
+            out.decisions.append(ControlEntry(session))
 
     def _new_syn(self, conn: ControlConnection, seg: TcpSegment) -> Output:
         """A SYN with another ISN on an open connection's endpoints: passed on, the
@@ -176,7 +196,7 @@ class ControlConnections:
 
     def tick(self, now: float, out: Output) -> None:
         """End connections that lingered after both FINs or never completed their
-        handshake; age their calls."""
+        handshake; age their calls; forget unplaced entries of connections gone."""
         for waiting in list(self._handshakes.values()):
             for conn in list(waiting.values()):
                 if now - conn.session.created >= self._config.tcp_handshake:
@@ -187,6 +207,7 @@ class ControlConnections:
                 self._close(conn, now, "TCP closed", out)
                 continue
             self._calls.age(conn.calls, now, out)
+        self._unplaced = {k: i for k, i in self._unplaced.items() if self.is_control(i)}
 
     def _open(self, seg: TcpSegment, now: float) -> Output:
         if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:

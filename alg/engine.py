@@ -5,11 +5,14 @@
 
 * ``alg.napt``: NAPT of TCP, UDP and ICMP echo over ``alg.nat``;
 * ``alg.control``: PPTP control connections (TCP/1723), each a ``alg.relay`` TCP relay
-  whose bytes go through an ``alg.framer`` framer to the call state machine of
-  ``alg.pptp``, which keeps its calls in ``alg.calls``;
-* ``alg.servermap``: the established calls' GRE, on flow entries or through here;
+  (one ``alg.stream`` per direction) whose bytes go through an ``alg.framer`` framer to
+  the call state machine of ``alg.pptp``, which keeps its calls in ``alg.calls``;
+* ``alg.servermap``: the established calls' GRE, on flow entries, through the GRE
+  demultiplexer (``alg.demuxtable``) or through here;
 * ``alg.plaingre``: GRE with the ALG off;
-* ``alg.icmp``: ICMP errors about all of these, and Time Exceeded.
+* ``alg.icmp``: ICMP errors about all of these, and Time Exceeded;
+* ``alg.restore``: restarts: the store's records taken back, a switch's entries brought
+  in line.
 
 Time passes in as ``now`` on every call; :meth:`Gateway.tick` ages everything, and the
 switch's reports (flow statistics, flow removal, entries it could not take) come back
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import assert_never
 
+from alg import restore
 from alg.callid import CallIdAllocator
 from alg.calls import Call, CallState
 from alg.codec import PPTP_PORT
@@ -50,29 +54,18 @@ from alg.events import (
     UdpDatagram,
 )
 from alg.icmp import IcmpErrors, Martians
-from alg.napt import Napt
+from alg.napt import Napt, SessionStats
 from alg.nat import NatTable, Proto
 from alg.plaingre import PlainGre, PlainGreTable
 from alg.pptp import CallControl
 from alg.servermap import Counts, GrePath, ServerMap
-from alg.snapshot import Change, Forget, Journal, Snapshot
+from alg.snapshot import Journal, Snapshot
 
 Installed = Mapping[tuple[EntryKind, int], int]
+"""What a switch holds of the core's entries: how many entries per (kind, id)."""
 DemuxCounts = Callable[[IPv4Address, IPv4Address, int], tuple[int, int] | None]
 """The demultiplexer's table: (server, public address, public Call ID) -> its entry's
 (packets, bytes), None when it has no such entry."""
-"""What a switch holds of the core's entries: how many entries per (kind, id)."""
-
-SESSION_KINDS = frozenset({EntryKind.SESSION, EntryKind.CONTROL})
-"""Entries whose id is a NAT session's (the others' ids are the core's :class:`Ids`)."""
-
-
-def _highest_core_id(installed: Installed) -> int:
-    """The highest id from the core's :class:`Ids` that a switch holds: not a session's
-    (the NAT table's own ids) nor a return entry's (its client's address,
-    ``alg.servermap.return_entry_id``)."""
-    return max((i for k, i in installed
-                if k not in SESSION_KINDS and k is not EntryKind.DEMUX_RETURN), default=0)
 
 
 class Ids(Iterator[int]):
@@ -130,11 +123,7 @@ class Gateway:
         self.icmp = IcmpErrors(self.counters, self.nat, self.server_map, self.plain,
                                config.alg_enabled, inside_address,
                                Martians(own, inside_subnet, outside_subnet))
-        self._session_counts: dict[int, Counts] = {}
-        self._unplaced: dict[tuple[IPv4Address, int, IPv4Address], int] = {}
-        """Control connections whose entry the app could not place (the client's port
-        not known), by their inside endpoint and server: offered again when the client
-        speaks."""
+        self.session_stats = SessionStats(self.nat)
 
     # Views for displays and tests.
 
@@ -176,7 +165,7 @@ class Gateway:
 
     def session_counts(self, session_id: int) -> Counts | None:
         """(packets, bytes) the switch reported for a NAT session's entries, if any."""
-        return self._session_counts.get(session_id)
+        return self.session_stats.get(session_id)
 
     # Packets.
 
@@ -219,8 +208,8 @@ class Gateway:
         port = seg.dst_port if direction is Direction.OUTBOUND else seg.src_port
         if self.config.alg_enabled and port == PPTP_PORT:
             out = self.control.handle(direction, seg, now)
-            if self._unplaced and direction is Direction.OUTBOUND:
-                self._place(seg, out)
+            if direction is Direction.OUTBOUND:
+                self.control.place(seg, out)
             return out
         starts = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
         return self.napt.packet(
@@ -332,17 +321,8 @@ class Gateway:
         elif isinstance(decision, SessionEntries):
             decision.session.entries_sent = None
         elif isinstance(decision, ControlEntry):
-            s = decision.session
-            self._unplaced[(s.inside_ip, s.inside_port, s.remote_ip)] = s.id
+            self.control.unplaced(decision.session)
         return self._noted(out)
-
-    def _place(self, seg: TcpSegment, out: Output) -> None:
-        """The client of a control connection whose entry was not placed spoke (so the
-        app knows its port now): offer the entry again."""
-        session_id = self._unplaced.pop((seg.src_ip, seg.src_port, seg.dst_ip), None)
-        session = None if session_id is None else self.nat.get(session_id)
-        if session is not None and self.control.is_control(session.id):
-            out.decisions.append(ControlEntry(session))
 
     def flow_stats(
         self, kind: EntryKind, entry_id: int, packets: int, now: float, byte_count: int = 0
@@ -356,12 +336,7 @@ class Gateway:
         if kind is EntryKind.CONTROL:
             return
         if kind is EntryKind.SESSION:
-            if self.nat.get(entry_id) is None:
-                return
-            before, _ = self._session_counts.get(entry_id, (0, 0))
-            self._session_counts[entry_id] = (packets, byte_count)
-            if packets != before and packets > 0:
-                self.nat.touch(entry_id, now)
+            self.session_stats.reported(entry_id, packets, byte_count, now)
         elif not self.server_map.entry_stats(kind, entry_id, packets, byte_count, now):
             self.plain.entry_stats(entry_id, packets, now)
 
@@ -379,11 +354,7 @@ class Gateway:
         if kind is EntryKind.CONTROL:
             return
         if kind is EntryKind.SESSION:
-            last = self._session_counts.get(entry_id)
-            if last is not None:
-                self._session_counts[entry_id] = (
-                    max(0, last[0] - packets), max(0, last[1] - byte_count)
-                )
+            self.session_stats.removed(entry_id, packets, byte_count)
         elif not self.server_map.entry_removed(kind, entry_id, packets, byte_count):
             self.plain.entry_removed(entry_id)
 
@@ -391,11 +362,10 @@ class Gateway:
         """Age everything by the clock: sessions, connections, server-maps, hold-downs."""
         out = Output()
         for session in self.nat.expire(now):
-            self._session_counts.pop(session.id, None)
+            self.session_stats.forget(session.id)
             if not self.control.session_expired(session.id, now, out):
                 out.decisions.append(RemoveEntries(EntryKind.SESSION, session.id))
         self.control.tick(now, out)
-        self._unplaced = {k: i for k, i in self._unplaced.items() if self.control.is_control(i)}
         self.plain.tick(now, out)
         self.call_ids.purge(now)
         self.server_map.reconsider(now, out)
@@ -405,150 +375,27 @@ class Gateway:
 
     def restore(self, snapshot: Snapshot, installed: Installed, now: float) -> Output:
         """Take back what a store kept, then reconcile with the switch (after a restart
-        of the controller; call it once, before any packet).
-
-        Sessions come back with their ids and public endpoints, control connections
-        with their sequence numbers (each direction resynchronises, ``alg.relay``),
-        calls with their Call IDs, hold-downs with their ends, ALG-off GRE bindings with
-        their entries. A record that contradicts what came back before it, or the ALG
-        switch as configured now (a control connection with the ALG off, a TCP/1723
-        session that was not one with it on), is left out, counted
-        (``restore_skipped``) and forgotten; what came back is written again as it
-        stands now (an id or a hold-down may have changed).
-
-        Every value of every record is checked for its type and range first
-        (:meth:`~alg.snapshot.Snapshot.validated`): a record that fails is left out and
-        counted with those the store already refused (``restore_records_rejected``). If
-        the restore still fails, the core starts empty (``restore_failures``): the
-        switch's entries are all removed and the store's records forgotten, and the
-        output's ``errors`` say so.
+        of the controller; call it once, before any packet; see ``alg.restore``).
 
         Args:
             snapshot: the store's records.
             installed: what the switch holds of the core's entries.
             now: the time.
         """
-        checked = snapshot.validated()
-        rejected = checked.rejected
-        self.counters.restore_records_rejected += len(rejected)
-        try:
-            out = self._restore(checked, installed, now)
-        except Exception as exc:
-            self._start_empty()
-            self.counters.restore_records_rejected = len(rejected)
-            self.counters.restore_failures += 1
-            out = self.reconcile(installed)
-            out.records[:0] = _forget_all(checked)
-            out.errors.append(f"restore failed ({type(exc).__name__}: {exc}): the gateway "
-                              "starts without its saved state")
-        if rejected:
-            out.errors.insert(0, f"restore: {len(rejected)} records with a value of the "
-                                 f"wrong type or out of range left out, the first: "
-                                 f"{rejected[0]}")
-        return out
-
-    def _start_empty(self) -> None:
-        """Everything forgotten and every counter zero; the counters stay the same
-        object (the app's fragment path counts in it too)."""
-        self.counters.reset()
-        Gateway.__init__(self, self.config, self._inside_address, self._inside_subnet,
-                         self._outside_subnet, self.counters)
-
-    def _restore(self, snapshot: Snapshot, installed: Installed, now: float) -> Output:
-        self.journal.drain()
-        left_out: list[Change] = []
-        alg = self.config.alg_enabled
-        controls = {r.session_id for r in snapshot.connections} if alg else set()
-        sessions = {}
-        for session_record in sorted(snapshot.sessions, key=lambda r: r.id):
-            control = alg and session_record.proto == Proto.TCP and (
-                session_record.remote_port == PPTP_PORT)
-            session = None
-            if control == (session_record.id in controls):
-                session = self.nat.adopt(session_record, now)
-            if session is None:
-                left_out.append(Forget("session", session_record.id))
-            else:
-                sessions[session.id] = session
-        hold_down = self.config.call_id_hold_down
-        for held in snapshot.held:
-            until = min(held.until, now + hold_down)
-            if until <= now or not self.call_ids.adopt(
-                held.public_ip, held.server_ip, held.call_id, until, held.host
-            ):
-                left_out.append(Forget("held", (held.public_ip, held.server_ip, held.call_id)))
-        self.ids.skip(max((max(r.index, r.outbound_entry or 0, r.inbound_entry or 0)
-                           for r in snapshot.calls), default=0))
-        self.ids.skip(max((max(r.outbound_id, r.inbound_id) for r in snapshot.plain),
-                          default=0))
-        self.ids.skip(_highest_core_id(installed))
-        connections = {}
-        for conn_record in snapshot.connections:
-            session = sessions.get(conn_record.session_id)
-            if not alg or session is None or self.control.is_control(session.id):
-                left_out.append(Forget("connection", conn_record.session_id))
-                continue
-            connections[session.id] = self.control.restore(session, conn_record)
-        closing_order = sorted(snapshot.calls, key=lambda r: (
-            r.state == CallState.CLOSED.value, r.hold_until, r.index))
-        for call_record in closing_order:
-            conn = connections.get(call_record.session_id)
-            if conn is None or not self.call_control.restore(conn.calls, call_record, now):
-                left_out.append(Forget("call", call_record.index))
-        plain_left = snapshot.plain if alg else self.plain.restore(snapshot.plain, now)
-        left_out += [Forget("plain", (r.client_ip, r.server_ip)) for r in plain_left]
-        self.counters.restore_skipped += len(left_out)
-        out = self.reconcile(installed)
-        out.records[:0] = left_out
-        return out
+        return restore.restore(self, snapshot, installed, now)
 
     def reconcile(self, installed: Installed) -> Output:
         """Bring a switch's entries in line with the core (on every connection of the
-        switch: after a restart of either).
-
-        Missing entries of live sessions, control connections, server-map pairs and
-        ALG-off bindings are installed, then entries the core does not own are removed
-        (installs first: an entry with the same match under an old cookie is replaced
-        before the old cookie's removal). After a controller restart the entries are
-        found by the ids the store kept, so nothing is installed again; after a switch
-        restart everything is. Ids continue above every id ``installed`` names.
+        switch: after a restart of either; see ``alg.restore``).
 
         Args:
             installed: what the switch holds of the core's entries (pipeline included).
         """
-        self.nat.skip_ids(max((i for k, i in installed if k in SESSION_KINDS), default=0))
-        self.ids.skip(_highest_core_id(installed))
-        out = Output()
-        owned: set[tuple[EntryKind, int]] = set()
-        for conn in self.control.connections():
-            key = (EntryKind.CONTROL, conn.session.id)
-            owned.add(key)
-            if key not in installed:
-                out.decisions.append(ControlEntry(conn.session))
-        for session in self.nat.sessions():
-            if session.proto is Proto.ICMP or self.control.is_control(session.id):
-                continue
-            key = (EntryKind.SESSION, session.id)
-            owned.add(key)
-            if installed.get(key, 0) < 2:
-                self._session_counts.pop(session.id, None)
-                out.decisions.append(
-                    SessionEntries(session, self.nat.idle_timeout(session.proto))
-                )
-        owned |= self.server_map.reinstall(installed, out)
-        owned |= self.plain.reinstall(installed, out)
-        out.decisions.extend(
-            RemoveEntries(kind, entry_id) for kind, entry_id in installed
-            if kind is not EntryKind.PIPELINE and (kind, entry_id) not in owned
-        )
-        return self._noted(out)
+        return self._noted(restore.reconcile(self, installed))
 
-
-def _forget_all(snapshot: Snapshot) -> list[Change]:
-    """Forget every record of ``snapshot`` (a session takes its connection and calls)."""
-    changes: list[Change] = [Forget("session", r.id) for r in snapshot.sessions]
-    changes += [Forget("connection", r.session_id) for r in snapshot.connections]
-    changes += [Forget("call", r.index) for r in snapshot.calls]
-    changes += [Forget("held", (r.public_ip, r.server_ip, r.call_id)) for r in snapshot.held]
-    changes += [Forget("plain", (r.client_ip, r.server_ip)) for r in snapshot.plain]
-    return changes
+    def start_empty(self) -> None:
+        """Forget everything and set every counter to zero (a restore that failed); the
+        counters stay the same object (the app's fragment path counts in it too)."""
+        self.counters.reset()
+        Gateway.__init__(self, self.config, self._inside_address, self._inside_subnet,
+                         self._outside_subnet, self.counters)

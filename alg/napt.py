@@ -5,7 +5,8 @@ policy allows it; the session's two rewrite entries go to the switch, which carr
 the rest. A later packet of the session that reaches the controller is forwarded, and
 puts the entries back unless they went out within :data:`REINSTALL_AFTER`. ICMP echo
 has no entries (OpenFlow can neither match nor set the echo identifier): the controller
-translates every echo packet. Outside never starts a session.
+translates every echo packet. Outside never starts a session. :class:`SessionStats`
+keeps what the switch reports of the sessions' entries.
 """
 
 from __future__ import annotations
@@ -109,3 +110,42 @@ class Napt:
             out.decisions.append(SessionEntries(session, self._nat.idle_timeout(proto)))
         out.emits.append(Forward(direction, translation))
         return out
+
+
+class SessionStats:
+    """The switch's (packets, bytes) for each NAT session's entries.
+
+    A session has two entries under one cookie, whose counts the app reports summed.
+
+    Args:
+        nat: the table of sessions, whose idle clocks the counts restart.
+    """
+
+    def __init__(self, nat: NatTable) -> None:
+        self._nat = nat
+        self._counts: dict[int, tuple[int, int]] = {}
+
+    def get(self, session_id: int) -> tuple[int, int] | None:
+        """(packets, bytes) the switch reported for a session's entries, if any."""
+        return self._counts.get(session_id)
+
+    def reported(self, session_id: int, packets: int, byte_count: int, now: float) -> None:
+        """The switch's cumulative counts of a live session's entries: a packet count
+        that grew since the last report restarts the session's idle clock."""
+        if self._nat.get(session_id) is None:
+            return
+        before, _ = self._counts.get(session_id, (0, 0))
+        self._counts[session_id] = (packets, byte_count)
+        if packets != before and packets > 0:
+            self._nat.touch(session_id, now)
+
+    def removed(self, session_id: int, packets: int, byte_count: int) -> None:
+        """The switch removed one of a session's entries with these counts: they leave
+        the session's sum, so that the other entry's unchanged count is no growth."""
+        last = self._counts.get(session_id)
+        if last is not None:
+            self._counts[session_id] = (max(0, last[0] - packets), max(0, last[1] - byte_count))
+
+    def forget(self, session_id: int) -> None:
+        """The session ended, or its entries go to the switch afresh."""
+        self._counts.pop(session_id, None)

@@ -17,19 +17,19 @@ peer's Call ID in its key):
   path) when not; both demultiplex by key, the demultiplexer from a table of every
   established call (:class:`~alg.events.DemuxEntry`) and hands the packet back to the
   switch, which delivers it by one entry per client
-  (:class:`~alg.events.DemuxReturnEntry`). A pair moves between the paths as calls
-  come and go.
+  (:class:`~alg.events.DemuxReturnEntry`; both kept by :class:`~alg.demuxtable.DemuxTable`).
+  A pair moves between the paths as calls come and go.
 
 GRE that matches no server-map is dropped and counted, and creates no state. A released
 ``b`` is held down by the Call ID allocator, and its demultiplexer entry is deleted, so
 late GRE of an ended call finds no call on either path, and a pair stays off the flow
 path while any of its IDs is held down. A client's return entry has its address for id
-(:func:`return_entry_id`), so a restarted controller finds it on the switch as it finds
-the pairs' entries by the ids its store kept; a return entry the app could not install
-(its client not resolved yet, as after a controller restart) keeps the client's pairs
-off the demux path, on the controller path, whose packets make the app resolve the
-client, until it is installed. A data channel idle for the server-map idle
-timeout loses its flow entries, not its call: the call keeps its Call IDs while its
+(:func:`~alg.demuxtable.return_entry_id`), so a restarted controller finds it on the
+switch as it finds the pairs' entries by the ids its store kept; a return entry the app
+could not install (its client not resolved yet, as after a controller restart) keeps
+the client's pairs off the demux path, on the controller path, whose packets make the
+app resolve the client, until it is installed. A data channel idle for the server-map
+idle timeout loses its flow entries, not its call: the call keeps its Call IDs while its
 control connection lives, and its next GRE packet, punted to the controller, reinstalls
 the entries.
 """
@@ -47,10 +47,10 @@ from alg.calls import Call
 from alg.codec import parse_gre, rewrite_gre_call_id
 from alg.config import AlgConfig
 from alg.counters import Counters
+from alg.demuxtable import DemuxTable
 from alg.errors import CodecError
 from alg.events import (
     DemuxEntry,
-    DemuxForget,
     DemuxReturnEntry,
     Direction,
     EntryKind,
@@ -103,13 +103,6 @@ class GrePair:
 
 Counts = tuple[int, int]
 
-
-def return_entry_id(client: IPv4Address) -> int:
-    """The id of ``client``'s return entry (:class:`~alg.events.DemuxReturnEntry`): its
-    address. Return entries take no id from the core's id source, so that a restarted
-    controller, which keeps no record of them, finds each on the switch by its client."""
-    return int(client)
-
 GreTraffic = dict[tuple[GrePath, str], list[int]]
 """Packets and bytes of the calls' GRE since the start, by (path, direction value)."""
 
@@ -139,9 +132,7 @@ class ServerMap:
         self._inbound: dict[tuple[IPv4Address, IPv4Address], GrePair] = {}
         self._by_id: dict[int, GrePair] = {}
         self._gre_keys = GreCallIndex()
-        self._demux_up = False
-        self._returns: dict[IPv4Address, GrePair] = {}
-        self._unreturned: dict[IPv4Address, bool] = {}
+        self._demux = DemuxTable(config.gre_demux)
         self._traffic: GreTraffic = {
             (path, direction.value): [0, 0]
             for path in GrePath for direction in Direction
@@ -178,11 +169,11 @@ class ServerMap:
         every pair off the flow path moves to it or back to the controller. When it comes
         up, its whole table is written again (it may have been replaced meanwhile); the
         return entries are the switch's, brought in line by each reconciliation."""
-        if not self._config.gre_demux or up == self._demux_up:
+        if not self._demux.enabled or up == self._demux.up:
             return
-        self._demux_up = up
+        self._demux.up = up
         if up:
-            out.decisions.extend(self._demux_entry(c) for c in self._inbound_calls.values())
+            out.decisions.extend(self._demux.entry(c) for c in self._inbound_calls.values())
         for (server_ip, public_ip), pair in self._inbound.items():
             self._choose_path(server_ip, public_ip, pair, now, out)
 
@@ -190,69 +181,23 @@ class ServerMap:
         """The demultiplexer's table entry of every established call and the return entry
         of every client with one."""
         entries: list[DemuxEntry | DemuxReturnEntry] = [
-            self._demux_entry(call) for call in self._inbound_calls.values()]
-        entries += [DemuxReturnEntry(pair.entry_id, client)
-                    for client, pair in self._returns.items()]
+            self._demux.entry(call) for call in self._inbound_calls.values()]
+        entries += self._demux.return_entries()
         return entries
 
     def demux_counts(self, call: Call, packets: int, byte_count: int, now: float) -> None:
         """What the demultiplexer carried for a call (its table entry's counts, which
         start at 0 each time the entry is written): the call's inbound counts, and its
         idle clock restarts when they grew."""
-        restarted = packets < call.demux_packets
-        more = packets if restarted else packets - call.demux_packets
-        octets = byte_count if restarted else byte_count - call.demux_bytes
-        if more > 0:
-            call.last_data = now
-            call.data_idle = False
-        call.inbound_packets += more
-        call.inbound_bytes += octets
-        call.demux_packets, call.demux_bytes = packets, byte_count
-        self._count(GrePath.DEMUX, Direction.INBOUND, max(more, 0), max(octets, 0))
-
-    def _demux_entry(self, call: Call) -> DemuxEntry:
-        conn = call.conn
-        return DemuxEntry(conn.server_ip, conn.public_ip, call.public_id, conn.client_ip,
-                          call.client_id)
-
-    def _open_demux(self, call: Call, out: Output) -> None:
-        """A call's demultiplexer entry, and its client's return entry if it is the
-        client's first call."""
-        if not self._config.gre_demux:
-            return
-        call.demux_packets = call.demux_bytes = 0
-        out.decisions.append(self._demux_entry(call))
-        client = call.conn.client_ip
-        back = self._returns.get(client)
-        if back is None:
-            back = self._returns[client] = GrePair(return_entry_id(client))
-            out.decisions.append(DemuxReturnEntry(back.entry_id, client))
-        back.calls.append(call)
-
-    def _close_demux(self, call: Call, out: Output) -> None:
-        if not self._config.gre_demux:
-            return
-        conn = call.conn
-        out.decisions.append(DemuxForget(conn.server_ip, conn.public_ip, call.public_id))
-        back = self._returns.get(conn.client_ip)
-        if back is None or call not in back.calls:
-            return
-        back.calls.remove(call)
-        if not back.calls:
-            del self._returns[conn.client_ip]
-            self._unreturned.pop(conn.client_ip, None)
-            out.decisions.append(RemoveEntries(EntryKind.DEMUX_RETURN, back.entry_id))
+        more, octets = self._demux.counts(call, packets, byte_count, now)
+        self._count(GrePath.DEMUX, Direction.INBOUND, more, octets)
 
     def return_failed(self, decision: DemuxReturnEntry, now: float, out: Output) -> None:
         """The app could not install a client's return entry (the client is not resolved):
         the client's pairs leave the demux path, where its GRE would find no way back,
         for the controller path, and the entry is tried again by :meth:`reconsider`."""
-        client = decision.client_ip
-        back = self._returns.get(client)
-        if back is None or back.entry_id != decision.entry_id:
-            return
-        self._unreturned[client] = False
-        for key in {(c.conn.server_ip, c.conn.public_ip) for c in back.calls}:
+        calls = self._demux.return_failed(decision)
+        for key in {(c.conn.server_ip, c.conn.public_ip) for c in calls}:
             pair = self._inbound.get(key)
             if pair is not None:
                 self._choose_path(*key, pair, now, out)
@@ -282,7 +227,7 @@ class ServerMap:
         down.calls.append(call)
         call.entry_ids = (up.entry_id, down.entry_id)
         down.unreachable = None
-        self._open_demux(call, out)
+        self._demux.open(call, out)
         self._choose_path(conn.server_ip, conn.public_ip, down, now, out, force=True)
 
     def reserve(self, call: Call, now: float, out: Output) -> None:
@@ -334,7 +279,7 @@ class ServerMap:
         if self._outbound_calls.get(outbound_key) is call:
             del self._outbound_calls[outbound_key]
         self._gre_keys.remove(call)
-        self._close_demux(call, out)
+        self._demux.close(call, out)
         up = self._outbound[(conn.client_ip, conn.server_ip)]
         up.calls.remove(call)
         if not up.calls:
@@ -381,15 +326,12 @@ class ServerMap:
         (not in the same output: a pair on the demux path before its client's return
         entry is in would lose its packets).
         """
-        for client in [c for c, tried in self._unreturned.items() if tried]:
-            del self._unreturned[client]
+        self._demux.forget_tried()
         for key in list(self._waiting):
             pair = self._inbound[key]
             pair.unreachable = None
             self._choose_path(*key, pair, now, out)
-        for client in self._unreturned:
-            self._unreturned[client] = True
-            out.decisions.append(DemuxReturnEntry(self._returns[client].entry_id, client))
+        self._demux.retry(out)
 
     def reinstall(self, installed: Container[tuple[EntryKind, int]], out: Output
                   ) -> set[tuple[EntryKind, int]]:
@@ -415,12 +357,7 @@ class ServerMap:
             if key not in installed and not all(c.data_idle for c in pair.calls):
                 pair.packets = pair.bytes = 0
                 out.decisions.append(self._inbound_entry(server_ip, public_ip, pair))
-        for client, back in self._returns.items():
-            key = (EntryKind.DEMUX_RETURN, back.entry_id)
-            owned.add(key)
-            if key not in installed:
-                out.decisions.append(DemuxReturnEntry(back.entry_id, client))
-        return owned
+        return owned | self._demux.reinstall(installed, out)
 
     def handle_gre(
         self, direction: Direction, src_ip: IPv4Address, dst_ip: IPv4Address, gre: bytes,
@@ -603,9 +540,8 @@ class ServerMap:
         )
         if waiting:
             client = None
-        via_demux = client is None and self._demux_up
-        if via_demux and self._unreturned and any(
-                c.conn.client_ip in self._unreturned for c in pair.calls):
+        via_demux = client is None and self._demux.up
+        if via_demux and self._demux.holds(pair.calls):
             via_demux, waiting = False, True
         if waiting:
             self._waiting.add(key)

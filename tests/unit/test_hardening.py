@@ -25,9 +25,9 @@ from alg.events import (
     SendTcp,
     TcpSegment,
 )
-from alg.relay import MAX_GAP_PIECES
 from alg.servermap import GrePath
 from alg.snapshot import Snapshot
+from alg.stream import MAX_GAP_PIECES
 from tests.unit.pptp_flows import (
     C1,
     C2,

@@ -1,4 +1,4 @@
-"""Unit and property tests of one direction's reassembly: ``alg.relay.StreamDirection``
+"""Unit and property tests of one direction's reassembly: ``alg.stream.StreamDirection``
 (sequence space, gaps, retransmissions) and ``alg.framer.PptpFramer`` (message boundaries,
 decision bytes) together, composed as ``alg.control`` composes them.
 """
@@ -22,8 +22,8 @@ from alg.errors import (
     TruncatedError,
 )
 from alg.framer import DECISION_LENGTH, Decide, PptpFramer
-from alg.relay import SEQ_MOD, OutSegment
-from alg.relay import StreamDirection as Relayed
+from alg.stream import SEQ_MOD, OutSegment
+from alg.stream import StreamDirection as Relayed
 from tests.unit.pptp_flows import (
     ccrq,
     cuts,
