@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from alg.config import GatewayConfig
 from alg.counters import CounterSet
 from alg.errors import BpfError
-from alg.events import DemuxEntry, DemuxForget
+from alg.events import Decision, DemuxEntry, DemuxForget
 from demux.program import TABLE_KEY, gre_frame
 from demux.table import Demux
-from ryu_apps.packets import mac_bytes
+from ryu_apps.packets import decode_frame, mac_bytes
 
 LOG = logging.getLogger("pptp_alg.demux")
 
@@ -103,6 +104,25 @@ class DemuxLink:
             else:
                 self._open_failed = None
         return self._demux
+
+    def find_port(self, numbers: Mapping[str, int]) -> None:
+        """The switch's ports by name are known: the demultiplexer's port is among them
+        (logged when it is not: shared pairs then go through the controller)."""
+        if not self.enabled:
+            return
+        self.port = numbers.get(self.port_name)
+        if self.port is None:
+            LOG.error("switch has no port named %s (nat.gre_demux_port): shared pairs go "
+                      "through the controller", self.port_name)
+
+    def heard(self, frame: bytes, now: float) -> bool:
+        """A frame from the demultiplexer's port: True when it is a heartbeat's answer;
+        anything else is counted (``demux_unexpected_frames``)."""
+        decoded = decode_frame(frame)
+        if decoded is None or decoded.ip is None or not self.answered(decoded.ip.dst, now):
+            self.counters.demux_unexpected_frames += 1
+            return False
+        return True
 
     def port_status(self, name: str, port: int | None, state: int = 0) -> bool:
         """The switch reported port ``name`` added or changed (its number ``port``, its
@@ -173,6 +193,12 @@ class DemuxLink:
         except BpfError as exc:
             self._failed(exc)
         return deleted
+
+    def keep_only(self, decisions: Iterable[Decision]) -> int:
+        """:meth:`prune` to the table entries that ``decisions`` write (the core's
+        entries for the demultiplexer that came back)."""
+        return self.prune({(d.server_ip, d.public_ip, d.public_call_id)
+                           for d in decisions if isinstance(d, DemuxEntry)})
 
     def probe(self, now: float) -> bytes | None:
         """The next heartbeat's frame, to send out of :attr:`port`; None without a port.

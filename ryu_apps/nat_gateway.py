@@ -31,12 +31,13 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from alg.config import load
 from alg.engine import Gateway
 from alg.errors import ConfigError, StoreError
-from alg.events import DemuxEntry, EntryKind, Output, RemoveEntries
+from alg.events import EntryKind, Output, RemoveEntries
 from alg.icmp import TokenBucket
 from alg.neighbours import NeighbourTable, Side
 from demux.link import HEARTBEAT, PROBE_RETURN, DemuxLink
@@ -73,6 +74,16 @@ switch; beyond this the app drops them before decoding (``ttl_expired_dropped``)
 def _refuse(message: str, *args: object) -> SystemExit:
     LOG.critical("refusing to start: " + message, *args)
     return SystemExit(2)
+
+
+def _every(seconds: float, what: str, work: Callable[[], None]) -> None:
+    """A green thread's loop: ``work`` every ``seconds``; its failures are logged."""
+    while True:
+        hub.sleep(seconds)
+        try:
+            work()
+        except Exception:
+            LOG.exception("%s failed", what)
 
 
 class NatGateway(App):  # type: ignore[misc]
@@ -115,9 +126,11 @@ class NatGateway(App):  # type: ignore[misc]
             except ConfigError as exc:
                 raise _refuse("%s", exc) from exc
             self.threads.append(hub.spawn(http.serve, self.http, rest.router(self)))
-        self.threads.append(hub.spawn(self._poll))
+        self.threads.append(hub.spawn(_every, POLL_SECONDS, "periodic work",
+                                      lambda: self.periodic(self.now())))
         if self.demux.enabled:
-            self.threads.append(hub.spawn(self._heartbeat))
+            self.threads.append(hub.spawn(_every, HEARTBEAT, "GRE demultiplexer heartbeat",
+                                          self.heartbeat))
         LOG.info("gateway configured: %s", self.config.describe())
 
     @staticmethod
@@ -164,11 +177,7 @@ class NatGateway(App):  # type: ignore[misc]
             LOG.error("switch has no port named %s; pipeline not installed", ", ".join(ports))
             return
         self.neighbours.set_ports(ports.inside, ports.outside)
-        if self.demux.enabled:
-            self.demux.port = ports.numbers.get(self.demux.port_name)
-            if self.demux.port is None:
-                LOG.error("switch has no port named %s (nat.gre_demux_port): shared pairs "
-                          "go through the controller", self.demux.port_name)
+        self.demux.find_port(ports.numbers)
         with self.switch.outbox:
             for msg in flowmods.switch_setup(dp, self.config.alg, ports.inside):
                 self.switch.outbox.request(msg)
@@ -278,8 +287,8 @@ class NatGateway(App):  # type: ignore[misc]
                 case ingress.Expire(direction, packet, raw):
                     self.counters.ttl_expired += 1
                     self.effects.apply(self.core.expired(direction, packet, raw, now))
-                case ingress.FromDemux(frame):
-                    self._from_demux(frame, now)
+                case ingress.FromDemux(frame) if self.demux.heard(frame, now):
+                    self._demux_health(now)
 
     def apply(self, dp: Any, output: Output, original: packets.Ipv4 | None = None) -> None:
         """Carry out one core output (``ryu_apps.effects``) and send it in one write."""
@@ -291,31 +300,13 @@ class NatGateway(App):  # type: ignore[misc]
         if self.demux.port is not None:
             self.effects.flow_mods([flowmods.demux_probe(self.demux.port, PROBE_RETURN)])
 
-    def _from_demux(self, data: bytes, now: float) -> None:
-        """A packet from the demultiplexer's port: only its heartbeat comes here."""
-        frame = packets.decode_frame(data)
-        if frame is None or frame.ip is None or not self.demux.answered(frame.ip.dst, now):
-            self.demux.counters.demux_unexpected_frames += 1
-            return
-        self._demux_health(now)
-
     def _demux_health(self, now: float) -> None:
         state = self.demux.health(now)
-        if state is None:
-            return
-        output = self.core.demux_available(state, now)
-        if state:
-            self.demux.prune({(d.server_ip, d.public_ip, d.public_call_id)
-                              for d in output.decisions if isinstance(d, DemuxEntry)})
-        self.effects.apply(output)
-
-    def _heartbeat(self) -> None:
-        while True:
-            hub.sleep(HEARTBEAT)
-            try:
-                self.heartbeat()
-            except Exception:
-                LOG.exception("GRE demultiplexer heartbeat failed")
+        if state is not None:
+            output = self.core.demux_available(state, now)
+            if state:
+                self.demux.keep_only(output.decisions)
+            self.effects.apply(output)
 
     def heartbeat(self) -> None:
         """Send the demultiplexer its probe; act on a change of its health."""
@@ -330,14 +321,6 @@ class NatGateway(App):  # type: ignore[misc]
             self._demux_health(now)
 
     # Time.
-
-    def _poll(self) -> None:
-        while True:
-            hub.sleep(POLL_SECONDS)
-            try:
-                self.periodic(self.now())
-            except Exception:
-                LOG.exception("periodic work failed")
 
     def periodic(self, now: float) -> None:
         """One wake-up of the poller (every second): ARP retries; every ``stats_interval``
