@@ -5,10 +5,14 @@ writes them); :func:`load` turns raw values into a :class:`GatewayConfig`. Each 
 lives in the ``__post_init__`` of the dataclass that holds the value, so a value is
 checked the same way however the object is made; a bad or missing value raises
 :class:`~alg.errors.ConfigError` naming the option (``nat.<name>`` from :func:`load`).
+Each option states its rule in words too (:func:`rule`), from the same bounds;
+``python -m alg.config --markdown`` renders the table as ``docs/options.md``
+(:func:`markdown`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
@@ -18,6 +22,11 @@ from alg.errors import ConfigError
 
 GROUP = "nat"
 POLICIES = ("open", "strict")
+MTU_MIN, MTU_MAX = 68, 65535
+"""The bounds of ``mtu`` in bytes (RFC 791)."""
+MAX_BUFFER_MIN = 1024
+"""The smallest ``max_buffer`` in bytes."""
+PORT_MAX = 65535
 _SECONDS = (
     "tcp_idle", "udp_idle", "icmp_idle", "gre_idle", "call_id_hold_down", "tcp_closing",
     "tcp_handshake", "fragment_timeout",
@@ -188,14 +197,17 @@ class AlgConfig:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.policy not in POLICIES:
             raise ConfigError("policy", f"must be one of {', '.join(POLICIES)}: {self.policy!r}")
-        if not 68 <= self.mtu <= 65535:
-            raise ConfigError("mtu", f"must be in 68..65535 bytes (RFC 791), got {self.mtu}")
-        if self.max_buffer < 1024:
-            raise ConfigError("max_buffer", f"must be at least 1024 bytes, got {self.max_buffer}")
-        if not 1 <= self.port_min <= self.port_max <= 65535:
+        if not MTU_MIN <= self.mtu <= MTU_MAX:
+            raise ConfigError("mtu", f"must be in {MTU_MIN}..{MTU_MAX} bytes (RFC 791), got "
+                              f"{self.mtu}")
+        if self.max_buffer < MAX_BUFFER_MIN:
+            raise ConfigError("max_buffer", f"must be at least {MAX_BUFFER_MIN} bytes, got "
+                              f"{self.max_buffer}")
+        if not 1 <= self.port_min <= self.port_max <= PORT_MAX:
             raise ConfigError(
                 "port_min",
-                f"need 1 <= port_min <= port_max <= 65535, got {self.port_min}..{self.port_max}",
+                f"need 1 <= port_min <= port_max <= {PORT_MAX}, got "
+                f"{self.port_min}..{self.port_max}",
             )
 
 
@@ -272,8 +284,8 @@ class GatewayConfig:
             raise ConfigError("gateway_mac", f"not a MAC address: {self.gateway_mac!r}")
         if not self.stats_interval > 0:
             raise ConfigError("stats_interval", "must be positive")
-        if not 0 <= self.rest_port <= 65535:
-            raise ConfigError("rest_port", f"must be in 0..65535 (0: no HTTP API), got "
+        if not 0 <= self.rest_port <= PORT_MAX:
+            raise ConfigError("rest_port", f"must be in 0..{PORT_MAX} (0: no HTTP API), got "
                               f"{self.rest_port}")
         check_rest_token(self.rest_token, self.rest_host, self.rest_port)
 
@@ -293,29 +305,40 @@ Kind = Literal["str", "list", "bool", "float", "int"]
 @dataclass(frozen=True)
 class Option:
     """One ``[nat]`` option: its name, type, default and help text; a ``secret`` one is
-    never logged."""
+    never logged. ``rule`` says in words what the checks take, where :func:`rule` does
+    not derive it from the option's kind and bounds."""
 
     name: str
     kind: Kind
     default: Any
     help: str
     secret: bool = False
+    rule: str = ""
 
 
 _ALG = AlgConfig()
 OPTIONS: tuple[Option, ...] = (
     Option("bridge", "str", "", "name of the OVS bridge (informational)"),
-    Option("inside_ports", "list", [], "OVS port names on the inside"),
-    Option("outside_port", "str", "", "OVS port name on the outside"),
-    Option("inside_subnet", "str", "", "inside subnet, e.g. 192.168.1.0/24"),
-    Option("inside_gateway", "str", "", "the gateway's inside address"),
-    Option("outside_subnet", "str", "", "on-link outside subnet"),
-    Option("public_ips", "list", [], "the public address pool"),
+    Option("inside_ports", "list", [], "OVS port names on the inside",
+           rule="at least one"),
+    Option("outside_port", "str", "", "OVS port name on the outside",
+           rule="required; not an inside port"),
+    Option("inside_subnet", "str", "", "inside subnet, e.g. 192.168.1.0/24",
+           rule="required; an IPv4 subnet"),
+    Option("inside_gateway", "str", "", "the gateway's inside address",
+           rule="required; an IPv4 address in inside_subnet"),
+    Option("outside_subnet", "str", "", "on-link outside subnet",
+           rule="required; an IPv4 subnet that does not overlap inside_subnet"),
+    Option("public_ips", "list", [], "the public address pool",
+           rule="at least one IPv4 address; all distinct; none in inside_subnet"),
     Option("next_hop", "str", "", "router for destinations off the outside subnet "
-           "(empty: only the outside subnet is reachable)"),
-    Option("policy", "str", _ALG.policy, "open | strict"),
+           "(empty: only the outside subnet is reachable)",
+           rule="empty, or an IPv4 address in outside_subnet"),
+    Option("policy", "str", _ALG.policy, "open | strict",
+           rule=f"one of {', '.join(POLICIES)}"),
     Option("alg", "bool", _ALG.alg_enabled, "PPTP ALG on (false: address-only NAT)"),
-    Option("gateway_mac", "str", "02:00:5e:00:01:fe", "MAC address the gateway answers ARP with"),
+    Option("gateway_mac", "str", "02:00:5e:00:01:fe", "MAC address the gateway answers ARP with",
+           rule="a MAC address: six pairs of hex digits separated by colons"),
     Option("tcp_idle", "float", _ALG.tcp_idle, "TCP session idle timeout (seconds)"),
     Option("udp_idle", "float", _ALG.udp_idle, "UDP session idle timeout (seconds)"),
     Option("icmp_idle", "float", _ALG.icmp_idle, "ICMP echo session idle timeout (seconds)"),
@@ -323,12 +346,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("call_id_hold_down", "float", _ALG.call_id_hold_down,
            "seconds a released Call ID stays unusable"),
     Option("max_buffer", "int", _ALG.max_buffer,
-           "bytes held at most per direction of a control connection"),
+           "bytes held at most per direction of a control connection",
+           rule=f"at least {MAX_BUFFER_MIN}"),
     Option("tcp_closing", "float", _ALG.tcp_closing,
            "seconds a control connection lingers after both FINs"),
     Option("port_min", "int", _ALG.port_min,
-           "lowest public port handed out when the inside port is taken"),
-    Option("port_max", "int", _ALG.port_max, "highest public port handed out"),
+           "lowest public port handed out when the inside port is taken",
+           rule="1..port_max"),
+    Option("port_max", "int", _ALG.port_max, "highest public port handed out",
+           rule=f"port_min..{PORT_MAX}"),
     Option("tcp_handshake", "float", _ALG.tcp_handshake,
            "seconds a control connection may take to complete its TCP handshake"),
     Option("max_calls_per_connection", "int", _ALG.max_calls_per_connection,
@@ -362,7 +388,8 @@ OPTIONS: tuple[Option, ...] = (
            "port's hosts (each connection has its own entry; other segments from port "
            "1723 outside share punt_rate_outside_control)"),
     Option("mtu", "int", _ALG.mtu, "MTU of the gateway's links in bytes: what the "
-           "controller sends is fragmented to it (DF set: ICMP fragmentation needed)"),
+           "controller sends is fragmented to it (DF set: ICMP fragmentation needed)",
+           rule=f"{MTU_MIN}..{MTU_MAX}"),
     Option("fragment_timeout", "float", _ALG.fragment_timeout,
            "seconds the fragments of a datagram are held at most for reassembly"),
     Option("fragment_memory", "int", _ALG.fragment_memory,
@@ -373,20 +400,81 @@ OPTIONS: tuple[Option, ...] = (
            "most fragments of one datagram being reassembled"),
     Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
            "client -> server GRE through the controller, only the client's own keys"),
-    Option("stats_interval", "float", 5.0, "seconds between flow statistics polls"),
+    Option("stats_interval", "float", 5.0, "seconds between flow statistics polls",
+           rule="positive"),
     Option("state_file", "str", "", "SQLite file in which calls, control connections and "
            "sessions survive a controller restart (empty: none)"),
     Option("gre_demux_port", "str", "", "OVS port of the GRE demultiplexer (empty: none; "
-           "shared pairs' GRE then goes through the controller)"),
+           "shared pairs' GRE then goes through the controller)",
+           rule="empty, or a port that is neither an inside port nor the outside port"),
     Option("gre_demux_dir", "str", "", "BPF filesystem directory of the GRE "
-           "demultiplexer's pinned program and table"),
+           "demultiplexer's pinned program and table",
+           rule="required with gre_demux_port"),
     Option("rest_host", "str", "127.0.0.1", "IPv4 address the HTTP API (REST and "
-           "/metrics) listens on"),
-    Option("rest_port", "int", DEFAULT_REST_PORT, "TCP port of the HTTP API (0: none)"),
+           "/metrics) listens on", rule="an IPv4 address"),
+    Option("rest_port", "int", DEFAULT_REST_PORT, "TCP port of the HTTP API (0: none)",
+           rule=f"0..{PORT_MAX}"),
     Option("rest_token", "str", "", "bearer token every HTTP API request must carry "
            f"(Authorization: Bearer ...; at least {REST_TOKEN_MIN} printable characters; "
-           "empty: none, allowed only on a loopback rest_host)", secret=True),
+           "empty: none, allowed only on a loopback rest_host)", secret=True,
+           rule=f"empty, or at least {REST_TOKEN_MIN} printable ASCII characters without "
+           "spaces; required when rest_host is not a loopback address and rest_port is "
+           "not 0"),
 )
+
+
+def rule(option: Option) -> str:
+    """What a value of ``option`` must be, in words: its own ``rule``, else what its
+    kind and the checks' bounds say (timeouts positive, counts and rates at least 1)."""
+    if option.rule:
+        return option.rule
+    if option.name in _SECONDS:
+        return "positive"
+    if option.name in _COUNTS:
+        return "at least 1"
+    if option.kind == "bool":
+        return "true or false"
+    return ""
+
+
+def markdown() -> str:
+    """``docs/options.md``: every option with its default, its rule and what it does."""
+    lines = [
+        "# Options",
+        "",
+        f"The `[{GROUP}]` options of the app's configuration file. This page is generated "
+        "from the",
+        "option table in `alg/config.py`: "
+        "`.venv/bin/python -m alg.config --markdown > docs/options.md`.",
+        "",
+        "A bad or missing value stops the app's start with a message naming the option, "
+        "for example",
+        f"`{GROUP}.public_ips: missing (at least one public address)`. Timeouts are in "
+        "seconds, sizes in",
+        "bytes, rates in packets per second. Lists are comma-separated; booleans are "
+        "`true` or `false`",
+        "(`yes`/`no`, `on`/`off` and `1`/`0` too).",
+        "",
+        "| option | default | rule | what |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{o.name}` | {_shown(o.default)} | {_cell(rule(o) or '-')} "
+              f"| {_cell(o.help)} |" for o in OPTIONS]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    if default in ("", []):
+        return "(empty)"
+    return f"`{default}`"
 
 
 def load(values: Mapping[str, Any]) -> GatewayConfig:
@@ -487,3 +575,9 @@ def _is_hex(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m alg.config --markdown > docs/options.md")
+    sys.stdout.write(markdown())
