@@ -33,19 +33,15 @@ import os
 import sys
 from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
-Name = Literal["ryu", "os-ken"]
-"""A framework, as :data:`ENV` and the lab's ``--framework`` spell it."""
+from ryu_apps.managers import MANAGERS, Name
 
 ENV: Final = "PPTP_ALG_FRAMEWORK"
 """The environment variable that chooses the framework where no manager runs."""
 
 PACKAGES: Final[Mapping[Name, str]] = {"ryu": "ryu", "os-ken": "os_ken"}
 """Framework -> its top-level Python package."""
-
-MANAGERS: Final[Mapping[Name, str]] = {"ryu": "ryu-manager", "os-ken": "osken-manager"}
-"""Framework -> its manager command."""
 
 APP_CLASSES: Final[Mapping[Name, str]] = {"ryu": "RyuApp", "os-ken": "OSKenApp"}
 """Framework -> the name of its application base class in ``base.app_manager``."""
