@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from topo import display, lab, peers
+from topo import display, lab, peers, process
 from topo.netns import ns_argv
 from topo.pns_driver import parse_events
 
@@ -161,8 +161,7 @@ def run_demo(run_dir: Path, name: str = lab.DEFAULT_NAME) -> bool:
             ok &= summary.get("gre_received", 0) > 0 and set(keys) == {str(SHARED_CALL_ID)}
         heading("counters")
         print(display.show(rest, "counters"))
-        tcpdump.terminate()
-        tcpdump.wait(timeout=10)
+        process.terminate(tcpdump.pid, 10.0, popen=tcpdump)
         tcpdump = None
         heading("what the server saw (tshark, independent of the project's decoder)")
         text, ids = server_view(pcap)
@@ -175,8 +174,7 @@ def run_demo(run_dir: Path, name: str = lab.DEFAULT_NAME) -> bool:
     finally:
         step("tearing down")
         if tcpdump is not None:
-            tcpdump.terminate()
-            tcpdump.wait(timeout=10)
+            process.terminate(tcpdump.pid, 10.0, popen=tcpdump)
         for proc in drivers:
             if proc.poll() is None:
                 proc.kill()

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from typing import Any, TypeVar
 
 from alg.codec import PPTP_PORT
 from topo.netns import ns_argv
+from topo.process import descendants, process_children, terminate
 from topo.standin_ppp import StandinConfig
 
 STANDIN_FILE = Path(__file__).resolve().with_name("standin_ppp.py")
@@ -132,38 +132,6 @@ def read_status_dir(directory: Path) -> list[dict[str, Any]]:
     """Read every ``standin-*.json`` in a directory, oldest start first."""
     found = [read_status(p) for p in sorted(directory.glob("standin-*.json"))]
     return sorted((s for s in found if s is not None), key=lambda s: float(s["started"]))
-
-
-def process_children() -> dict[int, list[int]]:
-    """Map every PID on the machine to the PIDs of its children (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    """Return the PIDs below ``pid`` in the process tree, parents before children."""
-    children = process_children()
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(0), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
 
 
 class SyslogSink:
@@ -313,19 +281,10 @@ class PeerProcess:
         """
         if self.alive():
             inner = self.inner_pid(timeout=0.2)
-            if inner is not None:
-                for pid in [inner, *descendants(inner)]:
-                    _signal(pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                if inner is not None:
-                    _signal(inner, signal.SIGKILL)
-                try:
-                    self.popen.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.popen.kill()
-                    self.popen.wait(timeout=5)
+            stopped = inner is not None and terminate(
+                inner, grace, 5.0, popen=self.popen, also=descendants(inner))
+            if not stopped:
+                terminate(self.pid, 0.0 if inner is not None else grace, 5.0, popen=self.popen)
         if self._sink is not None:
             time.sleep(0.05)  # let the last datagrams in
             self._sink.close()
