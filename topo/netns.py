@@ -23,6 +23,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 
 IFNAMSIZ = 15
@@ -105,10 +106,15 @@ def unique_name(prefix: str, length: int = 6) -> str:
     return prefix + uuid.uuid4().hex[:length]
 
 
+def list_netns() -> set[str]:
+    """The names of the named network namespaces."""
+    listing = run(["ip", "netns", "list"], check=False)
+    return {line.split()[0] for line in listing.splitlines() if line.strip()}
+
+
 def netns_exists(name: str) -> bool:
     """Tell whether a named network namespace exists."""
-    listing = run(["ip", "netns", "list"], check=False)
-    return any(line.split()[0] == name for line in listing.splitlines() if line.strip())
+    return name in list_netns()
 
 
 def add_netns(name: str) -> str:
@@ -128,6 +134,17 @@ def add_netns(name: str) -> str:
 def del_netns(name: str) -> None:
     """Delete a named network namespace if it exists (its interfaces go with it)."""
     run(["ip", "netns", "del", name], check=False)
+
+
+def link_exists(ifname: str) -> bool:
+    """Tell whether interface ``ifname`` exists (as ``/sys/class/net`` shows it)."""
+    return Path("/sys/class/net", ifname).exists()
+
+
+def del_link(ifname: str) -> None:
+    """Delete interface ``ifname`` (a veth pair goes with either end) if it exists."""
+    if link_exists(ifname):
+        run(["ip", "link", "del", ifname], check=False)
 
 
 def _check_ifname(name: str) -> None:

@@ -37,7 +37,7 @@ def gateway(
     whatever happened. When the test failed, the app's counters, calls, flows, the peers'
     logs and the controller log go to stdout, and the controller log to ``tmp_path``.
     """
-    from topo import lab
+    from topo import lab, process
 
     name = lab_name()
     made: list[GatewayLab] = []
@@ -51,7 +51,7 @@ def gateway(
         state = lab.up(clients, policy, public_ips, alg, name=name, options=options,
                        gre_demux=gre_demux, framework=FRAMEWORK)
         assert state.controller_pid is not None
-        manager = [Path(arg).name for arg in lab._cmdline(state.controller_pid)]
+        manager = [Path(arg).name for arg in process.cmdline(state.controller_pid)]
         assert lab.MANAGERS[FRAMEWORK] in manager, manager  # the framework asked for runs
         gw = GatewayLab(state, tmp_path)
         made.append(gw)

@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 from topo import lab
-from topo.mininet_run import SYSTEM_PYTHON, run_dir
+from topo.lab.mininet_backend import SYSTEM_PYTHON
+from topo.lab.names import mininet_run_dir as run_dir
 from topo.peers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

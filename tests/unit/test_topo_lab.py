@@ -21,7 +21,8 @@ from alg.config import load
 from alg.errors import ConfigError
 from alg.events import EntryKind
 from ryu_apps import switch
-from topo import lab, mininet_lab
+from topo import lab, mininet_lab, netns
+from topo.lab import controller, health, names, ovs, restarts
 from topo.netns import CommandError
 
 
@@ -299,7 +300,7 @@ def test_cli_refuses_a_bad_name(argv: list[str], capsys: pytest.CaptureFixture[s
 @pytest.fixture
 def lab_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The labs' folders go to ``tmp_path``; no OVS command and no process may run."""
-    monkeypatch.setattr(lab, "DEFAULT_RUN_DIR", tmp_path / "pptp-alg-lab")
+    monkeypatch.setattr(names, "DEFAULT_RUN_DIR", tmp_path / "pptp-alg-lab")
 
     def no_command(argv: Any, **_: Any) -> str:
         raise AssertionError(f"ran {argv}")
@@ -307,10 +308,10 @@ def lab_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     def no_process(*_: Any, **__: Any) -> Any:
         raise AssertionError("touched a controller")
 
-    monkeypatch.setattr(lab, "run", no_command)
-    monkeypatch.setattr(lab, "_bridge_exists", lambda bridge: False)
-    monkeypatch.setattr(lab, "_stop_controller", no_process)
-    monkeypatch.setattr(lab, "_start_controller", no_process)
+    monkeypatch.setattr(netns, "run", no_command)
+    monkeypatch.setattr(ovs, "bridge_exists", lambda bridge: False)
+    monkeypatch.setattr(controller, "stop", no_process)
+    monkeypatch.setattr(controller, "start", no_process)
     return tmp_path
 
 
@@ -321,7 +322,7 @@ def write_up_state(name: str, pid: int | None = 4242) -> lab.LabState:
     state.controller_pid = pid
     state.phase = "up"
     Path(state.run_dir).mkdir(parents=True, exist_ok=True)
-    lab._write_state(state)
+    lab.write_state(state)
     return state
 
 
@@ -353,16 +354,16 @@ def test_a_restart_in_the_middle_of_another_is_refused(
 ) -> None:
     state = write_up_state("t7")
     state.phase = "restarting"
-    lab._write_state(state)
-    monkeypatch.setattr(lab, "_bridge_exists", lambda bridge: True)
-    monkeypatch.setattr(lab, "_is_connected", lambda bridge: True)
-    monkeypatch.setattr(lab, "_is_controller", lambda pid, config: True)
+    lab.write_state(state)
+    monkeypatch.setattr(ovs, "bridge_exists", lambda bridge: True)
+    monkeypatch.setattr(ovs, "is_connected", lambda bridge: True)
+    monkeypatch.setattr(controller, "is_controller", lambda pid, config: True)
     with pytest.raises(lab.LabError, match=r"did not finish \(phase restarting\)"):
         lab.restart_switch(name="t7")
 
 
 class FakeChild:
-    """What ``_start_controller`` returns, as far as the restarts look at it."""
+    """What ``controller.start`` returns, as far as the restarts look at it."""
 
     def __init__(self, pid: int):
         self.pid = pid
@@ -379,7 +380,7 @@ def up_lab_with_fake_ovs(
     state = write_up_state(name)
     Path(state.pid_path).write_text(f"{state.controller_pid}\n")
     calls: list[Any] = []
-    monkeypatch.setattr(lab, "status", lambda n: lab.read_state(n) if n == name else None)
+    monkeypatch.setattr(health, "status", lambda n: lab.read_state(n) if n == name else None)
 
     def vsctl(*args: str, check: bool = True) -> str:
         calls.append(("vsctl", *args))
@@ -393,12 +394,12 @@ def up_lab_with_fake_ovs(
         calls.append(("appctl", *args))
         return ""
 
-    monkeypatch.setattr(lab, "_vsctl", vsctl)
-    monkeypatch.setattr(lab, "_ofctl", ofctl)
-    monkeypatch.setattr(lab, "_appctl", appctl)
-    monkeypatch.setattr(lab, "_flow_count", lambda bridge: 0)
-    monkeypatch.setattr(lab, "_meter_count", lambda bridge: 0)
-    monkeypatch.setattr(lab, "_stop_controller",
+    monkeypatch.setattr(ovs, "vsctl", vsctl)
+    monkeypatch.setattr(ovs, "ofctl", ofctl)
+    monkeypatch.setattr(ovs, "appctl", appctl)
+    monkeypatch.setattr(ovs, "flow_count", lambda bridge: 0)
+    monkeypatch.setattr(ovs, "meter_count", lambda bridge: 0)
+    monkeypatch.setattr(controller, "stop",
                         lambda pid, config, quiet: calls.append(("stop", pid, config)))
 
     def start(s: lab.LabState) -> FakeChild:
@@ -406,8 +407,8 @@ def up_lab_with_fake_ovs(
         Path(s.pid_path).write_text("5151\n")
         return FakeChild(5151)
 
-    monkeypatch.setattr(lab, "_start_controller", start)
-    monkeypatch.setattr(lab, "_wait_listening",
+    monkeypatch.setattr(controller, "start", start)
+    monkeypatch.setattr(controller, "wait_listening",
                         lambda s, child, deadline: calls.append(("listening", child.pid)))
 
     def ready(s: lab.LabState, child: Any, deadline: float, since: float | None = None) -> None:
@@ -416,7 +417,7 @@ def up_lab_with_fake_ovs(
         assert since is not None and since <= deadline
         calls.append(("ready", None if child is None else child.pid))
 
-    monkeypatch.setattr(lab, "_wait_ready", ready)
+    monkeypatch.setattr(controller, "wait_ready", ready)
     return state, calls
 
 
@@ -471,7 +472,7 @@ def test_restart_switch_refuses_to_go_on_when_flows_are_left(
     lab_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, calls = up_lab_with_fake_ovs(monkeypatch)
-    monkeypatch.setattr(lab, "_flow_count", lambda bridge: 2)
+    monkeypatch.setattr(ovs, "flow_count", lambda bridge: 2)
     with pytest.raises(lab.LabError, match="br-t7 still has 2 flow"):
         lab.restart_switch(name="t7")
     assert not [c for c in calls if c[:2] == ("vsctl", "set-controller")]
@@ -485,7 +486,7 @@ def test_restart_switch_reports_a_failing_ovs_command(
     def refuse(*args: str, check: bool = True) -> str:
         raise CommandError(["ovs-ofctl", *args], 1, "no such meter command")
 
-    monkeypatch.setattr(lab, "_ofctl", refuse)
+    monkeypatch.setattr(ovs, "ofctl", refuse)
     with pytest.raises(lab.LabError, match=r"emptying br-t7 failed: .*no such meter command"):
         lab.restart_switch(name="t7")
 
@@ -507,16 +508,16 @@ def test_pipeline_flows_count_and_their_age(monkeypatch: pytest.MonkeyPatch) -> 
         seen.append(args)
         return SAMPLE_DUMP
 
-    monkeypatch.setattr(lab, "_ofctl", dump)
-    assert lab._pipeline_ages("br-t7") == [3.74, 0.25]
-    assert lab._pipeline_flows("br-t7") == 2
+    monkeypatch.setattr(ovs, "ofctl", dump)
+    assert ovs.pipeline_ages("br-t7") == [3.74, 0.25]
+    assert ovs.pipeline_flows("br-t7") == 2
     assert seen[0] == ("dump-flows", "br-t7", switch.kind_filter(EntryKind.PIPELINE))
     now = time.monotonic()
-    assert lab._pipeline_installed("br-t7", None)
-    assert lab._pipeline_installed("br-t7", now - 4)  # all added after it
-    assert not lab._pipeline_installed("br-t7", now - 1)  # one flow is older
-    monkeypatch.setattr(lab, "_ofctl", lambda *a, check=True: "OFPST_FLOW reply (OF1.3):\n")
-    assert not lab._pipeline_installed("br-t7", None)
+    assert ovs.pipeline_installed("br-t7", None)
+    assert ovs.pipeline_installed("br-t7", now - 4)  # all added after it
+    assert not ovs.pipeline_installed("br-t7", now - 1)  # one flow is older
+    monkeypatch.setattr(ovs, "ofctl", lambda *a, check=True: "OFPST_FLOW reply (OF1.3):\n")
+    assert not ovs.pipeline_installed("br-t7", None)
 
 
 @pytest.mark.parametrize(("verb", "function"), [("restart-controller", "restart_controller"),
@@ -527,8 +528,8 @@ def test_cli_runs_a_restart_with_its_name_and_timeout(
 ) -> None:
     called: list[dict[str, Any]] = []
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(lab, function, lambda **kw: called.append(kw))
-    monkeypatch.setattr(lab, "describe", lambda name: (True, f"lab: up\n  name {name}"))
+    monkeypatch.setattr(restarts, function, lambda **kw: called.append(kw))
+    monkeypatch.setattr(health, "describe", lambda name: (True, f"lab: up\n  name {name}"))
     assert lab.main([verb, "--name", "t7", "--timeout", "12.5"]) == 0
     assert called == [{"name": "t7", "timeout": 12.5, "quiet": False}]
     assert "name t7" in capsys.readouterr().out

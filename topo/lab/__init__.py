@@ -1,0 +1,173 @@
+"""The lab: client and server namespaces around one OVS bridge that the gateway app drives.
+
+Every lab has a name (``lab`` by default); labs of different names run side by side.
+Layout of lab ``NAME`` (see the design's "The lab" section):
+
+- clients: network namespaces ``c1`` .. ``cN`` (``NAME-c1`` .. ``NAME-cN`` when NAME is
+  not ``lab``), each with ``eth0`` at ``192.168.1.<i>/24`` and a default route via the
+  gateway address ``192.168.1.254``;
+- server: namespace ``srv`` (``NAME-srv``) with ``eth0`` at ``203.0.113.1/24`` (the
+  outside subnet is on-link, so it needs no other route);
+- the gateway: OVS bridge ``br-NAME`` on the userspace datapath (``datapath_type=netdev``,
+  ``fail-mode=secure``, OpenFlow 1.3, in-band control off), whose ports are the root-side
+  ends of the veth pairs: ``NAME-c<i>`` is OpenFlow port ``i`` and ``NAME-srv`` is port
+  100; its datapath ID is 1 for ``lab`` and derived from the name otherwise; with
+  ``gre_demux``, the GRE demultiplexer's port ``NAME-dmx`` is port 99 (``topo.gre_demux``,
+  its BPF filesystem in the lab's folder);
+- the controller: ``ryu-manager`` running the gateway app, listening for the switch on
+  ``127.0.0.1:6653`` and serving REST on ``127.0.0.1:8080`` for ``lab``; any other lab
+  gets two free ports of 127.0.0.1, picked at ``up`` and recorded in its state.
+
+The addresses are the same in every lab: each lab has its own namespaces and bridge.
+
+Everything lab ``NAME`` writes goes to its folder, ``/run/pptp-alg-lab/`` for ``lab`` and
+``/run/pptp-alg-lab-NAME/`` otherwise: ``gateway.conf`` (the app's ``[nat]`` options,
+oslo.config INI), ``lab.json`` (the ``LabState``, for tests and tools), ``ryu.pid``,
+``ryu.log`` (the previous run's log is kept as ``ryu.log.1``) and a lock file that
+serialises ``up``, ``down`` and the restarts of that lab. ``/run/pptp-alg-lab.lock``
+serialises the choice of ports between labs.
+
+Two commands make a running lab live through what a gateway in service does:
+``restart-controller`` stops the lab's ``ryu-manager`` and starts it again with the same
+configuration (the bridge keeps its flows meanwhile: ``fail-mode=secure``);
+``restart-switch`` makes the lab's bridge alone look like an ``ovs-vswitchd`` restart
+without saved flows (its controller connection, every flow and every meter are removed,
+then the controller is set again), leaving other bridges and the OVS daemons alone. Both
+return when the switch is connected again and the app's pipeline is installed.
+
+Command line, from the repo root, as root::
+
+    .venv/bin/python -m topo.lab up --clients 3 [--name NAME] [--replace]
+                                    [--policy open|strict] [--public-ips K]
+                                    [--no-alg] [--app PATH] [--timeout SECONDS]
+    .venv/bin/python -m topo.lab status [--name NAME]  # exit 0 when up, 3 when not
+    .venv/bin/python -m topo.lab down [--name NAME] [--purge]
+    .venv/bin/python -m topo.lab restart-controller [--name NAME] [--timeout SECONDS]
+    .venv/bin/python -m topo.lab restart-switch [--name NAME] [--timeout SECONDS]
+    .venv/bin/python -m topo.lab list
+
+The same from Python: ``up``, ``down``, ``restart_controller``, ``restart_switch``,
+``status``, ``describe``, ``read_state`` and ``labs``, each with the keyword ``name``.
+
+The modules, by concern: ``names`` (names, folders, fixed addresses), ``state``
+(``LabState``, ``plan``, the app's configuration file), ``ovs`` (the bridge), ``ports``
+(the controller's TCP ports), ``controller`` (the app's process), ``health``
+(``status``, ``describe``), ``netns_backend`` (``up``, ``down``), ``restarts``, ``cli``;
+``mininet_backend`` and ``mininet_cli`` run the same lab on Mininet
+(``topo.mininet_run``).
+"""
+
+from ryu_apps.managers import MANAGERS
+from topo.lab.cli import main
+from topo.lab.controller import manager
+from topo.lab.health import describe, status
+from topo.lab.names import (
+    CONFIG_FILE,
+    DEFAULT_APP,
+    DEFAULT_DATAPATH_ID,
+    DEFAULT_FRAMEWORK,
+    DEFAULT_NAME,
+    DEMUX_OFPORT,
+    EXIT_NOT_UP,
+    FRAMEWORKS,
+    GATEWAY_STATE_FILES,
+    INSIDE_GATEWAY,
+    INSIDE_SUBNET,
+    LOG_FILE,
+    MAX_CLIENTS,
+    MAX_NAME_LENGTH,
+    MAX_PUBLIC_IPS,
+    MININET_RUN_DIR,
+    OFP_HOST,
+    OUTSIDE_SUBNET,
+    PID_FILE,
+    POLICIES,
+    PORTS_LOCK_PATH,
+    REPO,
+    REST_HOST,
+    SERVER_HOST,
+    SERVER_IP,
+    STATE_FILE,
+    LabError,
+    bridge_name,
+    check_name,
+    client_address,
+    client_namespace,
+    command,
+    datapath_id,
+    demux_dir,
+    demux_port_name,
+    mininet_run_dir,
+    namespace,
+    namespace_pattern,
+    port_name,
+    port_pattern,
+    public_addresses,
+    run_dir,
+)
+from topo.lab.netns_backend import down, up
+from topo.lab.ports import pick_ports
+from topo.lab.restarts import restart_controller, restart_switch
+from topo.lab.state import LabState, labs, owned, plan, read_state, render_config, write_state
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_APP",
+    "DEFAULT_DATAPATH_ID",
+    "DEFAULT_FRAMEWORK",
+    "DEFAULT_NAME",
+    "DEMUX_OFPORT",
+    "EXIT_NOT_UP",
+    "FRAMEWORKS",
+    "GATEWAY_STATE_FILES",
+    "INSIDE_GATEWAY",
+    "INSIDE_SUBNET",
+    "LOG_FILE",
+    "MANAGERS",
+    "MAX_CLIENTS",
+    "MAX_NAME_LENGTH",
+    "MAX_PUBLIC_IPS",
+    "MININET_RUN_DIR",
+    "OFP_HOST",
+    "OUTSIDE_SUBNET",
+    "PID_FILE",
+    "POLICIES",
+    "PORTS_LOCK_PATH",
+    "REPO",
+    "REST_HOST",
+    "SERVER_HOST",
+    "SERVER_IP",
+    "STATE_FILE",
+    "LabError",
+    "LabState",
+    "bridge_name",
+    "check_name",
+    "client_address",
+    "client_namespace",
+    "command",
+    "datapath_id",
+    "demux_dir",
+    "demux_port_name",
+    "describe",
+    "down",
+    "labs",
+    "main",
+    "manager",
+    "mininet_run_dir",
+    "namespace",
+    "namespace_pattern",
+    "owned",
+    "pick_ports",
+    "plan",
+    "port_name",
+    "port_pattern",
+    "public_addresses",
+    "read_state",
+    "render_config",
+    "restart_controller",
+    "restart_switch",
+    "run_dir",
+    "status",
+    "up",
+    "write_state",
+]
