@@ -35,10 +35,7 @@ from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
 from typing import Any, Final, TypeVar, cast
 
-from ryu_apps.managers import MANAGERS, Name
-
-ENV: Final = "PPTP_ALG_FRAMEWORK"
-"""The environment variable that chooses the framework where no manager runs."""
+from ryu_apps.managers import ENV, MANAGERS, Name
 
 PACKAGES: Final[Mapping[Name, str]] = {"ryu": "ryu", "os-ken": "os_ken"}
 """Framework -> its top-level Python package."""

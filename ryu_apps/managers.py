@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
+ENV: Final = "PPTP_ALG_FRAMEWORK"
+"""The environment variable that chooses the framework where no manager runs."""
+
 Name = Literal["ryu", "os-ken"]
 """A framework, as ``PPTP_ALG_FRAMEWORK`` and the lab's ``--framework`` spell it."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alg.events import EntryKind
 from ryu_apps import switch
+from ryu_apps.managers import ENV
 from topo import process
 from topo.lab import ovs, ports
 from topo.lab.names import (
@@ -105,7 +106,7 @@ def start(state: LabState) -> subprocess.Popen[bytes]:
     ]
     # ryu-manager loads the app from its file: the app's own imports need the repo root.
     env = repo_environment()
-    env["PPTP_ALG_FRAMEWORK"] = state.framework  # ryu_apps.framework: as the manager
+    env[ENV] = state.framework  # ryu_apps.framework: as the manager
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "wb") as log:
         started = subprocess.Popen(
