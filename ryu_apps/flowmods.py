@@ -180,6 +180,14 @@ def async_config(dp: Any) -> Any:
                               [flow_removed, 0])
 
 
+def pipeline_again(inside_ports: Iterable[int], outside_port: int, config: AlgConfig
+                   ) -> list[wire.Message]:
+    """The static entries of :func:`pipeline` after deleting whatever static entries the
+    switch has (an earlier version's, or another configuration's)."""
+    return [remove(RemoveEntries(EntryKind.PIPELINE, 0)),
+            *pipeline(inside_ports, outside_port, config.public_ips, config.alg_enabled)]
+
+
 def pipeline(
     inside_ports: Iterable[int],
     outside_port: int,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping
@@ -128,6 +129,7 @@ ofp_event: Final = _module("controller.ofp_event")
 handler: Final = _module("controller.handler")
 """``controller.handler``: the dispatchers and ``set_ev_cls``."""
 
+LOG = logging.getLogger("pptp_alg.gateway")
 hub: Final = _module("lib.hub")
 """``lib.hub``: ``spawn``, ``sleep``, ``kill``, ``joinall``, ``Queue``... (eventlet)."""
 
@@ -165,6 +167,17 @@ def on(event: Any, dispatchers: str | list[str] | None = None) -> Callable[[F], 
     return cast(Callable[[F], F], set_ev_cls(event, dispatchers))
 
 
+def every(seconds: float, what: str, work: Callable[[], None]) -> None:
+    """A green thread's loop (run it with ``hub.spawn``): ``work`` every ``seconds``; a
+    failure is logged, naming ``what``, and the loop goes on."""
+    while True:
+        hub.sleep(seconds)
+        try:
+            work()
+        except Exception:
+            LOG.exception("%s failed", what)
+
+
 __all__ = [
     "APP_CLASSES",
     "CONFIG_DISPATCHER",
@@ -182,6 +195,7 @@ __all__ = [
     "app_manager",
     "cfg",
     "choose",
+    "every",
     "hub",
     "ofp_event",
     "ofproto_parser",

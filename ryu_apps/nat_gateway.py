@@ -31,13 +31,12 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from alg.config import load
 from alg.engine import Gateway
 from alg.errors import ConfigError, StoreError
-from alg.events import EntryKind, Output, RemoveEntries
+from alg.events import Output
 from alg.icmp import TokenBucket
 from alg.neighbours import NeighbourTable, Side
 from demux.link import HEARTBEAT, PROBE_RETURN, DemuxLink
@@ -51,6 +50,7 @@ from ryu_apps.framework import (
     MAIN_DISPATCHER,
     App,
     cfg,
+    every,
     hub,
     ofp_event,
     ofproto_v1_3,
@@ -74,16 +74,6 @@ switch; beyond this the app drops them before decoding (``ttl_expired_dropped``)
 def _refuse(message: str, *args: object) -> SystemExit:
     LOG.critical("refusing to start: " + message, *args)
     return SystemExit(2)
-
-
-def _every(seconds: float, what: str, work: Callable[[], None]) -> None:
-    """A green thread's loop: ``work`` every ``seconds``; its failures are logged."""
-    while True:
-        hub.sleep(seconds)
-        try:
-            work()
-        except Exception:
-            LOG.exception("%s failed", what)
 
 
 class NatGateway(App):  # type: ignore[misc]
@@ -126,10 +116,10 @@ class NatGateway(App):  # type: ignore[misc]
             except ConfigError as exc:
                 raise _refuse("%s", exc) from exc
             self.threads.append(hub.spawn(http.serve, self.http, rest.router(self)))
-        self.threads.append(hub.spawn(_every, POLL_SECONDS, "periodic work",
+        self.threads.append(hub.spawn(every, POLL_SECONDS, "periodic work",
                                       lambda: self.periodic(self.now())))
         if self.demux.enabled:
-            self.threads.append(hub.spawn(_every, HEARTBEAT, "GRE demultiplexer heartbeat",
+            self.threads.append(hub.spawn(every, HEARTBEAT, "GRE demultiplexer heartbeat",
                                           self.heartbeat))
         LOG.info("gateway configured: %s", self.config.describe())
 
@@ -191,10 +181,8 @@ class NatGateway(App):  # type: ignore[misc]
         ports = self.switch.ports
         assert ports is not None
         with self.switch.outbox:
-            self.effects.flow_mods([
-                flowmods.remove(RemoveEntries(EntryKind.PIPELINE, 0)),
-                *flowmods.pipeline(ports.inside, ports.outside, self.config.alg.public_ips,
-                                   self.config.alg.alg_enabled)])
+            self.effects.flow_mods(flowmods.pipeline_again(ports.inside, ports.outside,
+                                                           self.config.alg))
             self._demux_probe_entry()
             self.effects.apply(output)
         self.switch.became_ready()
