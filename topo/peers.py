@@ -15,7 +15,7 @@ place on both sides (see that module). Each peer runs as::
   namespace instead: two calls on one control connection).
 
 Everything a peer needs (configs, wrapper scripts, status files, logs) is written to its
-run directory; nothing in ``/etc`` is read or changed.
+run directory (see ``topo.peer_files``); nothing in ``/etc`` is read or changed.
 
 Example::
 
@@ -28,28 +28,27 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
 import shlex
-import socket
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alg.codec import PPTP_PORT
 from topo.netns import ns_argv
+from topo.peer_files import (
+    SyslogSink,
+    private_dev_script,
+    read_status,
+    read_status_dir,
+    write_standin_wrapper,
+)
 from topo.process import descendants, process_children, terminate
 from topo.standin_ppp import StandinConfig
 
-STANDIN_FILE = Path(__file__).resolve().with_name("standin_ppp.py")
-UNIX_PATH_MAX = 100
 _SOCAT_SPECIAL = set(":,!\"' \t\\")
 
 _CALL_ESTABLISHED = re.compile(r"Outgoing call established \(call ID (\d+), peer's call ID (\d+)\)")
@@ -84,128 +83,6 @@ def wait_for(
         time.sleep(interval)
 
 
-def write_standin_wrapper(
-    path: Path, config: StandinConfig, python: str = sys.executable
-) -> Path:
-    """Write an executable shell script that runs the stand-in with a config file.
-
-    The config goes next to the script (``path`` with the suffix ``.json``). pptpd's
-    ``ppp`` option wants an executable path and passes pppd's arguments, which the
-    stand-in records and otherwise ignores.
-
-    Args:
-        path: Where to write the script.
-        config: The stand-in's settings.
-        python: The interpreter to run it with.
-
-    Returns:
-        The script's path.
-    """
-    conf = path.with_suffix(".json")
-    conf.write_text(json.dumps(asdict(config), indent=2))
-    path.write_text(
-        "#!/bin/sh\n"
-        f"exec {shlex.quote(python)} {shlex.quote(str(STANDIN_FILE))} "
-        f"--config {shlex.quote(str(conf))} \"$@\"\n"
-    )
-    path.chmod(0o755)
-    return path
-
-
-def read_status(path: Path) -> dict[str, Any] | None:
-    """Read a stand-in's JSON status file.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The status, or None while the file does not exist yet.
-    """
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data
-
-
-def read_status_dir(directory: Path) -> list[dict[str, Any]]:
-    """Read every ``standin-*.json`` in a directory, oldest start first."""
-    found = [read_status(p) for p in sorted(directory.glob("standin-*.json"))]
-    return sorted((s for s in found if s is not None), key=lambda s: float(s["started"]))
-
-
-class SyslogSink:
-    """Receive syslog datagrams on a unix socket and append them, one a line, to a file.
-
-    Args:
-        log_path: The text file to append to.
-        sock_path: Where to bind the socket; a short temporary path is used instead when
-            this one is too long for a unix socket.
-    """
-
-    def __init__(self, log_path: Path, sock_path: Path):
-        self.log_path = log_path
-        self._tmpdir: str | None = None
-        if len(str(sock_path)) > UNIX_PATH_MAX:
-            self._tmpdir = tempfile.mkdtemp(prefix="rplog")
-            sock_path = Path(self._tmpdir) / "log.sock"
-        self.sock_path = sock_path
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(sock_path))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"syslog {log_path}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with self.log_path.open("a") as log:
-            while not self._stop.is_set():
-                try:
-                    data = self._sock.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                text = data.decode("utf-8", "replace").rstrip("\n\0")
-                if text.startswith("<") and ">" in text[:5]:
-                    text = text.split(">", 1)[1]
-                log.write(text + "\n")
-                log.flush()
-
-    def close(self) -> None:
-        """Stop receiving and remove the socket."""
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.sock_path.unlink()
-        if self._tmpdir is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(self._tmpdir)
-
-
-def _private_dev_script(run_dir: Path, log_socket: Path) -> str:
-    """Shell lines that give the mount namespace its own /dev with /dev/log -> socket."""
-    hostdev = shlex.quote(str(run_dir / ".hostdev"))
-    sock = shlex.quote(str(log_socket))
-    return f"""mkdir -p {hostdev}
-mount --rbind /dev {hostdev}
-mount -t tmpfs -o mode=755 tmpfs /dev
-for n in null zero full random urandom tty; do
-  touch /dev/$n && mount --bind {hostdev}/$n /dev/$n
-done
-mkdir /dev/pts /dev/shm
-mount --rbind {hostdev}/pts /dev/pts
-mount --rbind {hostdev}/shm /dev/shm
-ln -s pts/ptmx /dev/ptmx
-ln -s /proc/self/fd /dev/fd
-ln -s /proc/self/fd/0 /dev/stdin
-ln -s /proc/self/fd/1 /dev/stdout
-ln -s /proc/self/fd/2 /dev/stderr
-ln -s {sock} /dev/log
-"""
 
 
 @dataclass
@@ -375,7 +252,7 @@ def _spawn(
         syslog_path = run_dir / f"{name}.syslog"
         sink = SyslogSink(syslog_path, run_dir / f"{name}.log.sock")
         if private_dev:
-            lines.append(_private_dev_script(run_dir, sink.sock_path))
+            lines.append(private_dev_script(run_dir, sink.sock_path))
     lines.append(body)
     script = run_dir / f"{name}.sh"
     script.write_text("\n".join(lines) + "\n")

@@ -21,7 +21,7 @@ command-line values override the file. With ``status_dir`` each process writes
 ``standin-<pid>.json`` there, which suits pptpd, where one stand-in runs per call.
 
 Run it as ``python -m topo.standin_ppp`` or as a file path; it uses the standard library
-only, so the file works on its own (see ``topo.peers.write_standin_wrapper``).
+only, so the file works on its own (see ``topo.peer_files.write_standin_wrapper``).
 """
 
 from __future__ import annotations

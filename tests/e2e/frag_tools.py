@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 
-from topo.pns_driver import gre_encode, ppp_payload
+from topo.pptp_wire import gre_encode, ppp_payload
 
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0

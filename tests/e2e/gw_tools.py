@@ -20,7 +20,7 @@ Run from the repo root as ``ip netns exec NS python -m tests.e2e.gw_tools COMMAN
   JSON commands on stdin, one a line, each answered by one JSON line on stdout (see
   :func:`repl`). It lets a test look at the gateway between two control messages.
 
-Standard library and ``topo.pns_driver`` only.
+Standard library, ``topo.pns_driver`` and ``topo.pptp_wire`` only.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from topo.pns_driver import (
+from topo.pns_driver import PnsDriver
+from topo.pptp_wire import (
     CCRQ,
     CDN,
     OCRP,
@@ -47,7 +48,6 @@ from topo.pns_driver import (
     STOPCCRP,
     STOPCCRQ,
     ControlStream,
-    PnsDriver,
     ProtocolError,
     build_ccrq,
     build_message,

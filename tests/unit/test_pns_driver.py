@@ -14,7 +14,8 @@ import pytest
 from scapy.layers import pptp as scapy_pptp
 from scapy.layers.l2 import GRE_PPTP
 
-from topo.pns_driver import (
+from topo.pns_driver import PnsDriver, build_parser, parse_events
+from topo.pptp_wire import (
     CCRQ,
     CDN,
     ECHORQ,
@@ -28,20 +29,17 @@ from topo.pns_driver import (
     STOPCCRQ,
     ControlStream,
     GrePacket,
-    PnsDriver,
     ProtocolError,
     build_ccrq,
     build_echo_reply,
     build_message,
     build_ocrq,
-    build_parser,
     build_sccrq,
     build_sli,
     build_stopccrq,
     gre_decode,
     gre_encode,
     parse_control,
-    parse_events,
     ppp_data,
     ppp_payload,
     split_points,

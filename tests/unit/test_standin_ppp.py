@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from topo.peers import STANDIN_FILE, read_status, write_standin_wrapper
+from topo.peer_files import STANDIN_FILE, read_status, write_standin_wrapper
 from topo.standin_ppp import (
     FCS_GOOD,
     FCS_INIT,
