@@ -55,6 +55,29 @@ _PACKET_OUT = struct.Struct("!IIH6x")
 _PACKET_IN = struct.Struct("!IHBBQ")
 _PACKET_IN_MATCH = _HEADER.size + _PACKET_IN.size
 _U32 = struct.Struct("!I")
+_U16 = struct.Struct("!H")
+_GOTO = struct.Struct("!HHB3x")
+_NX_CT = struct.Struct("!HHIHHIHB3xH")
+_NX_NAT = struct.Struct("!HHIH2xHH")
+NX_VENDOR = 0x00002320
+_NXAST_CT = 35
+_NXAST_NAT = 36
+NX_CT_F_COMMIT = 1
+_NX_CT_RECIRC_NONE = 0xFF
+_NX_NAT_F_SRC = 1
+_NX_NAT_F_DST = 2
+_NX_NAT_RANGE_IPV4_MIN = 1
+_NX_NAT_RANGE_IPV4_MAX = 2
+_NX_NAT_RANGE_PROTO_MIN = 16
+_NX_NAT_RANGE_PROTO_MAX = 32
+CT_NEW = 0x01
+CT_ESTABLISHED = 0x02
+CT_RELATED = 0x04
+CT_REPLY = 0x08
+CT_INVALID = 0x10
+CT_TRACKED = 0x20
+"""``ct_state`` bits (ovs-fields(7)): ``+new``, ``+est``, ``+rel``, ``+rpl``, ``+inv``,
+``+trk``."""
 OFPT_PACKET_IN = 10
 OFPMT_OXM = 1
 
@@ -75,11 +98,19 @@ _FIELDS: dict[str, tuple[int, struct.Struct]] = {
 """OXM fields (class OPENFLOW_BASIC): number and value format."""
 
 _NXM_1 = 0x0001
-_NXM_FIELDS: dict[str, int] = {"ip_frag": 26}
+_NXM_FIELDS: dict[str, tuple[int, struct.Struct, bool]] = {
+    "ip_frag": (26, struct.Struct("!B"), True),
+    "ct_state": (105, struct.Struct("!I"), False),
+    "ct_zone": (106, struct.Struct("!H"), False),
+    "ct_mark": (107, struct.Struct("!I"), False),
+}
 """Nicira extension fields (class NXM_1, which Open vSwitch takes in OpenFlow 1.3
-matches), each one byte and matched under a mask: ``ip_frag`` (``NXM_NX_IP_FRAG``) has
-bit 0 set for any fragment, bit 1 for a fragment other than the first. They follow the
-basic fields in a match, whose prerequisites (``eth_type``) come first."""
+matches): number, value format, and whether it is always matched under a mask. They
+follow the basic fields in a match, whose prerequisites (``eth_type``) come first.
+``ip_frag`` (``NXM_NX_IP_FRAG``) has bit 0 set for any fragment, bit 1 for a fragment
+other than the first. ``ct_state`` (``NXM_NX_CT_STATE``, the ``CT_*`` bits), ``ct_zone``
+and ``ct_mark`` are the connection tracker's, set by a ``ct`` action with a table to go
+on in (:func:`ct`); a ``(value, mask)`` pair matches under the mask."""
 IP_FRAG_ANY = 1
 """``ip_frag`` value and mask of every fragment (Open vSwitch's ``ip_frag=yes``)."""
 
@@ -100,8 +131,12 @@ class Message:
 
 def _value(name: str, value: Value) -> bytes:
     if name in _NXM_FIELDS:
-        bits, mask = value if isinstance(value, tuple) else (int(str(value)), 0xFF)
-        return _OXM_HEADER.pack(_NXM_1, _NXM_FIELDS[name] << 1 | 1, 2) + bytes((bits, mask))
+        number, fmt, masked = _NXM_FIELDS[name]
+        if isinstance(value, tuple) or masked:
+            bits, mask = value if isinstance(value, tuple) else (int(str(value)), -1)
+            body = fmt.pack(bits) + fmt.pack(mask & (1 << 8 * fmt.size) - 1)
+            return _OXM_HEADER.pack(_NXM_1, number << 1 | 1, len(body)) + body
+        return _OXM_HEADER.pack(_NXM_1, number << 1, fmt.size) + fmt.pack(int(str(value)))
     number, fmt = _FIELDS[name]
     if isinstance(value, IPv4Address):
         raw: Any = value.packed
@@ -124,7 +159,7 @@ def match(fields: Mapping[str, Value]) -> bytes:
     """An OXM match, basic fields in ascending field number (prerequisites first), then
     Nicira extension fields."""
     oxm = b"".join(_value(name, fields[name]) for name in sorted(
-        fields, key=lambda n: _FIELDS[n][0] if n in _FIELDS else 0x100 + _NXM_FIELDS[n]))
+        fields, key=lambda n: _FIELDS[n][0] if n in _FIELDS else 0x100 + _NXM_FIELDS[n][0]))
     return _pad8(_MATCH_HEADER.pack(1, _MATCH_HEADER.size + len(oxm)) + oxm)
 
 
@@ -144,6 +179,54 @@ def set_field(name: str, value: Value) -> bytes:
 def dec_nw_ttl() -> bytes:
     """Decrement-IP-TTL action."""
     return _DEC_NW_TTL.pack(24, _DEC_NW_TTL.size)
+
+
+def ct(*, commit: bool = False, zone: int = 0, table: int | None = None,
+       actions: Sequence[bytes] = ()) -> bytes:
+    """Open vSwitch's ``ct`` action (``NXAST_CT``, ovs-actions(7)): send the packet
+    through the connection tracker in ``zone``.
+
+    Args:
+        commit: commit the connection (``CT_NEW`` ones become tracked).
+        table: the table the packet goes on in afterwards, its ``ct_state`` set; None:
+            the packet goes on with the next action, its ``ct_state`` not set.
+        actions: nested actions: :func:`nat` (applied to a committed connection, or the
+            translation a tracked connection has, with :func:`nat` and no range).
+    """
+    nested = b"".join(actions)
+    return _NX_CT.pack(
+        0xFFFF, _NX_CT.size + len(nested), NX_VENDOR, _NXAST_CT,
+        NX_CT_F_COMMIT if commit else 0, 0, zone,
+        _NX_CT_RECIRC_NONE if table is None else table, 0) + nested
+
+
+def nat(*, src: bool = True, addresses: tuple[IPv4Address, IPv4Address] | None = None,
+        ports: tuple[int, int] | None = None) -> bytes:
+    """Open vSwitch's ``nat`` action (``NXAST_NAT``), nested in :func:`ct`.
+
+    Args:
+        src: source NAT (else destination NAT); without ``addresses`` it does neither:
+            a tracked connection's own translation is applied (``nat`` alone).
+        addresses: the first and last address to translate to.
+        ports: the first and last port (TCP, UDP) to translate to.
+    """
+    flags = present = 0
+    params = b""
+    if addresses is not None:
+        flags = _NX_NAT_F_SRC if src else _NX_NAT_F_DST
+        present |= _NX_NAT_RANGE_IPV4_MIN | _NX_NAT_RANGE_IPV4_MAX
+        params += addresses[0].packed + addresses[1].packed
+        if ports is not None:
+            present |= _NX_NAT_RANGE_PROTO_MIN | _NX_NAT_RANGE_PROTO_MAX
+            params += _U16.pack(ports[0]) + _U16.pack(ports[1])
+    body = _NX_NAT.size + len(params)
+    return _pad8(_NX_NAT.pack(0xFFFF, body + (-body % 8), NX_VENDOR, _NXAST_NAT, flags,
+                              present) + params)
+
+
+def goto_table(table: int) -> bytes:
+    """Goto-table instruction."""
+    return _GOTO.pack(1, _GOTO.size, table)
 
 
 def apply_actions(actions: Sequence[bytes]) -> bytes:

@@ -4,6 +4,7 @@ decodes PACKET_INs as Ryu's parser does."""
 from __future__ import annotations
 
 import struct
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -174,3 +175,52 @@ def test_the_app_makes_ryu_use_the_fast_packet_in_parser() -> None:
     assert isinstance(msg.match, packet_in._LazyMatch)
     assert msg.match["in_port"] == 9 and bytes(msg.data) == b"frame"
     assert type(ofp_event.ofp_msg_to_ev(msg)) is ofp_event.EventOFPPacketIn
+
+
+def test_conntrack_nat_actions_and_goto_are_byte_for_byte_ryus() -> None:
+    dp = FakeDatapath()
+    public = IPv4Address("203.0.113.2")
+    ours = wire.flow_mod(
+        cookie=0x5001000000000000, priority=400, table_id=0,
+        match_fields={"in_port": 1, "eth_type": 0x800},
+        instructions=[wire.apply_actions([
+            wire.ct(commit=True, zone=7, table=1, actions=[
+                wire.nat(addresses=(public, public), ports=(20000, 30000))]),
+            wire.ct(zone=7, table=2, actions=[wire.nat()]),
+            wire.ct(zone=3, actions=[wire.nat(src=False, addresses=(public, public))]),
+            wire.output(3)]), wire.goto_table(4)],
+    )
+    theirs = parser.OFPFlowMod(
+        datapath=dp, cookie=0x5001000000000000, priority=400, table_id=0,
+        match=parser.OFPMatch(in_port=1, eth_type=0x800),
+        instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [
+            parser.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=7, recirc_table=1, alg=0,
+                              actions=[parser.NXActionNAT(
+                                  flags=1, range_ipv4_min=str(public),
+                                  range_ipv4_max=str(public), range_proto_min=20000,
+                                  range_proto_max=30000)]),
+            parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=7, recirc_table=2, alg=0,
+                              actions=[parser.NXActionNAT(flags=0)]),
+            parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=3, recirc_table=0xFF,
+                              alg=0, actions=[parser.NXActionNAT(
+                                  flags=2, range_ipv4_min=str(public),
+                                  range_ipv4_max=str(public))]),
+            parser.OFPActionOutput(3)]), parser.OFPInstructionGotoTable(4)],
+    )
+    assert one(ours) == ryu_bytes(theirs, 1)
+
+
+@pytest.mark.parametrize("fields", [
+    {"eth_type": 0x800, "ct_state": (wire.CT_TRACKED | wire.CT_NEW,
+                                     wire.CT_TRACKED | wire.CT_NEW | wire.CT_INVALID)},
+    {"in_port": 5, "eth_type": 0x800, "ct_state": wire.CT_TRACKED | wire.CT_ESTABLISHED,
+     "ct_zone": 9, "ct_mark": (3, 0xF)},
+    {"eth_type": 0x800, "ip_frag": (wire.IP_FRAG_ANY, wire.IP_FRAG_ANY), "ct_zone": 1},
+])
+def test_conntrack_fields_match_what_ryu_parses(fields: dict[str, Any]) -> None:
+    encoded = wire.match(fields)
+    ours = parser.OFPMatch.parser(encoded, 0)
+    assert dict(ours.items()) == dict(parser.OFPMatch(**fields).items())
+    nx = [n for n in fields if n.startswith(("ct_", "ip_frag"))]
+    basic = [n for n in fields if n not in nx]
+    assert [name for name, _ in ours.items()] == basic + nx  # prerequisites first
