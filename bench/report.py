@@ -7,7 +7,7 @@ import platform
 import statistics
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from bench.gre_rate import C2S, S2C, SIZES, GreResult
 from bench.scale import ScaleResult
@@ -32,27 +32,74 @@ def machine() -> str:
             f"{ovs}, Python {platform.python_version()}.")
 
 
+def _cell(value: float | None, form: str = ".2f") -> str:
+    """A table cell: the value in ``form``, or "-" where there is none."""
+    return "-" if value is None else format(value, form)
+
+
+def _ratio(value: float | None, best: float | None) -> str:
+    """A ratio-to-best cell: "-" where either is missing or the best is zero."""
+    return "-" if value is None or not best else f"{value / best:.2f}"
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    """The median of the values there are, None if there are none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _best(values: dict[str, float | None], pick: Callable[[list[float]], float]
+          ) -> float | None:
+    """The best (``pick``: min or max) of the values there are, None if there are none."""
+    known = [v for v in values.values() if v is not None]
+    return pick(known) if known else None
+
+
+def _rate(run: SetupResult) -> float | None:
+    """Calls (connections) set up per second, None for a run that asked for none or took
+    no time."""
+    return run.calls_per_second if run.calls and run.seconds > 0 else None
+
+
+def _figures(runs: dict[str, list[SetupResult]]
+             ) -> tuple[dict[str, float | None], dict[str, float | None],
+                        dict[str, float | None]]:
+    """Per peer, medians over rounds of the setup median, p99 and rate; None where no
+    round set anything up (or, for the rate, asked for anything)."""
+    return ({p: _median(r.median_us if r.latencies else None for r in rs)
+             for p, rs in runs.items()},
+            {p: _median(r.p99_us if r.latencies else None for r in rs)
+             for p, rs in runs.items()},
+            {p: _median(_rate(r) for r in rs) for p, rs in runs.items()})
+
+
+def _fastest_first(median: dict[str, float | None]) -> list[str]:
+    """Peers by setup median, those without one last."""
+    return sorted(median, key=lambda p: (median[p] is None, median[p] or 0.0))
+
+
 def tcp_table(results: Iterable[SetupResult]) -> str:
     """New TCP connections through each peer: connect-to-answer time and rate, medians
-    over rounds, ratios to the best peer."""
+    over rounds, ratios to the best peer ("-" where a peer or the best has no figure)."""
     runs: dict[str, list[SetupResult]] = defaultdict(list)
     for r in results:
         if r.mode == "tcp":
             runs[r.peer].append(r)
     if not runs:
         return ""
-    median = {p: statistics.median(r.median_us for r in rs) for p, rs in runs.items()}
-    rate = {p: statistics.median(r.calls_per_second for r in rs) for p, rs in runs.items()}
+    median, _, rate = _figures(runs)
     lines = [
         "| peer | connect to answer, median (us) | ratio to best | connections/s | "
         "ratio to best | failed |",
         "|---|---|---|---|---|---|",
     ]
-    best_latency, best_rate = min(median.values()), max(rate.values())
-    for p in sorted(runs, key=lambda p: median[p]):
+    best_latency = _best(median, min)
+    best_rate = _best(rate, max)
+    for p in _fastest_first(median):
         lines.append(
-            f"| {p} | {median[p]:.0f} | {median[p] / best_latency:.2f} | {rate[p]:.0f} | "
-            f"{rate[p] / best_rate:.2f} | {sum(r.failed for r in runs[p])} |")
+            f"| {p} | {_cell(median[p], '.0f')} | {_ratio(median[p], best_latency)} | "
+            f"{_cell(rate[p], '.0f')} | {_ratio(rate[p], best_rate)} | "
+            f"{sum(r.failed for r in runs[p])} |")
     return "\n".join(lines)
 
 
@@ -71,8 +118,9 @@ def _gre_rows(results: Iterable[GreResult]
 
 def gre_table(results: Iterable[GreResult]) -> str:
     """GRE packets per second per direction, payload and peer: offered and delivered
-    (medians over rounds), delivered's ratio to the best peer, and the share of the
-    packets sent that arrived."""
+    (medians over rounds), delivered's ratio to the best peer ("-" where the best
+    delivered none), and the share of the packets sent that arrived ("-" where none were
+    sent)."""
     rows = _gre_rows(results)
     if not rows:
         return ""
@@ -86,21 +134,19 @@ def gre_table(results: Iterable[GreResult]) -> str:
             peers = {k[2]: v for k, v in rows.items() if k[:2] == (direction, size)}
             if not peers:
                 continue
-            best = max(v[1] for v in peers.values()) or 1.0
+            best = max(v[1] for v in peers.values())
             for peer in sorted(peers, key=lambda p: -peers[p][1]):
                 offered, delivered, sent, arrived = peers[peer]
                 lines.append(
                     f"| {direction} | {size} | {peer} | {offered:,.0f} | {delivered:,.0f} | "
-                    f"{delivered / best:.2f} | {arrived / sent if sent else 0:.0%} |")
+                    f"{_ratio(delivered, best)} | "
+                    f"{_cell(arrived / sent if sent else None, '.0%')} |")
     return "\n".join(lines)
 
 
 def scale_table(results: Iterable[ScaleResult]) -> str:
-    """Calls held at once per peer: time to set them all up, and what each costs."""
-
-    def cell(value: float | None, form: str = ".2f") -> str:
-        return "-" if value is None else format(value, form)
-
+    """Calls held at once per peer: time to set them all up ("-" calls/s where none were
+    asked for or it took no time), and what each costs."""
     lines = [
         "| peer | public addresses | calls | held | time to set up all (s) | calls/s | "
         "controller memory per call (bytes) | flow entries per call | packet-ins per call | "
@@ -108,11 +154,12 @@ def scale_table(results: Iterable[ScaleResult]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(results, key=lambda r: (r.calls, r.peer, r.public_ips)):
+        rate = r.held / r.setup_seconds if r.calls and r.setup_seconds > 0 else None
         lines.append(
             f"| {r.peer} | {r.public_ips} | {r.calls:,} | {r.held:,} | {r.setup_seconds:.1f} | "
-            f"{r.held / r.setup_seconds if r.setup_seconds else 0:,.0f} | "
-            f"{cell(r.memory_per_call, ',.0f')} | {cell(r.flow_entries_per_call, '.3f')} | "
-            f"{cell(r.packet_ins_per_call)} | {cell(r.conntrack_per_call, '.3f')} |")
+            f"{_cell(rate, ',.0f')} | "
+            f"{_cell(r.memory_per_call, ',.0f')} | {_cell(r.flow_entries_per_call, '.3f')} | "
+            f"{_cell(r.packet_ins_per_call)} | {_cell(r.conntrack_per_call, '.3f')} |")
     failures = [f"{r.peer} ({r.public_ips} public, {r.calls} calls): {r.failures[0]}"
                 for r in results if r.failures]
     return "\n".join(lines + ([""] + ["First failure: " + f for f in failures]
@@ -120,7 +167,8 @@ def scale_table(results: Iterable[ScaleResult]) -> str:
 
 
 def setup_table(results: Iterable[SetupResult]) -> str:
-    """Call setup per mode and peer: medians over rounds, ratios to the best peer."""
+    """Call setup per mode and peer: medians over rounds, ratios to the best peer ("-"
+    where a peer or the best has no figure: no call set up, none asked for)."""
     rows: dict[tuple[str, str], list[SetupResult]] = defaultdict(list)
     for r in results:
         rows[(r.mode, r.peer)].append(r)
@@ -133,19 +181,16 @@ def setup_table(results: Iterable[SetupResult]) -> str:
         peers = {peer: runs for (m, peer), runs in rows.items() if m == mode}
         if not peers:
             continue
-        median = {p: statistics.median(r.median_us for r in runs) for p, runs in peers.items()}
-        p99 = {p: statistics.median(r.p99_us for r in runs) for p, runs in peers.items()}
-        rate = {p: statistics.median(r.calls_per_second for r in runs)
-                for p, runs in peers.items()}
-        best_latency = min(median.values())
-        best_rate = max(rate.values())
-        for p in sorted(peers, key=lambda p: median[p]):
+        median, p99, rate = _figures(peers)
+        best_latency = _best(median, min)
+        best_rate = _best(rate, max)
+        for p in _fastest_first(median):
             failed = sum(r.failed for r in peers[p])
             lines.append(
-                f"| {mode_label(mode, peers[p][0].connections)} | {p} | {median[p]:.0f} | "
-                f"{p99[p]:.0f} | "
-                f"{median[p] / best_latency:.2f} | {rate[p]:.0f} | "
-                f"{rate[p] / best_rate:.2f} | {failed} |")
+                f"| {mode_label(mode, peers[p][0].connections)} | {p} | "
+                f"{_cell(median[p], '.0f')} | {_cell(p99[p], '.0f')} | "
+                f"{_ratio(median[p], best_latency)} | {_cell(rate[p], '.0f')} | "
+                f"{_ratio(rate[p], best_rate)} | {failed} |")
     return "\n".join(lines)
 
 

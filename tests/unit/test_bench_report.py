@@ -6,8 +6,9 @@ import pytest
 
 from alg.codec import GRE_PROTOCOL_PPP
 from bench.gre_rate import C2S, S2C, Flow, GreResult, rate, trafgen_config, watch
-from bench.report import gre_table, scale_table
+from bench.report import gre_table, scale_table, setup_table, tcp_table
 from bench.scale import ScaleResult
+from bench.setup_latency import SetupResult
 
 
 def test_rate_is_taken_over_the_middle_of_the_burst() -> None:
@@ -74,3 +75,54 @@ def test_a_stray_packet_before_a_slow_burst_does_not_end_the_count() -> None:
     samples = watch(counter, lambda: clock[0] >= 2.2, clock=lambda: clock[0], sleep=sleep)
     assert samples[-1][1] == 1001
     assert rate(samples) == pytest.approx(10_000, rel=0.1)
+
+
+def test_no_calls_on_existing_connections_leave_their_figures_empty() -> None:
+    """``--existing 0``: every peer's run on existing connections asks for no call, so
+    none sets one up and the best rate is zero, which the ratios used to divide by."""
+    results = [SetupResult(peer, "new", 20, 1, 0.5, 0, [0.001] * 10 + [0.002] * 10)
+               for peer in ("gateway", "no NAT")]
+    results += [SetupResult(peer, "existing", 0, 8, 0.004, 0, [])
+                for peer in ("gateway", "no NAT")]
+    lines = setup_table(results).splitlines()
+    assert lines[2:] == [
+        "| new connections, one at a time | gateway | 1500 | 2000 | 1.00 | 40 | 1.00 | 0 |",
+        "| new connections, one at a time | no NAT | 1500 | 2000 | 1.00 | 40 | 1.00 | 0 |",
+        "| existing connections, 8 at a time | gateway | - | - | - | - | - | 0 |",
+        "| existing connections, 8 at a time | no NAT | - | - | - | - | - | 0 |",
+    ]
+
+
+def test_a_peer_that_set_up_nothing_has_no_latency_and_does_not_spoil_the_best() -> None:
+    failed = SetupResult("bare Ryu", "new", 10, 1, 2.0, 10, [])
+    instant = SetupResult("linux", "new", 10, 1, 0.0, 0, [0.001] * 10)
+    lines = setup_table([failed, SetupResult("gateway", "new", 10, 1, 1.0, 0, [0.002] * 10),
+                         instant]).splitlines()
+    assert lines[2:] == [
+        "| new connections, one at a time | linux | 1000 | 1000 | 1.00 | - | - | 0 |",
+        "| new connections, one at a time | gateway | 2000 | 2000 | 2.00 | 10 | 1.00 | 0 |",
+        "| new connections, one at a time | bare Ryu | - | - | - | 0 | 0.00 | 10 |",
+    ]
+
+
+def test_tcp_table_with_no_connections_or_none_answered() -> None:
+    assert tcp_table([SetupResult("gateway", "tcp", 0, 8, 0.003, 0, [])]).splitlines()[2:] == [
+        "| gateway | - | - | - | - | 0 |"]
+    refused = [SetupResult(p, "tcp", 5, 8, 0.5, 5, []) for p in ("gateway", "linux")]
+    assert tcp_table(refused).splitlines()[2:] == [
+        "| gateway | - | - | 0 | - | 5 |", "| linux | - | - | 0 | - | 5 |"]
+
+
+def test_gre_table_with_nothing_delivered_or_sent() -> None:
+    lines = gre_table([GreResult("gateway", S2C, 64, 1000, 200_000.0, 0, 0.0),
+                       GreResult("linux", S2C, 64, 0, 0.0, 0, 0.0)]).splitlines()
+    assert lines[2:] == ["| server -> client | 64 | gateway | 200,000 | 0 | - | 0% |",
+                         "| server -> client | 64 | linux | 0 | 0 | - | - |"]
+
+
+def test_scale_table_without_calls_or_time_has_no_rate() -> None:
+    none = ScaleResult("gateway", 1, 0, 100, 0, 0, 0.2, None, None, None, None, [])
+    instant = ScaleResult("linux", 1, 10, 100, 10, 0, 0.0, None, None, None, 0.5, [])
+    text = scale_table([none, instant])
+    assert "| gateway | 1 | 0 | 0 | 0.2 | - | - | - | - | - |" in text
+    assert "| linux | 1 | 10 | 10 | 0.0 | - | - | - | - | 0.500 |" in text
