@@ -22,6 +22,10 @@ from alg.errors import ConfigError
 
 GROUP = "nat"
 POLICIES = ("open", "strict")
+ORDINARY_NAT = ("controller", "conntrack")
+"""Where TCP and UDP of inside hosts are translated: by the controller's sessions, or
+by the datapath's connection tracker (``ryu_apps.ctflows``)."""
+CT_ZONE_MAX = 65535
 MTU_MIN, MTU_MAX = 68, 65535
 """The bounds of ``mtu`` in bytes (RFC 791)."""
 MAX_BUFFER_MIN = 1024
@@ -135,6 +139,11 @@ class AlgConfig:
         punt_rate_control_connections: packets per second the server's segments of the
             live control connections of one inside port's hosts may bring (their own
             entries and meter, apart from ``punt_rate_outside_control``).
+        ordinary_nat: ``controller`` or ``conntrack``: who translates inside hosts' TCP
+            and UDP.
+        ct_zone: the connection tracker's zone of this gateway (``conntrack``).
+        ct_ports_per_host: the size of each inside host's block of public ports
+            (``conntrack``).
         gre_outbound_strict: client -> server GRE goes through the controller, which
             passes only the keys of the client's own calls (the switch cannot match the
             key; off, the flow entry passes any key, as Linux conntrack does).
@@ -187,6 +196,9 @@ class AlgConfig:
     fragment_memory: int = 4 * 1024 * 1024
     fragment_memory_per_source: int = 256 * 1024
     fragments_per_datagram: int = 64
+    ordinary_nat: str = "controller"
+    ct_zone: int = 1
+    ct_ports_per_host: int = 1024
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)
@@ -209,6 +221,15 @@ class AlgConfig:
                 f"need 1 <= port_min <= port_max <= {PORT_MAX}, got "
                 f"{self.port_min}..{self.port_max}",
             )
+        if self.ordinary_nat not in ORDINARY_NAT:
+            raise ConfigError("ordinary_nat", f"must be one of {', '.join(ORDINARY_NAT)}: "
+                              f"{self.ordinary_nat!r}")
+        if not 1 <= self.ct_zone <= CT_ZONE_MAX:
+            raise ConfigError("ct_zone", f"must be in 1..{CT_ZONE_MAX}, got {self.ct_zone}")
+        ports = self.port_max - self.port_min + 1
+        if self.ordinary_nat == "conntrack" and not 1 <= self.ct_ports_per_host <= ports:
+            raise ConfigError("ct_ports_per_host", f"must be in 1..{ports} (the ports of "
+                              f"port_min..port_max), got {self.ct_ports_per_host}")
 
 
 DEFAULT_REST_PORT = 8080
@@ -398,6 +419,17 @@ OPTIONS: tuple[Option, ...] = (
            "bytes held at most for the datagrams of one source being reassembled"),
     Option("fragments_per_datagram", "int", _ALG.fragments_per_datagram,
            "most fragments of one datagram being reassembled"),
+    Option("ordinary_nat", "str", _ALG.ordinary_nat, "where inside hosts' TCP and UDP "
+           "are translated: controller (a session per flow, decided by the controller) or "
+           "conntrack (the datapath's connection tracker, from entries per inside host)",
+           rule=f"one of {', '.join(ORDINARY_NAT)}"),
+    Option("ct_zone", "int", _ALG.ct_zone, "the connection tracker's zone of this "
+           "gateway's sessions (ordinary_nat = conntrack; every userspace bridge shares "
+           "one table, so each gateway needs its own zone)", rule=f"1..{CT_ZONE_MAX}"),
+    Option("ct_ports_per_host", "int", _ALG.ct_ports_per_host, "public ports of each "
+           "inside host's block (ordinary_nat = conntrack, RFC 7422): an address of the "
+           "pool serves (port_max - port_min + 1) / ct_ports_per_host hosts",
+           rule="1..port_max - port_min + 1 (checked with ordinary_nat = conntrack)"),
     Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
            "client -> server GRE through the controller, only the client's own keys"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls",
@@ -502,6 +534,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         gre_outbound_strict=_bool("gre_outbound_strict", raw["gre_outbound_strict"]),
         gre_demux=bool(str(raw["gre_demux_port"] or "").strip()),
         policy=str(raw["policy"] or "open"),
+        ordinary_nat=str(raw["ordinary_nat"] or "controller"),
         **numbers,
     )
     if not raw["inside_gateway"]:

@@ -45,6 +45,11 @@ class Counters(CounterSet):
     refused_calls: int = 0
     refused_connections: int = 0
     refused_sessions: int = 0
+    hosts_bound: int = 0
+    """Inside hosts given an address and a block of ports for the connection tracker
+    (``alg.hostnat``)."""
+    hosts_refused: int = 0
+    """Inside hosts refused for want of a free block of ports on their address."""
     resync_probes: int = 0
     restore_skipped: int = 0
     restore_records_rejected: int = 0

@@ -53,6 +53,7 @@ from alg.events import (
     TcpSegment,
     UdpDatagram,
 )
+from alg.hostnat import HostBindings
 from alg.icmp import IcmpErrors, Martians
 from alg.napt import Napt, SessionStats
 from alg.nat import NatTable, Proto
@@ -124,6 +125,8 @@ class Gateway:
                                config.alg_enabled, inside_address,
                                Martians(own, inside_subnet, outside_subnet))
         self.session_stats = SessionStats(self.nat)
+        self.hosts = HostBindings(config, self.counters, self.nat.pool, ids)
+        self._in_datapath = config.ordinary_nat == "conntrack"
 
     # Views for displays and tests.
 
@@ -211,6 +214,8 @@ class Gateway:
             if direction is Direction.OUTBOUND:
                 self.control.place(seg, out)
             return out
+        if self._in_datapath:
+            return self._datapath_nat(direction, Proto.TCP, seg.src_ip, seg.dst_port, now)
         starts = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
         return self.napt.packet(
             direction, Proto.TCP, (seg.src_ip, seg.src_port), (seg.dst_ip, seg.dst_port),
@@ -227,9 +232,24 @@ class Gateway:
         now: float,
     ) -> Output:
         """A UDP datagram that reached the controller."""
+        if self._in_datapath:
+            return self._datapath_nat(direction, Proto.UDP, src_ip, dst_port, now)
         return self.napt.packet(
             direction, Proto.UDP, (src_ip, src_port), (dst_ip, dst_port), True, now
         )
+
+    def _datapath_nat(self, direction: Direction, proto: Proto, src_ip: IPv4Address,
+                      dst_port: int, now: float) -> Output:
+        """TCP or UDP with ``ordinary_nat = conntrack``: an inside host's packet binds
+        the host (``alg.hostnat``) and goes back through the switch; inbound, the
+        tracker had no connection for it."""
+        if direction is Direction.INBOUND:
+            self.counters.no_session_drops += 1
+            return Output(drop_reason=f"no {proto.name} connection for inbound packet")
+        if not self.napt.allows(proto, dst_port):
+            self.counters.policy_denied += 1
+            return Output(drop_reason=f"policy {self.config.policy} denies {proto.name}")
+        return self.hosts.outbound(src_ip, now)
 
     def handle_icmp_echo(
         self,
@@ -342,7 +362,7 @@ class Gateway:
 
     def flow_removed(
         self, kind: EntryKind, entry_id: int, packets: int = 0, byte_count: int = 0
-    ) -> None:
+    ) -> Output:
         """The switch removed an entry (idle timeout, deletion, eviction) with these counts.
 
         A NAT session has two entries under one cookie, whose counts the app reports
@@ -351,12 +371,14 @@ class Gateway:
         from zero if it is installed again (the next packet of a live call is punted and
         re-installs it). Ageing itself is the core's, by :meth:`tick`.
         """
-        if kind is EntryKind.CONTROL:
-            return
+        if kind is EntryKind.HOST:
+            return self.hosts.removed(entry_id)
         if kind is EntryKind.SESSION:
             self.session_stats.removed(entry_id, packets, byte_count)
-        elif not self.server_map.entry_removed(kind, entry_id, packets, byte_count):
+        elif kind is not EntryKind.CONTROL and not self.server_map.entry_removed(
+                kind, entry_id, packets, byte_count):
             self.plain.entry_removed(entry_id)
+        return Output()
 
     def tick(self, now: float) -> Output:
         """Age everything by the clock: sessions, connections, server-maps, hold-downs."""

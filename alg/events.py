@@ -9,9 +9,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from alg.nat import NatSession
 from alg.snapshot import Change
+
+if TYPE_CHECKING:
+    from alg.hostnat import HostBinding
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -155,6 +159,8 @@ class EntryKind(enum.IntEnum):
     GRE_INBOUND = 4
     DEMUX_RETURN = 5
     CONTROL = 6
+    HOST = 7
+    ROUTE = 8
 
 
 @dataclass(frozen=True)
@@ -255,8 +261,20 @@ class DemuxReturnEntry:
     client_ip: IPv4Address
 
 
+@dataclass(frozen=True)
+class HostEntries:
+    """Install an inside host's entries for the connection tracker (``alg.hostnat``):
+    its packets go through the tracker, new connections take its address and block of
+    ports, replies are delivered to it. The classifying entry goes idle after
+    ``idle_timeout`` seconds without the host's packets, and the switch reports it."""
+
+    binding: HostBinding
+    idle_timeout: float
+    zone: int
+
+
 Decision = (SessionEntries | RemoveEntries | GreOutboundEntry | GreInboundEntry
-            | DemuxEntry | DemuxForget | DemuxReturnEntry | ControlEntry)
+            | DemuxEntry | DemuxForget | DemuxReturnEntry | ControlEntry | HostEntries)
 
 
 @dataclass(frozen=True)
@@ -301,6 +319,8 @@ class Output:
         drop_reason: why the input packet was dropped, when nothing was emitted for it.
         records: state changes for the store, to write before anything else
             (``alg.snapshot``).
+        resubmit: the packet that came in goes back through the switch's tables, after
+            the decisions' entries.
     """
 
     emits: list[Emit] = field(default_factory=list)
@@ -309,6 +329,7 @@ class Output:
     errors: list[str] = field(default_factory=list)
     drop_reason: str | None = None
     records: list[Change] = field(default_factory=list)
+    resubmit: bool = False
 
     def extend(self, other: Output) -> None:
         """Append ``other``'s contents to this output."""

@@ -19,6 +19,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from alg.config import GatewayConfig
 from alg.counters import CounterSet
@@ -28,7 +29,7 @@ from alg.events import Decision, DemuxEntry, DemuxForget, Direction, Output
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Side
 from alg.snapshot import Change
 from demux.link import DemuxLink
-from ryu_apps import flowmods, packets, wire
+from ryu_apps import ctflows, flowmods, packets, wire
 from ryu_apps.fragments import FragmentPath
 from ryu_apps.outbox import Outbox
 from ryu_apps.store import Store
@@ -90,13 +91,17 @@ class Effects:
         self.counters = counters
         self.clock = clock
 
-    def apply(self, output: Output, original: packets.Ipv4 | None = None) -> None:
+    def apply(self, output: Output, original: packets.Ipv4 | None = None,
+              frame: tuple[int, bytes] | None = None) -> None:
         """Carry out one core output; ``original`` is the packet that caused it (its IP
-        header is the one the emitted packets inherit)."""
+        header is the one the emitted packets inherit), ``frame`` its port and frame,
+        sent back through the switch's tables when the core asks (after the entries)."""
         with self.outbox:
             self.write(output.records)
             self._decide(output.decisions)
             self._emit(output, original)
+            if output.resubmit and frame is not None:
+                self.outbox.resubmit(*frame)
         for line in output.errors:
             LOG.error("%s", line)
         for log in output.logs:
@@ -149,6 +154,15 @@ class Effects:
                 packets.ETH_TYPE_IPV4, piece,
             )
             self.outbox.packet_out(where.port, frame)
+
+    def route_out(self, destination: IPv4Address, ip: bytes, now: float) -> None:
+        """A packet the connection tracker translated: to its next hop once resolved,
+        with a route entry for the destination's next packets (``ryu_apps.ctflows``)."""
+        def send(hop: L2) -> None:
+            self.outbox.flow_mods([ctflows.route_entry(destination, hop,
+                                                       self.config.gateway_mac)])
+            self.frame_out(ip, hop)
+        self.neighbour(self.neighbours.send(Side.OUTSIDE, destination, send, now))
 
     def _decide(self, decisions: list[Decision]) -> None:
         """Queue the flow-mods of ``decisions`` and a barrier; then report what cannot be

@@ -50,7 +50,7 @@ from ipaddress import IPv4Address
 from typing import Any, assert_never
 
 from alg.codec import PPTP_PORT
-from alg.config import AlgConfig
+from alg.config import AlgConfig, GatewayConfig
 from alg.events import (
     ControlEntry,
     Decision,
@@ -60,12 +60,13 @@ from alg.events import (
     EntryKind,
     GreInboundEntry,
     GreOutboundEntry,
+    HostEntries,
     RemoveEntries,
     SessionEntries,
 )
 from alg.nat import Proto
 from alg.neighbours import L2, Side
-from ryu_apps import wire
+from ryu_apps import ctflows, wire
 from ryu_apps.packets import ETH_TYPE_ARP, ETH_TYPE_IPV4
 from ryu_apps.switch import (
     COOKIE_TAG,
@@ -180,12 +181,17 @@ def async_config(dp: Any) -> Any:
                               [flow_removed, 0])
 
 
-def pipeline_again(inside_ports: Iterable[int], outside_port: int, config: AlgConfig
+def pipeline_again(inside_ports: Sequence[int], outside_port: int, config: GatewayConfig
                    ) -> list[wire.Message]:
-    """The static entries of :func:`pipeline` after deleting whatever static entries the
-    switch has (an earlier version's, or another configuration's)."""
-    return [remove(RemoveEntries(EntryKind.PIPELINE, 0)),
-            *pipeline(inside_ports, outside_port, config.public_ips, config.alg_enabled)]
+    """The static entries of :func:`pipeline` (and, with ``ordinary_nat = conntrack``,
+    of ``ryu_apps.ctflows``) after deleting whatever static entries the switch has (an
+    earlier version's, or another configuration's)."""
+    alg = config.alg
+    mods = [remove(RemoveEntries(EntryKind.PIPELINE, 0)),
+            *pipeline(inside_ports, outside_port, alg.public_ips, alg.alg_enabled)]
+    if alg.ordinary_nat == "conntrack":
+        mods += ctflows.static(inside_ports, outside_port, alg, config.inside_subnet)
+    return mods
 
 
 def pipeline(
@@ -458,6 +464,11 @@ def entry_mods(
                 mods.append(gre_inbound_fragments(decision, outside_port,
                                                   demux_port is not None))
             return mods
+        case HostEntries():
+            host = lookup(Side.INSIDE, decision.binding.inside_ip)
+            if host is None:
+                return None
+            return ctflows.host_entries(decision, host, gateway_mac, decision.zone)
         case DemuxReturnEntry():
             if demux_port is None:
                 return []

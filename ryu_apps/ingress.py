@@ -24,6 +24,9 @@ The rules, in order:
 7. A TCP or UDP packet the core cannot read is counted in ``undecodable_frames``.
 8. A spent TTL (here, or found by a flow entry's decrement) gets a Time Exceeded
    (:class:`Expire`); everything else goes to the core (:class:`Translate`).
+
+A packet from the route table (``ordinary_nat = conntrack``) was translated by the
+connection tracker already and waits only for its next hop (:class:`RouteOut`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any, Final, Protocol
 from alg.events import Direction, Packet
 from alg.neighbours import L2, ArpMessage, NeighbourTable, Route, Side
 from ryu_apps import packets
+from ryu_apps.switch import TABLE_CLASSIFY, TABLE_ROUTE
 
 
 class Reassembly(Protocol):
@@ -103,14 +107,27 @@ class Expire:
 
 @dataclass(frozen=True, slots=True)
 class Translate:
-    """A packet for the core to translate."""
+    """A packet for the core to translate (``port`` and ``data``: where it came in and
+    the frame, should the core send it back through the switch's tables)."""
 
     direction: Direction
     packet: Packet
     ip: packets.Ipv4
+    port: int
+    data: bytes
 
 
-Verdict = Ignore | Count | FromDemux | Arp | EchoReply | Resolve | Expire | Translate
+@dataclass(frozen=True, slots=True)
+class RouteOut:
+    """A packet the connection tracker translated, for a destination whose next hop
+    the switch does not know yet (``ryu_apps.ctflows``): sent on as it is."""
+
+    destination: IPv4Address
+    ip: bytes
+
+
+Verdict = (Ignore | Count | FromDemux | Arp | EchoReply | Resolve | Expire | Translate
+           | RouteOut)
 
 IGNORE: Final = Ignore()
 UNDECODABLE: Final = Count("undecodable_frames")
@@ -118,7 +135,8 @@ BAD_CHECKSUM: Final = Count("bad_checksums")
 
 
 def classify(in_port: int, data: bytes, expired: bool, neighbours: NeighbourTable[Any],
-             fragments: Reassembly, demux_port: int | None, now: float) -> Verdict:
+             fragments: Reassembly, demux_port: int | None, now: float,
+             table: int = TABLE_CLASSIFY) -> Verdict:
     """The verdict on one frame from the switch (the module's rules, in order).
 
     Args:
@@ -129,6 +147,7 @@ def classify(in_port: int, data: bytes, expired: bool, neighbours: NeighbourTabl
         fragments: the reassembler.
         demux_port: the demultiplexer's port, None without one.
         now: the time.
+        table: the table whose entry sent it (``ryu_apps.switch``).
     """
     side = neighbours.side(in_port)
     if side is None:
@@ -140,6 +159,8 @@ def classify(in_port: int, data: bytes, expired: bool, neighbours: NeighbourTabl
         return Arp(in_port, frame.src_mac, frame.arp)
     ip = frame.ip
     assert ip is not None
+    if table == TABLE_ROUTE:
+        return RouteOut(ip.dst, packets.ip_bytes(data))
     if ip.fragment:
         if side is Side.INSIDE and neighbours.admit_inside(
                 in_port, frame.src_mac, ip.src, ip.dst, now) is not Route.OUTSIDE:
@@ -166,4 +187,4 @@ def classify(in_port: int, data: bytes, expired: bool, neighbours: NeighbourTabl
         return UNDECODABLE if ip.proto in (packets.PROTO_TCP, packets.PROTO_UDP) else IGNORE
     if expired or ip.ttl <= 1:
         return Expire(direction, packet, packets.ip_bytes(data))
-    return Translate(direction, packet, ip)
+    return Translate(direction, packet, ip, in_port, data)

@@ -182,7 +182,7 @@ class NatGateway(App):  # type: ignore[misc]
         assert ports is not None
         with self.switch.outbox:
             self.effects.flow_mods(flowmods.pipeline_again(ports.inside, ports.outside,
-                                                           self.config.alg))
+                                                           self.config))
             self._demux_probe_entry()
             self.effects.apply(output)
         self.switch.became_ready()
@@ -211,7 +211,8 @@ class NatGateway(App):  # type: ignore[misc]
             if not self._expired_packet_ins.take(self.now()):
                 self.counters.ttl_expired_dropped += 1
                 return
-        self.handle_frame(msg.datapath, msg.match["in_port"], bytes(msg.data), expired)
+        self.handle_frame(msg.datapath, msg.match["in_port"], bytes(msg.data), expired,
+                          msg.table_id)
 
     @on(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
@@ -237,7 +238,8 @@ class NatGateway(App):  # type: ignore[misc]
         self.counters.flows_removed += 1
         decoded = switch.decode_cookie(ev.msg.cookie)
         if decoded is not None:
-            self.core.flow_removed(*decoded, ev.msg.packet_count, ev.msg.byte_count)
+            self.effects.apply(self.core.flow_removed(*decoded, ev.msg.packet_count,
+                                                      ev.msg.byte_count))
 
     @on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
@@ -247,21 +249,25 @@ class NatGateway(App):  # type: ignore[misc]
 
     # Frames.
 
-    def handle_frame(self, dp: Any, in_port: int, data: bytes, expired: bool = False
-                     ) -> None:
+    def handle_frame(self, dp: Any, in_port: int, data: bytes, expired: bool = False,
+                     table: int = 0) -> None:
         """Act on one frame from the switch (``ryu_apps.ingress``); send what it caused in
         one write.
 
         Args:
             expired: a flow entry found the packet's TTL spent (the switch says so).
+            table: the table of the entry that sent it.
         """
         now = self.now()
         verdict = ingress.classify(in_port, data, expired, self.neighbours, self.fragments,
-                                   self.demux.port, now)
+                                   self.demux.port, now, table)
         with self.switch.outbox:
             match verdict:
-                case ingress.Translate(direction, packet, ip):
-                    self.effects.apply(self.core.handle(direction, packet, now), ip)
+                case ingress.Translate(direction, packet, ip, port, frame):
+                    self.effects.apply(self.core.handle(direction, packet, now), ip,
+                                       (port, frame))
+                case ingress.RouteOut(destination, ip_packet):
+                    self.effects.route_out(destination, ip_packet, now)
                 case ingress.Count(counter):
                     setattr(self.counters, counter, getattr(self.counters, counter) + 1)
                 case ingress.Arp(port, mac, arp):

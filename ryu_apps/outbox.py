@@ -75,6 +75,12 @@ class Outbox:
         self._queue.append(wire.packet_out(port, frame))
         self._counters.packet_outs += 1
 
+    def resubmit(self, port: int, frame: bytes) -> None:
+        """Queue a PACKET_OUT that sends ``frame`` through the switch's tables as if it
+        had come in on ``port``."""
+        self._queue.append(wire.packet_out(wire.OFPP_TABLE, frame, port))
+        self._counters.packet_outs += 1
+
     def request(self, msg: Any) -> None:
         """Queue one of the framework's message objects."""
         self._queue.append(msg)

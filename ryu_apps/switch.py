@@ -20,6 +20,12 @@ COOKIE_TAG_MASK = 0xFF << 56
 COOKIE_KIND_MASK = 0xFFFF << 48
 COOKIE_ID_MASK = (1 << 48) - 1
 
+TABLE_CLASSIFY = 0
+TABLE_CT_OUT = 1
+TABLE_ROUTE = 2
+TABLE_CT_IN = 3
+"""Tables (``ryu_apps.ctflows``); without ``ordinary_nat = conntrack`` only table 0."""
+
 PRIORITY_ARP = 1000
 PRIORITY_CONTROL_CONNECTION = 950
 PRIORITY_CONTROL = 900

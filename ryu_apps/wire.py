@@ -32,6 +32,7 @@ OFPFC_DELETE = 3
 OFPFC_DELETE_STRICT = 4
 OFPFF_SEND_FLOW_REM = 1
 OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_TABLE = 0xFFFFFFF9
 OFPP_ANY = 0xFFFFFFFF
 OFPG_ANY = 0xFFFFFFFF
 OFPTT_ALL = 0xFF
@@ -94,6 +95,7 @@ _FIELDS: dict[str, tuple[int, struct.Struct]] = {
     "tcp_dst": (14, struct.Struct("!H")),
     "udp_src": (15, struct.Struct("!H")),
     "udp_dst": (16, struct.Struct("!H")),
+    "icmpv4_type": (19, struct.Struct("!B")),
 }
 """OXM fields (class OPENFLOW_BASIC): number and value format."""
 
@@ -114,7 +116,7 @@ on in (:func:`ct`); a ``(value, mask)`` pair matches under the mask."""
 IP_FRAG_ANY = 1
 """``ip_frag`` value and mask of every fragment (Open vSwitch's ``ip_frag=yes``)."""
 
-Value = int | str | IPv4Address | tuple[int, int]
+Value = int | str | IPv4Address | tuple[int, int] | tuple[IPv4Address, IPv4Address]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +135,15 @@ def _value(name: str, value: Value) -> bytes:
     if name in _NXM_FIELDS:
         number, fmt, masked = _NXM_FIELDS[name]
         if isinstance(value, tuple) or masked:
-            bits, mask = value if isinstance(value, tuple) else (int(str(value)), -1)
+            bits, mask = ((int(value[0]), int(value[1])) if isinstance(value, tuple)
+                          else (int(str(value)), -1))
             body = fmt.pack(bits) + fmt.pack(mask & (1 << 8 * fmt.size) - 1)
             return _OXM_HEADER.pack(_NXM_1, number << 1 | 1, len(body)) + body
         return _OXM_HEADER.pack(_NXM_1, number << 1, fmt.size) + fmt.pack(int(str(value)))
     number, fmt = _FIELDS[name]
+    if isinstance(value, tuple) and name.startswith("ipv4"):
+        net, netmask = IPv4Address(value[0]), IPv4Address(value[1])
+        return _OXM_HEADER.pack(_OXM_CLASS, number << 1 | 1, 8) + net.packed + netmask.packed
     if isinstance(value, IPv4Address):
         raw: Any = value.packed
     elif name.startswith("ipv4"):
@@ -251,6 +257,7 @@ def flow_mod(
     cookie_mask: int = 0,
     table_id: int = 0,
     idle_timeout: int = 0,
+    hard_timeout: int = 0,
     priority: int = OFP_DEFAULT_PRIORITY,
     flags: int = 0,
     match_fields: Mapping[str, Value] | None = None,
@@ -260,7 +267,8 @@ def flow_mod(
 ) -> Message:
     """A FLOW_MOD (``out_port`` and ``out_group`` matter to deletes only)."""
     body = _FLOW_MOD.pack(
-        cookie, cookie_mask, table_id, command, idle_timeout, 0, priority, OFP_NO_BUFFER,
+        cookie, cookie_mask, table_id, command, idle_timeout, hard_timeout, priority,
+        OFP_NO_BUFFER,
         out_port, out_group, flags,
     ) + match(match_fields or {}) + b"".join(instructions)
     return Message(_header(OFPT_FLOW_MOD, body), command)

@@ -419,7 +419,7 @@ def test_spent_ttl_packet_ins_beyond_the_rate_are_dropped_before_decoding(
     expired = record(monkeypatch, app.core, "expired")
     frame = ether(CLIENT_MAC, udp_out(ttl=1))
     msg = SimpleNamespace(reason=dp.ofproto.OFPR_INVALID_TTL, datapath=dp,
-                          match={"in_port": IN1}, data=frame)
+                          match={"in_port": IN1}, data=frame, table_id=0)
     for _ in range(250):
         app._packet_in(SimpleNamespace(msg=msg))
     assert app.counters.ttl_expired_on_flow == 250

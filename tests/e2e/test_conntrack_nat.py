@@ -1,0 +1,91 @@
+"""Ordinary NAT in the datapath (``ordinary_nat = conntrack``): TCP and UDP of inside
+hosts go through Open vSwitch's connection tracker, from entries per inside host; the
+controller sees a host's first packet only."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from alg.events import EntryKind
+from tests.e2e.gateway_lab import PUBLIC_IP, SERVER_IP, GatewayLab, wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and OVS"),
+]
+
+Factory = Callable[..., GatewayLab]
+PORT = 8000
+SAME_PORT = 40000
+N = 3
+BLOCK = 1024
+PORT_MIN = 1024
+CONNTRACK = {"ordinary_nat": "conntrack", "ct_zone": "4242"}
+
+
+def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
+    path = gw.run_dir / "serve.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def exchange(gw: GatewayLab, bind_port: int, tag: str) -> list[dict[str, Any]]:
+    """One TCP and one UDP exchange from every client at once, from ``bind_port``."""
+    procs = [gw.tool(gw.client(i), "napt-client", SERVER_IP, str(PORT), "--bind-port",
+                     str(bind_port), "--tag", f"{tag}{i}", "--hold", "2", text=True)
+             for i in range(1, N + 1)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, (out, err)
+        results.append(json.loads(out.splitlines()[0]))
+    return results
+
+
+def app_counters(gw: GatewayLab) -> dict[str, int]:
+    body: dict[str, dict[str, int]] = gw.rest("/pptp-alg/counters")
+    return body["app"]
+
+
+def test_tcp_and_udp_of_several_hosts_go_through_the_tracker_within_their_blocks(
+        gateway: Factory) -> None:
+    gw = gateway(N, options=CONNTRACK)
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+
+    results = exchange(gw, SAME_PORT, "a")
+    for i, result in enumerate(results, start=1):
+        assert result["tcp"]["data"] == f"tcp-a{i}"
+        assert result["udp"]["data"] == f"udp-a{i}"
+    peers = [r[proto]["peer"] for r in results for proto in ("tcp", "udp")]
+    assert {p.rsplit(":", 1)[0] for p in peers} == {PUBLIC_IP}
+    # Each host's public ports are in a block of its own (RFC 7422).
+    blocks = {}
+    for i, result in enumerate(results, start=1):
+        ports = {int(result[proto]["peer"].rsplit(":", 1)[1]) for proto in ("tcp", "udp")}
+        [block] = {(p - PORT_MIN) // BLOCK for p in ports}
+        blocks[i] = block
+    assert len(set(blocks.values())) == N, blocks
+    # No NAT session of the controller's; every host has its entries.
+    assert gw.sessions() == []
+    assert gw.flows(EntryKind.SESSION) == []
+    assert len(gw.flows(EntryKind.HOST)) == 4 * N
+    assert gw.counters()["hosts_bound"] == N
+
+    # New connections of the bound hosts: not one packet reaches the controller.
+    before = app_counters(gw)["packet_ins"]
+    results = exchange(gw, SAME_PORT + 1, "b")
+    for i, result in enumerate(results, start=1):
+        assert result["tcp"]["data"] == f"tcp-b{i}"
+        assert result["udp"]["data"] == f"udp-b{i}"
+        port = int(result["tcp"]["peer"].rsplit(":", 1)[1])
+        assert (port - PORT_MIN) // BLOCK == blocks[i]
+    assert app_counters(gw)["packet_ins"] == before
+    accepted = [r for r in log_records(gw) if r["event"] == "accept"]
+    assert len(accepted) == 2 * N
