@@ -89,3 +89,20 @@ def test_tcp_and_udp_of_several_hosts_go_through_the_tracker_within_their_blocks
     assert app_counters(gw)["packet_ins"] == before
     accepted = [r for r in log_records(gw) if r["event"] == "accept"]
     assert len(accepted) == 2 * N
+
+
+def test_a_host_past_its_block_is_dropped_never_sent_from_its_private_address(
+        gateway: Factory) -> None:
+    gw = gateway(1, options={**CONNTRACK, "ct_ports_per_host": "2"})
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    procs = [gw.tool(gw.client(1), "napt-client", SERVER_IP, str(PORT), "--bind-port",
+                     str(SAME_PORT + k), "--tag", f"k{k}", "--hold", "4", "--timeout", "3",
+                     text=True)
+             for k in range(5)]
+    codes = [proc.wait(timeout=40) for proc in procs]
+    # Two ports in the block: two connections each way at most, the rest dropped.
+    assert codes.count(0) == 2, codes
+    peers = {r["peer"] for r in log_records(gw) if "peer" in r}
+    assert peers and {p.rsplit(":", 1)[0] for p in peers} == {PUBLIC_IP}, peers
+    assert {int(p.rsplit(":", 1)[1]) for p in peers} <= {PORT_MIN, PORT_MIN + 1}

@@ -232,3 +232,11 @@ def test_statistics_are_summed_per_cookie_and_others_entries_ignored() -> None:
     assert sums.installed() == {(EntryKind.SESSION, 1): 2} and sums.entries == 2
     sums.clear()
     assert sums.counts() == {} and sums.entries == 0
+
+
+def test_a_packet_from_the_route_table_goes_on_as_the_tracker_translated_it(
+        tables: Tables) -> None:
+    frame = Ether(dst=GW_MAC) / IP(src=str(PUBLIC), dst=str(SERVER)) / UDP(sport=1500)
+    verdict = ingress.classify(IN1, bytes(frame), False, tables.neighbours,
+                               tables.fragments, DEMUX, 1.0, switch.TABLE_ROUTE)
+    assert verdict == ingress.RouteOut(SERVER, bytes(frame[IP]))

@@ -1,0 +1,170 @@
+"""Ordinary NAT in the datapath (``alg.hostnat``, ``ryu_apps.ctflows``): each inside
+host's address and block of ports, the core's routing of TCP and UDP to it, and the
+entries that carry it."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from alg.events import (
+    TCP_SYN,
+    Direction,
+    EntryKind,
+    HostEntries,
+    RemoveEntries,
+    TcpSegment,
+)
+from alg.hostnat import REDECIDE_AFTER
+from alg.neighbours import L2
+from ryu_apps import ctflows, switch, wire
+from ryu_apps.framework import ofproto_v1_3 as ofp
+from ryu_apps.framework import ofproto_v1_3_parser as parser
+from tests.unit.pptp_flows import C1, C2, PUBLIC, PUBLIC2, SERVER, gateway
+
+WEB = IPv4Address("198.51.100.80")
+C3 = IPv4Address("192.168.1.30")
+CONNTRACK = {"ordinary_nat": "conntrack", "ct_zone": 9}
+
+
+def syn(src: IPv4Address, dport: int = 80) -> TcpSegment:
+    return TcpSegment(src, 40000, WEB, dport, 100, 0, TCP_SYN, 1000)
+
+
+def bound(out: object) -> HostEntries:
+    [decision] = out.decisions  # type: ignore[attr-defined]
+    assert isinstance(decision, HostEntries)
+    return decision
+
+
+def test_a_hosts_first_packet_binds_it_and_goes_back_through_the_switch() -> None:
+    gw = gateway(**CONNTRACK)
+    out = gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)
+    assert out.resubmit and out.emits == []
+    entries = bound(out)
+    b = entries.binding
+    assert (b.inside_ip, b.public_ip, b.ports) == (C1, PUBLIC, (1024, 2047))
+    assert (entries.idle_timeout, entries.zone) == (gw.config.tcp_idle, 9)
+    assert gw.counters.hosts_bound == 1 and len(gw.nat) == 0
+    out = gw.handle_udp(Direction.OUTBOUND, C2, 5353, WEB, 53, 0.0)
+    assert bound(out).binding.ports == (2048, 3071)
+
+
+def test_a_bound_hosts_packets_are_not_decided_again_at_once() -> None:
+    gw = gateway(**CONNTRACK)
+    first = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)).binding
+    again = gw.handle_tcp(Direction.OUTBOUND, syn(C1), REDECIDE_AFTER / 2)
+    assert again.decisions == [] and not again.resubmit and again.drop_reason
+    later = gw.handle_tcp(Direction.OUTBOUND, syn(C1), REDECIDE_AFTER * 2)
+    assert later.resubmit and bound(later).binding is first
+    assert gw.counters.hosts_bound == 1
+
+
+def test_blocks_run_out_per_address_and_the_refused_host_is_counted() -> None:
+    gw = gateway(**CONNTRACK, port_min=1024, port_max=3071)  # two blocks of 1024
+    assert gw.hosts.blocks_per_address == 2
+    bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0))
+    bound(gw.handle_tcp(Direction.OUTBOUND, syn(C2), 0.0))
+    out = gw.handle_tcp(Direction.OUTBOUND, syn(C3), 0.0)
+    assert out.decisions == [] and not out.resubmit and out.errors
+    assert gw.counters.hosts_refused == 1
+    assert gw.nat.pool.lookup(C3) is None  # its address's reference went back
+
+
+def test_a_binding_ends_when_its_entry_goes_idle_and_its_block_is_free_again() -> None:
+    gw = gateway(**CONNTRACK, port_min=1024, port_max=2047)  # one block
+    b = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)).binding
+    assert gw.handle_tcp(Direction.OUTBOUND, syn(C2), 0.0).decisions == []
+    out = gw.flow_removed(EntryKind.HOST, b.id)
+    assert out.decisions == [RemoveEntries(EntryKind.HOST, b.id)]
+    assert gw.hosts.get(C1) is None and gw.nat.pool.lookup(C1) is None
+    assert bound(gw.handle_tcp(Direction.OUTBOUND, syn(C2), 1.0)).binding.ports == (1024, 2047)
+    assert gw.flow_removed(EntryKind.HOST, b.id).decisions == []  # reported twice
+
+
+def test_a_host_keeps_the_address_its_control_connection_has() -> None:
+    gw = gateway(**CONNTRACK, public_ips=(PUBLIC, PUBLIC2))
+    gw.nat.pool.acquire(C1)
+    gw.nat.pool.acquire(C2)  # C2 on the other address
+    assert gw.nat.pool.lookup(C2) == PUBLIC2
+    assert bound(gw.handle_udp(Direction.OUTBOUND, C2, 5353, WEB, 53, 0.0)).binding.public_ip \
+        == PUBLIC2
+
+
+def test_inbound_and_policy_denied_packets_bind_nothing() -> None:
+    gw = gateway(**CONNTRACK)
+    out = gw.handle_udp(Direction.INBOUND, WEB, 53, PUBLIC, 2000, 0.0)
+    assert out.decisions == [] and gw.counters.no_session_drops == 1
+    strict = gateway(**CONNTRACK, policy="strict")
+    out = strict.handle_udp(Direction.OUTBOUND, C1, 5353, WEB, 53, 0.0)
+    assert out.decisions == [] and strict.counters.policy_denied == 1
+    assert len(strict.hosts) == 0
+
+
+def test_echo_and_pptp_stay_with_the_controller() -> None:
+    gw = gateway(**CONNTRACK)
+    out = gw.handle_icmp_echo(Direction.OUTBOUND, C1, SERVER, 7, True, 0.0)
+    assert out.emits and len(gw.hosts) == 0  # translated by the controller as before
+    out = gw.handle_tcp(Direction.OUTBOUND, syn(C1, 1723), 0.0)
+    assert not out.resubmit and len(gw.hosts) == 0
+
+
+# The entries.
+
+def parsed(message: wire.Message) -> object:
+    buf = message.buf
+    return parser.OFPFlowMod.parser(None, 4, ofp.OFPT_FLOW_MOD, len(buf), 0, buf)
+
+
+def test_a_hosts_entries_track_its_packets_commit_into_its_block_and_deliver_replies() -> None:
+    gw = gateway(**CONNTRACK)
+    decision = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0))
+    mods = [parsed(m) for m in ctflows.host_entries(decision, L2(5, "0a:00:00:00:00:01"),
+                                                     "02:00:5e:00:01:fe", 9)]
+    classify, commit, *deliver = mods
+    key = switch.cookie(EntryKind.HOST, decision.binding.id)
+    assert all(m.cookie == key for m in mods)  # type: ignore[attr-defined]
+    assert classify.table_id == switch.TABLE_CLASSIFY  # type: ignore[attr-defined]
+    assert classify.flags == ofp.OFPFF_SEND_FLOW_REM  # type: ignore[attr-defined]
+    assert dict(classify.match.items())["in_port"] == 5  # type: ignore[attr-defined]
+    [ct] = [a for a in commit.instructions[0].actions  # type: ignore[attr-defined]
+            if isinstance(a, parser.NXActionCT)]
+    assert ct.flags == wire.NX_CT_F_COMMIT and ct.zone_ofs_nbits == 9
+    assert ct.recirc_table == switch.TABLE_ROUTE
+    [nat] = ct.actions
+    assert (nat.range_ipv4_min, nat.range_proto_min, nat.range_proto_max) == (
+        str(PUBLIC), 1024, 2047)
+    assert {m.table_id for m in deliver} == {switch.TABLE_CT_IN}  # type: ignore[attr-defined]
+    assert [a.port for m in deliver  # type: ignore[attr-defined]
+            for a in m.instructions[0].actions if isinstance(a, parser.OFPActionOutput)
+            ] == [5, 5]
+
+
+def test_only_what_the_tracker_translated_is_routed() -> None:
+    gw = gateway(**CONNTRACK)
+    mods = [parsed(m) for m in ctflows.static([1, 2], 100, gw.config,
+                                               IPv4Network("192.168.1.0/24"))]
+    route = [m for m in mods if m.table_id == switch.TABLE_ROUTE]  # type: ignore[attr-defined]
+    for m in route:
+        state, mask = dict(m.match.items())["ct_state"]  # type: ignore[attr-defined]
+        assert state & mask & ctflows.SNAT
+    entry = parsed(ctflows.route_entry(WEB, L2(100, "0a:00:00:00:00:64"), "02:00:5e:00:01:fe"))
+    state, mask = dict(entry.match.items())["ct_state"]  # type: ignore[attr-defined]
+    assert state & mask & ctflows.SNAT and entry.hard_timeout == ctflows.ROUTE_SECONDS  # type: ignore[attr-defined]
+    # GRE and echo never reach the tracker: they rank above its entries.
+    keep = [m for m in mods if m.priority == ctflows.PRIORITY_KEEP]  # type: ignore[attr-defined]
+    assert {dict(m.match.items()).get("ip_proto") for m in keep} == {47, 1}  # type: ignore[attr-defined]
+    assert ctflows.PRIORITY_KEEP > ctflows.PRIORITY_TRACK
+
+
+@pytest.mark.parametrize("ordinary_nat", ["controller", "conntrack"])
+def test_the_pipeline_has_the_trackers_tables_only_with_conntrack(ordinary_nat: str) -> None:
+    from alg.config import load
+    from ryu_apps import flowmods
+    from tests.unit.app_env import OPTIONS
+
+    config = load({**OPTIONS, "ordinary_nat": ordinary_nat})
+    tables = {parsed(m).table_id for m in flowmods.pipeline_again([1, 2], 100, config)[1:]}  # type: ignore[attr-defined]
+    expected = {0, 1, 2, 3} if ordinary_nat == "conntrack" else {0}
+    assert tables == expected
