@@ -125,7 +125,7 @@ class Gateway:
                                config.alg_enabled, inside_address,
                                Martians(own, inside_subnet, outside_subnet))
         self.session_stats = SessionStats(self.nat)
-        self.hosts = HostBindings(config, self.counters, self.nat.pool, ids)
+        self.hosts = HostBindings(config, self.counters, self.nat.pool, ids, self.journal)
         self._in_datapath = config.ordinary_nat == "conntrack"
 
     # Views for displays and tests.

@@ -21,7 +21,7 @@ entry idle (``flow_removed``) and the block and the address's reference go back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -29,7 +29,10 @@ from alg.config import AlgConfig
 from alg.counters import Counters
 from alg.events import EntryKind, HostEntries, Output, RemoveEntries
 from alg.nat import AddressPool
+from alg.snapshot import HostRecord, Journal
 
+HOST_ENTRIES = 4
+"""A binding's entries on the switch (``ryu_apps.ctflows.host_entries``)."""
 REDECIDE_AFTER = 1.0
 """Seconds after a binding's entries were decided during which its host's packets that
 still reach the controller are dropped rather than decided again (the switch has the
@@ -67,8 +70,9 @@ class HostBindings:
     """
 
     def __init__(self, config: AlgConfig, counters: Counters, pool: AddressPool,
-                 ids: Iterator[int]) -> None:
+                 ids: Iterator[int], journal: Journal | None = None) -> None:
         self._config = config
+        self._journal = Journal() if journal is None else journal
         self._counters = counters
         self._pool = pool
         self._ids = ids
@@ -119,10 +123,52 @@ class HostBindings:
         binding = HostBinding(next(self._ids), inside_ip, public_ip,
                               (first, first + self._config.ct_ports_per_host - 1), now,
                               block)
-        self._hosts[inside_ip] = binding
-        self._by_id[binding.id] = binding
+        self._add(binding)
         self._counters.hosts_bound += 1
         return self._entries(binding)
+
+    def _add(self, binding: HostBinding) -> None:
+        self._hosts[binding.inside_ip] = binding
+        self._by_id[binding.id] = binding
+        self._journal.save("host", binding.inside_ip, lambda: HostRecord(
+            binding.id, binding.inside_ip, binding.public_ip, binding.block))
+
+    def restore(self, records: list[HostRecord]) -> list[HostRecord]:
+        """Take back the bindings a store kept (after the NAT sessions, whose hosts hold
+        their addresses already).
+
+        Returns:
+            The records left out: a host or an id already known, an address not in the
+            pool, a block out of range or taken, or a host pooled on another address.
+        """
+        left_out = []
+        for r in records:
+            bound = self._pool.lookup(r.inside_ip)
+            free = self._free.get(r.public_ip, set())
+            if (r.inside_ip in self._hosts or r.id in self._by_id or r.block not in free
+                    or (bound is not None and bound != r.public_ip)):
+                left_out.append(r)
+                continue
+            self._pool.acquire(r.inside_ip, r.public_ip)
+            free.discard(r.block)
+            first = self._config.port_min + r.block * self._config.ct_ports_per_host
+            self._add(HostBinding(r.id, r.inside_ip, r.public_ip,
+                                  (first, first + self._config.ct_ports_per_host - 1),
+                                  -REDECIDE_AFTER, r.block))
+        return left_out
+
+    def reinstall(self, installed: Mapping[tuple[EntryKind, int], int], out: Output
+                  ) -> set[tuple[EntryKind, int]]:
+        """The entries of every binding the switch lacks (some or all of its four); every
+        entry the bindings own."""
+        owned = set()
+        for binding in self._hosts.values():
+            key = (EntryKind.HOST, binding.id)
+            owned.add(key)
+            if installed.get(key, 0) < HOST_ENTRIES:
+                out.decisions.append(HostEntries(binding, self._config.tcp_idle,
+                                                 self._config.ct_zone))
+        return owned
 
     def _entries(self, binding: HostBinding) -> Output:
         return Output(decisions=[HostEntries(binding, self._config.tcp_idle, self._config.ct_zone)],
@@ -136,6 +182,7 @@ class HostBindings:
         if binding is None:
             return out
         del self._hosts[binding.inside_ip]
+        self._journal.forget("host", binding.inside_ip)
         self._free[binding.public_ip].add(binding.block)
         self._pool.release(binding.inside_ip)
         out.decisions.append(RemoveEntries(EntryKind.HOST, binding.id))

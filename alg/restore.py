@@ -123,6 +123,10 @@ def _take_back(gw: Gateway, snapshot: Snapshot, installed: Installed, now: float
             left_out.append(Forget("call", call_record.index))
     plain_left = snapshot.plain if alg else gw.plain.restore(snapshot.plain, now)
     left_out += [Forget("plain", (r.client_ip, r.server_ip)) for r in plain_left]
+    gw.ids.skip(max((r.id for r in snapshot.hosts), default=0))
+    hosts_left = (gw.hosts.restore(snapshot.hosts) if gw.config.ordinary_nat == "conntrack"
+                  else snapshot.hosts)
+    left_out += [Forget("host", r.inside_ip) for r in hosts_left]
     gw.counters.restore_skipped += len(left_out)
     out = gw.reconcile(installed)
     out.records[:0] = left_out
@@ -151,6 +155,7 @@ def reconcile(gw: Gateway, installed: Installed) -> Output:
             out.decisions.append(SessionEntries(session, gw.nat.idle_timeout(session.proto)))
     owned |= gw.server_map.reinstall(installed, out)
     owned |= gw.plain.reinstall(installed, out)
+    owned |= gw.hosts.reinstall(installed, out)
     out.decisions.extend(
         RemoveEntries(kind, entry_id) for kind, entry_id in installed
         if kind is not EntryKind.PIPELINE and (kind, entry_id) not in owned
@@ -165,4 +170,5 @@ def _forget_all(snapshot: Snapshot) -> list[Change]:
     changes += [Forget("call", r.index) for r in snapshot.calls]
     changes += [Forget("held", (r.public_ip, r.server_ip, r.call_id)) for r in snapshot.held]
     changes += [Forget("plain", (r.client_ip, r.server_ip)) for r in snapshot.plain]
+    changes += [Forget("host", r.inside_ip) for r in snapshot.hosts]
     return changes

@@ -129,11 +129,23 @@ class PlainGreRecord:
     claimed: int
 
 
-Record = SessionRecord | ConnectionRecord | CallRecord | HeldRecord | PlainGreRecord
-Table = Literal["session", "connection", "call", "held", "plain"]
-Key = int | tuple[IPv4Address, IPv4Address, int] | tuple[IPv4Address, IPv4Address]
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """``ordinary_nat = conntrack``: an inside host's binding (``alg.hostnat``), its
+    entries' id, public address and block of ports (by number)."""
+
+    id: int
+    inside_ip: IPv4Address
+    public_ip: IPv4Address
+    block: int
+
+
+Record = SessionRecord | ConnectionRecord | CallRecord | HeldRecord | PlainGreRecord | HostRecord
+Table = Literal["session", "connection", "call", "held", "plain", "host"]
+Key = (int | tuple[IPv4Address, IPv4Address, int] | tuple[IPv4Address, IPv4Address]
+       | IPv4Address)
 """A session's or call's id, a connection's session id, a held ID's (public address,
-server, Call ID), or an ALG-off binding's (client, server)."""
+server, Call ID), an ALG-off binding's (client, server), or a host's address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,7 @@ class Snapshot:
     calls: list[CallRecord] = field(default_factory=list)
     held: list[HeldRecord] = field(default_factory=list)
     plain: list[PlainGreRecord] = field(default_factory=list)
+    hosts: list[HostRecord] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
 
     def validated(self) -> Snapshot:
@@ -168,7 +181,7 @@ class Snapshot:
         the others are described in ``rejected``, after those already there."""
         checked = Snapshot(rejected=list(self.rejected))
         records: list[Record] = [*self.sessions, *self.connections, *self.calls,
-                                 *self.held, *self.plain]
+                                 *self.held, *self.plain, *self.hosts]
         for record in records:
             try:
                 valid = validated(record)
@@ -186,6 +199,8 @@ class Snapshot:
                     checked.held.append(valid)
                 case PlainGreRecord():
                     checked.plain.append(valid)
+                case HostRecord():
+                    checked.hosts.append(valid)
         return checked
 
     def apply(self, changes: list[Change]) -> None:
@@ -196,6 +211,7 @@ class Snapshot:
             "call": {r.index: r for r in self.calls},
             "held": {(r.public_ip, r.server_ip, r.call_id): r for r in self.held},
             "plain": {(r.client_ip, r.server_ip): r for r in self.plain},
+            "host": {r.inside_ip: r for r in self.hosts},
         }
         for change in changes:
             if isinstance(change, Forget):
@@ -215,10 +231,11 @@ class Snapshot:
         self.calls = [r for r in tables["call"].values() if isinstance(r, CallRecord)]
         self.held = [r for r in tables["held"].values() if isinstance(r, HeldRecord)]
         self.plain = [r for r in tables["plain"].values() if isinstance(r, PlainGreRecord)]
+        self.hosts = [r for r in tables["host"].values() if isinstance(r, HostRecord)]
 
     def __len__(self) -> int:
         return (len(self.sessions) + len(self.connections) + len(self.calls)
-                + len(self.held) + len(self.plain))
+                + len(self.held) + len(self.plain) + len(self.hosts))
 
 
 def record_key(record: Record) -> tuple[Table, Key]:
@@ -231,6 +248,8 @@ def record_key(record: Record) -> tuple[Table, Key]:
         return "call", record.index
     if isinstance(record, PlainGreRecord):
         return "plain", (record.client_ip, record.server_ip)
+    if isinstance(record, HostRecord):
+        return "host", record.inside_ip
     return "held", (record.public_ip, record.server_ip, record.call_id)
 
 
@@ -254,10 +273,11 @@ _COLUMNS: dict[type[Record], tuple[_Column, ...]] = {
                  ("ip", True)),
     PlainGreRecord: (("ip", False), ("ip", False), ("ip", False), ("id", False),
                      ("id", False), ("count", False)),
+    HostRecord: (("id", False), ("ip", False), ("ip", False), ("u16", False)),
 }
 ROW_TYPES: dict[Table, type[Record]] = {
     "session": SessionRecord, "connection": ConnectionRecord, "call": CallRecord,
-    "held": HeldRecord, "plain": PlainGreRecord,
+    "held": HeldRecord, "plain": PlainGreRecord, "host": HostRecord,
 }
 """The record type of each table."""
 

@@ -25,6 +25,7 @@ from alg.snapshot import (
     ConnectionRecord,
     Forget,
     HeldRecord,
+    HostRecord,
     PlainGreRecord,
     SessionRecord,
     Snapshot,
@@ -32,11 +33,13 @@ from alg.snapshot import (
     parse_row,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS = {
     "1": "ALTER TABLE held ADD COLUMN host TEXT",
+    "2": "SELECT 1",
 }
-"""What takes a file of an older schema version (the key) to the next one."""
+"""What takes a file of an older schema version (the key) to the next one (from 2, the
+``hosts`` table, which the schema makes where it is missing)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -60,10 +63,13 @@ CREATE TABLE IF NOT EXISTS plain (
     client_ip TEXT NOT NULL, server_ip TEXT NOT NULL, public_ip TEXT NOT NULL,
     outbound_id INTEGER NOT NULL, inbound_id INTEGER NOT NULL, claimed INTEGER NOT NULL,
     PRIMARY KEY (client_ip, server_ip));
+CREATE TABLE IF NOT EXISTS hosts (
+    id INTEGER NOT NULL, inside_ip TEXT PRIMARY KEY, public_ip TEXT NOT NULL,
+    block INTEGER NOT NULL);
 """
 _TABLE_NAMES: dict[Table, str] = {
     "session": "sessions", "connection": "connections", "call": "calls", "held": "held",
-    "plain": "plain",
+    "plain": "plain", "host": "hosts",
 }
 _TABLES = tuple(_TABLE_NAMES.values())
 _SAVE_SESSION = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -71,6 +77,7 @@ _SAVE_CONNECTION = "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?)"
 _SAVE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SAVE_HELD = "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?, ?)"
 _SAVE_PLAIN = "INSERT OR REPLACE INTO plain VALUES (?, ?, ?, ?, ?, ?)"
+_SAVE_HOST = "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?, ?)"
 
 
 class Store:
@@ -126,6 +133,7 @@ class Store:
         lists: dict[Table, list[Any]] = {
             "session": snapshot.sessions, "connection": snapshot.connections,
             "call": snapshot.calls, "held": snapshot.held, "plain": snapshot.plain,
+            "host": snapshot.hosts,
         }
         try:
             for table, name in _TABLE_NAMES.items():
@@ -213,6 +221,11 @@ class Store:
                     str(change.client_ip), str(change.server_ip), str(change.public_ip),
                     change.outbound_id, change.inbound_id, change.claimed,
                 ))
+            case HostRecord():
+                db.execute(_SAVE_HOST, (change.id, str(change.inside_ip),
+                                        str(change.public_ip), change.block))
+            case Forget(table="host", key=inside_ip):
+                db.execute("DELETE FROM hosts WHERE inside_ip = ?", (str(inside_ip),))
             case Forget(table="session", key=key):
                 db.execute("DELETE FROM sessions WHERE id = ?", (key,))
                 db.execute("DELETE FROM connections WHERE session_id = ?", (key,))

@@ -106,3 +106,63 @@ def test_a_host_past_its_block_is_dropped_never_sent_from_its_private_address(
     peers = {r["peer"] for r in log_records(gw) if "peer" in r}
     assert peers and {p.rsplit(":", 1)[0] for p in peers} == {PUBLIC_IP}, peers
     assert {int(p.rsplit(":", 1)[1]) for p in peers} <= {PORT_MIN, PORT_MIN + 1}
+
+
+LONG_CLIENT = """
+import json, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+def say(text):
+    s.sendall(text.encode())
+    buf = b""
+    while not buf.endswith(b"\\n"):
+        chunk = s.recv(2048)
+        if not chunk:
+            break
+        buf += chunk
+    print(json.dumps(json.loads(buf)), flush=True)
+say("before")
+sys.stdin.readline()
+say("after")
+"""
+
+
+def test_a_controller_restart_keeps_connections_and_each_hosts_block(
+        gateway: Factory) -> None:
+    import subprocess
+    import sys
+
+    from topo import lab
+
+    gw = gateway(1, options={**CONNTRACK, "ct_zone": "4243"})
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    client = gw.popen(gw.client(1), [sys.executable, "-c", LONG_CLIENT, SERVER_IP, str(PORT)],
+                      stdin=subprocess.PIPE, text=True)
+    assert client.stdout is not None and client.stdin is not None
+    before = json.loads(client.stdout.readline())
+    assert before["data"] == "before"
+    block = (int(before["peer"].rsplit(":", 1)[1]) - PORT_MIN) // BLOCK
+    host_entries = sorted(line.split(" actions=")[0].split("priority=")[1]
+                          for line in gw.flows(EntryKind.HOST))
+
+    lab.restart_controller(gw.state.name, timeout=20)
+    # The connection goes on through the tracker, from the same public port.
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    after = json.loads(client.stdout.readline())
+    assert (after["data"], after["peer"]) == ("after", before["peer"])
+    # The host keeps its block: its entries were not replaced, its next connection
+    # takes a port of the same block.
+    assert sorted(line.split(" actions=")[0].split("priority=")[1]
+                  for line in gw.flows(EntryKind.HOST)) == host_entries
+    [result] = exchange_one(gw)
+    assert (int(result["tcp"]["peer"].rsplit(":", 1)[1]) - PORT_MIN) // BLOCK == block
+    assert gw.counters()["hosts_bound"] == 0  # bound before the restart, not again
+
+
+def exchange_one(gw: GatewayLab) -> list[dict[str, Any]]:
+    proc = gw.tool(gw.client(1), "napt-client", SERVER_IP, str(PORT), "--tag", "n",
+                   text=True)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, (out, err)
+    return [json.loads(out.splitlines()[0])]

@@ -168,3 +168,52 @@ def test_the_pipeline_has_the_trackers_tables_only_with_conntrack(ordinary_nat: 
     tables = {parsed(m).table_id for m in flowmods.pipeline_again([1, 2], 100, config)[1:]}  # type: ignore[attr-defined]
     expected = {0, 1, 2, 3} if ordinary_nat == "conntrack" else {0}
     assert tables == expected
+
+
+# Restarts.
+
+def restarted(gw: object, installed: dict[tuple[EntryKind, int], int]) -> object:
+    from alg.engine import Gateway
+    from alg.snapshot import Snapshot
+
+    snapshot = Snapshot()
+    snapshot.apply(gw.journal.drain())  # type: ignore[attr-defined]
+    new = Gateway(gw.config)  # type: ignore[attr-defined]
+    out = new.restore(snapshot, installed, 10.0)
+    return new, out
+
+
+def test_a_restart_keeps_each_hosts_address_and_block_and_their_entries() -> None:
+    gw = gateway(**CONNTRACK, public_ips=(PUBLIC, PUBLIC2))
+    b1 = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)).binding
+    b2 = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C2), 0.0)).binding
+    new, out = restarted(gw, {(EntryKind.HOST, b1.id): 4, (EntryKind.HOST, b2.id): 2})
+    kept = {b.inside_ip: (b.public_ip, b.ports) for b in new.hosts.bindings()}  # type: ignore[attr-defined]
+    assert kept == {C1: (b1.public_ip, b1.ports), C2: (b2.public_ip, b2.ports)}
+    # The switch had all of C1's entries and half of C2's: C2's go in again, none goes.
+    again = [d for d in out.decisions if isinstance(d, HostEntries)]  # type: ignore[attr-defined]
+    assert [d.binding.inside_ip for d in again] == [C2]
+    assert not [d for d in out.decisions if isinstance(d, RemoveEntries)]  # type: ignore[attr-defined]
+    # A new host after the restart takes a block nobody holds, and ids stay unique.
+    b3 = bound(new.handle_tcp(Direction.OUTBOUND, syn(C3), 11.0)).binding  # type: ignore[attr-defined]
+    assert (b3.public_ip, b3.ports) not in set(kept.values())
+    assert b3.id > max(b1.id, b2.id)
+    # A bound host's packet right after the restart decides its entries (the switch
+    # may lack them), not dropped as "decided just now".
+    assert new.handle_tcp(Direction.OUTBOUND, syn(C1), 10.5).resubmit  # type: ignore[attr-defined]
+
+
+def test_a_restart_leaves_out_a_binding_whose_block_is_gone_or_whose_host_moved() -> None:
+    gw = gateway(**CONNTRACK)
+    b1 = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)).binding
+    smaller = gateway(**CONNTRACK, port_min=1024, port_max=1024 + 1023)
+    smaller.nat.pool.acquire(C2)
+    from alg.snapshot import HostRecord, Snapshot
+
+    snapshot = Snapshot(hosts=[HostRecord(b1.id, C1, PUBLIC, 0), HostRecord(50, C2, PUBLIC, 5)])
+    out = smaller.restore(snapshot, {}, 1.0)
+    assert [b.inside_ip for b in smaller.hosts.bindings()] == [C1]
+    assert smaller.counters.restore_skipped == 1
+    from alg.snapshot import Forget
+
+    assert Forget("host", C2) in out.records

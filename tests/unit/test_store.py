@@ -269,3 +269,29 @@ def test_a_held_ids_host_is_kept_and_a_schema_1_file_is_taken_on(tmp_path: Path)
     assert migrated.load().held == [HELD]
     migrated.write([owned])
     assert migrated.load().held == [HELD, owned]
+
+
+def test_host_bindings_are_kept_and_a_schema_2_file_gains_their_table(tmp_path: Path) -> None:
+    from alg.snapshot import Forget, HostRecord
+
+    store = Store(tmp_path / "s.sqlite")
+    host = HostRecord(12, A, B, 3)
+    store.write([host])
+    store.close()
+    assert Store(tmp_path / "s.sqlite").load().hosts == [host]
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '2')")
+    db.close()
+    migrated = Store(old)
+    assert migrated.load().hosts == []
+    migrated.write([host])
+    assert migrated.load().hosts == [host]
+    migrated.write([Forget("host", A)])
+    assert migrated.load().hosts == []
+    with sqlite3.connect(old) as db:
+        db.execute("INSERT INTO hosts VALUES (7, 'not an address', ?, 1)", (str(B),))
+    db.close()
+    loaded = Store(old).load()
+    assert loaded.hosts == [] and len(loaded.rejected) == 1
