@@ -29,7 +29,7 @@ from alg.events import Decision, DemuxEntry, DemuxForget, Direction, Output
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Side
 from alg.snapshot import Change
 from demux.link import DemuxLink
-from ryu_apps import ctflows, flowmods, packets, wire
+from ryu_apps import ctflows, ctlimits, flowmods, packets, wire
 from ryu_apps.fragments import FragmentPath
 from ryu_apps.outbox import Outbox
 from ryu_apps.store import Store
@@ -60,6 +60,7 @@ class AppCounters(CounterSet):
     store_errors: int = 0
     restores: int = 0
     reconciliations: int = 0
+    ct_limit_errors: int = 0
 
 
 class Effects:
@@ -128,6 +129,18 @@ class Effects:
         except StoreError as exc:
             self.counters.store_errors += 1
             LOG.error("nat.state_file: %s", exc)
+
+    def limit_zone(self) -> None:
+        """With ``ordinary_nat = conntrack``: the tracker's limit of the gateway's zone is
+        ``max_sessions`` (``ryu_apps.ctlimits``); a failure is logged and counted."""
+        alg = self.config.alg
+        if alg.ordinary_nat != "conntrack":
+            return
+        problem = ctlimits.set_zone_limit(alg.ct_zone, alg.max_sessions)
+        if problem is not None:
+            self.counters.ct_limit_errors += 1
+            LOG.error("the connection tracker's limit of zone %d (nat.max_sessions) cannot "
+                      "be set here: %s", alg.ct_zone, problem)
 
     def flow_mods(self, mods: list[wire.Message]) -> None:
         """Queue flow-mods of the app's own (the pipeline, the demultiplexer's probe)."""

@@ -185,6 +185,7 @@ class NatGateway(App):  # type: ignore[misc]
                                                            self.config))
             self._demux_probe_entry()
             self.effects.apply(output)
+        self.effects.limit_zone()
         self.switch.became_ready()
         LOG.info("pipeline installed on datapath %016x", dp.id)
 

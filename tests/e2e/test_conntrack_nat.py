@@ -25,7 +25,7 @@ SAME_PORT = 40000
 N = 3
 BLOCK = 1024
 PORT_MIN = 1024
-CONNTRACK = {"ordinary_nat": "conntrack", "ct_zone": "4242"}
+CONNTRACK = {"ordinary_nat": "conntrack"}
 
 
 def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
@@ -133,7 +133,7 @@ def test_a_controller_restart_keeps_connections_and_each_hosts_block(
 
     from topo import lab
 
-    gw = gateway(1, options={**CONNTRACK, "ct_zone": "4243"})
+    gw = gateway(1, options=CONNTRACK)
     gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
     wait_for(lambda: log_records(gw), 5, "the listener in srv")
     client = gw.popen(gw.client(1), [sys.executable, "-c", LONG_CLIENT, SERVER_IP, str(PORT)],
@@ -166,3 +166,37 @@ def exchange_one(gw: GatewayLab) -> list[dict[str, Any]]:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, (out, err)
     return [json.loads(out.splitlines()[0])]
+
+
+MANY_CONNECTIONS = """
+import json, socket, sys
+opened, refused = [], 0
+for _ in range(int(sys.argv[3])):
+    try:
+        opened.append(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2))
+    except OSError:
+        refused += 1
+print(json.dumps({"opened": len(opened), "failed": refused}), flush=True)
+"""
+
+
+def test_max_sessions_is_the_trackers_limit_of_the_gateways_zone(gateway: Factory) -> None:
+    import subprocess
+    import sys
+
+    from topo.lab.state import lab_zone
+
+    gw = gateway(1, options={**CONNTRACK, "max_sessions": "2"})
+    zone = lab_zone(gw.state.name)
+    limits = subprocess.run(["ovs-appctl", "dpctl/ct-get-limits", f"zone={zone}"],
+                            capture_output=True, text=True, timeout=10, check=True).stdout
+    assert f"zone={zone},limit=2," in limits, limits
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    proc = gw.popen(gw.client(1), [sys.executable, "-c", MANY_CONNECTIONS, SERVER_IP,
+                                   str(PORT), "4"], text=True)
+    out, err = proc.communicate(timeout=30)
+    assert json.loads(out) == {"opened": 2, "failed": 2}, (out, err)
+    peers = {r["peer"] for r in log_records(gw) if "peer" in r}
+    assert len(peers) == 2 and {p.rsplit(":", 1)[0] for p in peers} == {PUBLIC_IP}
+    assert app_counters(gw)["ct_limit_errors"] == 0

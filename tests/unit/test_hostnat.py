@@ -217,3 +217,24 @@ def test_a_restart_leaves_out_a_binding_whose_block_is_gone_or_whose_host_moved(
     from alg.snapshot import Forget
 
     assert Forget("host", C2) in out.records
+
+
+def test_the_zone_limit_is_set_with_ovs_appctl_and_a_failure_is_said() -> None:
+    from ryu_apps import ctlimits
+
+    ran: list[list[str]] = []
+
+    def ok(argv: object) -> tuple[int, str]:
+        ran.append(list(argv))  # type: ignore[call-overload]
+        return 0, ""
+
+    assert ctlimits.set_zone_limit(9, 200, ok) is None
+    assert ran == [["ovs-appctl", "dpctl/ct-set-limits", "zone=9,limit=200"]]
+    problem = ctlimits.set_zone_limit(9, 200, lambda _argv: (2, "no datapath\n"))
+    assert problem is not None and "exit status 2: no datapath" in problem
+
+    def missing(_argv: object) -> tuple[int, str]:
+        raise FileNotFoundError("ovs-appctl")
+
+    problem = ctlimits.set_zone_limit(9, 200, missing)
+    assert problem is not None and "ovs-appctl" in problem

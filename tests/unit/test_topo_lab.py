@@ -23,6 +23,7 @@ from alg.events import EntryKind
 from ryu_apps import switch
 from topo import lab, mininet_lab, netns
 from topo.lab import controller, health, names, ovs, restarts
+from topo.lab.state import lab_zone
 from topo.netns import CommandError
 
 
@@ -76,7 +77,16 @@ def test_config_file_has_exactly_the_nat_options() -> None:
         "state_file": "/run/pptp-alg-lab/gateway-state.sqlite",
         "rest_host": "127.0.0.1",
         "rest_port": "8080",
+        "ct_zone": str(lab_zone("lab")),
     }
+
+
+def test_each_lab_keeps_to_a_connection_tracker_zone_of_its_own() -> None:
+    zones = {lab_zone(name) for name in ("lab", "t1", "t2", "t3", "bench")}
+    assert len(zones) == 5 and all(1000 <= z <= 60999 for z in zones)
+    given = lab.plan(1, name="t9")
+    given.options["ct_zone"] = "77"
+    assert "ct_zone = 77" in lab.render_config(given).splitlines()
 
 
 def test_config_file_is_what_the_app_loads() -> None:

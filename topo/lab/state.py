@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +282,13 @@ def plan(
     return state
 
 
+def lab_zone(name: str) -> int:
+    """The connection tracker's zone of lab ``name`` (``[nat] ct_zone``): every userspace
+    bridge of the machine shares one table, and the labs use the same addresses, so each
+    lab keeps to a zone of its own, from its name (1,000 to 60,999)."""
+    return 1000 + zlib.crc32(name.encode()) % 60000
+
+
 def render_config(
     state: LabState, header: str = "Written by topo.lab; rewritten on every `up`."
 ) -> str:
@@ -308,6 +316,7 @@ def render_config(
         "state_file": str(Path(state.run_dir) / GATEWAY_STATE_FILE),
         "rest_host": REST_HOST,
         "rest_port": str(state.rest_port),
+        "ct_zone": str(lab_zone(state.name)),
     }
     if state.gre_demux:
         values["gre_demux_port"] = demux_port_name(state.name)
