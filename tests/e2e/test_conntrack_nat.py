@@ -200,3 +200,36 @@ def test_max_sessions_is_the_trackers_limit_of_the_gateways_zone(gateway: Factor
     peers = {r["peer"] for r in log_records(gw) if "peer" in r}
     assert len(peers) == 2 and {p.rsplit(":", 1)[0] for p in peers} == {PUBLIC_IP}
     assert app_counters(gw)["ct_limit_errors"] == 0
+
+
+def test_pptp_stays_with_the_controller_and_each_host_keeps_one_address(
+        gateway: Factory) -> None:
+    """Two hosts on two public addresses: each one's PPTP call (the controller's control
+    connection, the server-map's GRE) and its ordinary connections (the tracker's) leave
+    from the same address, side by side."""
+    gw = gateway(2, public_ips=2, options=CONNTRACK)
+    server = gw.pptpd()
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    addresses = {}
+    for i in (1, 2):
+        repl = gw.repl(gw.client(i))
+        repl("start")
+        reply = repl("call", call_id=100 + i)["fields"]
+        assert reply["result"] == 1
+        repl("gre", peer=reply["call_id"], count=3, tag=f"c{i}", interval=0.05)
+        [control] = [s for s in gw.sessions() if s["pptp_control"]
+                     and s["inside"].startswith(f"192.168.1.{i}:")]
+        proc = gw.tool(gw.client(i), "napt-client", SERVER_IP, str(PORT), "--tag", f"o{i}",
+                       text=True)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, (out, err)
+        ordinary = json.loads(out.splitlines()[0])["tcp"]["peer"].rsplit(":", 1)[0]
+        assert control["public"].rsplit(":", 1)[0] == ordinary
+        addresses[i] = ordinary
+    assert len(set(addresses.values())) == 2, addresses
+    wait_for(lambda: len(server.standins()) == 2 and all(
+        s["received_tags"] for s in server.standins()), 5, "both calls' GRE at the server")
+    # The controller has the control connections only; the tracker the rest.
+    assert all(s["pptp_control"] for s in gw.sessions())
+    assert len(gw.established()) == 2 and gw.counters()["hosts_bound"] == 2
