@@ -233,3 +233,51 @@ def test_pptp_stays_with_the_controller_and_each_host_keeps_one_address(
     # The controller has the control connections only; the tracker the rest.
     assert all(s["pptp_control"] for s in gw.sessions())
     assert len(gw.established()) == 2 and gw.counters()["hosts_bound"] == 2
+
+
+def test_a_flood_from_outside_never_reaches_the_controller_and_a_call_is_set_up(
+        gateway: Factory) -> None:
+    import time
+
+    gw = gateway(1, options=CONNTRACK)
+    gw.pptpd()
+    before = app_counters(gw)["packet_ins"]
+    entries_before = len(gw.flows())
+    flood = gw.tool(gw.server, "udp-flood", PUBLIC_IP, "--seconds", "2", "--rate", "5000",
+                    text=True)
+    time.sleep(0.3)
+    repl = gw.repl(gw.client(1))
+    repl("start")
+    assert repl("call", call_id=4242)["fields"]["result"] == 1
+    out, _ = flood.communicate(timeout=30)
+    sent = json.loads(out.splitlines()[-1])["sent"]
+    assert sent > 1000
+    gw.wait_established(1)
+    # The call's control segments and first GRE reached the controller; not one
+    # datagram of the flood did, and it made no entry.
+    punted = app_counters(gw)["packet_ins"] - before
+    assert punted < 100, punted
+    assert gw.counters()["no_session_drops"] == 0
+    assert len(gw.flows(EntryKind.SESSION)) == 0 and len(gw.flows()) <= entries_before + 8
+
+
+def test_a_switch_restart_keeps_the_hosts_connections_and_entries(gateway: Factory) -> None:
+    import subprocess
+    import sys
+
+    from topo import lab
+
+    gw = gateway(1, options=CONNTRACK)
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    client = gw.popen(gw.client(1), [sys.executable, "-c", LONG_CLIENT, SERVER_IP, str(PORT)],
+                      stdin=subprocess.PIPE, text=True)
+    assert client.stdout is not None and client.stdin is not None
+    before = json.loads(client.stdout.readline())
+    lab.restart_switch(gw.state.name, timeout=20)
+    wait_for(lambda: len(gw.flows(EntryKind.HOST)) == 4, 10, "the host's entries again")
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    after = json.loads(client.stdout.readline())
+    assert (after["data"], after["peer"]) == ("after", before["peer"])
+    assert gw.counters()["hosts_bound"] == 1
