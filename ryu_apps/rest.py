@@ -1,9 +1,10 @@
 """The gateway's HTTP views: REST in JSON and text, and Prometheus metrics.
 
 JSON: ``GET /pptp-alg/counters``, ``/pptp-alg/calls``, ``/pptp-alg/sessions``,
-``/pptp-alg/session-table`` and ``/pptp-alg/server-map``. Text, in the seed's layout:
-``GET /pptp-alg/display/session-table`` and ``/pptp-alg/display/server-map`` (add
-``?verbose=1`` for packet and byte counts and the path each GRE direction takes).
+``/pptp-alg/session-table``, ``/pptp-alg/server-map`` and ``/pptp-alg/datapath``. Text,
+in the seed's layout: ``GET /pptp-alg/display/session-table`` and
+``/pptp-alg/display/server-map`` (add ``?verbose=1`` for packet and byte counts and the
+path each GRE direction takes).
 Prometheus text format: ``GET /metrics`` (``ryu_apps.metrics``). Served by
 ``ryu_apps.http``, whichever controller framework runs the app.
 
@@ -11,11 +12,24 @@ Prometheus text format: ``GET /metrics`` (``ryu_apps.metrics``). Served by
 pages, so that a view of many sessions takes the controller's one thread for a short
 while (the views are built on it, since the core is not shared between threads):
 ``?offset=N&limit=M`` (``limit`` ``DEFAULT_PAGE`` by default, at most ``MAX_PAGE``) over
-the calls (oldest first; the server-map's entries are theirs), the NAT sessions (by id),
-or, for the session table, the NAT sessions and then the ALG-off GRE bindings, each with
-the rows that follow it. The answer's ``X-Total-Count`` header says how many there are,
-and a ``Link: <...>; rel="next"`` header gives the next page while there is one. Pages
-taken one after another may miss or repeat an item that came or went meanwhile.
+the calls (oldest first; the server-map's entries are theirs), the NAT sessions (by id,
+then the datapath's connections), or, for the session table, the NAT sessions, the
+ALG-off GRE bindings and the datapath's connections, each with the rows that follow it.
+The answer's ``X-Total-Count`` header says how many there are, and a ``Link: <...>;
+rel="next"`` header gives the next page while there is one. Pages taken one after
+another may miss or repeat an item that came or went meanwhile.
+
+**The datapath's sessions.** With ``ordinary_nat = conntrack`` the connection tracker
+translates inside hosts' TCP and UDP and the controller has no NAT session for them: the
+sessions view and the session table (JSON and text) show the connections of the
+gateway's zone as the datapath's connection table has them (``ryu_apps.conntrack_view``,
+read with eventlet's green subprocess and kept ``DATAPATH_FRESH`` seconds), after the
+controller's items in the same pages. Each session says who made it: ``"by":
+"controller"`` or ``"datapath"`` (which also has ``state`` and ``left_seconds``, and
+``id`` null). ``GET /pptp-alg/datapath`` says whether the table could be read:
+``{"ordinary_nat": ..., "datapath": {"available": false, "reason": ..., ...}}``
+(``"datapath": null`` with ``ordinary_nat = controller``); the text session table ends
+with the same words on its last page.
 """
 
 from __future__ import annotations
@@ -23,11 +37,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from eventlet.green import select as green_select
+from eventlet.green import subprocess as green_subprocess
+
 from alg import display
 from alg.errors import RequestError
 from alg.nat import Proto
 from alg.servermap import GrePath
-from ryu_apps import metrics
+from ryu_apps import conntrack_view, metrics
+from ryu_apps.conntrack_view import Connection, Table
 from ryu_apps.http import Query, Response, Router, View, json_response, text_response
 
 if TYPE_CHECKING:
@@ -38,6 +56,8 @@ DEFAULT_PAGE = 1000
 """Items of a paged view when the request names no ``limit``."""
 MAX_PAGE = 5000
 """The largest ``limit`` taken."""
+DATAPATH_FRESH = 2.0
+"""Seconds a reading of the datapath's connection table serves the views."""
 
 T = TypeVar("T")
 
@@ -136,9 +156,15 @@ def snapshot_calls(app: NatGateway, part: slice = slice(None)) -> list[dict[str,
     return out
 
 
-def snapshot_sessions(app: NatGateway, part: slice = slice(None)) -> list[dict[str, Any]]:
-    """The NAT sessions (``part`` of them, by id; the control connections included)."""
+def snapshot_sessions(app: NatGateway, part: slice = slice(None),
+                      datapath: Table | None = None) -> list[dict[str, Any]]:
+    """The NAT sessions (``part`` of them: the controller's by id, the control connections
+    included, then the connections of ``datapath``, the connection table's reading)."""
     core = app.core
+    sessions = sorted(core.nat.sessions(), key=lambda s: s.id)
+    connections = datapath.connections if datapath is not None else ()
+    start, stop, _ = part.indices(len(sessions) + len(connections))
+    mine = len(sessions)
     return [
         {
             "id": s.id,
@@ -147,40 +173,117 @@ def snapshot_sessions(app: NatGateway, part: slice = slice(None)) -> list[dict[s
             "public": f"{s.public_ip}:{s.public_port}",
             "remote": f"{s.remote_ip}:{s.remote_port}",
             "pptp_control": core.is_control_session(s.id),
+            "by": "controller",
         }
-        for s in _sorted(core.nat.sessions(), lambda s: s.id, part)
-    ]
+        for s in sessions[start:stop]
+    ] + [_datapath_session(c) for c in connections[max(0, start - mine):max(0, stop - mine)]]
 
 
-def router(app: NatGateway) -> Router:
-    """Every view of the running ``app``, by path."""
+def _datapath_session(c: Connection) -> dict[str, Any]:
+    return {
+        "id": None,
+        "proto": c.proto,
+        "inside": f"{c.inside_ip}:{c.inside_port}",
+        "public": f"{c.public_ip}:{c.public_port}",
+        "remote": f"{c.remote_ip}:{c.remote_port}",
+        "pptp_control": False,
+        "by": "datapath",
+        "state": c.state,
+        "left_seconds": c.left_seconds,
+    }
+
+
+def session_table(app: NatGateway, part: slice = slice(None),
+                  datapath: Table | None = None) -> list[display.SessionEntry]:
+    """The session table's rows (``part`` of its items: ``display.session_table``'s,
+    then the connections of ``datapath``), in the seed's layout."""
+    core = app.core
+    size = display.session_table_size(core)
+    connections = datapath.connections if datapath is not None else ()
+    start, stop, _ = part.indices(size + len(connections))
+    rows = display.session_table(core, app.now(), slice(start, stop))
+    rows += [display.SessionEntry(
+        protocol=c.proto, source=f"{c.inside_ip}:{c.inside_port}",
+        source_nat=f"{c.public_ip}:{c.public_port}",
+        destination=f"{c.remote_ip}:{c.remote_port}", destination_nat="", inspected=False,
+        left_seconds=c.left_seconds or 0,
+    ) for c in connections[max(0, start - size):max(0, stop - size)]]
+    return rows
+
+
+def _green_wait(fds: Sequence[int], seconds: float) -> list[int]:
+    ready: list[int] = green_select.select(list(fds), [], [], seconds)[0]
+    return ready
+
+
+def datapath_reader(app: NatGateway) -> Callable[[], Table] | None:
+    """The reader of the gateway's zone in the datapath's connection table (green, each
+    reading kept ``DATAPATH_FRESH`` seconds); None with ``ordinary_nat = controller``."""
+    alg = app.config.alg
+    if alg.ordinary_nat != "conntrack":
+        return None
+    zone = alg.ct_zone
+    return conntrack_view.Cached(lambda: conntrack_view.read(
+        zone, popen=green_subprocess.Popen, wait=_green_wait), DATAPATH_FRESH)
+
+
+def router(app: NatGateway, datapath: Callable[[], Table] | None = None) -> Router:
+    """Every view of the running ``app``, by path.
+
+    Args:
+        datapath: reads the datapath's connection table (:func:`datapath_reader` of
+            ``app`` by default).
+    """
     registry = metrics.registry(app)
     routes = Router(app.config.rest_token or None)
     core = app.core
+    read = datapath or datapath_reader(app)
+
+    def table_now() -> Table | None:
+        return read() if read is not None else None
+
+    def in_datapath() -> int:
+        table = table_now()
+        return len(table.connections) if table is not None else 0
 
     def calls() -> int:
         return sum(len(c.calls) for c in core.connections())
 
     def sessions() -> int:
-        return len(core.nat)
+        return len(core.nat) + in_datapath()
 
     def table() -> int:
-        return display.session_table_size(core)
+        return display.session_table_size(core) + in_datapath()
+
+    def table_text(part: slice, query: Query) -> Response:
+        datapath_now = table_now()
+        text = display.render(session_table(app, part, datapath_now), _verbose(query))
+        notice = datapath_now.notice if datapath_now is not None else None
+        if notice is not None and part.stop >= table():
+            text = f"{text}\n{notice}" if text else notice
+        return text_response(text)
+
+    def status(_query: Query) -> Response:
+        datapath_now = table_now()
+        return json_response({
+            "ordinary_nat": app.config.alg.ordinary_nat,
+            "datapath": datapath_now.as_dict() if datapath_now is not None else None,
+        })
 
     views: dict[str, tuple[Callable[[slice, Query], Response], Callable[[], int]]] = {
         "/pptp-alg/calls": (lambda p, _q: json_response(snapshot_calls(app, p)), calls),
-        "/pptp-alg/sessions": (lambda p, _q: json_response(snapshot_sessions(app, p)),
-                               sessions),
+        "/pptp-alg/sessions": (lambda p, _q: json_response(
+            snapshot_sessions(app, p, table_now())), sessions),
         "/pptp-alg/session-table": (lambda p, _q: json_response(
-            display.as_json(display.session_table(core, app.now(), p))), table),
+            display.as_json(session_table(app, p, table_now()))), table),
         "/pptp-alg/server-map": (lambda p, _q: json_response(
             display.as_json(display.server_map(core, app.now(), p))), calls),
-        "/pptp-alg/display/session-table": (lambda p, q: text_response(display.render(
-            display.session_table(core, app.now(), p), _verbose(q))), table),
+        "/pptp-alg/display/session-table": (table_text, table),
         "/pptp-alg/display/server-map": (lambda p, q: text_response(display.render(
             display.server_map(core, app.now(), p), _verbose(q))), calls),
     }
     routes.get("/pptp-alg/counters", lambda _q: json_response(snapshot_counters(app)))
+    routes.get("/pptp-alg/datapath", status)
     for path, (build, total) in views.items():
         routes.get(path, paged(path, build, total))
     routes.get("/metrics", lambda _q: Response(metrics.exposition(registry),

@@ -3,7 +3,13 @@
     python -m topo.display [--rest http://127.0.0.1:8080] session-table [--verbose]
     python -m topo.display [--rest URL] server-map [--verbose]
     python -m topo.display [--rest URL] counters
+    python -m topo.display [--rest URL] sessions
     python -m topo.display [--token TOKEN] ...
+
+``sessions`` lists the NAT sessions, the controller's and, with ``[nat] ordinary_nat =
+conntrack``, those of the datapath's connection table (who made each, ``by``); when the
+controller cannot read that table, the last line says so and why, as the session
+table's does.
 
 With ``[nat] rest_token`` set, the controller answers only requests that carry it as a
 bearer token (``ryu_apps.http``): ``--token``, by default the environment variable
@@ -21,11 +27,12 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
 from ryu_apps import switch
 
 DEFAULT_REST = f"http://127.0.0.1:{switch.REST_PORT}"
-VIEWS = ("session-table", "server-map", "counters")
+VIEWS = ("session-table", "server-map", "counters", "sessions")
 TOKEN_ENV = "PPTP_ALG_REST_TOKEN"
 """The environment variable ``--token`` defaults to."""
 
@@ -66,6 +73,42 @@ def fetch_pages(rest: str, path: str, timeout: float = 5.0, token: str | None = 
     return "\n".join(p for p in parts if p)
 
 
+def fetch_json_pages(rest: str, path: str, timeout: float = 5.0, token: str | None = None
+                     ) -> list[Any]:
+    """Every page of a paged JSON view, one list (``token`` as for :func:`fetch`)."""
+    items: list[Any] = []
+    next_path: str | None = path
+    while next_path is not None:
+        body, next_path = _get(rest, next_path, timeout, token)
+        items.extend(json.loads(body))
+    return items
+
+
+def _left(seconds: object) -> str:
+    if not isinstance(seconds, int):
+        return "-"
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def render_sessions(sessions: list[dict[str, Any]], status: dict[str, Any]) -> str:
+    """The sessions as aligned columns (who made each, protocol, the three addresses,
+    state and time left), then what ``status`` (``GET /pptp-alg/datapath``) says of the
+    datapath's connection table, if anything."""
+    rows = [("by", "proto", "inside", "public", "remote", "state", "left")]
+    for s in sessions:
+        state = s.get("state") or ("pptp-control" if s.get("pptp_control") else "-")
+        rows.append((str(s.get("by", "controller")), str(s["proto"]), str(s["inside"]),
+                     str(s["public"]), str(s["remote"]), str(state),
+                     _left(s.get("left_seconds"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    datapath = status.get("datapath")
+    if isinstance(datapath, dict) and datapath.get("notice"):
+        lines.append(str(datapath["notice"]))
+    return "\n".join(lines)
+
+
 def render_counters(counters: dict[str, dict[str, int]]) -> str:
     """The counters as aligned ``name  value`` lines, ALG first, then the app's."""
     lines = []
@@ -81,6 +124,10 @@ def show(rest: str, view: str, verbose: bool = False, token: str | None = None) 
     """The text of one view, as the operator reads it (``token`` as for :func:`fetch`)."""
     if view == "counters":
         return render_counters(json.loads(fetch(rest, "/pptp-alg/counters", token=token)))
+    if view == "sessions":
+        sessions = fetch_json_pages(rest, "/pptp-alg/sessions", token=token)
+        status = json.loads(fetch(rest, "/pptp-alg/datapath", token=token))
+        return render_sessions(sessions, status)
     suffix = "?verbose=1" if verbose else ""
     return fetch_pages(rest, f"/pptp-alg/display/{view}{suffix}", token=token)
 

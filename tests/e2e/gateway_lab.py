@@ -263,9 +263,9 @@ class GatewayLab:
         return wait_for(ready, timeout, f"{count} established call(s) in REST")
 
     def sessions(self) -> list[dict[str, Any]]:
-        """The NAT sessions."""
+        """The controller's NAT sessions (not the datapath's connections)."""
         sessions: list[dict[str, Any]] = self.rest("/pptp-alg/sessions")
-        return sessions
+        return [s for s in sessions if s["by"] == "controller"]
 
     def flows(self, kind: EntryKind | None = None) -> list[str]:
         """``ovs-ofctl dump-flows`` lines, only those of one kind of entry if given."""
