@@ -15,11 +15,19 @@ The figures:
 5. scale (``bench.scale``, once per run, not per round): ``--scale`` calls held at once
    from 100 inside addresses through the gateway with one and with four public
    addresses, and through Linux: time to set them up, controller memory, flow entries
-   and packet-ins per call.
+   and packet-ins per call;
+6. ordinary NAT (``bench.sessions``): new TCP sessions (the runs of figure 4) and new UDP
+   sessions (``bench.udp_peers``, ``--udp`` of them, one datagram each way) per second,
+   ``--connections`` at a time, with the app's packet-ins per session and the
+   controller's CPU time during each run; ratios to the ``ovs-conntrack`` peer. Before
+   them, apart, the inside host's first ``--connections`` TCP connections, all at once
+   (what a host's first packets cost: the gateway binds the host then).
 
 Peers (``bench.topologies``): no NAT, the Linux reference, plain OVS (no controller),
 the bare Ryu app (every packet through a controller that only sends it back out), and
-the gateway. A chart of both figures goes to ``latest.png`` beside the tables.
+the gateway; for figure 6 alone, OVS conntrack NAT with static flows (``ovs-conntrack``,
+no controller) and the gateway with ``ordinary_nat = conntrack`` (``gateway-conntrack``).
+A chart of figures 1 to 3 goes to ``latest.png`` beside the tables.
 
 The PNS and the PAC are ``bench.pptp_peers`` (asyncio, real kernel TCP). Each figure is
 the median of ``--rounds`` rounds; ratios are to the best peer of the same run. The
@@ -41,11 +49,20 @@ from pathlib import Path
 
 from bench import report
 from bench.gre_rate import GreResult, measure_path
-from bench.napt_rate import measure_connections
 from bench.scale import SOURCES, ScaleResult, measure_scale
+from bench.sessions import SessionResult, measure_sessions
 from bench.setup_latency import SetupResult, measure_pptpd, measure_setup
 from bench.topologies import Path as PeerPath
-from bench.topologies import bare_ryu, direct, gateway, gateway_demux, plain_ovs, reference
+from bench.topologies import (
+    bare_ryu,
+    direct,
+    gateway,
+    gateway_conntrack,
+    gateway_demux,
+    ovs_conntrack,
+    plain_ovs,
+    reference,
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,12 @@ SCALE_PEERS = (("gateway", 1), ("gateway", 4), ("linux", 1))
 SHARED = ("linux", "gateway", "demux")
 PEERS: dict[str, Callable[[str], AbstractContextManager[PeerPath]]] = {
     "direct": direct, "linux": reference, "ovs": plain_ovs, "bare": bare_ryu,
-    "gateway": gateway, "demux": gateway_demux}
+    "gateway": gateway, "ovs-conntrack": ovs_conntrack, "gateway-conntrack": gateway_conntrack,
+    "demux": gateway_demux}
+"""In the order each round runs them (the two conntrack peers one after the other)."""
+SESSIONS_ONLY = ("ovs-conntrack", "gateway-conntrack")
+SHORT = {"ovs-conntrack": "oc", "gateway-conntrack": "gc"}
+"""Peers' names in their namespaces' and bridges' names (else their first two letters)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="calls on existing connections (overrides the size)")
     parser.add_argument("--tcp", type=int,
                         help="new TCP connections through the NAPT (overrides the size)")
+    parser.add_argument("--udp", type=int,
+                        help="new UDP sessions through the NAPT (default: as many as TCP)")
     parser.add_argument("--gre", type=int,
                         help="GRE packets per burst, 0 for none (overrides the size)")
     parser.add_argument("--scale", type=lambda v: tuple(int(n) for n in v.split(",") if n),
@@ -99,13 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = args.peers - set(PEERS)
     if unknown:
         parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    udp = size.tcp if args.udp is None else args.udp
     started = time.monotonic()
     results: list[SetupResult] = []
+    sessions: list[SessionResult] = []
     packets: list[GreResult] = []
     tag = secrets.token_hex(2)  # names of this run's own, beside any lab or other run
     for rounds in range(size.rounds):
         for peer in (p for p in PEERS if p in args.peers):
-            with PEERS[peer](f"b{peer[:2]}{tag}") as path:
+            with PEERS[peer](f"b{SHORT.get(peer, peer[:2])}{tag}") as path:
+                if peer in SESSIONS_ONLY:
+                    sessions += _sessions(path, size.tcp, udp, args.connections)
+                    continue
                 if size.gre:  # first: calls cleared before would hold their IDs down
                     packets += measure_path(path, size.gre, shared=peer in SHARED,
                                             alone=peer != "demux")
@@ -118,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if path.name != "linux":  # one call per control connection only
                     results.append(measure_setup(path, "existing", size.existing,
                                                  args.connections))
-                results.append(measure_connections(path, size.tcp, args.connections))
+                figure = _sessions(path, size.tcp, udp, args.connections)
+                results += [s.as_setup() for s in figure if s.proto == "tcp" and not s.first]
+                sessions += figure
         print(f"round {rounds + 1} of {size.rounds} done", file=sys.stderr)
     held: list[ScaleResult] = []
     for calls in size.scale:
@@ -137,6 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "", "Call setup (figures 1 and 2):", "", table,
         "", f"New TCP connections through the NAPT, {args.connections} at a time "
         "(figure 4):", "", tcp,
+        "", f"New ordinary sessions through the NAPT, {args.connections} at a time, "
+        f"{size.tcp} TCP and {udp} UDP per peer and round (figure 6):", "",
+        report.sessions_table(sessions),
+        "", report.sessions_goal(sessions),
+        "", f"The inside host's first {args.connections} TCP connections through each peer, "
+        "all at once, before the runs above (figure 6):", "",
+        report.first_table(sessions),
         "", f"GRE packets per second, bursts of {size.gre} (figure 3):", "",
         report.gre_table(packets),
         "", f"Calls held at once from {SOURCES} inside addresses (figure 5):", "",
@@ -147,9 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "latest.md").write_text(text + "\n")
     (args.out / "latest.json").write_text(json.dumps({
         "calls": [r.as_dict() for r in results], "packets": [p.as_dict() for p in packets],
-        "scale": [h.as_dict() for h in held]}, indent=1) + "\n")
+        "scale": [h.as_dict() for h in held],
+        "sessions": [s.as_dict() for s in sessions]}, indent=1) + "\n")
     report.chart([r for r in results if r.mode != "tcp"], args.out / "latest.png", packets)
     return 0
+
+
+def _sessions(path: PeerPath, tcp: int, udp: int, parallel: int) -> list[SessionResult]:
+    """Figure 6 on one path: the inside host's first ``parallel`` TCP connections at once,
+    then ``tcp`` new TCP sessions and ``udp`` new UDP sessions."""
+    return [measure_sessions(path, "tcp", parallel, parallel, first=True),
+            measure_sessions(path, "tcp", tcp, parallel),
+            measure_sessions(path, "udp", udp, parallel)]
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterable
 
 from bench.gre_rate import C2S, S2C, SIZES, GreResult
 from bench.scale import ScaleResult
+from bench.sessions import PROTOCOLS, SessionResult
 from bench.setup_latency import MODES, SetupResult, mode_label
+
+REFERENCE = "ovs-conntrack"
+"""Figure 6's ratios are to this peer's: ordinary NAT in the datapath, no controller."""
+GOAL_PEER, GOAL = "gateway-conntrack", 0.9
+"""New sessions per second of this peer, at least this share of :data:`REFERENCE`'s."""
 
 
 def machine() -> str:
@@ -100,6 +106,107 @@ def tcp_table(results: Iterable[SetupResult]) -> str:
             f"| {p} | {_cell(median[p], '.0f')} | {_ratio(median[p], best_latency)} | "
             f"{_cell(rate[p], '.0f')} | {_ratio(rate[p], best_rate)} | "
             f"{sum(r.failed for r in runs[p])} |")
+    return "\n".join(lines)
+
+
+def _session_figures(runs: list[SessionResult]) -> dict[str, float | None]:
+    """One peer's figure 6 over rounds: medians of each run's figures, and the
+    packet-ins of all rounds (None where no round had them)."""
+    counts = [r.packet_ins for r in runs if r.packet_ins is not None]
+    return {"rate": _median(r.per_second for r in runs),
+            "latency": _median(r.median_us for r in runs),
+            "packet_ins": float(sum(counts)) if counts else None,
+            "per_session": _median(r.packet_ins_per_session for r in runs),
+            "cpu": _median(r.cpu_us_per_session for r in runs),
+            "share": _median(r.cpu_share for r in runs)}
+
+
+def _sessions_by_proto(results: Iterable[SessionResult]
+                       ) -> dict[str, dict[str, list[SessionResult]]]:
+    runs: dict[str, dict[str, list[SessionResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if not r.first:
+            runs[r.proto][r.peer].append(r)
+    return runs
+
+
+def sessions_table(results: Iterable[SessionResult], reference: str = REFERENCE) -> str:
+    """New ordinary sessions per protocol and peer, fastest first: sessions per second
+    and its ratio to ``reference``'s ("-" where either has none), connect-to-answer
+    median, the app's packet-ins (all rounds, and per session), the controller's CPU
+    time per session and its share of one core during the runs (medians over rounds;
+    "-" for a peer without an app or a controller)."""
+    runs = _sessions_by_proto(results)
+    if not runs:
+        return ""
+    lines = [
+        "| sessions | peer | sessions/s | ratio to " + reference + " | connect to answer, "
+        "median (us) | packet-ins | packet-ins per session | controller CPU per session "
+        "(us) | controller CPU, share of a core | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for proto in sorted(runs, key=lambda p: (p not in PROTOCOLS, p)):
+        figures = {peer: _session_figures(rs) for peer, rs in runs[proto].items()}
+        best = figures.get(reference, {}).get("rate")
+        for peer in sorted(figures, key=lambda p: (figures[p]["rate"] is None,
+                                                    -(figures[p]["rate"] or 0.0))):
+            f = figures[peer]
+            lines.append(
+                f"| {proto.upper()} | {peer} | {_cell(f['rate'], ',.0f')} | "
+                f"{_ratio(f['rate'], best)} | {_cell(f['latency'], ',.0f')} | "
+                f"{_cell(f['packet_ins'], ',.0f')} | {_cell(f['per_session'], '.4f')} | "
+                f"{_cell(f['cpu'], ',.0f')} | {_cell(f['share'], '.0%')} | "
+                f"{sum(r.failed for r in runs[proto][peer])} |")
+    return "\n".join(lines)
+
+
+def sessions_goal(results: Iterable[SessionResult], peer: str = GOAL_PEER,
+                  reference: str = REFERENCE, goal: float = GOAL) -> str:
+    """Whether ``peer`` opened new sessions at least ``goal`` times as fast as
+    ``reference``, per protocol: the median over rounds of each round's ratio (the two
+    peers' runs of one round, in the order they ran, are the closest in time: the
+    machine's load drifts between rounds), with the lowest and highest; "" where neither
+    peer ran."""
+    runs = _sessions_by_proto(results)
+    verdicts = []
+    for proto in sorted(runs, key=lambda p: (p not in PROTOCOLS, p)):
+        if peer not in runs[proto] and reference not in runs[proto]:
+            continue
+        ratios = [mine.per_second / theirs.per_second
+                  for mine, theirs in zip(runs[proto].get(peer, []),
+                                          runs[proto].get(reference, []), strict=False)
+                  if mine.per_second is not None and theirs.per_second]
+        if not ratios:
+            verdicts.append(f"{proto.upper()} not measured")
+            continue
+        ratio = statistics.median(ratios)
+        spread = f", rounds {min(ratios):.2f} to {max(ratios):.2f}" if len(ratios) > 1 else ""
+        verdicts.append(f"{proto.upper()} {ratio:.2f} ({'met' if ratio >= goal else 'not met'}"
+                        f"{spread})")
+    if not verdicts:
+        return ""
+    return (f"Goal: {peer} at least {goal:.2f} times {reference}'s new sessions per second "
+            "(median of the rounds' ratios): " + ", ".join(verdicts) + ".")
+
+
+def first_table(results: Iterable[SessionResult]) -> str:
+    """The inside host's first sessions through each peer, all at once: the slowest one's
+    connect-to-answer time and the app's packet-ins, each round's in the order they ran
+    ("-" where none was answered or the peer has no app), failures of all rounds."""
+    runs: dict[str, list[SessionResult]] = defaultdict(list)
+    for r in results:
+        if r.first:
+            runs[r.peer].append(r)
+    if not runs:
+        return ""
+    lines = ["| peer | sessions | slowest connect to answer, each round (us) | packet-ins, "
+             "each round | failed |",
+             "|---|---|---|---|---|"]
+    for peer, rs in sorted(runs.items(), key=lambda kv: kv[0]):
+        slowest = " / ".join(_cell(r.slowest_us, ",.0f") for r in rs)
+        counts = " / ".join(_cell(r.packet_ins, ".0f") for r in rs)
+        lines.append(f"| {peer} | {rs[0].proto.upper()}, {rs[0].sessions} at once | "
+                     f"{slowest} | {counts} | {sum(r.failed for r in rs)} |")
     return "\n".join(lines)
 
 
@@ -198,7 +305,7 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str],
           gre: Iterable[GreResult] = ()) -> None:
     """A PNG: call setup latency (median, with p99 above it) and calls per second, per
     peer and kind of connection, and GRE packets delivered per second per peer, each
-    direction and payload, medians over rounds."""
+    direction and payload, medians over rounds; no file where there is neither."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,6 +316,8 @@ def chart(results: Iterable[SetupResult], path: str | os.PathLike[str],
         rows[(r.mode, r.peer)].append(r)
     modes = [m for m in MODES if any(k[0] == m for k in rows)]
     packets = _gre_rows(gre)
+    if not modes and not packets:
+        return
     fig, axes = plt.subplots(len(modes) + bool(packets), 2,
                              figsize=(11, 3.2 * len(modes) + 4 * bool(packets)), squeeze=False)
     for row, mode in enumerate(modes):

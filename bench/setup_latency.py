@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path as Path_
 from typing import Any
@@ -62,11 +63,11 @@ class SetupResult:
         return data
 
 
-def run_pair(path: Path, server: list[str], client: list[str], timeout: float = 600
-             ) -> dict[str, Any]:
+def run_pair(path: Path, server: list[str], client: list[str], timeout: float = 600,
+             ready: Callable[[], None] | None = None) -> dict[str, Any]:
     """Start ``python -m SERVER...`` in the path's server namespace (it prints one line
-    when it listens), run ``python -m CLIENT...`` in its client namespace, stop the
-    server; the client's last JSON line."""
+    when it listens), call ``ready`` (if any), run ``python -m CLIENT...`` in its client
+    namespace, stop the server; the client's last JSON line."""
     proc = subprocess.Popen(
         ns_argv(path.server, [sys.executable, "-m", *server]),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -74,6 +75,8 @@ def run_pair(path: Path, server: list[str], client: list[str], timeout: float = 
     try:
         assert proc.stdout is not None
         proc.stdout.readline()
+        if ready is not None:
+            ready()
         run = subprocess.run(
             ns_argv(path.client, [sys.executable, "-m", *client]),
             capture_output=True, text=True, timeout=timeout, check=False,

@@ -35,6 +35,18 @@ def test_the_bench_runs_every_peer(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "connections/s" in table
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "latest.md").read_text().strip().endswith(table.strip().splitlines()[-1])
+    sessions = json.loads((tmp_path / "latest.json").read_text())["sessions"]
+    figure6 = (*every, "ovs-conntrack", "gateway-conntrack")
+    assert {(r["proto"], r["peer"], r["first"]) for r in sessions} == {
+        (proto, p, False) for proto in ("tcp", "udp") for p in figure6} | {
+        ("tcp", p, True) for p in figure6}
+    assert all(r["failed"] == 0 and r["answered"] == r["sessions"] for r in sessions), sessions
+    apps = {r["peer"] for r in sessions if r["packet_ins"] is not None}
+    controllers = {r["peer"] for r in sessions if r["cpu_seconds"] is not None}
+    assert apps == {"gateway", "gateway-conntrack"}
+    assert controllers == {"gateway", "gateway-conntrack", "bare Ryu"}
+    assert "| TCP | gateway-conntrack |" in table and "| UDP | ovs-conntrack | " in table
+    assert "Goal: gateway-conntrack at least 0.90 times ovs-conntrack's" in table
 
 
 def test_the_bench_measures_gre_and_scale_through_the_gateway(

@@ -6,8 +6,17 @@ import pytest
 
 from alg.codec import GRE_PROTOCOL_PPP
 from bench.gre_rate import C2S, S2C, Flow, GreResult, rate, trafgen_config, watch
-from bench.report import gre_table, scale_table, setup_table, tcp_table
+from bench.report import (
+    first_table,
+    gre_table,
+    scale_table,
+    sessions_goal,
+    sessions_table,
+    setup_table,
+    tcp_table,
+)
 from bench.scale import ScaleResult
+from bench.sessions import SessionResult
 from bench.setup_latency import SetupResult
 
 
@@ -126,3 +135,78 @@ def test_scale_table_without_calls_or_time_has_no_rate() -> None:
     text = scale_table([none, instant])
     assert "| gateway | 1 | 0 | 0 | 0.2 | - | - | - | - | - |" in text
     assert "| linux | 1 | 10 | 10 | 0.0 | - | - | - | - | 0.500 |" in text
+
+
+def _run(peer: str, proto: str, sessions: int, seconds: float, latency: float,
+         packet_ins: int | None = None, cpu: float | None = None, window: float = 1.0,
+         failed: int = 0, first: bool = False) -> SessionResult:
+    return SessionResult(peer, proto, sessions, 8, seconds, failed,
+                         [latency] * (sessions - failed), window, packet_ins, cpu, first)
+
+
+def test_sessions_table_ranks_peers_and_divides_by_the_conntrack_peer() -> None:
+    results = [
+        _run("gateway", "tcp", 1000, 2.0, 0.01, packet_ins=2500, cpu=1.5, window=2.5),
+        _run("ovs-conntrack", "tcp", 1000, 0.5, 0.002),
+        _run("gateway-conntrack", "tcp", 1000, 0.625, 0.003, packet_ins=0, cpu=0.05),
+        _run("gateway-conntrack", "udp", 1000, 0.25, 0.001, packet_ins=0, cpu=0.0),
+        _run("ovs-conntrack", "udp", 1000, 0.2, 0.001),
+        # the host's first sessions are not in this table
+        _run("gateway-conntrack", "tcp", 8, 1.0, 1.02, packet_ins=11, first=True),
+    ]
+    lines = sessions_table(results).splitlines()
+    assert lines[0].startswith("| sessions | peer | sessions/s | ratio to ovs-conntrack |")
+    assert lines[2:] == [
+        "| TCP | ovs-conntrack | 2,000 | 1.00 | 2,000 | - | - | - | - | 0 |",
+        "| TCP | gateway-conntrack | 1,600 | 0.80 | 3,000 | 0 | 0.0000 | 50 | 5% | 0 |",
+        "| TCP | gateway | 500 | 0.25 | 10,000 | 2,500 | 2.5000 | 1,500 | 60% | 0 |",
+        "| UDP | ovs-conntrack | 5,000 | 1.00 | 1,000 | - | - | - | - | 0 |",
+        "| UDP | gateway-conntrack | 4,000 | 0.80 | 1,000 | 0 | 0.0000 | 0 | 0% | 0 |",
+    ]
+    assert sessions_goal(results) == (
+        "Goal: gateway-conntrack at least 0.90 times ovs-conntrack's new sessions per "
+        "second (median of the rounds' ratios): TCP 0.80 (not met), UDP 0.80 (not met).")
+
+
+def test_sessions_figures_are_medians_over_rounds_and_the_goal_pairs_rounds() -> None:
+    results = []
+    for seconds, count, failed in ((0.5, 3, 10), (0.4, 0, 0), (1.0, 0, 0)):
+        results += [_run("gateway-conntrack", "tcp", 1000, seconds, 0.002, packet_ins=count),
+                    _run("ovs-conntrack", "tcp", 1000, 0.5, 0.002, failed=failed)]
+    assert sessions_table(results).splitlines()[2:] == [
+        "| TCP | gateway-conntrack | 2,000 | 1.00 | 2,000 | 3 | 0.0000 | - | - | 0 |",
+        "| TCP | ovs-conntrack | 2,000 | 1.00 | 2,000 | - | - | - | - | 10 |",
+    ]
+    # rounds: 2000 / 1980, 2500 / 2000, 1000 / 2000
+    assert sessions_goal(results).endswith("TCP 1.01 (met, rounds 0.50 to 1.25).")
+
+
+def test_sessions_without_the_conntrack_peer_or_anything_answered() -> None:
+    results = [_run("gateway", "udp", 100, 1.0, 0.001, failed=100),
+               _run("linux", "udp", 0, 0.01, 0.001)]
+    assert sessions_table(results).splitlines()[2:] == [
+        "| UDP | gateway | 0 | - | - | - | - | - | - | 100 |",
+        "| UDP | linux | - | - | - | - | - | - | - | 0 |",
+    ]
+    assert sessions_goal(results) == ""
+    failed = [_run("gateway-conntrack", "udp", 100, 1.0, 0.001, failed=100),
+              _run("ovs-conntrack", "udp", 100, 0.1, 0.001)]
+    assert sessions_goal(failed).endswith("UDP 0.00 (not met).")
+    assert sessions_goal([failed[1]]).endswith(": UDP not measured.")
+    assert sessions_table([]) == ""
+
+
+def test_first_table_shows_the_slowest_of_the_hosts_first_sessions() -> None:
+    results = [
+        SessionResult("gateway-conntrack", "tcp", 8, 8, 1.03, 0, [0.006] + [1.02] * 7,
+                      1.2, 11, 0.01, True),
+        _run("ovs-conntrack", "tcp", 8, 0.01, 0.003, first=True),
+        _run("ovs-conntrack", "tcp", 1000, 0.5, 0.002),
+        _run("gateway-conntrack", "tcp", 8, 0.03, 0.024, packet_ins=5, first=True),
+        _run("ovs-conntrack", "tcp", 8, 1.0, 0.003, failed=8, first=True),
+    ]
+    assert first_table(results).splitlines()[2:] == [
+        "| gateway-conntrack | TCP, 8 at once | 1,020,000 / 24,000 | 11 / 5 | 0 |",
+        "| ovs-conntrack | TCP, 8 at once | 3,000 / - | - / - | 8 |",
+    ]
+    assert first_table(results[2:3]) == ""
