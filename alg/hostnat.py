@@ -35,8 +35,11 @@ HOST_ENTRIES = 4
 """A binding's entries on the switch (``ryu_apps.ctflows.host_entries``)."""
 REDECIDE_AFTER = 1.0
 """Seconds after a binding's entries were decided during which its host's packets that
-still reach the controller are dropped rather than decided again (the switch has the
-entries; a packet sent back through them before they are in would come back)."""
+still reach the controller are not decided again: they go back through the switch's
+tables, whose entries (sent before them, behind a barrier) take them."""
+RESUBMITS = 64
+"""Packets sent back through the tables at most per decision: should the entries not
+take them, they come back, and beyond this they are dropped (no loop)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -57,6 +60,7 @@ class HostBinding:
     ports: tuple[int, int]
     decided_at: float
     block: int = field(repr=False, default=0)
+    resubmits: int = field(repr=False, default=0)
 
 
 class HostBindings:
@@ -102,13 +106,17 @@ class HostBindings:
     def outbound(self, inside_ip: IPv4Address, now: float) -> Output:
         """A host's packet reached the controller: bind the host (its entries, then the
         packet goes back through the switch's tables), or, bound already, decide its
-        entries again unless that was just done (then the packet is dropped)."""
+        entries again unless that was just done (then the packet only goes back, at
+        most :data:`RESUBMITS` times per decision)."""
         binding = self._hosts.get(inside_ip)
         if binding is not None:
-            if now - binding.decided_at < REDECIDE_AFTER:
+            if now - binding.decided_at >= REDECIDE_AFTER:
+                binding.decided_at = now
+                return self._entries(binding)
+            if binding.resubmits >= RESUBMITS:
                 return Output(drop_reason="host entries decided just now")
-            binding.decided_at = now
-            return self._entries(binding)
+            binding.resubmits += 1
+            return Output(resubmit=True)
         public_ip = self._pool.acquire(inside_ip)
         free = self._free[public_ip]
         if not free:
@@ -171,6 +179,7 @@ class HostBindings:
         return owned
 
     def _entries(self, binding: HostBinding) -> Output:
+        binding.resubmits = 0
         return Output(decisions=[HostEntries(binding, self._config.tcp_idle, self._config.ct_zone)],
                       resubmit=True)
 

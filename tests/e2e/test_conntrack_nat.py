@@ -281,3 +281,36 @@ def test_a_switch_restart_keeps_the_hosts_connections_and_entries(gateway: Facto
     after = json.loads(client.stdout.readline())
     assert (after["data"], after["peer"]) == ("after", before["peer"])
     assert gw.counters()["hosts_bound"] == 1
+
+
+AT_ONCE = """
+import json, socket, sys, threading
+opened = []
+def one():
+    try:
+        opened.append(socket.create_connection((sys.argv[1], int(sys.argv[2])),
+                                               timeout=0.95))
+    except OSError:
+        pass
+threads = [threading.Thread(target=one) for _ in range(int(sys.argv[3]))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"opened": len(opened)}), flush=True)
+"""
+
+
+def test_a_hosts_first_connections_at_once_need_no_retransmission(gateway: Factory) -> None:
+    """Eight SYNs reach the controller while it binds the host: each goes back through
+    the tables, none waits for its sender's 1 s retransmission."""
+    import sys
+
+    gw = gateway(1, options=CONNTRACK)
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    proc = gw.popen(gw.client(1), [sys.executable, "-c", AT_ONCE, SERVER_IP, str(PORT), "8"],
+                    text=True)
+    out, err = proc.communicate(timeout=30)
+    assert json.loads(out) == {"opened": 8}, (out, err)
+    assert gw.counters()["hosts_bound"] == 1

@@ -16,7 +16,7 @@ from alg.events import (
     RemoveEntries,
     TcpSegment,
 )
-from alg.hostnat import REDECIDE_AFTER
+from alg.hostnat import REDECIDE_AFTER, RESUBMITS
 from alg.neighbours import L2
 from ryu_apps import ctflows, switch, wire
 from ryu_apps.framework import ofproto_v1_3 as ofp
@@ -51,13 +51,18 @@ def test_a_hosts_first_packet_binds_it_and_goes_back_through_the_switch() -> Non
     assert bound(out).binding.ports == (2048, 3071)
 
 
-def test_a_bound_hosts_packets_are_not_decided_again_at_once() -> None:
+def test_a_bound_hosts_packets_go_back_through_the_switch_a_bounded_number_of_times(
+        ) -> None:
     gw = gateway(**CONNTRACK)
     first = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)).binding
-    again = gw.handle_tcp(Direction.OUTBOUND, syn(C1), REDECIDE_AFTER / 2)
-    assert again.decisions == [] and not again.resubmit and again.drop_reason
+    soon = [gw.handle_tcp(Direction.OUTBOUND, syn(C1), REDECIDE_AFTER / 2)
+            for _ in range(RESUBMITS + 1)]
+    assert all(out.decisions == [] for out in soon)
+    assert [out.resubmit for out in soon] == [True] * RESUBMITS + [False]
+    assert soon[-1].drop_reason
     later = gw.handle_tcp(Direction.OUTBOUND, syn(C1), REDECIDE_AFTER * 2)
     assert later.resubmit and bound(later).binding is first
+    assert gw.handle_tcp(Direction.OUTBOUND, syn(C1), REDECIDE_AFTER * 2).resubmit
     assert gw.counters.hosts_bound == 1
 
 
