@@ -198,7 +198,7 @@ class AlgConfig:
     fragments_per_datagram: int = 64
     ordinary_nat: str = "controller"
     ct_zone: int = 1
-    ct_ports_per_host: int = 1024
+    ct_ports_per_host: int = 512
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)

@@ -44,6 +44,7 @@ from alg.events import (
     EntryKind,
     GreInboundEntry,
     GrePacket,
+    HostEntries,
     IcmpEcho,
     IcmpMessage,
     Output,
@@ -126,7 +127,9 @@ class Gateway:
                                Martians(own, inside_subnet, outside_subnet))
         self.session_stats = SessionStats(self.nat)
         self.hosts = HostBindings(config, self.counters, self.nat.pool, ids, self.journal)
-        self._in_datapath = config.ordinary_nat == "conntrack"
+        self.datapath_nat = config.ordinary_nat == "conntrack" and config.policy == "open"
+        """Inside hosts' TCP and UDP go to the connection tracker (``alg.hostnat``); with
+        the ``strict`` policy they stay with the controller, which lets only TCP/1723 by."""
 
     # Views for displays and tests.
 
@@ -214,7 +217,7 @@ class Gateway:
             if direction is Direction.OUTBOUND:
                 self.control.place(seg, out)
             return out
-        if self._in_datapath:
+        if self.datapath_nat:
             return self._datapath_nat(direction, Proto.TCP, seg.src_ip, seg.dst_port, now)
         starts = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
         return self.napt.packet(
@@ -232,7 +235,7 @@ class Gateway:
         now: float,
     ) -> Output:
         """A UDP datagram that reached the controller."""
-        if self._in_datapath:
+        if self.datapath_nat:
             return self._datapath_nat(direction, Proto.UDP, src_ip, dst_port, now)
         return self.napt.packet(
             direction, Proto.UDP, (src_ip, src_port), (dst_ip, dst_port), True, now
@@ -330,8 +333,10 @@ class Gateway:
         return entry from the demultiplexer, for the pairs of its calls. A session's entries
         are decided again by its next packet; a control connection's entry by its
         client's next segment (meanwhile its server's segments take the shared punt of
-        control segments from the outside). Other entries need nothing: their packets
-        keep reaching the controller, which forwards them.
+        control segments from the outside). A host binding whose entries cannot go in
+        (its host's address is not known) ends: its host binds again with its next
+        packet. Other entries need nothing: their packets keep reaching the controller,
+        which forwards them.
         """
         out = Output()
         if isinstance(decision, GreInboundEntry) and decision.client_ip is not None:
@@ -342,6 +347,8 @@ class Gateway:
             decision.session.entries_sent = None
         elif isinstance(decision, ControlEntry):
             self.control.unplaced(decision.session)
+        elif isinstance(decision, HostEntries):
+            out.extend(self.hosts.removed(decision.binding.id))
         return self._noted(out)
 
     def flow_stats(
@@ -372,7 +379,7 @@ class Gateway:
         re-installs it). Ageing itself is the core's, by :meth:`tick`.
         """
         if kind is EntryKind.HOST:
-            return self.hosts.removed(entry_id)
+            return self._noted(self.hosts.removed(entry_id))
         if kind is EntryKind.SESSION:
             self.session_stats.removed(entry_id, packets, byte_count)
         elif kind is not EntryKind.CONTROL and not self.server_map.entry_removed(

@@ -31,7 +31,7 @@ from alg.events import EntryKind, HostEntries, Output, RemoveEntries
 from alg.nat import AddressPool
 from alg.snapshot import HostRecord, Journal
 
-HOST_ENTRIES = 4
+HOST_ENTRIES = 5
 """A binding's entries on the switch (``ryu_apps.ctflows.host_entries``)."""
 REDECIDE_AFTER = 1.0
 """Seconds after a binding's entries were decided during which its host's packets that

@@ -20,7 +20,10 @@ Inside addresses are pinned to the inside port they are seen on, with these poli
   spoofed sources holds at most that many addresses per port.
 - ARP on the pinned port may change the MAC, IP packets do not.
 - A pin ages after :data:`PIN_SECONDS` without a packet or ARP from its address, so a
-  host that moved is found again.
+  host that moved is found again; unless the table's ``keep`` says the address is in
+  use where the controller does not see its packets (a host bound to the connection
+  tracker, ``alg.hostnat``): then it stays pinned, held, and its MAC fixed, until
+  ``keep`` no longer says so.
 - The gateway's own inside address is never anybody's.
 - Each side knows at most :data:`MAX_NEIGHBOURS` addresses (``neighbours_refused``
   beyond).
@@ -54,7 +57,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Generic, TypeVar
@@ -204,8 +207,10 @@ class NeighbourTable(Generic[T]):
         config: the subnets, the gateway's addresses and the next hop.
     """
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig,
+                 keep: Callable[[IPv4Address], bool] = lambda _ip: False) -> None:
         self._config = config
+        self._keep_pinned = keep
         self.counters = NeighbourCounters()
         self._inside_ports: tuple[int, ...] = ()
         self._outside_port: int | None = None
@@ -353,7 +358,7 @@ class NeighbourTable(Generic[T]):
         """
         out: NeighbourOutput[T] = NeighbourOutput()
         for ip, seen in list(self._pinned_at.items()):
-            if now - seen > PIN_SECONDS:
+            if now - seen > PIN_SECONDS and not self._keep_pinned(ip):
                 self._unpin(ip)
         expired = []
         for ip, kept in self._kept.items():
@@ -454,7 +459,8 @@ class NeighbourTable(Generic[T]):
         hosts = self._hosts[Side.INSIDE]
         known = hosts.get(ip)
         moving = known is not None and known.port != port
-        if ip == self._config.inside_gateway or (moving and ip in self._held):
+        kept = known is not None and self._keep_pinned(ip)
+        if ip == self._config.inside_gateway or (moving and (ip in self._held or kept)):
             self.counters.spoofed_drops += 1
             return None
         if known is None or moving:
@@ -464,7 +470,7 @@ class NeighbourTable(Generic[T]):
                 self._unpin(ip)
             self._pins[port] += 1
             known = hosts[ip] = L2(port, mac)
-        elif from_arp and mac != known.mac:
+        elif from_arp and mac != known.mac and not kept:
             known = hosts[ip] = L2(port, mac)
         if not from_arp:
             self._held.add(ip)

@@ -124,8 +124,7 @@ def _take_back(gw: Gateway, snapshot: Snapshot, installed: Installed, now: float
     plain_left = snapshot.plain if alg else gw.plain.restore(snapshot.plain, now)
     left_out += [Forget("plain", (r.client_ip, r.server_ip)) for r in plain_left]
     gw.ids.skip(max((r.id for r in snapshot.hosts), default=0))
-    hosts_left = (gw.hosts.restore(snapshot.hosts) if gw.config.ordinary_nat == "conntrack"
-                  else snapshot.hosts)
+    hosts_left = gw.hosts.restore(snapshot.hosts) if gw.datapath_nat else snapshot.hosts
     left_out += [Forget("host", r.inside_ip) for r in hosts_left]
     gw.counters.restore_skipped += len(left_out)
     out = gw.reconcile(installed)

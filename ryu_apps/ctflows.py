@@ -7,8 +7,10 @@ Four tables (numbers in ``ryu_apps.switch``)::
                 conntrack); an inside host's packets (entry per host, ``in_port``,
                 ``eth_src``, ``ipv4_src``) and packets to a public address ->
                 dec_ttl, ct(zone, nat) -> CT_OUT or CT_IN
-    1 CT_OUT    new connection of host H -> ct(commit, zone, nat(src=A_H:block_H))
-                -> ROUTE; established, related, or new and translated -> ROUTE
+    1 CT_OUT    new TCP or UDP connection of host H -> ct(commit, zone,
+                nat(src=A_H:block_H)) -> ROUTE; established, related, or new and
+                translated -> ROUTE; ICMP the tracker does not relate -> controller;
+                anything else (other protocols) dropped
     2 ROUTE     translated (+snat) to a known destination -> its next hop; translated
                 to an unknown one -> controller (it resolves the next hop and adds a
                 route entry); anything else (the tracker could not translate it:
@@ -50,6 +52,9 @@ PRIORITY_NOT_ROUTED = 250
 """From an inside port to the inside subnet, multicast or broadcast: to the controller."""
 PRIORITY_TRACK = 200
 """Through the tracker: a host's packets, packets to a public address."""
+PRIORITY_ICMP = 150
+"""CT_OUT: ICMP the tracker relates to none of its connections (errors about the
+controller's own traffic, other types than echo): to the controller."""
 PRIORITY_PASS = 100
 """CT_OUT: connections the tracker knows (or has translated)."""
 PRIORITY_ASK = 50
@@ -74,7 +79,8 @@ def _entry(table: int, priority: int, match: dict[str, wire.Value],
            notify: bool = False) -> wire.Message:
     return wire.flow_mod(
         cookie=cookie(kind, entry_id), table_id=table, priority=priority,
-        idle_timeout=min(int(idle_timeout), 65535), hard_timeout=hard_timeout,
+        idle_timeout=min(max(int(idle_timeout), 1), 65535) if idle_timeout else 0,
+        hard_timeout=hard_timeout,
         flags=wire.OFPFF_SEND_FLOW_REM if notify else 0, match_fields=match,
         instructions=instructions)
 
@@ -125,9 +131,17 @@ def static(inside_ports: Iterable[int], outside_port: int, config: AlgConfig,
     for state in (_TRK | _EST, _TRK | _REL, _TRK | _NEW | SNAT):
         mods.append(_entry(TABLE_CT_OUT, PRIORITY_PASS,
                            {**_IPV4, "ct_state": (state, state | _INV)}, _to(TABLE_ROUTE)))
+    for port in inside_ports:
+        meter = METER_INSIDE_PORT + port
+        mods += [
+            _entry(TABLE_CT_OUT, PRIORITY_ICMP, {
+                "in_port": port, **_IPV4, "ip_proto": Proto.ICMP,
+                "ct_state": (_TRK, _TRK | _EST | _REL)}, _punt(meter)),
+            _entry(TABLE_ROUTE, PRIORITY_ASK, {
+                "in_port": port, **_IPV4, "ct_state": (_TRK | SNAT, _TRK | SNAT)},
+                _punt(meter)),
+        ]
     mods += [
-        _entry(TABLE_ROUTE, PRIORITY_ASK, {**_IPV4, "ct_state": (_TRK | SNAT, _TRK | SNAT)},
-               _punt(METER_OUTSIDE_NEW)),
         _entry(TABLE_CT_IN, PRIORITY_ASK, {**_IPV4, "ip_proto": Proto.ICMP},
                _punt(METER_OUTSIDE_NEW)),
     ]
@@ -150,12 +164,12 @@ def host_entries(decision: HostEntries, host: L2, gateway_mac: str, zone: int
             [wire.apply_actions([wire.dec_nw_ttl(), wire.ct(
                 zone=zone, table=TABLE_CT_OUT, actions=[wire.nat()])])],
             kind, b.id, decision.idle_timeout, notify=True),
-        _entry(TABLE_CT_OUT, PRIORITY_TRACK, {
-            **_IPV4, "ipv4_src": b.inside_ip,
+        *(_entry(TABLE_CT_OUT, PRIORITY_TRACK, {
+            **_IPV4, "ipv4_src": b.inside_ip, "ip_proto": proto,
             "ct_state": (_TRK | _NEW, _TRK | _NEW | _INV | SNAT)},
             [wire.apply_actions([wire.ct(commit=True, zone=zone, table=TABLE_ROUTE, actions=[
                 wire.nat(addresses=(b.public_ip, b.public_ip), ports=b.ports)])])],
-            kind, b.id),
+            kind, b.id) for proto in (Proto.TCP, Proto.UDP)),
         *(_entry(TABLE_CT_IN, PRIORITY_TRACK, {
             **_IPV4, "ipv4_dst": b.inside_ip, "ct_state": (state, state | _INV)},
             deliver, kind, b.id) for state in (_TRK | _EST, _TRK | _REL)),

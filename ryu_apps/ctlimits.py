@@ -6,8 +6,8 @@ zone is set through ``ovs-appctl dpctl/ct-set-limits`` (not OpenFlow). A new con
 over it is not committed; the route table's ``+snat`` guard (``ryu_apps.ctflows``) then
 drops it rather than send it untranslated. So the app sets the limit when its switch is
 ready, which it can only do on the switch's host, as root; anywhere else it says so in
-its log and counts it. Per host, each host's block of ports bounds it
-(``alg.hostnat``): the tracker has no per-source limit.
+its log and counts it. The tracker has no per-source limit: a host's block of ports
+(``alg.hostnat``) bounds its connections to one destination (address, port) only.
 """
 
 from __future__ import annotations

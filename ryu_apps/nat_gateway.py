@@ -98,7 +98,8 @@ class NatGateway(App):  # type: ignore[misc]
         self.core = Gateway(self.config.alg, self.config.inside_gateway,
                             self.config.inside_subnet, self.config.outside_subnet)
         self.demux = DemuxLink(self.config)
-        self.neighbours: NeighbourTable[Send] = NeighbourTable(self.config)
+        self.neighbours: NeighbourTable[Send] = NeighbourTable(
+            self.config, lambda ip: self.core.hosts.get(ip) is not None)
         self.counters = AppCounters()
         self.fragments = FragmentPath(self.config, self.core.counters, self.counters)
         self.switch = Switch(self.counters)

@@ -23,7 +23,7 @@ Factory = Callable[..., GatewayLab]
 PORT = 8000
 SAME_PORT = 40000
 N = 3
-BLOCK = 1024
+BLOCK = 512
 PORT_MIN = 1024
 CONNTRACK = {"ordinary_nat": "conntrack"}
 
@@ -75,7 +75,7 @@ def test_tcp_and_udp_of_several_hosts_go_through_the_tracker_within_their_blocks
     # No NAT session of the controller's; every host has its entries.
     assert gw.sessions() == []
     assert gw.flows(EntryKind.SESSION) == []
-    assert len(gw.flows(EntryKind.HOST)) == 4 * N
+    assert len(gw.flows(EntryKind.HOST)) == 5 * N
     assert gw.counters()["hosts_bound"] == N
 
     # New connections of the bound hosts: not one packet reaches the controller.
@@ -275,7 +275,7 @@ def test_a_switch_restart_keeps_the_hosts_connections_and_entries(gateway: Facto
     assert client.stdout is not None and client.stdin is not None
     before = json.loads(client.stdout.readline())
     lab.restart_switch(gw.state.name, timeout=20)
-    wait_for(lambda: len(gw.flows(EntryKind.HOST)) == 4, 10, "the host's entries again")
+    wait_for(lambda: len(gw.flows(EntryKind.HOST)) == 5, 10, "the host's entries again")
     client.stdin.write("go\n")
     client.stdin.flush()
     after = json.loads(client.stdout.readline())

@@ -17,7 +17,7 @@ from alg.events import (
     TcpSegment,
 )
 from alg.hostnat import REDECIDE_AFTER, RESUBMITS
-from alg.neighbours import L2
+from alg.neighbours import L2, Side
 from ryu_apps import ctflows, switch, wire
 from ryu_apps.framework import ofproto_v1_3 as ofp
 from ryu_apps.framework import ofproto_v1_3_parser as parser
@@ -25,7 +25,7 @@ from tests.unit.pptp_flows import C1, C2, PUBLIC, PUBLIC2, SERVER, gateway
 
 WEB = IPv4Address("198.51.100.80")
 C3 = IPv4Address("192.168.1.30")
-CONNTRACK = {"ordinary_nat": "conntrack", "ct_zone": 9}
+CONNTRACK = {"ordinary_nat": "conntrack", "ct_zone": 9, "ct_ports_per_host": 1024}
 
 
 def syn(src: IPv4Address, dport: int = 80) -> TcpSegment:
@@ -127,7 +127,9 @@ def test_a_hosts_entries_track_its_packets_commit_into_its_block_and_deliver_rep
     decision = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0))
     mods = [parsed(m) for m in ctflows.host_entries(decision, L2(5, "0a:00:00:00:00:01"),
                                                      "02:00:5e:00:01:fe", 9)]
-    classify, commit, *deliver = mods
+    classify, commit, commit_udp, *deliver = mods
+    assert {dict(m.match.items())["ip_proto"]  # type: ignore[attr-defined]
+            for m in (commit, commit_udp)} == {6, 17}
     key = switch.cookie(EntryKind.HOST, decision.binding.id)
     assert all(m.cookie == key for m in mods)  # type: ignore[attr-defined]
     assert classify.table_id == switch.TABLE_CLASSIFY  # type: ignore[attr-defined]
@@ -192,7 +194,7 @@ def test_a_restart_keeps_each_hosts_address_and_block_and_their_entries() -> Non
     gw = gateway(**CONNTRACK, public_ips=(PUBLIC, PUBLIC2))
     b1 = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0)).binding
     b2 = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C2), 0.0)).binding
-    new, out = restarted(gw, {(EntryKind.HOST, b1.id): 4, (EntryKind.HOST, b2.id): 2})
+    new, out = restarted(gw, {(EntryKind.HOST, b1.id): 5, (EntryKind.HOST, b2.id): 2})
     kept = {b.inside_ip: (b.public_ip, b.ports) for b in new.hosts.bindings()}  # type: ignore[attr-defined]
     assert kept == {C1: (b1.public_ip, b1.ports), C2: (b2.public_ip, b2.ports)}
     # The switch had all of C1's entries and half of C2's: C2's go in again, none goes.
@@ -243,3 +245,77 @@ def test_the_zone_limit_is_set_with_ovs_appctl_and_a_failure_is_said() -> None:
 
     problem = ctlimits.set_zone_limit(9, 200, missing)
     assert problem is not None and "ovs-appctl" in problem
+
+
+def test_with_the_strict_policy_the_alg_off_tcp_1723_binds_nothing() -> None:
+    """A host's TCP/1723 with the ALG off is ordinary TCP; under ``strict`` it must not
+    bind the host, whose entries would let all its traffic by."""
+    from alg.events import SessionEntries
+
+    gw = gateway(**CONNTRACK, policy="strict", alg_enabled=False)
+    out = gw.handle_tcp(Direction.OUTBOUND, syn(C1, 1723), 0.0)
+    assert not out.resubmit and len(gw.hosts) == 0
+    assert any(isinstance(d, SessionEntries) for d in out.decisions)
+    assert gw.handle_udp(Direction.OUTBOUND, C1, 5353, WEB, 53, 0.0).decisions == []
+    assert len(gw.hosts) == 0
+
+
+def test_a_binding_whose_entries_cannot_go_in_ends_and_gives_its_block_back() -> None:
+    gw = gateway(**CONNTRACK, port_min=1024, port_max=2047)  # one block
+    entries = bound(gw.handle_tcp(Direction.OUTBOUND, syn(C1), 0.0))
+    gw.journal.drain()
+    out = gw.entry_failed(entries, 1.0)
+    assert out.decisions == [RemoveEntries(EntryKind.HOST, entries.binding.id)]
+    from alg.snapshot import Forget
+
+    assert Forget("host", C1) in out.records
+    assert len(gw.hosts) == 0
+    assert bound(gw.handle_tcp(Direction.OUTBOUND, syn(C2), 2.0)).binding.ports == (1024, 2047)
+    removed = gw.flow_removed(EntryKind.HOST, gw.hosts.get(C2).id)  # type: ignore[union-attr]
+    assert Forget("host", C2) in removed.records  # the store hears it with the removal
+
+
+def test_other_protocols_and_unrelated_icmp_never_enter_the_trackers_commit() -> None:
+    gw = gateway(**CONNTRACK)
+    mods = [parsed(m) for m in ctflows.static([1, 2], 100, gw.config,
+                                               IPv4Network("192.168.1.0/24"))]
+    ask = [m for m in mods if m.table_id == switch.TABLE_CT_OUT  # type: ignore[attr-defined]
+           and m.priority == ctflows.PRIORITY_ICMP]  # type: ignore[attr-defined]
+    assert sorted(dict(m.match.items())["in_port"] for m in ask) == [1, 2]  # type: ignore[attr-defined]
+    for m in ask:
+        fields = dict(m.match.items())  # type: ignore[attr-defined]
+        state, mask = fields["ct_state"]
+        assert fields["ip_proto"] == 1 and not state & (wire.CT_ESTABLISHED | wire.CT_RELATED)
+        assert mask & wire.CT_ESTABLISHED and mask & wire.CT_RELATED
+    # Every route punt is metered per inside port.
+    route = [m for m in mods if m.table_id == switch.TABLE_ROUTE]  # type: ignore[attr-defined]
+    assert sorted(dict(m.match.items())["in_port"] for m in route) == [1, 2]  # type: ignore[attr-defined]
+
+
+def test_a_bound_hosts_pin_stays_so_another_port_cannot_take_its_replies() -> None:
+    """The review's attack: the victim is bound and quiet (its packets never reach the
+    controller) past the pin's age; a frame from another port with its address must not
+    move the pin, or the binding's entries would deliver its replies there."""
+    from alg.config import load
+    from alg.neighbours import PIN_SECONDS, NeighbourTable, Route
+    from tests.unit.app_env import OPTIONS
+
+    gw = gateway(**CONNTRACK)
+    config = load({**OPTIONS, "ordinary_nat": "conntrack"})
+    table: NeighbourTable[object] = NeighbourTable(
+        config, lambda ip: gw.hosts.get(ip) is not None)
+    table.set_ports([1, 2], 100)
+    victim = IPv4Address("192.168.1.1")
+    assert table.admit_inside(1, "0a:00:00:00:00:01", victim, WEB, 0.0) is Route.OUTSIDE
+    bound(gw.handle_tcp(Direction.OUTBOUND, syn(victim), 0.0))
+    table.tick(PIN_SECONDS * 3)
+    assert table.lookup(Side.INSIDE, victim) == L2(1, "0a:00:00:00:00:01")
+    assert table.admit_inside(2, "0a:00:00:00:00:02", victim, WEB, PIN_SECONDS * 3) \
+        is Route.SPOOFED
+    assert table.lookup(Side.INSIDE, victim) == L2(1, "0a:00:00:00:00:01")
+    # Without a binding the pin ages and the address can move, as before.
+    gw.flow_removed(EntryKind.HOST, gw.hosts.get(victim).id)  # type: ignore[union-attr]
+    table.tick(PIN_SECONDS * 5)
+    assert table.admit_inside(2, "0a:00:00:00:00:02", victim, WEB, PIN_SECONDS * 5) \
+        is Route.OUTSIDE
+
