@@ -127,13 +127,16 @@ class HostBindings:
                                   f"of {public_ip} is taken"])
         block = min(free)
         free.discard(block)
-        first = self._config.port_min + block * self._config.ct_ports_per_host
-        binding = HostBinding(next(self._ids), inside_ip, public_ip,
-                              (first, first + self._config.ct_ports_per_host - 1), now,
-                              block)
+        binding = HostBinding(next(self._ids), inside_ip, public_ip, self._ports(block),
+                              now, block)
         self._add(binding)
         self._counters.hosts_bound += 1
         return self._entries(binding)
+
+    def _ports(self, block: int) -> tuple[int, int]:
+        """The first and last port of block number ``block``."""
+        first = self._config.port_min + block * self._config.ct_ports_per_host
+        return first, first + self._config.ct_ports_per_host - 1
 
     def _add(self, binding: HostBinding) -> None:
         self._hosts[binding.inside_ip] = binding
@@ -159,16 +162,14 @@ class HostBindings:
                 continue
             self._pool.acquire(r.inside_ip, r.public_ip)
             free.discard(r.block)
-            first = self._config.port_min + r.block * self._config.ct_ports_per_host
-            self._add(HostBinding(r.id, r.inside_ip, r.public_ip,
-                                  (first, first + self._config.ct_ports_per_host - 1),
+            self._add(HostBinding(r.id, r.inside_ip, r.public_ip, self._ports(r.block),
                                   -REDECIDE_AFTER, r.block))
         return left_out
 
     def reinstall(self, installed: Mapping[tuple[EntryKind, int], int], out: Output
                   ) -> set[tuple[EntryKind, int]]:
-        """The entries of every binding the switch lacks (some or all of its four); every
-        entry the bindings own."""
+        """The entries of every binding the switch lacks (some or all of its
+        :data:`HOST_ENTRIES`); every entry the bindings own."""
         owned = set()
         for binding in self._hosts.values():
             key = (EntryKind.HOST, binding.id)
