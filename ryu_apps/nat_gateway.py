@@ -16,7 +16,8 @@ flow-mods (``ryu_apps.flowmods``) and packets (``ryu_apps.packets``) in the swit
 outbox (``ryu_apps.outbox``), sent in one write when the event ends. What the app does
 with a frame before the core sees it is ``ryu_apps.ingress``; the switch's life
 (features, ports, reconcile, ready) is ``ryu_apps.lifecycle``; restore and
-reconciliation are ``ryu_apps.recovery``; the demultiplexer's side is ``demux.link``.
+reconciliation are ``ryu_apps.recovery``; the demultiplexer's side is ``demux.link`` and
+``ryu_apps.demux_side``.
 
 **Restarts.** With ``[nat] state_file`` set, each event's state changes go to the store
 (``ryu_apps.store``) before its flow-mods and packets. When the switch connects, the app
@@ -39,9 +40,10 @@ from alg.errors import ConfigError, StoreError
 from alg.events import Output
 from alg.icmp import TokenBucket
 from alg.neighbours import NeighbourTable, Side
-from demux.link import HEARTBEAT, PROBE_RETURN, DemuxLink
+from demux.link import HEARTBEAT, DemuxLink
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, ingress, packets, rest, switch
+from ryu_apps.demux_side import DemuxSide
 from ryu_apps.effects import AppCounters, Effects, Send
 from ryu_apps.fragments import FragmentPath
 from ryu_apps.framework import (
@@ -106,6 +108,7 @@ class NatGateway(App):  # type: ignore[misc]
         self.effects = Effects(self.core, self.config, self.switch.outbox, self.neighbours,
                                self.fragments, self.demux, store, self.counters,
                                lambda: self.now())
+        self.demux_side = DemuxSide(self.demux, self.core, self.effects)
         self._restored = False
         self._expired_packet_ins = TokenBucket(EXPIRED_PER_SECOND, EXPIRED_PER_SECOND)
         self.flow_entries = 0
@@ -184,7 +187,7 @@ class NatGateway(App):  # type: ignore[misc]
         with self.switch.outbox:
             self.effects.flow_mods(flowmods.pipeline_again(ports.inside, ports.outside,
                                                            self.config))
-            self._demux_probe_entry()
+            self.demux_side.probe_entry()
             self.effects.apply(output)
         self.effects.limit_zone()
         self.switch.became_ready()
@@ -197,8 +200,7 @@ class NatGateway(App):  # type: ignore[misc]
         moved = self.demux.port_status(port_name(desc), port, desc.state)
         if moved and self.ready and self.demux.port is not None:
             with self.switch.outbox:
-                self._demux_probe_entry()
-                self.effects.apply(self.core.demux_entries())
+                self.demux_side.port_moved()
 
     @on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev: Any) -> None:
@@ -284,7 +286,7 @@ class NatGateway(App):  # type: ignore[misc]
                     self.counters.ttl_expired += 1
                     self.effects.apply(self.core.expired(direction, packet, raw, now))
                 case ingress.FromDemux(frame) if self.demux.heard(frame, now):
-                    self._demux_health(now)
+                    self.demux_side.health(now)
 
     def apply(self, dp: Any, output: Output, original: packets.Ipv4 | None = None) -> None:
         """Carry out one core output (``ryu_apps.effects``) and send it in one write."""
@@ -292,29 +294,11 @@ class NatGateway(App):  # type: ignore[misc]
 
     # The GRE demultiplexer.
 
-    def _demux_probe_entry(self) -> None:
-        if self.demux.port is not None:
-            self.effects.flow_mods([flowmods.demux_probe(self.demux.port, PROBE_RETURN)])
-
-    def _demux_health(self, now: float) -> None:
-        state = self.demux.health(now)
-        if state is not None:
-            output = self.core.demux_available(state, now)
-            if state:
-                self.demux.keep_only(output.decisions)
-            self.effects.apply(output)
-
     def heartbeat(self) -> None:
         """Send the demultiplexer its probe; act on a change of its health."""
-        port = self.demux.port
-        if not self.ready:
-            return
-        now = self.now()
-        frame = self.demux.probe(now)
-        with self.switch.outbox:
-            if frame is not None and port is not None:
-                self.switch.outbox.packet_out(port, frame)
-            self._demux_health(now)
+        if self.ready:
+            with self.switch.outbox:
+                self.demux_side.beat(self.now())
 
     # Time.
 
