@@ -16,7 +16,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 PORT = 5001
 
@@ -55,15 +55,21 @@ async def client(server_ip: str, connections: int, parallel: int) -> dict[str, o
         except (OSError, asyncio.IncompleteReadError) as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
 
+    seconds = await spread(lambda _i: one(), connections, parallel)
+    return {"connections": connections, "latencies": latencies, "seconds": seconds,
+            "failed": len(failures), "failures": failures[:10]}
+
+
+async def spread(one: Callable[[int], Awaitable[None]], count: int, parallel: int) -> float:
+    """Run ``one(i)`` for i in 0..count-1, ``parallel`` at a time, each worker taking
+    every ``parallel``-th; return the seconds it took."""
     async def worker(share: range) -> None:
-        for _ in share:
-            await one()
+        for i in share:
+            await one(i)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker(range(i, connections, parallel)) for i in range(parallel)))
-    return {"connections": connections, "latencies": latencies,
-            "seconds": time.perf_counter() - started, "failed": len(failures),
-            "failures": failures[:10]}
+    await asyncio.gather(*(worker(range(i, count, parallel)) for i in range(parallel)))
+    return time.perf_counter() - started
 
 
 def main(argv: Sequence[str] | None = None) -> int:

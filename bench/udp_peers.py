@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bench.tcp_peers import spread
+
 PORT = 5002
 FIRST_PORT = 20000
 LAST_PORT = 65535
@@ -83,15 +85,9 @@ async def client(server_ip: str, sessions: int, parallel: int, first_port: int =
         finally:
             transport.close()
 
-    async def worker(share: range) -> None:
-        for i in share:
-            await one(first_port + i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(range(i, sessions, parallel)) for i in range(parallel)))
-    return {"sessions": sessions, "latencies": latencies,
-            "seconds": time.perf_counter() - started, "failed": len(failures),
-            "failures": failures[:10]}
+    seconds = await spread(lambda i: one(first_port + i), sessions, parallel)
+    return {"sessions": sessions, "latencies": latencies, "seconds": seconds,
+            "failed": len(failures), "failures": failures[:10]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
