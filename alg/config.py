@@ -196,7 +196,7 @@ class AlgConfig:
     fragment_memory: int = 4 * 1024 * 1024
     fragment_memory_per_source: int = 256 * 1024
     fragments_per_datagram: int = 64
-    ordinary_nat: str = "controller"
+    ordinary_nat: str = "conntrack"
     ct_zone: int = 1
     ct_ports_per_host: int = 512
 
@@ -534,7 +534,7 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         gre_outbound_strict=_bool("gre_outbound_strict", raw["gre_outbound_strict"]),
         gre_demux=bool(str(raw["gre_demux_port"] or "").strip()),
         policy=str(raw["policy"] or "open"),
-        ordinary_nat=str(raw["ordinary_nat"] or "controller"),
+        ordinary_nat=str(raw["ordinary_nat"] or "conntrack"),
         **numbers,
     )
     if not raw["inside_gateway"]:

@@ -118,6 +118,9 @@ GLOBAL_ERROR_BURST = 1000.0
 MAX_SOURCES = 4096
 """Most sources with a Time Exceeded budget of their own at once."""
 THIS_NETWORK = IPv4Network("0.0.0.0/8")
+LOOPBACK = IPv4Network("127.0.0.0/8")
+MULTICAST = IPv4Network("224.0.0.0/4")
+RESERVED = IPv4Network("240.0.0.0/4")
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
 _CHECKSUM_OFFSET = {Proto.TCP: 16, Proto.UDP: 6, Proto.ICMP: 2}
@@ -358,6 +361,15 @@ class Martians:
         return (address in self._addresses or address.is_loopback or address.is_multicast
                 or address.is_reserved or address in THIS_NETWORK
                 or (self._inside is not None and address in self._inside))
+
+    def networks(self) -> list[IPv4Network]:
+        """The martian sources as networks, exactly the addresses ``in`` them, for
+        entries that match them (the datapath's NAT)."""
+        nets = [IPv4Network(address) for address in sorted(self._addresses)]
+        nets += [LOOPBACK, MULTICAST, RESERVED, THIS_NETWORK]
+        if self._inside is not None:
+            nets.append(self._inside)
+        return nets
 
 
 def parse_quote(icmp: bytes) -> Quote:

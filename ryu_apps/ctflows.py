@@ -3,9 +3,10 @@ functions from the core's decisions to flow-mods.
 
 Four tables (numbers in ``ryu_apps.switch``)::
 
-    0 CLASSIFY  PPTP, echo and what the controller keeps -> controller (as without
-                conntrack); an inside host's packets (entry per host, ``in_port``,
-                ``eth_src``, ``ipv4_src``) and packets to a public address ->
+    0 CLASSIFY  PPTP, echo, ICMP from martian sources and what the controller keeps
+                -> controller (as without conntrack); an inside host's packets (entry
+                per host, ``in_port``, ``eth_src``, ``ipv4_src``) and packets to a
+                public address ->
                 dec_ttl, ct(zone, nat) -> CT_OUT or CT_IN
     1 CT_OUT    new TCP or UDP connection of host H -> ct(commit, zone,
                 nat(src=A_H:block_H)) -> ROUTE; established, related, or new and
@@ -98,10 +99,18 @@ def _network(net: IPv4Network) -> tuple[IPv4Address, IPv4Address]:
 
 
 def static(inside_ports: Iterable[int], outside_port: int, config: AlgConfig,
-           inside_subnet: IPv4Network) -> list[wire.Message]:
-    """The tables' static entries (kind PIPELINE), beside ``flowmods.pipeline``'s."""
+           inside_subnet: IPv4Network, martians: Iterable[IPv4Network]
+           ) -> list[wire.Message]:
+    """The tables' static entries (kind PIPELINE), beside ``flowmods.pipeline``'s.
+    ICMP from outside sent from a ``martians`` source goes to the controller, which drops
+    and counts it (``icmp_martians``), before the tracker could relate it to a connection
+    and deliver it."""
     zone = config.ct_zone
-    mods: list[wire.Message] = []
+    mods: list[wire.Message] = [
+        _entry(TABLE_CLASSIFY, PRIORITY_KEEP, {
+            "in_port": outside_port, **_IPV4, "ip_proto": Proto.ICMP,
+            "ipv4_src": _network(net)}, _punt(METER_OUTSIDE_NEW))
+        for net in martians]
     for port in inside_ports:
         meter = METER_INSIDE_PORT + port
         here: dict[str, wire.Value] = {"in_port": port, **_IPV4}

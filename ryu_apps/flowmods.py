@@ -64,6 +64,7 @@ from alg.events import (
     RemoveEntries,
     SessionEntries,
 )
+from alg.icmp import Martians
 from alg.nat import Proto
 from alg.neighbours import L2, Side
 from ryu_apps import ctflows, wire
@@ -190,7 +191,10 @@ def pipeline_again(inside_ports: Sequence[int], outside_port: int, config: Gatew
     mods = [remove(RemoveEntries(EntryKind.PIPELINE, 0)),
             *pipeline(inside_ports, outside_port, alg.public_ips, alg.alg_enabled)]
     if alg.ordinary_nat == "conntrack":
-        mods += ctflows.static(inside_ports, outside_port, alg, config.inside_subnet)
+        own = (*alg.public_ips, config.inside_gateway)
+        martians = Martians(own, config.inside_subnet, config.outside_subnet)
+        mods += ctflows.static(inside_ports, outside_port, alg, config.inside_subnet,
+                               martians.networks())
     return mods
 
 

@@ -314,3 +314,76 @@ def test_a_hosts_first_connections_at_once_need_no_retransmission(gateway: Facto
     out, err = proc.communicate(timeout=30)
     assert json.loads(out) == {"opened": 8}, (out, err)
     assert gw.counters()["hosts_bound"] == 1
+
+
+UDP_WATCHER = """
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"open")
+s.settimeout(5)
+print(json.loads(s.recv(2048))["peer"], flush=True)
+for line in sys.stdin:
+    s.settimeout(float(line))
+    try:
+        s.recv(2048)
+        print("data", flush=True)
+    except ConnectionRefusedError:
+        print("refused", flush=True)
+    except socket.timeout:
+        print("nothing", flush=True)
+"""
+
+PORT_UNREACHABLE = """
+import socket, struct, sys
+def checksum(data):
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+def ip(src, dst, proto, body):
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 7, 0, 64, proto, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + body
+source, public, public_port, server, server_port = sys.argv[1:6]
+quoted = ip(public, server, 17, struct.pack("!HHHH", int(public_port), int(server_port), 12, 0)
+            + b"open")
+icmp = struct.pack("!BBHI", 3, 3, 0, 0) + quoted
+icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+raw.sendto(ip(source, public, 1, icmp), (public, 0))
+"""
+
+
+def test_an_icmp_error_from_a_martian_source_never_reaches_the_tracked_host(
+        gateway: Factory) -> None:
+    """The tracker relates an ICMP error to a connection by its quote alone; sent from an
+    inside address (a martian on the outside) it is dropped and counted, as the
+    controller's NAT does; the same error from the server reaches the host."""
+    import subprocess
+    import sys
+
+    gw = gateway(1, options=CONNTRACK)
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    watcher = gw.popen(gw.client(1), [sys.executable, "-c", UDP_WATCHER, SERVER_IP,
+                                      str(PORT)], stdin=subprocess.PIPE, text=True)
+    assert watcher.stdout is not None and watcher.stdin is not None
+    public, public_port = watcher.stdout.readline().strip().rsplit(":", 1)
+    assert public == PUBLIC_IP
+
+    def error_from(source: str) -> str:
+        sender = gw.popen(gw.server, [sys.executable, "-c", PORT_UNREACHABLE, source, public,
+                                      public_port, SERVER_IP, str(PORT)])
+        assert sender.wait(timeout=10) == 0
+        assert watcher.stdin is not None and watcher.stdout is not None
+        watcher.stdin.write("1.5\n")
+        watcher.stdin.flush()
+        return watcher.stdout.readline().strip()
+
+    before = gw.counters()["icmp_martians"]
+    assert error_from("192.168.1.77") == "nothing"
+    assert gw.counters()["icmp_martians"] == before + 1
+    assert error_from(SERVER_IP) == "refused"
+    watcher.stdin.close()
+    watcher.wait(timeout=10)

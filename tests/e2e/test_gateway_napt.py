@@ -1,4 +1,6 @@
-"""Ordinary NAPT through the gateway: TCP and UDP of several clients to one listener."""
+"""Ordinary NAPT by the controller (``ordinary_nat = controller``): TCP and UDP of several
+clients to one listener, a NAT session per flow. The datapath's NAT (the default) has its
+own tests in ``test_conntrack_nat.py``."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ Factory = Callable[..., GatewayLab]
 PORT = 8000
 SAME_PORT = 40000
 N = 3
+CONTROLLER = {"ordinary_nat": "controller"}
 
 
 def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
@@ -36,7 +39,7 @@ def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
 
 
 def test_tcp_and_udp_from_several_clients_with_the_same_source_port(gateway: Factory) -> None:
-    gw = gateway(N)
+    gw = gateway(N, options=CONTROLLER)
     gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
     wait_for(lambda: log_records(gw), 5, "the listener in srv")
 

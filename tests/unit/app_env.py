@@ -27,5 +27,8 @@ OPTIONS: dict[str, Any] = {
     "gateway_mac": GW_MAC,
     "stats_interval": 5.0,
     "rest_port": 0,
+    "ordinary_nat": "controller",
 }
-"""Inside ports ``in1`` and ``in2`` (OpenFlow ports 1 and 2), outside port ``out`` (100)."""
+"""Inside ports ``in1`` and ``in2`` (OpenFlow ports 1 and 2), outside port ``out`` (100).
+Ordinary NAT by the controller: the fake switch has no connection tracker, so the
+datapath's NAT (the default) is tested end to end on real OVS (``tests/e2e``)."""

@@ -71,8 +71,9 @@ PUBLIC2 = IPv4Address("203.0.113.3")
 
 
 def config(**changes: object) -> AlgConfig:
-    """The default configuration with ``changes``."""
-    return AlgConfig(**changes)  # type: ignore[arg-type]
+    """The default configuration with ``changes``, ordinary NAT by the controller unless
+    ``changes`` says otherwise: the core's own sessions are what these tests exercise."""
+    return AlgConfig(**{"ordinary_nat": "controller", **changes})  # type: ignore[arg-type]
 
 
 def gateway(**changes: object) -> Gateway:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alg.events import (
     TCP_SYN,
@@ -151,7 +153,7 @@ def test_a_hosts_entries_track_its_packets_commit_into_its_block_and_deliver_rep
 def test_only_what_the_tracker_translated_is_routed() -> None:
     gw = gateway(**CONNTRACK)
     mods = [parsed(m) for m in ctflows.static([1, 2], 100, gw.config,
-                                               IPv4Network("192.168.1.0/24"))]
+                                               IPv4Network("192.168.1.0/24"), [])]
     route = [m for m in mods if m.table_id == switch.TABLE_ROUTE]  # type: ignore[attr-defined]
     for m in route:
         state, mask = dict(m.match.items())["ct_state"]  # type: ignore[attr-defined]
@@ -278,7 +280,7 @@ def test_a_binding_whose_entries_cannot_go_in_ends_and_gives_its_block_back() ->
 def test_other_protocols_and_unrelated_icmp_never_enter_the_trackers_commit() -> None:
     gw = gateway(**CONNTRACK)
     mods = [parsed(m) for m in ctflows.static([1, 2], 100, gw.config,
-                                               IPv4Network("192.168.1.0/24"))]
+                                               IPv4Network("192.168.1.0/24"), [])]
     ask = [m for m in mods if m.table_id == switch.TABLE_CT_OUT  # type: ignore[attr-defined]
            and m.priority == ctflows.PRIORITY_ICMP]  # type: ignore[attr-defined]
     assert sorted(dict(m.match.items())["in_port"] for m in ask) == [1, 2]  # type: ignore[attr-defined]
@@ -319,3 +321,40 @@ def test_a_bound_hosts_pin_stays_so_another_port_cannot_take_its_replies() -> No
     assert table.admit_inside(2, "0a:00:00:00:00:02", victim, WEB, PIN_SECONDS * 5) \
         is Route.OUTSIDE
 
+
+
+MARTIAN_EDGES = ["0.0.0.0", "0.255.255.255", "1.0.0.0", "126.255.255.255", "127.0.0.1",
+                 "128.0.0.0", "223.255.255.255", "224.0.0.1", "239.255.255.255", "240.0.0.0",
+                 "255.255.255.254", "255.255.255.255", "192.168.0.255", "192.168.1.0",
+                 "192.168.1.255", "192.168.2.0", "203.0.113.2", "203.0.113.3",
+                 "203.0.113.255", "203.0.113.254", "192.168.1.254"]
+
+
+@given(st.one_of(st.sampled_from(MARTIAN_EDGES).map(IPv4Address),
+                 st.integers(0, 2**32 - 1).map(IPv4Address)))
+def test_the_martian_networks_hold_exactly_the_martians(address: IPv4Address) -> None:
+    from alg.icmp import Martians
+
+    martians = Martians((PUBLIC, IPv4Address("192.168.1.254")),
+                        IPv4Network("192.168.1.0/24"), IPv4Network("203.0.113.0/24"))
+    assert (address in martians) == any(address in net for net in martians.networks())
+
+
+def test_icmp_from_a_martian_source_reaches_the_controller_before_the_tracker() -> None:
+    """The tracker would relate an error from any source to the connection it quotes."""
+    gw = gateway(**CONNTRACK)
+    nets = [IPv4Network("127.0.0.0/8"), IPv4Network("192.168.1.0/24")]
+    mods = [parsed(m) for m in ctflows.static([1, 2], 100, gw.config,
+                                               IPv4Network("192.168.1.0/24"), nets)]
+    classify = [m for m in mods if m.table_id == switch.TABLE_CLASSIFY]  # type: ignore[attr-defined]
+    guards = [m for m in classify if "ipv4_src" in dict(m.match.items())]  # type: ignore[attr-defined]
+    assert sorted(dict(m.match.items())["ipv4_src"] for m in guards) == sorted(  # type: ignore[attr-defined]
+        (str(n.network_address), str(n.netmask)) for n in nets)
+    track = [m for m in classify if m.priority == ctflows.PRIORITY_TRACK]  # type: ignore[attr-defined]
+    for guard in guards:
+        fields = dict(guard.match.items())  # type: ignore[attr-defined]
+        assert (fields["in_port"], fields["ip_proto"]) == (100, 1)
+        assert guard.priority > max(m.priority for m in track)  # type: ignore[attr-defined]
+        [meter, apply] = guard.instructions  # type: ignore[attr-defined]
+        assert meter.meter_id == switch.METER_OUTSIDE_NEW
+        assert [a.port for a in apply.actions] == [ofp.OFPP_CONTROLLER]

@@ -23,7 +23,8 @@ R2 = IPv4Address("198.51.100.9")
 
 
 def table(*public_ips: IPv4Address, **overrides: Any) -> NatTable:
-    config = AlgConfig(public_ips=public_ips or (P1,), **overrides)
+    config = AlgConfig(public_ips=public_ips or (P1,),
+                       **{"ordinary_nat": "controller", **overrides})
     return NatTable(config)
 
 
