@@ -241,7 +241,10 @@ class GatewayConfig:
     """Everything the gateway needs: the core's config plus the switch and L2 facts.
 
     Attributes:
-        bridge: the OVS bridge's name (informational).
+        bridge: the OVS bridge this gateway binds to, by the name its LOCAL port
+            reports; empty: by ``datapath_id``.
+        datapath_id: the datapath ID of the switch this gateway binds to; None: by
+            ``bridge`` (neither: the first switch that connects).
         inside_ports, outside_port: OVS port names.
         inside_subnet, inside_gateway: the inside subnet and the gateway's address in it.
         outside_subnet: the on-link outside subnet (the public addresses' neighbours).
@@ -269,6 +272,7 @@ class GatewayConfig:
     next_hop: IPv4Address | None = None
     gateway_mac: str = "02:00:5e:00:01:fe"
     bridge: str = ""
+    datapath_id: int | None = None
     stats_interval: float = 5.0
     state_file: str = ""
     gre_demux_port: str = ""
@@ -339,7 +343,12 @@ class Option:
 
 _ALG = AlgConfig()
 OPTIONS: tuple[Option, ...] = (
-    Option("bridge", "str", "", "name of the OVS bridge (informational)"),
+    Option("bridge", "str", "", "the OVS bridge this gateway binds to, by the name its "
+           "LOCAL port reports (empty: by datapath_id; both empty: the first switch that "
+           "connects)"),
+    Option("datapath_id", "str", "", "the datapath ID of the switch this gateway binds "
+           "to, in hex as ovs-vsctl shows it (empty: by bridge)",
+           rule="1 to 16 hex digits, 0x allowed, or empty"),
     Option("inside_ports", "list", [], "OVS port names on the inside",
            rule="at least one"),
     Option("outside_port", "str", "", "OVS port name on the outside",
@@ -509,6 +518,18 @@ def _shown(default: object) -> str:
     return f"`{default}`"
 
 
+
+def _datapath_id(value: object) -> int | None:
+    text = str(value or "").strip().lower()
+    if not text:
+        return None
+    digits = text.removeprefix("0x")
+    if not 1 <= len(digits) <= 16 or any(c not in "0123456789abcdef" for c in digits):
+        raise ConfigError("datapath_id", f"must be 1 to 16 hex digits (0x allowed), got "
+                          f"{value!r}")
+    return int(digits, 16)
+
+
 def load(values: Mapping[str, Any]) -> GatewayConfig:
     """Validate raw option values (by option name) into a :class:`GatewayConfig`.
 
@@ -548,7 +569,8 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         outside_subnet=_network("outside_subnet", raw["outside_subnet"]),
         next_hop=_address("next_hop", raw["next_hop"]) if raw["next_hop"] else None,
         gateway_mac=str(raw["gateway_mac"] or "").lower(),
-        bridge=str(raw["bridge"] or ""),
+        bridge=str(raw["bridge"] or "").strip(),
+        datapath_id=_datapath_id(raw["datapath_id"]),
         stats_interval=_number(_option("stats_interval"), raw["stats_interval"]),
         state_file=str(raw["state_file"] or "").strip(),
         gre_demux_port=str(raw["gre_demux_port"] or "").strip(),

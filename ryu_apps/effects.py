@@ -61,6 +61,7 @@ class AppCounters(CounterSet):
     restores: int = 0
     reconciliations: int = 0
     ct_limit_errors: int = 0
+    switches_refused: int = 0
 
 
 class Effects:

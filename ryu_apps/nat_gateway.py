@@ -43,6 +43,7 @@ from alg.neighbours import NeighbourTable, Side
 from demux.link import HEARTBEAT, DemuxLink
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, ingress, packets, rest, switch
+from ryu_apps.binding import Binder, Claim, bridge_name, describe_switch
 from ryu_apps.demux_side import DemuxSide
 from ryu_apps.effects import AppCounters, Effects, Send
 from ryu_apps.fragments import FragmentPath
@@ -59,6 +60,7 @@ from ryu_apps.framework import (
     on,
 )
 from ryu_apps.lifecycle import Switch, port_name, port_numbers, resolve_ports
+from ryu_apps.outbox import Outbox
 from ryu_apps.packet_in import use_fast_packet_in
 from ryu_apps.recovery import recover
 from ryu_apps.store import Store
@@ -105,6 +107,8 @@ class NatGateway(App):  # type: ignore[misc]
         self.counters = AppCounters()
         self.fragments = FragmentPath(self.config, self.core.counters, self.counters)
         self.switch = Switch(self.counters)
+        self.binder = Binder([Claim("gateway", self.config.datapath_id,
+                                    self.config.bridge)])
         self.effects = Effects(self.core, self.config, self.switch.outbox, self.neighbours,
                                self.fragments, self.demux, store, self.counters,
                                lambda: self.now())
@@ -125,7 +129,8 @@ class NatGateway(App):  # type: ignore[misc]
         if self.demux.enabled:
             self.threads.append(hub.spawn(every, HEARTBEAT, "GRE demultiplexer heartbeat",
                                           self.heartbeat))
-        LOG.info("gateway configured: %s", self.config.describe())
+        LOG.info("gateway configured: %s; binds to %s", self.config.describe(),
+                 self.binder.claims[0].describe())
 
     @staticmethod
     def now() -> float:
@@ -149,12 +154,18 @@ class NatGateway(App):  # type: ignore[misc]
 
     # The switch.
 
+    def _ours(self, dp: Any) -> bool:
+        """True for the datapath the gateway is bound to (``ryu_apps.binding``)."""
+        return dp is not None and dp is self.datapath
+
     @on(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev: Any) -> None:
+        """Any switch: its port description names its bridge, which binds it."""
         dp = ev.msg.datapath
-        self.switch.connected(dp)
-        with self.switch.outbox:
-            self.switch.outbox.request(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+        outbox = Outbox(self.counters)
+        outbox.connect(dp)
+        with outbox:
+            outbox.request(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
 
     @on(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _switch_gone(self, ev: Any) -> None:
@@ -165,8 +176,15 @@ class NatGateway(App):  # type: ignore[misc]
     @on(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev: Any) -> None:
         dp = ev.msg.datapath
-        ports = resolve_ports(port_numbers(ev.msg.body), self.config.inside_ports,
-                              self.config.outside_port)
+        numbers = port_numbers(ev.msg.body)
+        bridge = bridge_name(numbers)
+        if self.binder.bind(dp.id, bridge) is None:
+            self.counters.switches_refused += 1
+            LOG.error("%s connected, but the gateway binds to %s: nothing installed",
+                      describe_switch(dp.id, bridge), self.binder.claims[0].describe())
+            return
+        self.switch.connected(dp)
+        ports = resolve_ports(numbers, self.config.inside_ports, self.config.outside_port)
         if isinstance(ports, list):
             LOG.error("switch has no port named %s; pipeline not installed", ", ".join(ports))
             return
@@ -195,6 +213,8 @@ class NatGateway(App):  # type: ignore[misc]
 
     @on(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:
+        if not self._ours(ev.msg.datapath):
+            return
         desc = ev.msg.desc
         port = None if ev.msg.reason == ofproto_v1_3.OFPPR_DELETE else desc.port_no
         moved = self.demux.port_status(port_name(desc), port, desc.state)
@@ -204,6 +224,8 @@ class NatGateway(App):  # type: ignore[misc]
 
     @on(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev: Any) -> None:
+        if not self._ours(ev.msg.datapath):
+            return
         self.counters.packet_ins += 1
         if not self.ready:
             self.counters.packet_ins_before_ready += 1
@@ -223,6 +245,8 @@ class NatGateway(App):  # type: ignore[misc]
         """The entries read on connection (then the reconciliation), or the periodic
         counts, summed per cookie over the reply's parts, then reported to the core."""
         msg = ev.msg
+        if not self._ours(msg.datapath):
+            return
         reading = self.switch.is_entries_reply(msg.xid)
         sums = self.switch.entries if reading else self.switch.stats
         sums.add(msg.body)
@@ -239,6 +263,8 @@ class NatGateway(App):  # type: ignore[misc]
 
     @on(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev: Any) -> None:
+        if not self._ours(ev.msg.datapath):
+            return
         self.counters.flows_removed += 1
         decoded = switch.decode_cookie(ev.msg.cookie)
         if decoded is not None:

@@ -32,3 +32,6 @@ OPTIONS: dict[str, Any] = {
 """Inside ports ``in1`` and ``in2`` (OpenFlow ports 1 and 2), outside port ``out`` (100).
 Ordinary NAT by the controller: the fake switch has no connection tracker, so the
 datapath's NAT (the default) is tested end to end on real OVS (``tests/e2e``)."""
+PORTS = (("in1", IN1), ("in2", IN2), ("out", OUT), ("br-test", 0xFFFFFFFE))
+"""The switch's port description: the options' ports and the LOCAL port, named after
+the bridge the options bind to."""

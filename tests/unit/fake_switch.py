@@ -501,6 +501,8 @@ class FakeSwitch(FakeDatapath):
         max_hops: how long a chain of causes may get (a frame causing a packet-in
             causing a packet-out causing a frame...) before :class:`LoopError`.
         max_events: how many queued events one :meth:`run` may deliver.
+        bridge: the name of its LOCAL port, which Open vSwitch gives the bridge's.
+        datapath_id: its datapath ID.
 
     Attributes:
         delivered: frames sent out of each port, by port number, in order.
@@ -525,8 +527,12 @@ class FakeSwitch(FakeDatapath):
         clock: Callable[[], float],
         max_hops: int = 32,
         max_events: int = 10_000,
+        bridge: str = "br-test",
+        datapath_id: int = 1,
     ) -> None:
         super().__init__()
+        self.id = datapath_id
+        self.bridge = bridge
         self.ports = dict(ports)
         self.clock = clock
         self.max_hops = max_hops
@@ -639,7 +645,7 @@ class FakeSwitch(FakeDatapath):
             body = [
                 PARSER.OFPPort(number, f"02:00:00:00:00:{number & 0xFF:02x}", name.encode(),
                                0, 0, 0, 0, 0, 0, 0, 0)
-                for name, number in self.ports.items()
+                for name, number in (*self.ports.items(), (self.bridge, OFP.OFPP_LOCAL))
             ]
             self._to_app(PARSER.OFPPortDescStatsReply(self, body=body, flags=0))
         elif isinstance(msg, PARSER.OFPSetAsync):

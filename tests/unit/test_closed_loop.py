@@ -215,6 +215,21 @@ def test_the_pipeline_is_installed_from_the_port_description(lab: Lab) -> None:
     assert lab.switch.entries(in_port=OUT, ipv4_dst=str(PUBLIC), ip_proto=6, tcp_src=1723)
 
 
+def test_a_switch_the_gateway_does_not_bind_gets_nothing_and_takes_nothing_over(
+        lab: Lab) -> None:
+    """Once any switch that connected became the gateway's datapath."""
+    other = FakeSwitch({"in1": IN1, "in2": IN2, "out": OUT}, lab.clock, bridge="br-other",
+                       datapath_id=2)
+    other.connect(lab.app)
+    assert [type(m).__name__ for m in other.sent] == ["OFPPortDescStatsRequest"]
+    assert other.table == [] and other.meters == {}
+    assert lab.app.counters.switches_refused == 1
+    assert lab.app.datapath is lab.switch
+    d = lab.dial(lab.client1, 4242)
+    assert d.server_call.peer_call_id == 4242
+    assert [type(m).__name__ for m in other.sent] == ["OFPPortDescStatsRequest"]
+
+
 # a. The flow path.
 
 def test_a_call_whose_id_is_kept_carries_gre_on_flow_entries_only(lab: Lab) -> None:

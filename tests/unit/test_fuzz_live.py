@@ -42,6 +42,7 @@ from tests.unit.app_env import (
     IN2,
     OPTIONS,
     OUT,
+    PORTS,
     PUBLIC,
     SERVER,
     SERVER_MAC,
@@ -86,7 +87,7 @@ class Victim:
         self.app.now = lambda: 1000.0  # type: ignore[method-assign]
         self.dp = FakeDatapath()
         ports = [SimpleNamespace(name=n.encode(), port_no=no)
-                 for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+                 for n, no in PORTS]
         self.app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp)))
         self.app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=self.dp, body=ports)))
         self.app._flow_stats(SimpleNamespace(msg=SimpleNamespace(

@@ -43,6 +43,7 @@ from tests.unit.app_env import (
     OPTIONS,
     OTHER_MAC,
     OUT,
+    PORTS,
     PUBLIC,
     SERVER,
     SERVER_MAC,
@@ -78,7 +79,7 @@ def app(monkeypatch: pytest.MonkeyPatch, dp: FakeDatapath, clock: Clock) -> NatG
     gateway = NatGateway()
     gateway.now = clock  # type: ignore[method-assign]
     ports = [SimpleNamespace(name=name.encode(), port_no=no)
-             for name, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+             for name, no in PORTS]
     gateway._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     gateway._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
     reply = SimpleNamespace(xid=gateway.switch.reconcile_xid, body=[], flags=0, datapath=dp)
@@ -368,7 +369,7 @@ def test_flow_removed_tells_the_core(app: NatGateway, monkeypatch: pytest.Monkey
 
     def removed(cookie: int) -> None:
         app._flow_removed(SimpleNamespace(msg=SimpleNamespace(
-            cookie=cookie, packet_count=3, byte_count=300,
+            cookie=cookie, packet_count=3, byte_count=300, datapath=app.datapath,
         )))
 
     removed(switch.cookie(EntryKind.SESSION, 7))
@@ -604,7 +605,7 @@ def reconnect(app: NatGateway, new: FakeDatapath) -> None:
     """The switch comes back as a new datapath object, up to ready."""
     app._switch_gone(SimpleNamespace(datapath=app.datapath))
     ports = [SimpleNamespace(name=n.encode(), port_no=no)
-             for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+             for n, no in PORTS]
     app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=new)))
     app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=new, body=ports)))
     reply = SimpleNamespace(xid=app.switch.reconcile_xid, body=[], flags=0, datapath=new)

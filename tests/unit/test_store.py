@@ -27,7 +27,7 @@ from alg.snapshot import (
 from ryu_apps import nat_gateway, rest
 from ryu_apps.framework import hub
 from ryu_apps.store import Store
-from tests.unit.app_env import GW_MAC, IN1, IN2, OPTIONS, OUT, PUBLIC, SERVER
+from tests.unit.app_env import GW_MAC, OPTIONS, OUT, PORTS, PUBLIC, SERVER
 from tests.unit.fake_switch import FakeDatapath
 
 A, B, S = IPv4Address("192.168.1.1"), IPv4Address("203.0.113.2"), IPv4Address("203.0.113.1")
@@ -239,7 +239,7 @@ def connected_app(monkeypatch: pytest.MonkeyPatch, path: Path) -> nat_gateway.Na
     dp = FakeDatapath()
     app = nat_gateway.NatGateway()
     ports = [SimpleNamespace(name=n.encode(), port_no=no)
-             for n, no in (("in1", IN1), ("in2", IN2), ("out", OUT))]
+             for n, no in PORTS]
     app._switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=dp)))
     app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=ports)))
     app._flow_stats(SimpleNamespace(msg=SimpleNamespace(
