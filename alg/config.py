@@ -42,6 +42,7 @@ _COUNTS = (
     "punt_rate_arp", "punt_rate_inside_port", "punt_rate_outside_control",
     "punt_rate_outside_new", "punt_rate_gre", "punt_rate_control_connections",
     "fragment_memory", "fragment_memory_per_source", "fragments_per_datagram",
+    "ct_time_wait",
 )
 
 
@@ -144,6 +145,8 @@ class AlgConfig:
         ct_zone: the connection tracker's zone of this gateway (``conntrack``).
         ct_ports_per_host: the size of each inside host's block of public ports
             (``conntrack``).
+        ct_time_wait: seconds the tracker keeps a closed TCP connection, and so its
+            public port from new connections (``conntrack``; the zone's timeout policy).
         gre_outbound_strict: client -> server GRE goes through the controller, which
             passes only the keys of the client's own calls (the switch cannot match the
             key; off, the flow entry passes any key, as Linux conntrack does).
@@ -199,6 +202,7 @@ class AlgConfig:
     ordinary_nat: str = "conntrack"
     ct_zone: int = 1
     ct_ports_per_host: int = 512
+    ct_time_wait: int = 120
 
     def __post_init__(self) -> None:
         check_public_ips(self.public_ips)
@@ -439,6 +443,11 @@ OPTIONS: tuple[Option, ...] = (
            "inside host's block (ordinary_nat = conntrack, RFC 7422): an address of the "
            "pool serves (port_max - port_min + 1) / ct_ports_per_host hosts",
            rule="1..port_max - port_min + 1 (checked with ordinary_nat = conntrack)"),
+    Option("ct_time_wait", "int", _ALG.ct_time_wait, "seconds the connection tracker "
+           "keeps a closed TCP connection, and so its public port from new ones "
+           "(ordinary_nat = conntrack; the zone's timeout policy): at least the servers' "
+           "TIME-WAIT (Linux: 60 s), or a new connection drawing that port is refused",
+           rule="at least 1"),
     Option("gre_outbound_strict", "bool", _ALG.gre_outbound_strict,
            "client -> server GRE through the controller, only the client's own keys"),
     Option("stats_interval", "float", 5.0, "seconds between flow statistics polls",

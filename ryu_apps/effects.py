@@ -62,6 +62,7 @@ class AppCounters(CounterSet):
     reconciliations: int = 0
     ct_limit_errors: int = 0
     switches_refused: int = 0
+    ct_policy_errors: int = 0
 
 
 class Effects:
@@ -131,9 +132,11 @@ class Effects:
             self.counters.store_errors += 1
             LOG.error("nat.state_file: %s", exc)
 
-    def limit_zone(self) -> None:
+    def limit_zone(self, bridge: str) -> None:
         """With ``ordinary_nat = conntrack``: the tracker's limit of the gateway's zone is
-        ``max_sessions`` (``ryu_apps.ctlimits``); a failure is logged and counted."""
+        ``max_sessions``, its closed TCP connections are kept ``ct_time_wait`` seconds
+        (``ryu_apps.ctlimits``, on ``bridge``'s datapath); a failure is logged and
+        counted."""
         alg = self.config.alg
         if alg.ordinary_nat != "conntrack":
             return
@@ -142,6 +145,12 @@ class Effects:
             self.counters.ct_limit_errors += 1
             LOG.error("the connection tracker's limit of zone %d (nat.max_sessions) cannot "
                       "be set here: %s", alg.ct_zone, problem)
+        problem = (ctlimits.set_zone_timeouts(bridge, alg.ct_zone, alg.ct_time_wait)
+                   if bridge else "the switch names no bridge (nat.bridge)")
+        if problem is not None:
+            self.counters.ct_policy_errors += 1
+            LOG.error("the connection tracker's timeout policy of zone %d "
+                      "(nat.ct_time_wait) cannot be set here: %s", alg.ct_zone, problem)
 
     def flow_mods(self, mods: list[wire.Message]) -> None:
         """Queue flow-mods of the app's own (the pipeline, the demultiplexer's probe)."""

@@ -120,6 +120,8 @@ class Switch:
     Attributes:
         state: where it is in its life.
         ports: its port numbers, once its port description is known.
+        bridge: its bridge's name (its LOCAL port's), once its port description is
+            known; None when it reports none.
         outbox: the queue of its messages.
         entries: the sums of the reply to the request made on connection (RECONCILE).
         stats: the sums of the periodic statistics request's reply.
@@ -128,6 +130,7 @@ class Switch:
     def __init__(self, counters: OutboxCounters) -> None:
         self.state = SwitchState.DISCONNECTED
         self.ports: Ports | None = None
+        self.bridge: str | None = None
         self.outbox = Outbox(counters)
         self.entries = CookieSums()
         self.stats = CookieSums()

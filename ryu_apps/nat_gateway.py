@@ -184,6 +184,7 @@ class NatGateway(App):  # type: ignore[misc]
                       describe_switch(dp.id, bridge), self.binder.claims[0].describe())
             return
         self.switch.connected(dp)
+        self.switch.bridge = bridge
         ports = resolve_ports(numbers, self.config.inside_ports, self.config.outside_port)
         if isinstance(ports, list):
             LOG.error("switch has no port named %s; pipeline not installed", ", ".join(ports))
@@ -207,7 +208,7 @@ class NatGateway(App):  # type: ignore[misc]
                                                            self.config))
             self.demux_side.probe_entry()
             self.effects.apply(output)
-        self.effects.limit_zone()
+        self.effects.limit_zone(self.switch.bridge or self.config.bridge)
         self.switch.became_ready()
         LOG.info("pipeline installed on datapath %016x", dp.id)
 

@@ -49,4 +49,11 @@ if ! ovs-appctl --timeout=3 -t ovs-vswitchd version >/dev/null 2>&1; then
   /usr/share/openvswitch/scripts/ovs-ctl --no-ovsdb-server --no-monitor start >/dev/null 2>&1 || true
   ovs-appctl --timeout=10 -t ovs-vswitchd version >/dev/null
 fi
+# The userspace datapath's record, where the gateways' zones keep their timeout policies
+# (made here once, so that labs started side by side never make it at the same time:
+# a record made anew replaces the one there with its policies).
+if [ -z "$(ovs-vsctl --timeout=5 --if-exists get Open_vSwitch . datapaths:netdev)" ]; then
+  ovs-vsctl --timeout=5 -- --id=@dp create Datapath datapath_version=0 \
+    -- set Open_vSwitch . datapaths:netdev=@dp >/dev/null
+fi
 log "ready: $(ovs-vsctl --version | head -1), $(.venv/bin/python --version)"

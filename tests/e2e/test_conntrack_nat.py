@@ -387,3 +387,28 @@ def test_an_icmp_error_from_a_martian_source_never_reaches_the_tracked_host(
     assert error_from(SERVER_IP) == "refused"
     watcher.stdin.close()
     watcher.wait(timeout=10)
+
+
+def test_a_closed_connection_keeps_its_public_port_past_the_servers_time_wait(
+        gateway: Factory) -> None:
+    """The tracker's default would forget it after 30 s, while a Linux server holds its
+    end 60 s in TIME-WAIT and refuses a new connection on that port."""
+    import subprocess
+
+    from topo.lab.state import lab_zone
+
+    gw = gateway(1, options=CONNTRACK)
+    gw.tool(gw.server, "serve", "--port", str(PORT), "--log", str(gw.run_dir / "serve.log"))
+    wait_for(lambda: log_records(gw), 5, "the listener in srv")
+    exchange_one(gw)
+    zone = lab_zone(gw.state.name)
+
+    def closed() -> list[int]:
+        table = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", "-s", f"zone={zone}"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout
+        return [int(line.split("timeout=")[1].split(",")[0]) for line in table.splitlines()
+                if line.startswith("tcp,") and "TIME_WAIT" in line]
+
+    timeouts = wait_for(closed, 10, "the closed connection in TIME_WAIT")
+    assert all(100 < t <= 120 for t in timeouts), timeouts
+    assert gw.rest("/pptp-alg/counters")["app"]["ct_policy_errors"] == 0

@@ -303,8 +303,16 @@ def test_lifecycle_with_the_gateway_app(name: str) -> None:
     check_lab_is_up(state, 3)
     assert listeners(state.rest_port) == [f"127.0.0.1:{state.rest_port}"]
     assert Path(state.config_path).read_text() == lab.render_config(state)
+    # The app gave the lab's zone of the connection tracker a timeout policy; down
+    # takes it away with the rest.
+    from topo.lab import ovs
+    from topo.lab.state import lab_zone
+
+    zone = f"Zone:{lab_zone(name)},"
+    assert zone in ovs.vsctl("list-zone-tp", "netdev")
     lab.down(name=name)
     check_lab_is_gone(name, state.controller_pid)
+    assert zone not in ovs.vsctl("list-zone-tp", "netdev")
     lab.down(name=name)
 
 

@@ -249,6 +249,83 @@ def test_the_zone_limit_is_set_with_ovs_appctl_and_a_failure_is_said() -> None:
     assert problem is not None and "ovs-appctl" in problem
 
 
+class FakeVsctl:
+    """``ovs-vsctl`` over a dict of datapath records: type -> {zone: policy}."""
+
+    def __init__(self, datapath_type: str = "netdev", records: dict[str, dict[int, str]]
+                 | None = None) -> None:
+        self.type = datapath_type
+        self.records = records if records is not None else {}
+        self.ran: list[list[str]] = []
+
+    def __call__(self, argv: object) -> tuple[int, str]:
+        args = list(argv)[2:]  # type: ignore[call-overload]
+        self.ran.append(args)
+        match args:
+            case ["get", "bridge", _, "datapath_type"]:
+                return 0, f'"{self.type}"\n' if self.type else '""\n'
+            case ["--if-exists", "get", "Open_vSwitch", ".", key]:
+                return 0, "uuid\n" if key.split(":")[1] in self.records else ""
+            case ["--", "--id=@dp", "create", "Datapath", *_rest]:
+                self.records[args[-1].split("=")[0].split(":")[1]] = {}
+                return 0, "uuid\n"
+            case ["--if-exists", "del-zone-tp", kind, zone]:
+                self.records.get(kind, {}).pop(int(zone.split("=")[1]), None)
+                return 0, ""
+            case ["add-zone-tp", kind, zone, *policy]:
+                if kind not in self.records:
+                    return 1, f"ovs-vsctl: datapath {kind} does not exist\n"
+                self.records[kind][int(zone.split("=")[1])] = " ".join(policy)
+                return 0, ""
+            case ["list-zone-tp", kind]:
+                return 0, "".join(f"Zone:{z}, Timeout Policies: {p}\n"
+                                  for z, p in self.records.get(kind, {}).items())
+        raise AssertionError(args)
+
+
+def test_the_zones_timeout_policy_keeps_closed_connections_on_the_bridges_datapath() -> None:
+    from ryu_apps import ctlimits
+
+    vsctl = FakeVsctl("netdev")
+    assert ctlimits.set_zone_timeouts("br-x", 9, 120, vsctl) is None
+    assert vsctl.records == {"netdev": {9: "tcp_time_wait=120 tcp_close=120"}}
+    # The record is made only when missing: made anew it would replace another zone's.
+    vsctl.records["netdev"][7] = "tcp_close=60"
+    assert ctlimits.set_zone_timeouts("br-x", 9, 90, vsctl) is None
+    assert vsctl.records == {"netdev": {7: "tcp_close=60", 9: "tcp_time_wait=90 tcp_close=90"}}
+    assert sum(1 for args in vsctl.ran if "create" in args) == 1
+    # The kernel datapath's bridges say no type.
+    kernel = FakeVsctl("")
+    assert ctlimits.set_zone_timeouts("br-k", 9, 120, kernel) is None
+    assert list(kernel.records) == ["system"]
+    assert ctlimits.clear_zone_timeouts("system", 9, kernel) is None
+    assert kernel.records == {"system": {}}
+
+
+def test_a_timeout_policy_that_cannot_be_set_is_said() -> None:
+    from ryu_apps import ctlimits
+
+    problem = ctlimits.set_zone_timeouts("br-x", 9, 120,
+                                         lambda _argv: (1, 'no row "br-x" in table Bridge'))
+    assert problem is not None and "no row" in problem
+
+    class Lost(FakeVsctl):
+        def __call__(self, argv: object) -> tuple[int, str]:
+            answer = super().__call__(argv)
+            if self.ran[-1][0] == "add-zone-tp":
+                self.records["netdev"] = {}  # another process made the record anew
+            return answer
+
+    problem = ctlimits.set_zone_timeouts("br-x", 9, 120, Lost("netdev"))
+    assert problem is not None and "not in netdev's record" in problem
+
+    def missing(_argv: object) -> tuple[int, str]:
+        raise FileNotFoundError("ovs-vsctl")
+
+    problem = ctlimits.set_zone_timeouts("br-x", 9, 120, missing)
+    assert problem is not None and "ovs-vsctl" in problem
+
+
 def test_with_the_strict_policy_the_alg_off_tcp_1723_binds_nothing() -> None:
     """A host's TCP/1723 with the ALG off is ordinary TCP; under ``strict`` it must not
     bind the host, whose entries would let all its traffic by."""

@@ -35,7 +35,7 @@ from topo.lab.names import (
     mininet_run_dir,
 )
 from topo.lab.ports import check_free, pick_ports, taken_ports
-from topo.lab.state import LabState, clear_gateway_state, locked, render_config
+from topo.lab.state import LabState, clear_gateway_state, locked, render_config, zone_of
 
 #: The Python that Debian's ``mininet`` package is installed for.
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -382,6 +382,8 @@ class MininetLab:
         if net is not None or app is not None:
             step("removing what is left of the bridge",
                  lambda: ovs.remove(self.state.bridge, self.state.ports))
+            step("forgetting the lab's zone of the connection tracker",
+                 lambda: ovs.forget_zone(zone_of(self.state.name, self.state)))
         return problems
 
 

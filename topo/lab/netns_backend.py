@@ -45,6 +45,7 @@ from topo.lab.state import (
     read_state,
     render_config,
     write_state,
+    zone_of,
 )
 from topo.netns import CommandError
 
@@ -223,6 +224,7 @@ def _down_locked(name: str, quiet: bool) -> None:
         say(quiet, f"lab {name}: deleting bridge {bridge}")
     spaces, links = owned(name, state)
     ovs.remove(bridge, links)
+    ovs.forget_zone(zone_of(name, state))
     existing = netns.list_netns()
     for ns in spaces:
         if ns not in existing:

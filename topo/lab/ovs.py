@@ -139,6 +139,13 @@ def delete_bridge(bridge: str) -> None:
     vsctl("--if-exists", "del-br", bridge)
 
 
+def forget_zone(zone: int) -> None:
+    """Remove what the app set on the lab's zone of the connection tracker: its limit and
+    its timeout policy (``ryu_apps.ctlimits``; on a machine without them, nothing)."""
+    appctl("dpctl/ct-del-limits", f"zone={zone}", check=False)
+    vsctl("--if-exists", "del-zone-tp", "netdev", f"zone={zone}", check=False)
+
+
 def existing(state: LabState) -> list[str]:
     """The lab's ports (interfaces) and bridge that exist, for people."""
     found = [f"interface {port}" for port in state.ports if netns.link_exists(port)]

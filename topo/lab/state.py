@@ -289,6 +289,13 @@ def lab_zone(name: str) -> int:
     return 1000 + zlib.crc32(name.encode()) % 60000
 
 
+def zone_of(name: str, state: LabState | None) -> int:
+    """The zone lab ``name``'s app uses: its ``ct_zone`` option, else :func:`lab_zone`."""
+    if state is not None and str(state.options.get("ct_zone", "")).strip().isdigit():
+        return int(state.options["ct_zone"])
+    return lab_zone(name)
+
+
 def render_config(
     state: LabState, header: str = "Written by topo.lab; rewritten on every `up`."
 ) -> str:
