@@ -5,6 +5,7 @@
     python -m topo.display [--rest URL] counters
     python -m topo.display [--rest URL] sessions
     python -m topo.display [--token TOKEN] ...
+    python -m topo.display [--rest URL] counters --gateway NAME
 
 ``sessions`` lists the NAT sessions, the controller's and, with ``[nat] ordinary_nat =
 conntrack``, those of the datapath's connection table (who made each, ``by``); when the
@@ -15,6 +16,11 @@ With ``[nat] rest_token`` set, the controller answers only requests that carry i
 bearer token (``ryu_apps.http``): ``--token``, by default the environment variable
 :data:`TOKEN_ENV` (which keeps it off the command line other users can read).
 ``python -m topo.lab display ...`` does the same for the lab's controller.
+
+A controller that drives several gateways (``[gateway:NAME]`` sections) serves each
+one's views under ``/pptp-alg/gateways/NAME/``: ``--gateway NAME`` reads those. Without
+it, the views are read from ``/pptp-alg/...``, which only a controller of one gateway
+answers.
 """
 
 from __future__ import annotations
@@ -38,6 +44,23 @@ TOKEN_ENV = "PPTP_ALG_REST_TOKEN"
 
 
 _NEXT = re.compile(r'<([^>]*)>;\s*rel="next"')
+PREFIX = "/pptp-alg"
+GATEWAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+"""What a gateway's name looks like (``alg.config``), so that it can go in a path."""
+
+
+def prefix(gateway: str | None = None) -> str:
+    """The start of the REST paths of ``gateway``, or of the only gateway when None.
+
+    Raises:
+        ValueError: When ``gateway`` is not a gateway's name.
+    """
+    if gateway is None:
+        return PREFIX
+    if not GATEWAY_NAME.fullmatch(gateway):
+        raise ValueError(f"{gateway!r} is not a gateway's name (1 to 32 of a-z, 0-9, _ "
+                         f"and -, starting with a letter or digit)")
+    return f"{PREFIX}/gateways/{gateway}"
 
 
 def fetch(rest: str, path: str, timeout: float = 5.0, token: str | None = None) -> str:
@@ -120,23 +143,30 @@ def render_counters(counters: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def show(rest: str, view: str, verbose: bool = False, token: str | None = None) -> str:
-    """The text of one view, as the operator reads it (``token`` as for :func:`fetch`)."""
+def show(rest: str, view: str, verbose: bool = False, token: str | None = None,
+         gateway: str | None = None) -> str:
+    """The text of one view, as the operator reads it (``token`` as for :func:`fetch`), of
+    gateway ``gateway`` (None: the only one)."""
+    base = prefix(gateway)
     if view == "counters":
-        return render_counters(json.loads(fetch(rest, "/pptp-alg/counters", token=token)))
+        return render_counters(json.loads(fetch(rest, f"{base}/counters", token=token)))
     if view == "sessions":
-        sessions = fetch_json_pages(rest, "/pptp-alg/sessions", token=token)
-        status = json.loads(fetch(rest, "/pptp-alg/datapath", token=token))
+        sessions = fetch_json_pages(rest, f"{base}/sessions", token=token)
+        status = json.loads(fetch(rest, f"{base}/datapath", token=token))
         return render_sessions(sessions, status)
     suffix = "?verbose=1" if verbose else ""
-    return fetch_pages(rest, f"/pptp-alg/display/{view}{suffix}", token=token)
+    return fetch_pages(rest, f"{base}/display/{view}{suffix}", token=token)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The view and ``--verbose`` arguments (shared with ``topo.lab display``)."""
+    """The view, ``--verbose`` and ``--gateway`` arguments (shared with ``topo.lab
+    display``)."""
     parser.add_argument("view", choices=VIEWS)
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="add packet and byte counts and the path of each GRE direction")
+    parser.add_argument("--gateway", metavar="NAME",
+                        help="the gateway of a controller of several, whose views are "
+                             "under /pptp-alg/gateways/NAME/ (default: the only one)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        print(show(args.rest, args.view, args.verbose, args.token))
+        print(show(args.rest, args.view, args.verbose, args.token, args.gateway))
+    except ValueError as exc:
+        print(f"topo.display: {exc}", file=sys.stderr)
+        return 1
     except urllib.error.HTTPError as exc:
         hint = f" (give --token or set {TOKEN_ENV})" if exc.code == 401 else ""
         print(f"topo.display: {args.rest} answered {exc.code} {exc.reason}{hint}",

@@ -3,7 +3,7 @@
 Use it through ``topo.mininet_run``, which builds this topology with Mininet's Python
 API, runs the gateway app on it and removes only what it made::
 
-    sudo /usr/bin/python3 -m topo.mininet_run --clients 3 [--name NAME] [--pptp]
+    sudo /usr/bin/python3 -m topo.mininet_run --clients 3 [--name NAME] [--bridges K] [--pptp]
 
 Run it with the system Python: Debian's ``mininet`` package installs Mininet for
 ``/usr/bin/python3`` only, not for the project's ``.venv``.
@@ -17,7 +17,10 @@ The layout of lab ``NAME`` (``lab`` by default), the same as ``topo.lab`` builds
   ``NAME-srv`` (OpenFlow port 100), so that the gateway app's ``[nat]`` options are the
   ones ``topo.lab`` writes for lab ``NAME``;
 - each host's interface is ``eth0``, as in ``topo.lab``; transmit checksum offload is off
-  on it and IPv6 is off in every host.
+  on it and IPv6 is off in every host;
+- with ``bridges`` K >= 2, gateway ``j`` >= 2 has the same layout and addresses around a
+  switch of its own: hosts ``g<j>c1`` .. ``g<j>cN`` and ``g<j>srv``, switch ``br-NAME-<j>``,
+  ports ``NAME-<j>c<i>`` and ``NAME-<j>srv``, as ``topo.lab`` names gateway ``j``.
 
 Unlike ``topo.lab``'s, Mininet's hosts live in unnamed namespaces: ``ip netns`` does not
 list them and ``ip netns exec`` cannot enter them. Run commands through the host objects
@@ -116,6 +119,7 @@ SERVER_CIDR = "203.0.113.1/24"
 SERVER_OFPORT = 100
 HOST_IFNAME = "eth0"
 MAX_CLIENTS = 64
+MAX_BRIDGES = 9
 #: For ``mn --custom`` users who knew the module before labs had names.
 BRIDGE = f"br-{DEFAULT_NAME}"
 
@@ -134,14 +138,22 @@ def check_name(name: str) -> str:
     return name
 
 
-def bridge_name(name: str = DEFAULT_NAME) -> str:
-    """The switch of lab ``name``: ``br-NAME``."""
-    return f"br-{check_name(name)}"
+def bridge_name(name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The switch of gateway ``gateway`` of lab ``name``: ``br-NAME``, ``br-NAME-<j>``."""
+    bridge = f"br-{check_name(name)}"
+    return bridge if gateway == 1 else f"{bridge}-{gateway}"
 
 
-def port_name(host: str, name: str = DEFAULT_NAME) -> str:
-    """The switch port (root-side veth end) of ``host`` in lab ``name``: ``NAME-<host>``."""
-    return f"{check_name(name)}-{host}"
+def port_name(host: str, name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The switch port (root-side veth end) of ``host`` of gateway ``gateway`` in lab
+    ``name``: ``NAME-<host>``, ``NAME-<j><host>`` for gateway ``j`` >= 2."""
+    return f"{check_name(name)}-{'' if gateway == 1 else gateway}{host}"
+
+
+def host_name(host: str, gateway: int = 1) -> str:
+    """The Mininet host of ``host`` (``c<i>``, ``srv``) of gateway ``gateway``:
+    ``host``, ``g<j><host>`` for gateway ``j`` >= 2."""
+    return host if gateway == 1 else f"g{gateway}{host}"
 
 
 class LabHost(Host):  # type: ignore[misc]
@@ -162,37 +174,51 @@ class LabHost(Host):  # type: ignore[misc]
 
 
 class PptpLab(Topo):  # type: ignore[misc]
-    """Clients ``c1`` .. ``cN`` and server ``srv`` around switch ``br-NAME``."""
+    """Clients ``c1`` .. ``cN`` and server ``srv`` around switch ``br-NAME`` (and the same
+    around each more switch, one per gateway)."""
 
     def build(self, clients: int = 3, name: str = DEFAULT_NAME, dpid: str = DATAPATH_ID,
-              **_opts: Any) -> None:
+              bridges: int = 1, dpids: list[str] | None = None, **_opts: Any) -> None:
         """Build the layout.
 
         Args:
-            clients: Number of clients (1 .. 64), ``--topo pptplab,N``.
-            name: The lab's name, in the switch's and its ports' names.
-            dpid: The switch's datapath ID (16 hex digits); ``topo.mininet_run`` gives
-                ``topo.lab.datapath_id(name)``.
+            clients: Number of clients (1 .. 64) of each gateway, ``--topo pptplab,N``.
+            name: The lab's name, in the switches' and their ports' names.
+            dpid: The first switch's datapath ID (16 hex digits); ``topo.mininet_run``
+                gives ``topo.lab.datapath_id(name)``.
+            bridges: Number of switches (1 .. 9), each a gateway's.
+            dpids: The datapath IDs of the switches after the first (``topo.mininet_run``
+                gives ``topo.lab.datapath_id(name, j)``); by default ``dpid`` + 1, + 2 ...
             **_opts: Ignored.
 
         Raises:
-            ValueError: When ``clients`` is out of range or ``name`` is not valid.
+            ValueError: When ``clients`` or ``bridges`` is out of range or ``name`` is
+                not valid.
         """
-        clients = int(clients)
+        clients, bridges = int(clients), int(bridges)
         if not 1 <= clients <= MAX_CLIENTS:
             raise ValueError(f"clients must be 1 .. {MAX_CLIENTS}, not {clients}")
-        switch = self.addSwitch(bridge_name(name), dpid=dpid, datapath="user",
-                                protocols="OpenFlow13", failMode="secure", inband=False)
-        for i in range(1, clients + 1):
-            host = self.addHost(
-                f"c{i}", cls=LabHost, ip=f"{INSIDE_PREFIX}.{i}/24",
-                defaultRoute=f"via {INSIDE_GATEWAY}",
-            )
-            self.addLink(host, switch, port2=i, intfName1=HOST_IFNAME,
-                         intfName2=port_name(f"c{i}", name))
-        server = self.addHost(SERVER_HOST, cls=LabHost, ip=SERVER_CIDR)
-        self.addLink(server, switch, port2=SERVER_OFPORT, intfName1=HOST_IFNAME,
-                     intfName2=port_name(SERVER_HOST, name))
+        if not 1 <= bridges <= MAX_BRIDGES:
+            raise ValueError(f"bridges must be 1 .. {MAX_BRIDGES}, not {bridges}")
+        more = list(dpids) if dpids is not None else [
+            f"{int(dpid, 16) + j:016x}" for j in range(1, bridges)]
+        if len(more) != bridges - 1:
+            raise ValueError(f"{bridges} switches take {bridges - 1} more datapath IDs, "
+                             f"not {len(more)}")
+        for gateway, switch_dpid in enumerate([dpid, *more], start=1):
+            switch = self.addSwitch(bridge_name(name, gateway), dpid=switch_dpid,
+                                    datapath="user", protocols="OpenFlow13",
+                                    failMode="secure", inband=False)
+            for i in range(1, clients + 1):
+                host = self.addHost(
+                    host_name(f"c{i}", gateway), cls=LabHost, ip=f"{INSIDE_PREFIX}.{i}/24",
+                    defaultRoute=f"via {INSIDE_GATEWAY}",
+                )
+                self.addLink(host, switch, port2=i, intfName1=HOST_IFNAME,
+                             intfName2=port_name(f"c{i}", name, gateway))
+            server = self.addHost(host_name(SERVER_HOST, gateway), cls=LabHost, ip=SERVER_CIDR)
+            self.addLink(server, switch, port2=SERVER_OFPORT, intfName1=HOST_IFNAME,
+                         intfName2=port_name(SERVER_HOST, name, gateway))
 
 
 topos = {"pptplab": PptpLab}

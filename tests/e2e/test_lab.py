@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ import pytest
 from ryu_apps import switch
 from tests.e2e.gateway_lab import lab_name
 from topo import lab
+from topo.lab import ovs
 from topo.netns import ping
 
 pytestmark = [
@@ -305,7 +308,6 @@ def test_lifecycle_with_the_gateway_app(name: str) -> None:
     assert Path(state.config_path).read_text() == lab.render_config(state)
     # The app gave the lab's zone of the connection tracker a timeout policy; down
     # takes it away with the rest.
-    from topo.lab import ovs
     from topo.lab.state import lab_zone
 
     zone = f"Zone:{lab_zone(name)},"
@@ -371,3 +373,119 @@ def test_two_labs_side_by_side(names: Callable[[], str]) -> None:
     assert lab.status(name=b_name) == b
     check_lab_is_up(b, 2)
     check_pings_through_its_gateway(b, 2)
+
+
+# ----------------------------------------------------------------- several bridges
+
+
+def zone_policies() -> str:
+    return sh("ovs-vsctl", "list-zone-tp", "netdev")
+
+
+def check_bridges_are_up(state: lab.LabState, clients: int) -> None:
+    """Every gateway of a lab of several bridges is what `up` promises, read back."""
+    name = state.name
+    assert [g.name for g in state.all_gateways] == [f"g{j}" for j in
+                                                    range(1, state.bridges + 1)]
+    for gateway in state.all_gateways:
+        j = gateway.number
+        host = "" if j == 1 else f"g{j}"
+        port = "" if j == 1 else str(j)
+        bridge = f"br-{name}" if j == 1 else f"br-{name}-{j}"
+        assert gateway.bridge == bridge
+        assert gateway.namespaces == [*(f"{name}-{host}c{i}" for i in range(1, clients + 1)),
+                                      f"{name}-{host}srv"]
+        assert set(gateway.namespaces) <= namespaces()
+        expected_ports = {f"{name}-{port}c{i}": i for i in range(1, clients + 1)} | {
+            f"{name}-{port}srv": 100}
+        assert gateway.ports == expected_ports
+        for ifname, ofport in expected_ports.items():
+            assert sh("ovs-vsctl", "get", "interface", ifname, "ofport") == str(ofport)
+        assert sh("ovs-vsctl", "get", "bridge", bridge, "datapath_type") == "netdev"
+        assert sh("ovs-vsctl", "get", "bridge", bridge, "datapath_id") == (
+            f'"{lab.datapath_id(name, j):016x}"')
+        assert sh("ovs-vsctl", "get", "controller", bridge, "target") == (
+            f'"tcp:127.0.0.1:{state.openflow_port}"')
+        assert sh("ovs-vsctl", "get", "controller", bridge, "is_connected") == "true"
+        assert "cookie=0x5001" in sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge,
+                                     "cookie=0x5001000000000000/0xffff000000000000")
+        for i, ns in enumerate(gateway.client_namespaces, start=1):
+            assert f"192.168.1.{i}/24" in sh("ip", "-n", ns, "-br", "addr", "show", "eth0")
+        assert "203.0.113.1/24" in sh("ip", "-n", gateway.server_namespace, "-br", "addr",
+                                      "show", "eth0")
+    assert len({g.datapath_id for g in state.all_gateways}) == state.bridges
+    assert len({g.ct_zone for g in state.all_gateways}) == state.bridges
+    assert listeners(state.openflow_port) == [f"127.0.0.1:{state.openflow_port}"]
+    recorded = json.loads(Path(state.state_path).read_text())
+    assert [g["bridge"] for g in recorded["gateways"]] == [
+        g.bridge for g in state.all_gateways]
+    assert lab.LabState.from_dict(recorded) == state
+    assert lab.status(name=name) == state
+
+
+def check_bridges_are_gone(name: str, bridges: int) -> None:
+    check_lab_is_gone(name, None)
+    assert not {f"br-{name}-{j}" for j in range(2, bridges + 1)} & set(
+        sh("ovs-vsctl", "list-br").split())
+
+
+def test_two_bridges_with_stand_in_app(name: str, stand_in: Path) -> None:
+    """`up --bridges 2`: one controller, two bridges with the same addresses behind each,
+    both reported by `status`; `down` leaves nothing of either, zones' policies
+    included."""
+    state = lab.up(2, app=stand_in, name=name, bridges=2)
+    check_bridges_are_up(state, 2)
+    # One controller process for both bridges, and the app's configuration names both.
+    assert state.controller_pid is not None and controller_runs(state.controller_pid)
+    config = Path(state.config_path).read_text()
+    assert "[gateway:g1]" in config and "[gateway:g2]" in config
+    assert f"bridge = br-{name}-2\n" in config and f"gre_demux_port = {name}-2dmx\n" in config
+    for gateway in state.all_gateways:
+        assert sh("ovs-vsctl", "get", "interface", gateway.gre_demux_port, "ofport") == "99"
+    status = cli("status", "--name", name)
+    assert status.returncode == 0, status.stdout
+    for bridge in (f"br-{name}", f"br-{name}-2"):
+        assert f"bridge {bridge} " in status.stdout
+        assert re.search(rf"bridge {bridge} \(.*\): controller .* connected, [1-9]\d* pipeline",
+                         status.stdout), status.stdout
+    assert f"{name}-g2c2 " in status.stdout and f"{name}-2c2 (OpenFlow port 2)" in status.stdout
+    one = cli("status", "--name", name, "--gateway", "g2")
+    assert one.returncode == 0, one.stdout
+    assert f"bridge br-{name}-2 " in one.stdout and f"bridge br-{name} " not in one.stdout
+    assert cli("status", "--name", name, "--gateway", "g3").returncode == 1
+    # The app would give each gateway's zone a policy: down removes every one.
+    zones = [g.ct_zone for g in state.all_gateways]
+    for zone in zones:
+        sh("ovs-vsctl", "add-zone-tp", "netdev", f"zone={zone}", "tcp_close=7")
+    assert all(f"Zone:{zone}," in zone_policies() for zone in zones)
+    lab.down(name=name)
+    check_bridges_are_gone(name, 2)
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(f"{name}-")]
+    policies = zone_policies()
+    assert not [zone for zone in zones if f"Zone:{zone}," in policies], policies
+    assert state.controller_pid is not None and not controller_runs(state.controller_pid)
+
+
+def test_cli_bridges_restart_switch_of_one_gateway_and_down_without_state(
+    name: str, stand_in: Path
+) -> None:
+    up = cli("up", "--name", name, "--clients", "1", "--bridges", "3", "--no-gre-demux",
+             "--app", str(stand_in))
+    assert up.returncode == 0, up.stderr
+    state = lab.read_state(name)
+    assert state is not None and state.bridges == 3
+    check_bridges_are_up(state, 1)
+    started = time.monotonic()
+    restarted = cli("restart-switch", "--name", name, "--gateway", "g2")
+    assert restarted.returncode == 0, restarted.stderr
+    after = {g.bridge: ovs.pipeline_ages(g.bridge) for g in state.all_gateways}
+    took = time.monotonic() - started
+    # g2's pipeline was put back during the restart; the others' flows are older.
+    assert max(after[f"br-{name}-2"]) < took, (after, took)
+    for bridge in (f"br-{name}", f"br-{name}-3"):
+        assert min(after[bridge]) > took, (after, took)
+    assert lab.status(name=name) is not None
+    Path(state.state_path).unlink()
+    assert cli("down", "--name", name).returncode == 0
+    check_bridges_are_gone(name, 3)
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(f"{name}-")]

@@ -384,10 +384,11 @@ class FakeChild:
 
 
 def up_lab_with_fake_ovs(
-    monkeypatch: pytest.MonkeyPatch, name: str = "t7"
+    monkeypatch: pytest.MonkeyPatch, name: str = "t7", state: lab.LabState | None = None
 ) -> tuple[lab.LabState, list[Any]]:
-    """Lab ``name`` recorded as up, with OVS and the controller replaced by a recorder."""
-    state = write_up_state(name)
+    """Lab ``name`` recorded as up (``state`` if given, already written), with OVS and the
+    controller replaced by a recorder."""
+    state = write_up_state(name) if state is None else state
     Path(state.pid_path).write_text(f"{state.controller_pid}\n")
     calls: list[Any] = []
     monkeypatch.setattr(health, "status", lambda n: lab.read_state(n) if n == name else None)
@@ -421,7 +422,8 @@ def up_lab_with_fake_ovs(
     monkeypatch.setattr(controller, "wait_listening",
                         lambda s, child, deadline: calls.append(("listening", child.pid)))
 
-    def ready(s: lab.LabState, child: Any, deadline: float, since: float | None = None) -> None:
+    def ready(s: lab.LabState, child: Any, deadline: float, since: float | None = None,
+              bridges: list[str] | None = None) -> None:
         recorded = lab.read_state(name)
         assert recorded is not None and recorded.phase == "restarting"
         assert since is not None and since <= deadline
@@ -564,3 +566,211 @@ def test_cli_lists_the_restarts_in_its_help(capsys: pytest.CaptureFixture[str]) 
     assert "restart-controller" in out and "restart-switch" in out
     assert "restart-controller [--name NAME]" in (lab.__doc__ or "")
     assert "restart-switch [--name NAME]" in (lab.__doc__ or "")
+
+
+# ---------------------------------------------------------------- several bridges
+
+
+def test_every_gateway_s_interface_names_fit_linux_for_the_longest_lab_name() -> None:
+    from topo.gre_demux import peer_name
+
+    name = "z" * lab.MAX_NAME_LENGTH
+    for bridges in range(1, lab.MAX_BRIDGES + 1):
+        state = lab.plan(lab.MAX_CLIENTS, name=name, bridges=bridges, gre_demux=True)
+        assert len(state.all_gateways) == bridges
+        for gateway in state.all_gateways:
+            demux = [gateway.gre_demux_port, peer_name(gateway.gre_demux_port)]
+            for ifname in [*gateway.ports, gateway.bridge, *demux]:
+                assert len(ifname.encode()) <= netns.IFNAMSIZ, ifname
+
+
+def test_gateways_of_a_lab_have_names_of_their_own_and_today_s_for_gateway_1() -> None:
+    state = lab.plan(2, name="t7", bridges=3)
+    assert state.bridges == 3
+    g1, g2, g3 = state.all_gateways
+    assert [g.name for g in (g1, g2, g3)] == ["g1", "g2", "g3"]
+    assert (g1.namespaces, g1.bridge, g1.outside_port) == (
+        ["t7-c1", "t7-c2", "t7-srv"], "br-t7", "t7-srv")
+    assert g2.namespaces == ["t7-g2c1", "t7-g2c2", "t7-g2srv"]
+    assert g2.ports == {"t7-2c1": 1, "t7-2c2": 2, "t7-2srv": 100}
+    assert g2.namespace_ports["t7-g2srv"] == "t7-2srv"
+    assert (g3.bridge, g3.server_namespace, g3.client(2)) == ("br-t7-3", "t7-g3srv", "t7-g3c2")
+    assert g1.addresses == dict(zip(g1.namespaces, g2.addresses.values(), strict=True))
+    assert g2.server_ip == "203.0.113.1" and g3.addresses["t7-g3c1"] == "192.168.1.1"
+    assert [g.rest_prefix for g in (g1, g2)] == ["/pptp-alg/gateways/g1",
+                                                  "/pptp-alg/gateways/g2"]
+    assert g2.rest_path("/pptp-alg/counters") == "/pptp-alg/gateways/g2/counters"
+    # The fields of the lab that name a gateway's part are gateway 1's.
+    assert (state.namespaces, state.ports, state.bridge, state.datapath_id) == (
+        g1.namespaces, g1.ports, g1.bridge, g1.datapath_id)
+    assert state.gateway("g3") == g3 and state.gateway(2) == g2
+    with pytest.raises(ValueError, match=r"gateways g1 \.\. g3"):
+        state.gateway("g4")
+    default = lab.plan(1, bridges=2)
+    assert default.gateway("g2").namespaces == ["g2c1", "g2srv"]
+    assert default.gateway("g2").ports == {"lab-2c1": 1, "lab-2srv": 100}
+    assert default.gateway("g2").bridge == "br-lab-2"
+    one = lab.plan(2, name="t7")
+    assert one.bridges == 1 and [g.name for g in one.all_gateways] == ["g1"]
+    assert one.gateway("g1").rest_prefix == "/pptp-alg"
+
+
+@pytest.mark.parametrize("bridges", [0, 10, True])
+def test_plan_refuses_a_number_of_bridges_out_of_range(bridges: int) -> None:
+    with pytest.raises(ValueError, match=r"bridges must be 1 \.\. 9"):
+        lab.plan(1, bridges=bridges)
+
+
+def test_no_interface_bridge_or_namespace_of_one_lab_is_another_lab_s() -> None:
+    """Lab ``t1``'s gateway 2 and lab ``t12``'s gateway 1 (and so on) never share a name."""
+    seen: dict[str, str] = {}
+    for name in ("t1", "t12", "t2", "lab", "lab2", "g2", "t"):
+        state = lab.plan(3, name=name, bridges=3, gre_demux=True)
+        for gateway in state.all_gateways:
+            for thing in [*gateway.namespaces, *gateway.ports, gateway.bridge,
+                          gateway.gre_demux_port]:
+                owner = seen.setdefault(thing, f"{name}/{gateway.name}")
+                assert owner == f"{name}/{gateway.name}", thing
+
+
+def test_every_gateway_has_its_own_datapath_id_and_zone() -> None:
+    ids = [lab.datapath_id(name, j) for name in ("lab", "t7", "a", "zzzzzzzzzz")
+           for j in range(1, lab.MAX_BRIDGES + 1)]
+    assert len(set(ids)) == len(ids) and all(0 < i < 1 << 64 for i in ids)
+    assert lab.datapath_id("lab", 1) == lab.DEFAULT_DATAPATH_ID
+    assert lab.datapath_id("t7") == lab.datapath_id("t7", 1)
+    for name in ("lab", "t7"):
+        zones = [g.ct_zone for g in lab.plan(1, name=name, bridges=9).all_gateways]
+        assert zones[0] == lab_zone(name) and len(set(zones)) == 9
+        assert all(1000 <= z <= 60999 for z in zones)
+
+
+def config_sections(text: str) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    return {section: dict(parser[section]) for section in parser.sections()}
+
+
+def test_config_file_of_two_bridges_has_a_section_per_gateway() -> None:
+    state = lab.plan(2, policy="strict", name="t7", bridges=2, gre_demux=True,
+                     options={"gre_idle": "60"})
+    state.use_ports(40001, 40002)
+    sections = config_sections(lab.render_config(state))
+    assert list(sections) == ["nat", "gateway:g1", "gateway:g2"]
+    assert sections["nat"] == {
+        "inside_subnet": "192.168.1.0/24", "inside_gateway": "192.168.1.254",
+        "outside_subnet": "203.0.113.0/24", "public_ips": "203.0.113.2", "policy": "strict",
+        "alg": "true", "rest_host": "127.0.0.1", "rest_port": "40002", "gre_idle": "60"}
+    g1, g2 = sections["gateway:g1"], sections["gateway:g2"]
+    assert g1 == {
+        "inside_ports": "t7-c1,t7-c2", "outside_port": "t7-srv", "bridge": "br-t7",
+        "state_file": "/run/pptp-alg-lab-t7/gateway-state.sqlite",
+        "ct_zone": str(lab_zone("t7")), "gre_demux_port": "t7-dmx",
+        "gre_demux_dir": "/run/pptp-alg-lab-t7/bpf"}
+    assert g2 == {
+        "inside_ports": "t7-2c1,t7-2c2", "outside_port": "t7-2srv", "bridge": "br-t7-2",
+        "state_file": "/run/pptp-alg-lab-t7/gateway-state-g2.sqlite",
+        "ct_zone": str(state.gateway("g2").ct_zone), "gre_demux_port": "t7-2dmx",
+        "gre_demux_dir": "/run/pptp-alg-lab-t7/bpf-g2"}
+    for key in ("bridge", "state_file", "ct_zone", "gre_demux_port", "gre_demux_dir",
+                "outside_port"):
+        assert g1[key] != g2[key], key
+    for section in (g1, g2):  # each gateway is one the app loads
+        config = load({**sections["nat"], **section})
+        assert config.alg.policy == "strict" and config.alg.gre_idle == 60.0
+
+
+def test_options_a_gateway_must_not_share_are_refused_with_several_bridges() -> None:
+    for key, value in (("ct_zone", "77"), ("state_file", "/tmp/one.sqlite"),
+                       ("bridge", "br-x")):
+        with pytest.raises(ConfigError) as info:
+            lab.plan(1, name="t7", bridges=2, options={key: value})
+        assert info.value.key == f"gateway:g2.{key}", info.value
+    with pytest.raises(ConfigError) as info:
+        lab.plan(1, name="t7", bridges=2, options={"gre_idle": "0"})
+    assert info.value.key == "nat.gre_idle"
+
+
+def test_state_of_two_bridges_round_trips_and_one_bridge_writes_today_s_keys() -> None:
+    state = lab.plan(2, name="t7", bridges=2)
+    state.use_ports(40001, 40002)
+    state.phase = "up"
+    data = json.loads(json.dumps(state.to_dict()))
+    assert [g["name"] for g in data["gateways"]] == ["g1", "g2"]
+    assert data["gateways"][1]["bridge"] == "br-t7-2"
+    assert data["bridge"] == "br-t7" and data["namespaces"] == ["t7-c1", "t7-c2", "t7-srv"]
+    restored = lab.LabState.from_dict(data)
+    assert restored == state and restored.gateway("g2").ports == state.gateway("g2").ports
+    assert "gateways" not in lab.plan(2, name="t7").to_dict()
+    placed = lab.plan(1, name="t7", bridges=2)
+    placed.place(Path("/elsewhere"))
+    assert placed.gateway("g2").state_file == "/elsewhere/gateway-state-g2.sqlite"
+
+
+def test_down_of_a_lab_of_several_bridges_owns_every_gateway_s_names() -> None:
+    state = lab.plan(1, name="t7", bridges=2)
+    assert lab.owned("t7", state) == (["t7-c1", "t7-srv", "t7-g2c1", "t7-g2srv"],
+                                       ["t7-c1", "t7-srv", "t7-2c1", "t7-2srv"])
+    spaces, ports = lab.owned("t7", None, ["br-t7", "br-t7-3"])
+    assert "t7-g3c64" in spaces and "t7-3srv" in ports and "t7-g2c1" not in spaces
+    pattern, port_pattern = lab.namespace_pattern("t7"), lab.port_pattern("t7")
+    assert pattern.fullmatch("t7-g9srv") and not pattern.fullmatch("t7-g1c1")
+    assert port_pattern.fullmatch("t7-2c1") and not port_pattern.fullmatch("t7-2dmx")
+    assert not port_pattern.fullmatch("t72-c1")
+
+
+def test_restart_switch_of_gateway_2_empties_only_its_bridge(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = lab.plan(2, name="t7", bridges=2)
+    state.use_ports(40001, 40002)
+    state.controller_pid = 4242
+    state.phase = "up"
+    Path(state.run_dir).mkdir(parents=True, exist_ok=True)
+    lab.write_state(state)
+    _, calls = up_lab_with_fake_ovs(monkeypatch, state=state)
+    waited: list[Any] = []
+    monkeypatch.setattr(controller, "wait_ready",
+                        lambda s, child, deadline, since=None, bridges=None: waited.append(
+                            bridges))
+    lab.restart_switch(name="t7", timeout=5, gateway="g2")
+    touched = {arg for call in calls if call[0] in ("vsctl", "ofctl") for arg in call[2:3]}
+    assert touched == {"br-t7-2"}
+    assert waited == [["br-t7-2"]]
+    with pytest.raises(ValueError, match=r"gateways g1 \.\. g2"):
+        lab.restart_switch(name="t7", gateway="g3")
+    recorded = lab.read_state("t7")
+    assert recorded is not None and recorded.phase == "up"
+
+
+def test_cli_passes_a_gateway_to_status_and_restart_switch_and_refuses_a_bad_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    called: list[dict[str, Any]] = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(restarts, "restart_switch", lambda **kw: called.append(kw))
+    monkeypatch.setattr(health, "describe",
+                        lambda name, gateway=None: (gateway == "g2", f"gateway {gateway}"))
+    assert lab.main(["restart-switch", "--name", "t7", "--gateway", "g2"]) == 0
+    assert called == [{"name": "t7", "timeout": 30.0, "quiet": False, "gateway": "g2"}]
+    assert lab.main(["status", "--name", "t7", "--gateway", "g2"]) == 0
+    assert "gateway g2" in capsys.readouterr().out
+    for bad in ("g0", "g10", "2", "G2"):
+        assert lab.main(["status", "--name", "t7", "--gateway", bad]) == 1
+        assert "a lab's gateways are g1 .. g9" in capsys.readouterr().err
+
+
+def test_mininet_topology_of_two_bridges_matches_the_lab() -> None:
+    if mininet_lab.HAVE_MININET:  # pragma: no cover - Mininet is not a dependency
+        pytest.skip("checks the stand-in layout only")
+    state = lab.plan(1, name="t7", bridges=2)
+    topo = mininet_lab.PptpLab(1, name="t7", dpid=f"{state.datapath_id:016x}", bridges=2,
+                               dpids=[f"{state.gateway(2).datapath_id:016x}"])
+    assert topo.switch_names == ["br-t7", "br-t7-2"]
+    assert topo.nodes["br-t7-2"]["dpid"] == f"{lab.datapath_id('t7', 2):016x}"
+    assert topo.nodes["g2c1"]["ip"] == "192.168.1.1/24"
+    assert topo.nodes["g2srv"]["ip"] == "203.0.113.1/24"
+    assert [(a, b, opts["port2"], opts["intfName2"]) for a, b, opts in topo.links] == [
+        ("c1", "br-t7", 1, "t7-c1"), ("srv", "br-t7", 100, "t7-srv"),
+        ("g2c1", "br-t7-2", 1, "t7-2c1"), ("g2srv", "br-t7-2", 100, "t7-2srv")]
+    assert set(topo.links[2][2].values()) >= set(state.gateway(2).ports) - {"t7-2srv"}

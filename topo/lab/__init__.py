@@ -20,34 +20,54 @@ Layout of lab ``NAME`` (see the design's "The lab" section):
 
 The addresses are the same in every lab: each lab has its own namespaces and bridge.
 
+With ``--bridges K`` (2 .. 9) the lab has K gateways, ``g1`` .. ``gK``, each a bridge of
+its own around namespaces of its own, with the same addresses, all driven by the one
+controller (one OpenFlow port, one REST port). Gateway 1 (``g1``) keeps the names
+above; gateway ``j`` >= 2 has namespaces ``g<j>c1`` .. ``g<j>cN`` and ``g<j>srv``
+(``NAME-g<j>c1`` ... when NAME is not ``lab``), OVS ports ``NAME-<j>c<i>`` and
+``NAME-<j>srv`` (at most 15 characters for every name of 10), bridge ``br-NAME-<j>``,
+datapath ID ``0x50 + j - 1`` in the top byte and the name below, the connection
+tracker's zone after gateway ``j - 1``'s, its store ``gateway-state-g<j>.sqlite`` and,
+with the demultiplexer, port ``NAME-<j>dmx`` and folder ``bpf-g<j>``. The app's
+configuration then has ``[nat]`` with what is common to every gateway and a section
+``[gateway:g<j>]`` per gateway; the app serves gateway ``g<j>``'s views under
+``/pptp-alg/gateways/g<j>/``. ``lab.json`` records every gateway in ``gateways`` (its
+other keys are gateway 1's, as in a lab of one bridge, which has no ``gateways``).
+
 Everything lab ``NAME`` writes goes to its folder, ``/run/pptp-alg-lab/`` for ``lab`` and
-``/run/pptp-alg-lab-NAME/`` otherwise: ``gateway.conf`` (the app's ``[nat]`` options,
-oslo.config INI), ``lab.json`` (the ``LabState``, for tests and tools), ``ryu.pid``,
+``/run/pptp-alg-lab-NAME/`` otherwise: ``gateway.conf`` (the app's options, oslo.config
+INI), ``lab.json`` (the ``LabState``, for tests and tools), ``ryu.pid``,
 ``ryu.log`` (the previous run's log is kept as ``ryu.log.1``) and a lock file that
 serialises ``up``, ``down`` and the restarts of that lab. ``/run/pptp-alg-lab.lock``
 serialises the choice of ports between labs.
 
 Two commands make a running lab live through what a gateway in service does:
 ``restart-controller`` stops the lab's ``ryu-manager`` and starts it again with the same
-configuration (the bridge keeps its flows meanwhile: ``fail-mode=secure``);
-``restart-switch`` makes the lab's bridge alone look like an ``ovs-vswitchd`` restart
-without saved flows (its controller connection, every flow and every meter are removed,
-then the controller is set again), leaving other bridges and the OVS daemons alone. Both
-return when the switch is connected again and the app's pipeline is installed.
+configuration (the bridges keep their flows meanwhile: ``fail-mode=secure``);
+``restart-switch`` makes one bridge of the lab alone (gateway 1's, or ``--gateway
+g<j>``'s) look like an ``ovs-vswitchd`` restart without saved flows (its controller
+connection, every flow and every meter are removed, then the controller is set again),
+leaving other bridges and the OVS daemons alone. Both return when the switches are
+connected again and the app's pipeline is installed.
 
 Command line, from the repo root, as root::
 
-    .venv/bin/python -m topo.lab up --clients 3 [--name NAME] [--replace]
+    .venv/bin/python -m topo.lab up --clients 3 [--name NAME] [--bridges K] [--replace]
                                     [--policy open|strict] [--public-ips K]
                                     [--no-alg] [--app PATH] [--timeout SECONDS]
-    .venv/bin/python -m topo.lab status [--name NAME]  # exit 0 when up, 3 when not
+    .venv/bin/python -m topo.lab status [--name NAME] [--gateway g<j>]  # exit 0 when up, 3 when not
+    .venv/bin/python -m topo.lab display [--name NAME] [--gateway g<j>] VIEW
     .venv/bin/python -m topo.lab down [--name NAME] [--purge]
     .venv/bin/python -m topo.lab restart-controller [--name NAME] [--timeout SECONDS]
-    .venv/bin/python -m topo.lab restart-switch [--name NAME] [--timeout SECONDS]
+    .venv/bin/python -m topo.lab restart-switch [--name NAME] [--gateway g<j>]
+                                                [--timeout SECONDS]
     .venv/bin/python -m topo.lab list
 
 The same from Python: ``up``, ``down``, ``restart_controller``, ``restart_switch``,
-``status``, ``describe``, ``read_state`` and ``labs``, each with the keyword ``name``.
+``status``, ``describe``, ``read_state`` and ``labs``, each with the keyword ``name``
+(``up`` with ``bridges``; ``status``, ``describe`` and ``restart_switch`` with
+``gateway``); ``LabState.gateway("g2")`` and ``LabState.all_gateways`` give the
+gateways (``GatewayState``).
 
 The modules, by concern: ``names`` (names, folders, fixed addresses), ``state``
 (``LabState``, ``plan``, the app's configuration file), ``ovs`` (the bridge), ``ports``
@@ -74,6 +94,7 @@ from topo.lab.names import (
     INSIDE_GATEWAY,
     INSIDE_SUBNET,
     LOG_FILE,
+    MAX_BRIDGES,
     MAX_CLIENTS,
     MAX_NAME_LENGTH,
     MAX_PUBLIC_IPS,
@@ -97,6 +118,9 @@ from topo.lab.names import (
     datapath_id,
     demux_dir,
     demux_port_name,
+    gateway_name,
+    gateway_number,
+    gateway_state_file,
     mininet_run_dir,
     namespace,
     namespace_pattern,
@@ -108,7 +132,18 @@ from topo.lab.names import (
 from topo.lab.netns_backend import down, up
 from topo.lab.ports import pick_ports
 from topo.lab.restarts import restart_controller, restart_switch
-from topo.lab.state import LabState, labs, owned, plan, read_state, render_config, write_state
+from topo.lab.state import (
+    GatewayState,
+    LabState,
+    gateway_zone,
+    lab_zone,
+    labs,
+    owned,
+    plan,
+    read_state,
+    render_config,
+    write_state,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -124,6 +159,7 @@ __all__ = [
     "INSIDE_SUBNET",
     "LOG_FILE",
     "MANAGERS",
+    "MAX_BRIDGES",
     "MAX_CLIENTS",
     "MAX_NAME_LENGTH",
     "MAX_PUBLIC_IPS",
@@ -138,6 +174,7 @@ __all__ = [
     "SERVER_HOST",
     "SERVER_IP",
     "STATE_FILE",
+    "GatewayState",
     "LabError",
     "LabState",
     "bridge_name",
@@ -150,6 +187,11 @@ __all__ = [
     "demux_port_name",
     "describe",
     "down",
+    "gateway_name",
+    "gateway_number",
+    "gateway_state_file",
+    "gateway_zone",
+    "lab_zone",
     "labs",
     "main",
     "manager",

@@ -19,12 +19,14 @@ from topo.lab.names import (
     DEFAULT_NAME,
     EXIT_NOT_UP,
     FRAMEWORKS,
+    MAX_BRIDGES,
     MAX_CLIENTS,
     MAX_NAME_LENGTH,
     POLICIES,
     LabError,
     check_name,
     command,
+    gateway_number,
     run_dir,
 )
 from topo.lab.state import labs, read_state
@@ -44,10 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     named.add_argument(
         "--name", default=DEFAULT_NAME,
         help=f"the lab's name (default {DEFAULT_NAME}): 1 to {MAX_NAME_LENGTH} of a-z 0-9")
+    one_gateway = argparse.ArgumentParser(add_help=False)
+    one_gateway.add_argument(
+        "--gateway", metavar=f"g1..g{MAX_BRIDGES}",
+        help="one gateway of a lab of several bridges (g1 is the first)")
     parser = argparse.ArgumentParser(prog="python -m topo.lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", parents=[named], help="build a lab and start its controller")
-    p_up.add_argument("--clients", type=int, required=True, help=f"1 .. {MAX_CLIENTS}")
+    p_up.add_argument("--clients", type=int, required=True,
+                      help=f"1 .. {MAX_CLIENTS}, of each gateway")
+    p_up.add_argument("--bridges", type=int, default=1,
+                      help=f"1 .. {MAX_BRIDGES} bridges, each a gateway with the same "
+                           f"addresses, one controller for all (default 1)")
     p_up.add_argument("--replace", action="store_true",
                       help="take the lab of this name down first (otherwise `up` refuses)")
     p_up.add_argument("--policy", choices=POLICIES, default="open")
@@ -63,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--timeout", type=float, default=30.0,
                       help="seconds to wait for the controller (default 30)")
     p_up.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                      help="one more [nat] option for the app, e.g. gre_idle=60 (repeatable)")
+                      help="one more [nat] option for the app, e.g. gre_idle=60, for every "
+                           "gateway (repeatable)")
     p_down = sub.add_parser("down", parents=[named], help="remove a lab")
     p_down.add_argument("--purge", action="store_true",
                         help="also delete the lab's folder with its logs")
@@ -72,24 +83,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="stop a running lab's ryu-manager and start it again with the same "
              "configuration; the bridge keeps its flows")
     p_restart_switch = sub.add_parser(
-        "restart-switch", parents=[named],
-        help="make a running lab's bridge (and no other) look like an ovs-vswitchd restart "
-             "without saved flows: drop its controller connection, flows and meters, then "
-             "connect it again")
+        "restart-switch", parents=[named, one_gateway],
+        help="make a running lab's bridge (and no other; gateway 1's unless --gateway) look "
+             "like an ovs-vswitchd restart without saved flows: drop its controller "
+             "connection, flows and meters, then connect it again")
     for p_restart in (p_restart_controller, p_restart_switch):
         p_restart.add_argument(
             "--timeout", type=float, default=30.0,
             help="seconds to wait until the switch is connected and the pipeline is back "
                  "(default 30)")
-    sub.add_parser("status", parents=[named], help="show a lab; exit 0 when up, 3 when not")
+    sub.add_parser("status", parents=[named, one_gateway],
+                   help="show a lab (or one gateway); exit 0 when up, 3 when not")
     sub.add_parser("list", help="the labs that have a state file, and whether they are up")
     p_display = sub.add_parser("display", parents=[named],
                                help="the gateway's display commands, from a lab")
     display.add_arguments(p_display)
     args = parser.parse_args(argv)
     name = getattr(args, "name", DEFAULT_NAME)
+    gateway: str | None = getattr(args, "gateway", None)
     try:
         check_name(name)
+        if gateway is not None:
+            gateway_number(gateway)
     except ValueError as exc:
         print(f"topo.lab: {exc}", file=sys.stderr)
         return 1
@@ -97,13 +112,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = read_state(name)
         if state is not None:
             rest = state.rest_url
-        elif name == DEFAULT_NAME:
+        elif name == DEFAULT_NAME and gateway is None:
             rest = display.DEFAULT_REST
         else:
             print(f"topo.lab: lab {name} has no state file: is it up? "
                   f"(`{command('status', name)}`)", file=sys.stderr)
             return 1
-        return display.main(["--rest", rest, args.view, *(["--verbose"] if args.verbose else [])])
+        flags = ["--verbose"] if args.verbose else []
+        if gateway is not None and state is not None:
+            try:
+                several = state.gateway(gateway).rest_prefix != display.PREFIX
+            except ValueError as exc:
+                print(f"topo.lab: {exc}", file=sys.stderr)
+                return 1
+            flags += ["--gateway", gateway] if several else []
+        return display.main(["--rest", rest, args.view, *flags])
 
     if os.geteuid() != 0:
         print("topo.lab: needs root (namespaces and OVS)", file=sys.stderr)
@@ -114,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             netns_backend.up(args.clients, args.policy, args.public_ips, not args.no_alg,
                              timeout=args.timeout, app=args.app, quiet=False, name=name,
                              replace=args.replace, options=extra,
-                             gre_demux=not args.no_gre_demux, framework=args.framework)
+                             gre_demux=not args.no_gre_demux, framework=args.framework,
+                             bridges=args.bridges)
             print(health.describe(name)[1])
             return 0
         if args.command == "down":
@@ -122,9 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lab: down (name {name})")
             return 0
         if args.command in ("restart-controller", "restart-switch"):
-            restart = (restarts.restart_controller if args.command == "restart-controller"
-                       else restarts.restart_switch)
-            restart(name=name, timeout=args.timeout, quiet=False)
+            if gateway is not None:
+                restarts.restart_switch(name=name, timeout=args.timeout, quiet=False,
+                                        gateway=gateway)
+            else:
+                restart = (restarts.restart_controller if args.command == "restart-controller"
+                           else restarts.restart_switch)
+                restart(name=name, timeout=args.timeout, quiet=False)
             print(health.describe(name)[1])
             return 0
         if args.command == "list":
@@ -132,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{other:<{MAX_NAME_LENGTH}}  {'up' if health.status(other) else 'down':<4}  "
                       f"{run_dir(other)}")
             return 0
-        is_up, text = health.describe(name)
+        is_up, text = health.describe(name) if gateway is None else health.describe(
+            name, gateway=gateway)
         print(text)
         return 0 if is_up else EXIT_NOT_UP
     except (LabError, CommandError, ConfigError, ValueError) as exc:

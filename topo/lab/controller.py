@@ -8,11 +8,12 @@ installed, and fail with the log's tail when the controller dies or time is up.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alg.events import EntryKind
@@ -134,9 +135,12 @@ def stop(pid: int, config_path: str, quiet: bool) -> None:
         raise LabError(f"ryu-manager (pid {pid}) does not stop")
 
 
-def connected_to(state: LabState) -> bool:
-    """Tell whether the lab's bridge is connected to a controller on the lab's port."""
-    return ports.established(state.openflow_port) and ovs.is_connected(state.bridge)
+def connected_to(state: LabState, bridges: Sequence[str] | None = None) -> bool:
+    """Tell whether the lab's bridges (or ``bridges``) are connected to a controller on the
+    lab's port."""
+    wanted = [g.bridge for g in state.all_gateways] if bridges is None else bridges
+    return ports.established(state.openflow_port) and all(
+        ovs.is_connected(bridge) for bridge in wanted)
 
 
 def lab_failure(state: LabState, message: str) -> LabError:
@@ -186,8 +190,9 @@ def wait_listening(state: LabState, started: subprocess.Popen[bytes], deadline: 
 
 
 def wait_ready(state: LabState, started: subprocess.Popen[bytes] | None, deadline: float,
-               since: float | None = None, fail: Failure = lab_failure) -> None:
-    """Wait until the switch is connected to the controller and the pipeline is installed.
+               since: float | None = None, fail: Failure = lab_failure,
+               bridges: Sequence[str] | None = None) -> None:
+    """Wait until the switches are connected to the controller and each has the pipeline.
 
     Args:
         state: The lab.
@@ -196,13 +201,19 @@ def wait_ready(state: LabState, started: subprocess.Popen[bytes] | None, deadlin
         since: When given (``time.monotonic()``), the pipeline flows must all have been
             added after it: flows that the switch kept from before do not count.
         fail: Makes the error raised (see ``wait_until``).
+        bridges: The bridges to wait for (default: every bridge of the lab).
 
     Raises:
         LabError: When the controller is gone or the time is up.
     """
-    wait_until(state, started, deadline, "the switch to connect to the controller",
-               lambda: connected_to(state), fail)
-    wait_until(state, started, deadline,
-               f"a flow with the pipeline cookie {switch.cookie(EntryKind.PIPELINE):#018x}"
-               + ("" if since is None else " added by the controller just connected"),
-               lambda: ovs.pipeline_installed(state.bridge, since), fail)
+    wanted = [g.bridge for g in state.all_gateways] if bridges is None else list(bridges)
+    which = "the switch" if len(wanted) == 1 else f"the switches ({', '.join(wanted)})"
+    wait_until(state, started, deadline, f"{which} to connect to the controller",
+               lambda: connected_to(state, wanted), fail)
+    cookie = switch.cookie(EntryKind.PIPELINE)
+    for bridge in wanted:
+        wait_until(state, started, deadline,
+                   f"a flow with the pipeline cookie {cookie:#018x}"
+                   + ("" if len(wanted) == 1 else f" on {bridge}")
+                   + ("" if since is None else " added by the controller just connected"),
+                   functools.partial(ovs.pipeline_installed, bridge, since), fail)

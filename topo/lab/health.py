@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from topo import netns
 from topo.lab import controller, ovs, ports
 from topo.lab.names import (
@@ -13,16 +15,31 @@ from topo.lab.names import (
     command,
     run_dir,
 )
-from topo.lab.state import LabState, read_state
+from topo.lab.state import GatewayState, LabState, read_state
 
 
-def problems(state: LabState) -> list[str]:
-    """What keeps lab ``state`` from being up (empty when it is up)."""
+def _chosen(state: LabState, gateway: str | None) -> list[GatewayState]:
+    """The gateways of ``state`` that ``gateway`` names: all of them when None.
+
+    Raises:
+        ValueError: When the lab has no gateway ``gateway``.
+    """
+    return state.all_gateways if gateway is None else [state.gateway(gateway)]
+
+
+def problems(state: LabState, gateway: str | None = None) -> list[str]:
+    """What keeps lab ``state`` (or its gateway ``gateway``) from being up (empty when it
+    is up).
+
+    Raises:
+        ValueError: When the lab has no gateway ``gateway``.
+    """
     found = []
-    if not ovs.bridge_exists(state.bridge):
-        found.append(f"bridge {state.bridge} does not exist")
-    elif not ovs.is_connected(state.bridge):
-        found.append(f"{state.bridge} is not connected to {state.controller}")
+    for chosen in _chosen(state, gateway):
+        if not ovs.bridge_exists(chosen.bridge):
+            found.append(f"bridge {chosen.bridge} does not exist")
+        elif not ovs.is_connected(chosen.bridge):
+            found.append(f"{chosen.bridge} is not connected to {state.controller}")
     pid = state.controller_pid
     if pid is None or not controller.is_controller(pid, state.config_path):
         found.append(f"ryu-manager (pid {pid}) is not running")
@@ -31,23 +48,53 @@ def problems(state: LabState) -> list[str]:
     return found
 
 
-def status(name: str = DEFAULT_NAME) -> LabState | None:
+def status(name: str = DEFAULT_NAME, gateway: str | None = None) -> LabState | None:
     """Return the state of lab ``name`` when it is up, else None.
 
-    Up means: a state file, the bridge, a live ``ryu-manager`` with the recorded PID, and
-    the switch connected to it.
+    Up means: a state file, every bridge (or gateway ``gateway``'s alone), a live
+    ``ryu-manager`` with the recorded PID, and the switches connected to it.
+
+    Raises:
+        ValueError: When the lab has no gateway ``gateway``.
     """
     state = read_state(name)
-    if state is None or problems(state):
+    if state is None or problems(state, gateway):
         return None
     return state
 
 
-def describe(name: str = DEFAULT_NAME) -> tuple[bool, str]:
-    """Describe lab ``name`` for people: what runs, where, and where the logs are.
+def _gateway_lines(state: LabState, gateway: GatewayState, existing: Collection[str]
+                   ) -> list[str]:
+    """What ``describe`` says of one gateway."""
+    lines = []
+    if state.gateways:
+        lines.append(f"  gateway {gateway.name}: REST {state.rest_url}{gateway.rest_prefix}/, "
+                     f"zone {gateway.ct_zone}, store {gateway.state_file}")
+    width = max(len(ns) for ns in gateway.namespaces)
+    for ns in gateway.namespaces:
+        port = gateway.namespace_ports[ns]
+        role = "server" if ns == gateway.server_namespace else "client"
+        lines.append(
+            f"  {role} {ns:<{width}} {gateway.addresses[ns]:<15} {state.ns_ifname} <-> "
+            f"{port} (OpenFlow port {gateway.ports[port]})"
+            + ("" if ns in existing else "  [namespace missing]"))
+    connected = ovs.is_connected(gateway.bridge) if ovs.bridge_exists(gateway.bridge) else False
+    lines.append(f"  bridge {gateway.bridge} (datapath ID {gateway.datapath_id:#x}): "
+                 f"controller {state.controller} "
+                 f"{'connected' if connected else 'not connected'}, "
+                 f"{ovs.pipeline_flows(gateway.bridge) if connected else 0} pipeline flow(s)")
+    return lines
+
+
+def describe(name: str = DEFAULT_NAME, gateway: str | None = None) -> tuple[bool, str]:
+    """Describe lab ``name`` (or its gateway ``gateway`` alone) for people: what runs,
+    where, and where the logs are.
 
     Returns:
-        Whether the lab is up, and the text.
+        Whether the lab (or that gateway) is up, and the text.
+
+    Raises:
+        ValueError: When the lab has no gateway ``gateway``.
     """
     state = read_state(name)
     folder = run_dir(name)
@@ -59,24 +106,17 @@ def describe(name: str = DEFAULT_NAME) -> tuple[bool, str]:
         if (folder / LOG_FILE).exists():
             lines.append(f"last controller log: {folder / LOG_FILE}")
         return False, "\n".join(lines)
-    wrong = problems(state)
+    chosen = _chosen(state, gateway)
+    wrong = problems(state, gateway)
     existing = netns.list_netns()
-    lines = ["lab: up" if not wrong else "lab: down (" + "; ".join(wrong) + ")"]
-    lines.append(f"  name {state.name}, folder {state.run_dir}")
+    what = "lab" if gateway is None else f"lab gateway {gateway}"
+    lines = [f"{what}: up" if not wrong else f"{what}: down (" + "; ".join(wrong) + ")"]
+    lines.append(f"  name {state.name}, folder {state.run_dir}"
+                 + (f", {state.bridges} bridges" if state.gateways else ""))
     lines.append(f"  policy {state.policy}, ALG {'on' if state.alg else 'off'}, "
                  f"public IPs {', '.join(state.public_ips)}")
-    width = max(len(ns) for ns in state.namespaces)
-    for ns in state.namespaces:
-        port = state.namespace_ports[ns]
-        role = "server" if ns == state.server_namespace else "client"
-        lines.append(
-            f"  {role} {ns:<{width}} {state.addresses[ns]:<15} {state.ns_ifname} <-> "
-            f"{port} (OpenFlow port {state.ports[port]})"
-            + ("" if ns in existing else "  [namespace missing]"))
-    connected = ovs.is_connected(state.bridge) if ovs.bridge_exists(state.bridge) else False
-    lines.append(f"  bridge {state.bridge} (datapath ID {state.datapath_id:#x}): controller "
-                 f"{state.controller} {'connected' if connected else 'not connected'}, "
-                 f"{ovs.pipeline_flows(state.bridge) if connected else 0} pipeline flow(s)")
+    for one in chosen:
+        lines += _gateway_lines(state, one, existing)
     pid = state.controller_pid
     running = pid is not None and controller.is_controller(pid, state.config_path)
     manager = MANAGER_COMMANDS.get(state.framework, "controller")

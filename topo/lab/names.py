@@ -31,6 +31,8 @@ LOCK_FILE = "lock"
 GATEWAY_STATE_FILE = "gateway-state.sqlite"
 GATEWAY_STATE_FILES = (GATEWAY_STATE_FILE, f"{GATEWAY_STATE_FILE}-wal",
                        f"{GATEWAY_STATE_FILE}-shm")
+#: The most bridges (gateways) of one lab: a gateway's number is one digit of its names.
+MAX_BRIDGES = 9
 
 #: The default lab's fixed datapath ID (otherwise OVS derives one from a random MAC).
 DEFAULT_DATAPATH_ID = 1
@@ -64,9 +66,11 @@ POLICIES = options.POLICIES
 EXIT_NOT_UP = 3
 
 NAME_PATTERN = re.compile(rf"[a-z0-9]{{1,{MAX_NAME_LENGTH}}}")
+GATEWAY_PATTERN = re.compile(rf"g([1-{MAX_BRIDGES}])")
 _NAME_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
-_DATAPATH_ID_TAG = 0x50 << 56
+_DATAPATH_ID_TAG = 0x50
 _HOST = r"(c[0-9]+|srv)"
+_GATEWAY_DIGIT = rf"[2-{MAX_BRIDGES}]"
 
 
 class LabError(RuntimeError):
@@ -118,61 +122,121 @@ def mininet_run_dir(name: str = DEFAULT_NAME) -> Path:
     return run_dir(name, MININET_RUN_DIR)
 
 
-def bridge_name(name: str = DEFAULT_NAME) -> str:
-    """The OVS bridge of lab ``name``: ``br-NAME``."""
-    return f"br-{check_name(name)}"
+def check_gateway(gateway: int) -> int:
+    """Return ``gateway`` when it can number a gateway of a lab (1 .. ``MAX_BRIDGES``).
 
-
-def namespace(host: str, name: str = DEFAULT_NAME) -> str:
-    """The namespace of ``host`` (``c<i>`` or ``srv``) in lab ``name``.
-
-    It is ``host`` itself in the default lab, ``NAME-<host>`` in any other.
+    Raises:
+        ValueError: When it cannot.
     """
+    if isinstance(gateway, bool) or not isinstance(gateway, int) or not (
+            1 <= gateway <= MAX_BRIDGES):
+        raise ValueError(f"a lab's gateways are numbered 1 .. {MAX_BRIDGES}, not {gateway!r}")
+    return gateway
+
+
+def gateway_name(gateway: int) -> str:
+    """The name of gateway ``gateway`` of a lab: ``g<gateway>``."""
+    return f"g{check_gateway(gateway)}"
+
+
+def gateway_number(gateway: str) -> int:
+    """The number of the gateway called ``gateway`` (``g1`` .. ``g9``).
+
+    Raises:
+        ValueError: When ``gateway`` is not such a name.
+    """
+    found = GATEWAY_PATTERN.fullmatch(gateway) if isinstance(gateway, str) else None
+    if found is None:
+        raise ValueError(f"gateway {gateway!r} is not valid: a lab's gateways are g1 .. "
+                         f"g{MAX_BRIDGES}")
+    return int(found.group(1))
+
+
+def bridge_name(name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The OVS bridge of gateway ``gateway`` of lab ``name``: ``br-NAME``, ``br-NAME-<j>``."""
+    bridge = f"br-{check_name(name)}"
+    return bridge if check_gateway(gateway) == 1 else f"{bridge}-{gateway}"
+
+
+def namespace(host: str, name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The namespace of ``host`` (``c<i>`` or ``srv``) of gateway ``gateway`` in lab ``name``.
+
+    It is ``host`` itself in the default lab, ``NAME-<host>`` in any other; a gateway
+    ``j`` >= 2 puts ``g<j>`` before the host (``g2c1``, ``NAME-g2srv``).
+    """
+    if check_gateway(gateway) != 1:
+        host = f"{gateway_name(gateway)}{host}"
     return host if check_name(name) == DEFAULT_NAME else f"{name}-{host}"
 
 
-def client_namespace(index: int, name: str = DEFAULT_NAME) -> str:
-    """The namespace of client ``index`` (1-based): ``c<index>`` or ``NAME-c<index>``."""
-    return namespace(f"c{index}", name)
+def client_namespace(index: int, name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The namespace of client ``index`` (1-based): ``c<index>`` or ``NAME-c<index>``
+    (``g<j>c<index>``, ``NAME-g<j>c<index>`` of gateway ``j`` >= 2)."""
+    return namespace(f"c{index}", name, gateway)
 
 
-def demux_port_name(name: str = DEFAULT_NAME) -> str:
-    """The GRE demultiplexer's OVS port in lab ``name`` (``topo.gre_demux``)."""
-    return port_name(DEMUX_HOST, name)
+def demux_port_name(name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The GRE demultiplexer's OVS port of gateway ``gateway`` in lab ``name``
+    (``topo.gre_demux``)."""
+    return port_name(DEMUX_HOST, name, gateway)
 
 
-def demux_dir(name: str = DEFAULT_NAME) -> str:
-    """Where lab ``name`` mounts a BPF filesystem for the demultiplexer."""
-    return str(run_dir(name) / "bpf")
+def demux_dir(name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """Where gateway ``gateway`` of lab ``name`` mounts a BPF filesystem for the
+    demultiplexer: ``bpf`` in the lab's folder, ``bpf-g<j>`` for gateway ``j`` >= 2."""
+    folder = "bpf" if check_gateway(gateway) == 1 else f"bpf-{gateway_name(gateway)}"
+    return str(run_dir(name) / folder)
 
 
-def port_name(host: str, name: str = DEFAULT_NAME) -> str:
-    """The OVS port (root-side veth end) of ``host`` in lab ``name``: ``NAME-<host>``."""
-    return f"{check_name(name)}-{host}"
+def gateway_state_file(gateway: int = 1) -> str:
+    """The file name of gateway ``gateway``'s store in the lab's folder:
+    ``gateway-state.sqlite``, ``gateway-state-g<j>.sqlite`` for gateway ``j`` >= 2."""
+    if check_gateway(gateway) == 1:
+        return GATEWAY_STATE_FILE
+    return GATEWAY_STATE_FILE.replace(".sqlite", f"-{gateway_name(gateway)}.sqlite")
 
 
-def datapath_id(name: str = DEFAULT_NAME) -> int:
-    """The bridge's datapath ID: 1 for the default lab, otherwise one that only ``name`` has.
+def gateway_state_files(gateway: int = 1) -> tuple[str, str, str]:
+    """Gateway ``gateway``'s store and the two files SQLite keeps beside it."""
+    store = gateway_state_file(gateway)
+    return (store, f"{store}-wal", f"{store}-shm")
+
+
+def port_name(host: str, name: str = DEFAULT_NAME, gateway: int = 1) -> str:
+    """The OVS port (root-side veth end) of ``host`` of gateway ``gateway`` in lab ``name``:
+    ``NAME-<host>``, and ``NAME-<j><host>`` for gateway ``j`` >= 2 (``NAME-2c1``,
+    ``NAME-2srv``: at most 15 characters for every lab name and gateway)."""
+    prefix = "" if check_gateway(gateway) == 1 else str(gateway)
+    return f"{check_name(name)}-{prefix}{host}"
+
+
+def datapath_id(name: str = DEFAULT_NAME, gateway: int = 1) -> int:
+    """The bridge's datapath ID: 1 for the default lab's gateway 1, otherwise one that only
+    ``name`` and ``gateway`` have.
 
     The name is read as a number in bijective base 37 (a = 1 .. 9 = 36), so different
-    names give different numbers; ``0x50`` in the top byte keeps it apart from 1.
+    names give different numbers (at most 53 bits); the top byte is ``0x50`` for gateway
+    1 and ``0x50 + j - 1`` for gateway ``j``, which keeps them apart from 1 and from each
+    other.
     """
-    if check_name(name) == DEFAULT_NAME:
+    if check_name(name) == DEFAULT_NAME and check_gateway(gateway) == 1:
         return DEFAULT_DATAPATH_ID
     value = 0
     for char in name:
         value = value * (len(_NAME_DIGITS) + 1) + _NAME_DIGITS.index(char) + 1
-    return _DATAPATH_ID_TAG | value
+    return (_DATAPATH_ID_TAG + check_gateway(gateway) - 1) << 56 | value
 
 
 def namespace_pattern(name: str = DEFAULT_NAME) -> re.Pattern[str]:
-    """What the namespaces of lab ``name`` look like; ``down`` deletes no other."""
-    return re.compile(re.escape(namespace("", name)) + _HOST)
+    """What the namespaces of lab ``name`` look like (every gateway's); ``down`` deletes
+    no other."""
+    return re.compile(re.escape(namespace("", name)) + rf"(g{_GATEWAY_DIGIT})?" + _HOST)
 
 
 def port_pattern(name: str = DEFAULT_NAME) -> re.Pattern[str]:
-    """What the OVS ports of lab ``name`` look like; ``down`` deletes no other."""
-    return re.compile(re.escape(port_name("", name)) + _HOST)
+    """What the OVS ports of lab ``name`` look like (every gateway's); ``down`` deletes no
+    other."""
+    return re.compile(re.escape(port_name("", name)) + rf"({_GATEWAY_DIGIT})?" + _HOST)
 
 
 def client_address(index: int) -> str:

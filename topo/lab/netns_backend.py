@@ -1,7 +1,8 @@
 """The lab in named network namespaces: ``up`` builds it, ``down`` removes it.
 
-Each client and the server is a namespace (``ip netns``) with a veth pair whose
-root-side end is a port of the lab's bridge; see ``topo.lab`` for the layout.
+Each client and the server of each gateway is a namespace (``ip netns``) with a veth
+pair whose root-side end is a port of that gateway's bridge; see ``topo.lab`` for the
+layout.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from topo.lab.names import (
     DEFAULT_FRAMEWORK,
     DEFAULT_NAME,
     DEMUX_OFPORT,
-    GATEWAY_STATE_FILES,
     LOCK_FILE,
     MANAGER_COMMANDS,
+    MAX_BRIDGES,
     PID_FILE,
     PORTS_LOCK_PATH,
     STATE_FILE,
     LabError,
-    bridge_name,
     command,
     demux_dir,
     demux_port_name,
+    gateway_state_files,
     run_dir,
     say,
 )
@@ -39,13 +40,14 @@ from topo.lab.state import (
     LabState,
     clear_gateway_state,
     controller_pids,
+    lab_bridges,
     locked,
     owned,
     plan,
     read_state,
     render_config,
     write_state,
-    zone_of,
+    zones_of,
 )
 from topo.netns import CommandError
 
@@ -66,19 +68,21 @@ def _assign_ports(state: LabState) -> None:
 
 
 def _build_namespaces(state: LabState) -> None:
-    """Make the lab's namespaces, each with its veth pair, address and route.
+    """Make the lab's namespaces (every gateway's), each with its veth pair, address and
+    route.
 
     Raises:
         CommandError: When a command fails.
     """
-    for ns in state.namespaces:
-        server = ns == state.server_namespace
+    for gateway, ns in ((g, ns) for g in state.all_gateways for ns in g.namespaces):
+        server = ns == gateway.server_namespace
         subnet = state.outside_subnet if server else state.inside_subnet
-        port = state.namespace_ports[ns]
+        port = gateway.namespace_ports[ns]
         netns.add_netns(ns)  # also brings lo up
         netns.veth(ns, state.ns_ifname, None, port)
         netns.tx_off(ns, state.ns_ifname)
-        netns.address(ns, state.ns_ifname, f"{state.addresses[ns]}/{subnet.split('/')[1]}")
+        netns.address(ns, state.ns_ifname,
+                      f"{gateway.addresses[ns]}/{subnet.split('/')[1]}")
         if not server:
             netns.route(ns, "default", state.inside_gateway)
         # Nothing in the lab speaks IPv6: keep router solicitations and MLD off the switch.
@@ -95,10 +99,9 @@ def _remains(name: str) -> list[str]:
     config_path = str(run_dir(name) / CONFIG_FILE)
     found += [f"its controller (pid {pid})" for pid in controller_pids(name, state)
               if controller.is_controller(pid, config_path)]
-    bridge = bridge_name(name)
-    if ovs.bridge_exists(bridge):
-        found.append(f"its bridge {bridge}")
-    spaces, links = owned(name, state)
+    bridges = [bridge for bridge in lab_bridges(name, state) if ovs.bridge_exists(bridge)]
+    found += [f"its bridge {bridge}" for bridge in bridges]
+    spaces, links = owned(name, state, bridges)
     existing = netns.list_netns()
     found += [f"namespace {ns}" for ns in spaces if ns in existing]
     found += [f"interface {link}" for link in links if netns.link_exists(link)]
@@ -108,8 +111,8 @@ def _remains(name: str) -> list[str]:
 def _in_the_way(state: LabState) -> list[str]:
     """What of the planned lab exists already although the lab is down."""
     existing = netns.list_netns()
-    return ([f"namespace {ns}" for ns in state.namespaces if ns in existing]
-            + ovs.existing(state))
+    return ([f"namespace {ns}" for g in state.all_gateways for ns in g.namespaces
+             if ns in existing] + ovs.existing(state))
 
 
 def up(
@@ -126,14 +129,15 @@ def up(
     options: dict[str, str] | None = None,
     gre_demux: bool = True,
     framework: str = DEFAULT_FRAMEWORK,
+    bridges: int = 1,
 ) -> LabState:
     """Build lab ``name``, start its controller and wait until it is ready.
 
-    Ready means the switch reports the controller connected and a flow with the app's
-    pipeline cookie (kind 1) is installed. No other lab is touched.
+    Ready means every switch reports the controller connected and has a flow with the
+    app's pipeline cookie (kind 1). No other lab is touched.
 
     Args:
-        clients: Number of client namespaces (1 .. 64).
+        clients: Number of client namespaces (1 .. 64) of each gateway.
         policy: ``open`` or ``strict``.
         public_ips: Number of public addresses (1 .. 253).
         alg: Whether the PPTP ALG is on.
@@ -146,7 +150,11 @@ def up(
         options: More ``[nat]`` options for the app (see :class:`LabState`).
         gre_demux: Attach the GRE demultiplexer (``topo.gre_demux``) as port
             ``NAME-dmx``, its BPF filesystem in the lab's folder (on by default: the bench
-            measured it ten times the controller path for shared pairs).
+            measured it ten times the controller path for shared pairs); every gateway
+            has its own (``NAME-<j>dmx``, ``bpf-g<j>``).
+        framework: ``ryu`` or ``os-ken``.
+        bridges: Number of bridges (1 .. 9), each a gateway of its own with the same
+            addresses, all driven by the one controller.
 
     Returns:
         The lab's state (also in ``lab.json``).
@@ -158,7 +166,7 @@ def up(
             controller dies or is not ready in time. What was built stays for ``down``.
     """
     state = plan(clients, policy, public_ips, alg, app, name=name, options=options,
-                 gre_demux=gre_demux, framework=framework)
+                 gre_demux=gre_demux, framework=framework, bridges=bridges)
     if not Path(state.app).is_file():
         raise LabError(f"the Ryu app {state.app} does not exist")
     with locked(Path(state.run_dir) / LOCK_FILE):
@@ -183,13 +191,16 @@ def up(
             _assign_ports(state)
             write_state(state)
         try:
-            say(quiet, f"lab {name}: building {len(state.namespaces)} namespaces and "
-                       f"{state.bridge}")
+            gateways = state.all_gateways
+            say(quiet, f"lab {name}: building "
+                       f"{sum(len(g.namespaces) for g in gateways)} namespaces and "
+                       f"{', '.join(g.bridge for g in gateways)}")
             _build_namespaces(state)
-            ovs.build_bridge(state)
-            if state.gre_demux:
-                demux_component.attach(state.bridge, demux_port_name(name), demux_dir(name),
-                                       DEMUX_OFPORT)
+            for gateway in gateways:
+                ovs.build_bridge(gateway)
+                if gateway.gre_demux_port:
+                    demux_component.attach(gateway.bridge, gateway.gre_demux_port,
+                                           gateway.gre_demux_dir, DEMUX_OFPORT)
             Path(state.config_path).write_text(render_config(state))
             clear_gateway_state(Path(state.run_dir))
         except (CommandError, BpfError) as exc:
@@ -203,7 +214,8 @@ def up(
         write_state(state)
         deadline = time.monotonic() + timeout
         controller.wait_listening(state, started, deadline)
-        ovs.set_controller(state)
+        for gateway in state.all_gateways:
+            ovs.set_controller(state, gateway.bridge)
         controller.wait_ready(state, started, deadline)
         state.phase = "up"
         write_state(state)
@@ -218,13 +230,18 @@ def _down_locked(name: str, quiet: bool) -> None:
     for pid in controller_pids(name, state):
         controller.stop(pid, str(folder / CONFIG_FILE), quiet)
 
-    bridge = bridge_name(name)
-    demux_component.detach(bridge, demux_port_name(name), demux_dir(name))
-    if ovs.bridge_exists(bridge):
-        say(quiet, f"lab {name}: deleting bridge {bridge}")
-    spaces, links = owned(name, state)
-    ovs.remove(bridge, links)
-    ovs.forget_zone(zone_of(name, state))
+    bridges = lab_bridges(name, state)
+    found = [bridge for bridge in bridges if ovs.bridge_exists(bridge)]
+    spaces, links = owned(name, state, found)
+    for gateway, bridge in enumerate(bridges, start=1):
+        demux_component.detach(bridge, demux_port_name(name, gateway), demux_dir(name, gateway))
+        if bridge in found:
+            say(quiet, f"lab {name}: deleting bridge {bridge}")
+            ovs.delete_bridge(bridge)
+    for link in links:
+        netns.del_link(link)
+    for zone in zones_of(name, state, found):
+        ovs.forget_zone(zone)
     existing = netns.list_netns()
     for ns in spaces:
         if ns not in existing:
@@ -235,19 +252,24 @@ def _down_locked(name: str, quiet: bool) -> None:
                        f"namespace {ns}; the lab did not start them and leaves them alone")
         say(quiet, f"lab {name}: deleting namespace {ns}")
         netns.del_netns(ns)
-    for file in (STATE_FILE, PID_FILE, CONFIG_FILE, *GATEWAY_STATE_FILES):
+    stores = [file for gateway in range(1, MAX_BRIDGES + 1)
+              for file in gateway_state_files(gateway)]
+    for file in (STATE_FILE, PID_FILE, CONFIG_FILE, *stores):
         (folder / file).unlink(missing_ok=True)
 
 
 def down(quiet: bool = True, *, name: str = DEFAULT_NAME, purge: bool = False) -> None:
-    """Remove the namespaces, the bridge and the controller of lab ``name``, nothing else.
+    """Remove the namespaces, the bridges and the controller of lab ``name``, nothing else.
 
     Works after a half-finished ``up`` and when there is nothing to remove. Only the
-    namespaces and OVS ports that the state file records are deleted, or, without a state
-    file, those of a lab of 64 clients that exist; in both cases only names of the lab's
-    own pattern (``c<digits>``/``srv`` in the default lab, ``NAME-c<digits>``/``NAME-srv``
-    else). The controller is killed by the PID in the PID file or the state, and only if
-    that process is a ``ryu-manager`` started with this lab's configuration file.
+    bridges, namespaces and OVS ports that the state file records are deleted, or,
+    without a state file, the lab's bridges of gateways 1 .. 9 that exist and the
+    namespaces and ports of 64 clients of gateway 1 and of each gateway whose bridge
+    existed; in both cases only names of the lab's own pattern (``c<digits>``/``srv``,
+    ``g<j>c<digits>``/``g<j>srv`` in the default lab, the same after ``NAME-`` else). The
+    zones' settings of every gateway are removed (``ovs.forget_zone``). The controller
+    is killed by the PID in the PID file or the state, and only if that process is a
+    ``ryu-manager`` started with this lab's configuration file.
 
     Args:
         quiet: Do not print progress on stderr.

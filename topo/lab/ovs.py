@@ -1,6 +1,6 @@
-"""The lab's OVS bridge, through ``ovs-vsctl``, ``ovs-ofctl`` and ``ovs-appctl``.
+"""The lab's OVS bridges, through ``ovs-vsctl``, ``ovs-ofctl`` and ``ovs-appctl``.
 
-Whatever changes something names the lab's bridge: no other bridge and neither OVS
+Whatever changes something names a bridge of the lab: no other bridge and neither OVS
 daemon is touched.
 """
 
@@ -18,7 +18,7 @@ from topo import netns
 from topo.lab.names import LabError
 
 if TYPE_CHECKING:
-    from topo.lab.state import LabState
+    from topo.lab.state import GatewayState, LabState
 
 _DURATION = re.compile(r"\bduration=([0-9.]+)s")
 
@@ -98,39 +98,41 @@ def meter_count(bridge: str) -> int:
                if line.lstrip().startswith("meter="))
 
 
-def build_bridge(state: LabState) -> None:
-    """Make the lab's bridge with its ports, each at its OpenFlow port number.
+def build_bridge(gateway: GatewayState) -> None:
+    """Make a gateway's bridge with its ports, each at its OpenFlow port number.
 
     Raises:
         CommandError: When OVS refuses.
         LabError: When OVS gives a port another number.
     """
-    bridge = state.bridge
+    bridge = gateway.bridge
     argv = [
         "--", "add-br", bridge,
         "--", "set", "bridge", bridge, "datapath_type=netdev", "fail_mode=secure",
         "protocols=OpenFlow13", "other-config:disable-in-band=true",
-        f"other-config:datapath-id={state.datapath_id:016x}",
+        f"other-config:datapath-id={gateway.datapath_id:016x}",
     ]
-    for port, ofport in state.ports.items():
+    for port, ofport in gateway.ports.items():
         argv += ["--", "add-port", bridge, port,
                  "--", "set", "interface", port, f"ofport_request={ofport}"]
     vsctl(*argv)
-    for port, ofport in state.ports.items():
+    for port, ofport in gateway.ports.items():
         got = vsctl("get", "interface", port, "ofport", check=False)
         if got != str(ofport):
             error = vsctl("get", "interface", port, "error", check=False)
             raise LabError(f"OVS gave {port} OpenFlow port {got}, not {ofport}: {error}")
 
 
-def set_controller(state: LabState) -> None:
-    """Point the bridge at the lab's controller: out-of-band, retried at least every second.
+def set_controller(state: LabState, bridge: str | None = None) -> None:
+    """Point ``bridge`` (gateway 1's by default) at the lab's controller: out-of-band,
+    retried at least every second.
 
     Raises:
         CommandError: When OVS refuses.
     """
-    vsctl("set-controller", state.bridge, state.controller,
-          "--", "set", "controller", state.bridge, "connection_mode=out-of-band",
+    bridge = state.bridge if bridge is None else bridge
+    vsctl("set-controller", bridge, state.controller,
+          "--", "set", "controller", bridge, "connection_mode=out-of-band",
           "max_backoff=1000")
 
 
@@ -147,10 +149,12 @@ def forget_zone(zone: int) -> None:
 
 
 def existing(state: LabState) -> list[str]:
-    """The lab's ports (interfaces) and bridge that exist, for people."""
-    found = [f"interface {port}" for port in state.ports if netns.link_exists(port)]
-    if bridge_exists(state.bridge):
-        found.append(f"bridge {state.bridge}")
+    """The lab's ports (interfaces) and bridges that exist (every gateway's), for people."""
+    found = []
+    for gateway in state.all_gateways:
+        found += [f"interface {port}" for port in gateway.ports if netns.link_exists(port)]
+        if bridge_exists(gateway.bridge):
+            found.append(f"bridge {gateway.bridge}")
     return found
 
 

@@ -1,8 +1,8 @@
 """What a gateway in service lives through, on a running lab.
 
 ``restart_controller`` stops the lab's controller and starts it again with the same
-configuration while the bridge keeps its flows; ``restart_switch`` makes the lab's bridge
-alone look like an ``ovs-vswitchd`` restart without saved flows.
+configuration while the bridges keep their flows; ``restart_switch`` makes one bridge of
+the lab alone look like an ``ovs-vswitchd`` restart without saved flows.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def restart_controller(
 ) -> LabState:
     """Stop the controller of lab ``name`` and start it again with the same configuration.
 
-    The bridge and its flows are left alone: with ``fail-mode=secure`` the switch keeps
+    The bridges and their flows are left alone: with ``fail-mode=secure`` a switch keeps
     its flows while no controller is connected, and reconnects by itself (the controller
     target stays set, retried at least every second). The old ``ryu-manager`` is stopped
     by the PID the lab recorded, and only if that process is this lab's controller, as in
@@ -84,7 +84,7 @@ def restart_controller(
     TCP connection on the lab's OpenFlow port, since OVSDB reports the old connection as
     connected for up to about 5 s) and the pipeline flows were added by the new
     controller (the flows the switch kept do not count; OVS restarts a flow's
-    ``duration`` when it is added again, even unchanged).
+    ``duration`` when it is added again, even unchanged), on every bridge of the lab.
 
     Args:
         name: The lab's name.
@@ -101,8 +101,9 @@ def restart_controller(
     """
     with _restarting(name, "restart") as state:
         old = state.controller_pid
-        say(quiet, f"lab {name}: restarting ryu-manager (pid {old}); {state.bridge} keeps "
-                   f"its flows")
+        bridges = [g.bridge for g in state.all_gateways]
+        say(quiet, f"lab {name}: restarting ryu-manager (pid {old}); {', '.join(bridges)} "
+                   f"{'keeps its' if len(bridges) == 1 else 'keep their'} flows")
         for pid in controller_pids(name, state):
             controller.stop(pid, state.config_path, quiet)
         state.controller_pid = None
@@ -122,11 +123,13 @@ def restart_controller(
 
 
 def restart_switch(
-    name: str = DEFAULT_NAME, timeout: float = 30, quiet: bool = True
+    name: str = DEFAULT_NAME, timeout: float = 30, quiet: bool = True,
+    gateway: str | None = None,
 ) -> LabState:
-    """Make the bridge of lab ``name`` look like an ``ovs-vswitchd`` restart without flows.
+    """Make a bridge of lab ``name`` look like an ``ovs-vswitchd`` restart without flows.
 
-    Only the lab's bridge is touched, never another bridge or the OVS daemons: its
+    Only that bridge is touched (gateway ``gateway``'s, by default gateway 1's), never
+    another bridge, of this lab or another, or the OVS daemons: its
     controller connection is removed (``ovs-vsctl del-controller``), then every flow and
     every meter (``ovs-ofctl del-flows``, ``del-meters``), and the controller is set again
     as ``up`` sets it. The running controller sees the switch leave and come back empty,
@@ -139,18 +142,22 @@ def restart_switch(
         timeout: Seconds to wait for the switch to come back, from when its emptying
             starts.
         quiet: Do not print progress on stderr.
+        gateway: The gateway (``g<j>``) whose bridge restarts; None for gateway 1's.
 
     Returns:
         The lab's state (unchanged but for the phase, which is ``up`` again).
 
     Raises:
-        ValueError: On a bad name.
+        ValueError: On a bad name, or a gateway the lab does not have.
         LabError: When the lab is not up, an OVS command fails, flows or meters are left,
             or the controller dies or does not reinstall its pipeline in time (the lab
             is then left as it is).
     """
+    recorded = read_state(name)
+    if recorded is not None and gateway is not None:
+        recorded.gateway(gateway)
     with _restarting(name, "restart the switch of") as state:
-        bridge = state.bridge
+        bridge = state.gateway(gateway or 1).bridge
         say(quiet, f"lab {name}: emptying {bridge} as a restart of ovs-vswitchd without "
                    f"saved flows would (controller connection, flows, meters)")
         emptied = time.monotonic()
@@ -164,13 +171,13 @@ def restart_switch(
                                f"after del-flows and del-meters")
             say(quiet, f"lab {name}: {bridge} is empty; connecting it to "
                        f"{state.controller} again")
-            ovs.set_controller(state)
+            ovs.set_controller(state, bridge)
         except CommandError as exc:
             raise LabError(f"emptying {bridge} failed: {exc}\nthe lab is left as it is; "
                            f"`{command('down', name)}` removes it") from exc
         pid = state.controller_pid
         controller.wait_ready(state, controller.child(pid) if pid is not None else None,
-                              emptied + timeout, since=emptied)
+                              emptied + timeout, since=emptied, bridges=[bridge])
         # Packets that arrived while the bridge was empty left datapath flows that drop;
         # a restarted ovs-vswitchd would have none. Wait (read-only) for the revalidators
         # to bring them in line with the entries the app put back.

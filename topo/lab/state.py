@@ -1,8 +1,9 @@
 """A lab's state (``LabState``, the file ``lab.json``), the app's configuration, the files.
 
 ``plan`` describes a lab without building anything; ``render_config`` writes the app's
-``[nat]`` options for it, refusing what the app would refuse; ``write_state``,
-``read_state``, ``read_pid`` and ``locked`` work on the files in the lab's folder.
+options for it (``[nat]``, and a ``[gateway:g<j>]`` section per gateway of a lab of
+several bridges), refusing what the app would refuse; ``write_state``, ``read_state``,
+``read_pid`` and ``locked`` work on the files in the lab's folder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,10 @@ from topo.lab.names import (
     DEFAULT_NAME,
     DEFAULT_RUN_DIR,
     FRAMEWORKS,
-    GATEWAY_STATE_FILE,
-    GATEWAY_STATE_FILES,
     INSIDE_GATEWAY,
     INSIDE_SUBNET,
     LOG_FILE,
+    MAX_BRIDGES,
     MAX_CLIENTS,
     MAX_PUBLIC_IPS,
     NAME_PATTERN,
@@ -56,6 +56,10 @@ from topo.lab.names import (
     datapath_id,
     demux_dir,
     demux_port_name,
+    gateway_name,
+    gateway_number,
+    gateway_state_file,
+    gateway_state_files,
     namespace,
     namespace_pattern,
     port_name,
@@ -63,6 +67,131 @@ from topo.lab.names import (
     public_addresses,
     run_dir,
 )
+
+#: The REST paths of the only gateway of a process; ``/pptp-alg/gateways/<name>`` with
+#: several (``ryu_apps``).
+REST_PREFIX = "/pptp-alg"
+#: The start of a gateway's section in the app's configuration file (``[gateway:NAME]``).
+GATEWAY_SECTION = "gateway:"
+#: The options that the lab writes in each ``[gateway:g<j>]`` section (the others, common
+#: to every gateway, go to ``[nat]``).
+GATEWAY_OPTIONS = ("inside_ports", "outside_port", "bridge", "state_file", "ct_zone",
+                   "gre_demux_port", "gre_demux_dir")
+
+
+@dataclass
+class GatewayState:
+    """One gateway of a lab: its bridge, its namespaces and ports, what the app keeps apart.
+
+    Attributes:
+        name: ``g1`` .. ``g9``.
+        namespaces: Its namespaces (the clients in order, then the server).
+        addresses: Namespace name -> its IPv4 address (the same in every gateway).
+        namespace_ports: Namespace name -> the OVS port of its veth pair.
+        ports: OVS port name -> OpenFlow port number.
+        inside_ports: OVS port names on the inside, in client order.
+        outside_port: OVS port name on the outside.
+        server_namespace: The server's namespace.
+        bridge: Its OVS bridge.
+        datapath_id: The bridge's datapath ID.
+        ct_zone: Its zone of the connection tracker (``ct_zone``).
+        state_file: Its store (``state_file``).
+        gre_demux_port: Its GRE demultiplexer's OVS port (empty without one).
+        gre_demux_dir: Where its demultiplexer's BPF filesystem is (likewise).
+        rest_prefix: The start of its REST paths: ``/pptp-alg`` for the only gateway of
+            a lab, ``/pptp-alg/gateways/<name>`` with several.
+    """
+
+    name: str
+    namespaces: list[str]
+    addresses: dict[str, str]
+    namespace_ports: dict[str, str]
+    ports: dict[str, int]
+    inside_ports: list[str]
+    outside_port: str
+    server_namespace: str
+    bridge: str
+    datapath_id: int
+    ct_zone: int
+    state_file: str
+    gre_demux_port: str = ""
+    gre_demux_dir: str = ""
+    rest_prefix: str = REST_PREFIX
+
+    @property
+    def number(self) -> int:
+        """The gateway's number (``j`` of ``g<j>``)."""
+        return gateway_number(self.name)
+
+    @property
+    def client_namespaces(self) -> list[str]:
+        """The client namespaces, in order."""
+        return [ns for ns in self.namespaces if ns != self.server_namespace]
+
+    @property
+    def clients(self) -> int:
+        """The number of client namespaces."""
+        return len(self.client_namespaces)
+
+    @property
+    def server_ip(self) -> str:
+        """The server's address."""
+        return self.addresses[self.server_namespace]
+
+    def client(self, index: int) -> str:
+        """The namespace of client ``index`` (1-based).
+
+        Raises:
+            ValueError: When the gateway has no such client.
+        """
+        if not 1 <= index <= self.clients:
+            raise ValueError(f"gateway {self.name} has clients 1 .. {self.clients}, "
+                             f"not {index}")
+        return self.client_namespaces[index - 1]
+
+    def rest_path(self, path: str) -> str:
+        """``path`` of the app's REST API (``/pptp-alg/...``) for this gateway."""
+        if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
+            return self.rest_prefix + path[len(REST_PREFIX):]
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GatewayState:
+        """Build a gateway from ``dataclasses.asdict`` output (unknown keys are ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in fields}
+        known["ports"] = {str(k): int(v) for k, v in known.get("ports", {}).items()}
+        return cls(**known)
+
+
+def _gateway_plan(name: str, gateway: int, clients: int, gre_demux: bool,
+                  several: bool) -> GatewayState:
+    """Gateway ``gateway`` of lab ``name`` as planned (its folder is the lab's)."""
+    hosts = [f"c{i}" for i in range(1, clients + 1)] + [SERVER_HOST]
+    spaces = [namespace(host, name, gateway) for host in hosts]
+    addresses = {ns: client_address(i) for i, ns in enumerate(spaces[:-1], start=1)}
+    addresses[spaces[-1]] = SERVER_IP
+    ports = {port_name(host, name, gateway): i for i, host in enumerate(hosts[:-1], start=1)}
+    ports[port_name(SERVER_HOST, name, gateway)] = SERVER_OFPORT
+    return GatewayState(
+        name=gateway_name(gateway),
+        namespaces=spaces,
+        addresses=addresses,
+        namespace_ports={ns: port_name(host, name, gateway)
+                         for ns, host in zip(spaces, hosts, strict=True)},
+        ports=ports,
+        inside_ports=[port_name(host, name, gateway) for host in hosts[:-1]],
+        outside_port=port_name(SERVER_HOST, name, gateway),
+        server_namespace=spaces[-1],
+        bridge=bridge_name(name, gateway),
+        datapath_id=datapath_id(name, gateway),
+        ct_zone=gateway_zone(name, gateway),
+        state_file=str(run_dir(name) / gateway_state_file(gateway)),
+        gre_demux_port=demux_port_name(name, gateway) if gre_demux else "",
+        gre_demux_dir=demux_dir(name, gateway) if gre_demux else "",
+        rest_prefix=(f"{REST_PREFIX}/gateways/{gateway_name(gateway)}" if several
+                     else REST_PREFIX),
+    )
 
 
 @dataclass
@@ -105,7 +234,12 @@ class LabState:
         outside_subnet: The outside (on-link) subnet.
         ns_ifname: The interface name inside every namespace.
         options: More ``[nat]`` options for the app (name -> value as in the file),
-            e.g. shorter timeouts for a test.
+            e.g. shorter timeouts for a test; with several bridges, for every gateway.
+        gre_demux: Whether each gateway has a GRE demultiplexer.
+        gateways: With several bridges, every gateway (``g1`` first), else empty. The
+            fields above that name a gateway's part (``namespaces`` .. ``datapath_id``)
+            are gateway 1's in every lab. ``to_dict`` leaves the key out when it is
+            empty, so that the state file of a lab of one bridge has today's keys.
         extra: Keys of the state file that this version does not know.
     """
 
@@ -143,7 +277,42 @@ class LabState:
     ns_ifname: str = NS_IFNAME
     options: dict[str, str] = field(default_factory=dict)
     gre_demux: bool = False
+    gateways: list[GatewayState] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bridges(self) -> int:
+        """The number of bridges (gateways) of the lab."""
+        return max(1, len(self.gateways))
+
+    @property
+    def all_gateways(self) -> list[GatewayState]:
+        """Every gateway of the lab, ``g1`` first (one for a lab of one bridge)."""
+        if self.gateways:
+            return list(self.gateways)
+        return [GatewayState(
+            name=gateway_name(1), namespaces=list(self.namespaces),
+            addresses=dict(self.addresses), namespace_ports=dict(self.namespace_ports),
+            ports=dict(self.ports), inside_ports=list(self.inside_ports),
+            outside_port=self.outside_port, server_namespace=self.server_namespace,
+            bridge=self.bridge, datapath_id=self.datapath_id,
+            ct_zone=zone_of(self.name, self),
+            state_file=str(Path(self.run_dir) / gateway_state_file(1)),
+            gre_demux_port=demux_port_name(self.name) if self.gre_demux else "",
+            gre_demux_dir=demux_dir(self.name) if self.gre_demux else "",
+        )]
+
+    def gateway(self, which: str | int = 1) -> GatewayState:
+        """The gateway called ``which`` (``g<j>``) or numbered ``which``.
+
+        Raises:
+            ValueError: When the lab has no such gateway.
+        """
+        number = gateway_number(which) if isinstance(which, str) else which
+        if not isinstance(number, int) or not 1 <= number <= self.bridges:
+            raise ValueError(f"lab {self.name} has gateways g1 .. g{self.bridges}, "
+                             f"not {which!r}")
+        return self.all_gateways[number - 1]
 
     @property
     def client_namespaces(self) -> list[str]:
@@ -173,16 +342,22 @@ class LabState:
         self.rest_url = f"http://{REST_HOST}:{rest_port}"
 
     def place(self, folder: Path) -> None:
-        """Put the lab's files (state, configuration, log, PID file) in ``folder``."""
+        """Put the lab's files (state, configuration, log, PID file, the gateways' stores)
+        in ``folder``."""
         self.run_dir = str(folder)
         self.state_path = str(folder / STATE_FILE)
         self.config_path = str(folder / CONFIG_FILE)
         self.log_path = str(folder / LOG_FILE)
         self.pid_path = str(folder / PID_FILE)
+        for gateway in self.gateways:
+            gateway.state_file = str(folder / gateway_state_file(gateway.number))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the state as plain JSON-able data."""
-        return dataclasses.asdict(self)
+        """Return the state as plain JSON-able data (without ``gateways`` when empty)."""
+        data = dataclasses.asdict(self)
+        if not self.gateways:
+            del data["gateways"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabState:
@@ -199,6 +374,7 @@ class LabState:
         extra = {k: v for k, v in data.items() if k not in fields}
         extra.update(data.get("extra") or {})
         known["ports"] = {str(k): int(v) for k, v in known.get("ports", {}).items()}
+        known["gateways"] = [GatewayState.from_dict(g) for g in known.get("gateways") or []]
         return cls(**known, extra=extra)
 
 
@@ -213,16 +389,19 @@ def plan(
     options: dict[str, str] | None = None,
     gre_demux: bool = False,
     framework: str = DEFAULT_FRAMEWORK,
+    bridges: int = 1,
 ) -> LabState:
     """Describe a lab without building anything.
 
     Args:
-        clients: Number of client namespaces (1 .. 64).
+        clients: Number of client namespaces (1 .. 64), of each gateway.
         policy: ``open`` or ``strict``.
         public_ips: Number of public addresses (1 .. 253).
         alg: Whether the PPTP ALG is on.
         app: The Ryu application, absolute or relative to the repo root.
         name: The lab's name.
+        bridges: Number of bridges, each a gateway of its own (1 .. 9), all driven by
+            the one controller.
 
     Returns:
         The planned state (phase ``building``, no controller yet; the TCP ports of a lab
@@ -241,36 +420,36 @@ def plan(
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, "
                          f"not {framework!r}")
+    if isinstance(bridges, bool) or not isinstance(bridges, int) or not (
+            1 <= bridges <= MAX_BRIDGES):
+        raise ValueError(f"bridges must be 1 .. {MAX_BRIDGES}, not {bridges!r}")
     app_path = Path(app)
     if not app_path.is_absolute():
         app_path = REPO / app_path
-    hosts = [f"c{i}" for i in range(1, clients + 1)] + [SERVER_HOST]
-    spaces = [namespace(host, name) for host in hosts]
-    addresses = {ns: client_address(i) for i, ns in enumerate(spaces[:-1], start=1)}
-    addresses[spaces[-1]] = SERVER_IP
-    ports = {port_name(host, name): i for i, host in enumerate(hosts[:-1], start=1)}
-    ports[port_name(SERVER_HOST, name)] = SERVER_OFPORT
+    gateways = [_gateway_plan(name, j, clients, gre_demux, bridges > 1)
+                for j in range(1, bridges + 1)]
+    first = gateways[0]
     state = LabState(
         clients=clients,
         policy=policy,
         alg=alg,
         public_ips=public_addresses(public_ips),
-        namespaces=spaces,
-        addresses=addresses,
-        namespace_ports={ns: port_name(host, name) for ns, host in zip(spaces, hosts,
-                                                                        strict=True)},
-        ports=ports,
-        inside_ports=[port_name(host, name) for host in hosts[:-1]],
-        outside_port=port_name(SERVER_HOST, name),
+        namespaces=first.namespaces,
+        addresses=first.addresses,
+        namespace_ports=first.namespace_ports,
+        ports=first.ports,
+        inside_ports=first.inside_ports,
+        outside_port=first.outside_port,
         name=name,
-        server_namespace=spaces[-1],
-        bridge=bridge_name(name),
-        datapath_id=datapath_id(name),
+        server_namespace=first.server_namespace,
+        bridge=first.bridge,
+        datapath_id=first.datapath_id,
         app=str(app_path),
         framework=framework,
         created=time.time(),
         options=dict(options or {}),
         gre_demux=gre_demux,
+        gateways=gateways if bridges > 1 else [],
     )
     state.place(run_dir(name))
     render_config(state)  # refuses options the app would refuse, before anything is built
@@ -289,18 +468,70 @@ def lab_zone(name: str) -> int:
     return 1000 + zlib.crc32(name.encode()) % 60000
 
 
+def gateway_zone(name: str, gateway: int = 1) -> int:
+    """The zone of gateway ``gateway`` of lab ``name``: :func:`lab_zone` for gateway 1, the
+    zones after it for the others (60,999 is followed by 1,000), so that the gateways of
+    one lab never share one."""
+    return 1000 + (lab_zone(name) - 1000 + gateway - 1) % 60000
+
+
 def zone_of(name: str, state: LabState | None) -> int:
-    """The zone lab ``name``'s app uses: its ``ct_zone`` option, else :func:`lab_zone`."""
+    """The zone lab ``name``'s app uses (gateway 1's): its ``ct_zone`` option, else
+    :func:`lab_zone`."""
     if state is not None and str(state.options.get("ct_zone", "")).strip().isdigit():
         return int(state.options["ct_zone"])
     return lab_zone(name)
 
 
+def zones_of(name: str, state: LabState | None, bridges: Collection[str] = ()) -> list[int]:
+    """The zones of every gateway of lab ``name``: those ``state`` records, or without a
+    state gateway 1's and those of the other gateways whose bridge ``bridges`` names."""
+    if state is not None and state.gateways:
+        return [gateway.ct_zone for gateway in state.gateways]
+    return [zone_of(name, state)] + [gateway_zone(name, j) for j in range(2, MAX_BRIDGES + 1)
+                                     if bridge_name(name, j) in bridges]
+
+
+def _gateway_values(gateway: GatewayState) -> dict[str, str]:
+    """The options of ``gateway`` that the lab writes in its section."""
+    values = {
+        "inside_ports": ",".join(gateway.inside_ports),
+        "outside_port": gateway.outside_port,
+        "bridge": gateway.bridge,
+        "state_file": gateway.state_file,
+        "ct_zone": str(gateway.ct_zone),
+    }
+    if gateway.gre_demux_port:
+        values["gre_demux_port"] = gateway.gre_demux_port
+        values["gre_demux_dir"] = gateway.gre_demux_dir
+    return values
+
+
+def _check_apart(sections: dict[str, dict[str, str]]) -> None:
+    """Refuse two gateways that would share a bridge, a port, a zone, a store or a
+    demultiplexer (as the app would, naming ``gateway:g<j>.<option>``)."""
+    seen: dict[tuple[str, str], str] = {}
+    for gateway, values in sections.items():
+        for key in GATEWAY_OPTIONS:
+            what = "port" if key in ("inside_ports", "outside_port", "gre_demux_port") else key
+            for value in str(values.get(key, "")).split(","):
+                if not value.strip():
+                    continue
+                other = seen.setdefault((what, value.strip()), gateway)
+                if other != gateway:
+                    raise ConfigError(f"{GATEWAY_SECTION}{gateway}.{key}",
+                                      f"{value.strip()} is gateway {other}'s {what} too")
+
+
 def render_config(
     state: LabState, header: str = "Written by topo.lab; rewritten on every `up`."
 ) -> str:
-    """Return the app's configuration file (oslo.config INI, group ``[nat]``).
+    """Return the app's configuration file (oslo.config INI).
 
+    A lab of one bridge has group ``[nat]`` alone. A lab of several has ``[nat]`` with
+    the options common to every gateway (the REST address, the addresses, the policy,
+    ``options``) and one section ``[gateway:g<j>]`` per gateway with its own (its
+    bridge, ports, store, zone and demultiplexer: ``GATEWAY_OPTIONS``).
     ``next_hop`` is left out: in the lab the outside subnet is on-link.
 
     Args:
@@ -309,32 +540,57 @@ def render_config(
 
     Returns:
         The file's text.
+
+    Raises:
+        ConfigError: On an option the app would refuse, naming it.
     """
-    values = {
-        "inside_ports": ",".join(state.inside_ports),
-        "outside_port": state.outside_port,
+    common = {
         "inside_subnet": state.inside_subnet,
         "inside_gateway": state.inside_gateway,
         "outside_subnet": state.outside_subnet,
         "public_ips": ",".join(state.public_ips),
         "policy": state.policy,
         "alg": "true" if state.alg else "false",
-        "bridge": state.bridge,
-        "state_file": str(Path(state.run_dir) / GATEWAY_STATE_FILE),
         "rest_host": REST_HOST,
         "rest_port": str(state.rest_port),
-        "ct_zone": str(lab_zone(state.name)),
     }
-    if state.gre_demux:
-        values["gre_demux_port"] = demux_port_name(state.name)
-        values["gre_demux_dir"] = demux_dir(state.name)
     unknown = sorted(set(state.options) - {o.name for o in options.OPTIONS})
     if unknown:
         raise ConfigError(f"{options.GROUP}.{unknown[0]}", "no such option")
-    values.update(state.options)
-    options.load(values)  # the app's own rules: a lab never writes a file the app refuses
-    lines = [f"# {header}", f"[{options.GROUP}]"]
-    return "\n".join([*lines, *(f"{key} = {value}" for key, value in values.items())]) + "\n"
+    if not state.gateways:
+        (gateway,) = state.all_gateways
+        values = {**common, **_gateway_values(gateway)}
+        order = ("inside_ports", "outside_port", "inside_subnet", "inside_gateway",
+                 "outside_subnet", "public_ips", "policy", "alg", "bridge", "state_file",
+                 "rest_host", "rest_port", "ct_zone", "gre_demux_port", "gre_demux_dir")
+        values = {key: values[key] for key in order if key in values}
+        values.update(state.options)
+        options.load(values)  # the app's own rules: a lab never writes a file the app refuses
+        groups = {options.GROUP: values}
+    else:
+        nat = {**common, **{k: v for k, v in state.options.items()
+                            if k not in GATEWAY_OPTIONS}}
+        sections = {}
+        for gateway in state.gateways:
+            values = _gateway_values(gateway)
+            values.update({k: v for k, v in state.options.items() if k in GATEWAY_OPTIONS})
+            sections[gateway.name] = values
+            section = f"{GATEWAY_SECTION}{gateway.name}"
+            try:
+                options.load({**nat, **values})
+            except ConfigError as exc:
+                key = exc.key.removeprefix(f"{options.GROUP}.")
+                raise ConfigError(f"{section}.{key}" if key in values else exc.key,
+                                  exc.reason) from exc
+        _check_apart(sections)
+        groups = {options.GROUP: nat} | {
+            f"{GATEWAY_SECTION}{gateway}": values
+            for gateway, values in sections.items()}
+    lines = [f"# {header}"]
+    for group, values in groups.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
 
 
 def write_state(state: LabState) -> None:
@@ -386,22 +642,37 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def owned(name: str, state: LabState | None) -> tuple[list[str], list[str]]:
+def owned(name: str, state: LabState | None, bridges: Collection[str] = ()
+          ) -> tuple[list[str], list[str]]:
     """The namespaces and OVS ports that ``down`` of lab ``name`` may delete.
 
     Args:
         name: The lab's name.
         state: Its recorded state, or None when there is no state file.
+        bridges: Without a state, the bridges of the lab that exist.
 
     Returns:
-        The namespaces and the ports that ``state`` records, or without a state those of
-        a lab of ``MAX_CLIENTS`` clients; in both cases only names of the lab's own
-        pattern (``namespace_pattern``, ``port_pattern``).
+        The namespaces and the ports of every gateway that ``state`` records, or without
+        a state those of gateway 1 of a lab of ``MAX_CLIENTS`` clients, then those of
+        the other gateways whose bridge ``bridges`` names; in all cases only names of the
+        lab's own pattern (``namespace_pattern``, ``port_pattern``).
     """
-    recorded = state if state is not None else plan(MAX_CLIENTS, name=name)
+    if state is not None:
+        gateways = state.all_gateways
+    else:
+        found = plan(MAX_CLIENTS, name=name, bridges=MAX_BRIDGES).all_gateways
+        gateways = found[:1] + [g for g in found[1:] if g.bridge in bridges]
     spaces, ports = namespace_pattern(name), port_pattern(name)
-    return ([ns for ns in recorded.namespaces if spaces.fullmatch(ns)],
-            [p for p in recorded.namespace_ports.values() if ports.fullmatch(p)])
+    return ([ns for g in gateways for ns in g.namespaces if spaces.fullmatch(ns)],
+            [p for g in gateways for p in g.namespace_ports.values() if ports.fullmatch(p)])
+
+
+def lab_bridges(name: str, state: LabState | None) -> list[str]:
+    """The bridges of lab ``name``: those ``state`` records, or without a state every
+    name its gateways 1 .. ``MAX_BRIDGES`` would have."""
+    if state is not None:
+        return [g.bridge for g in state.all_gateways]
+    return [bridge_name(name, j) for j in range(1, MAX_BRIDGES + 1)]
 
 
 
@@ -413,6 +684,8 @@ def controller_pids(name: str, state: LabState | None) -> list[int]:
 
 
 def clear_gateway_state(folder: Path) -> None:
-    """Delete the app's store in ``folder``, so that the next app starts afresh."""
-    for file in GATEWAY_STATE_FILES:
-        (folder / file).unlink(missing_ok=True)
+    """Delete the app's stores (of every gateway) in ``folder``, so that the next app
+    starts afresh."""
+    for gateway in range(1, MAX_BRIDGES + 1):
+        for file in gateway_state_files(gateway):
+            (folder / file).unlink(missing_ok=True)
