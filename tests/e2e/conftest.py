@@ -32,6 +32,9 @@ def gateway(
 ) -> Iterator[Callable[..., GatewayLab]]:
     """A factory: ``gateway(clients, policy="open", public_ips=1, alg=True)`` builds the lab.
 
+    ``bridges=K`` builds K bridges, one gateway each, all driven by the one controller;
+    the handle returned is gateway 1's, ``gw.gateway("g2")`` another's.
+
     The lab has a name of its own (``lab_name``). At the end, everything the test started
     in it is stopped (by PID) and the lab is removed with its folder (``topo.lab.down``),
     whatever happened. When the test failed, the app's counters, calls, flows, the peers'
@@ -45,11 +48,11 @@ def gateway(
 
     def make(clients: int, policy: str = "open", public_ips: int = 1,
              alg: bool = True, options: dict[str, str] | None = None,
-             gre_demux: bool = False) -> GatewayLab:
+             gre_demux: bool = False, bridges: int = 1) -> GatewayLab:
         nonlocal started
         started = True
         state = lab.up(clients, policy, public_ips, alg, name=name, options=options,
-                       gre_demux=gre_demux, framework=FRAMEWORK)
+                       gre_demux=gre_demux, framework=FRAMEWORK, bridges=bridges)
         assert state.controller_pid is not None
         manager = [Path(arg).name for arg in process.cmdline(state.controller_pid)]
         assert lab.MANAGERS[FRAMEWORK] in manager, manager  # the framework asked for runs

@@ -9,6 +9,11 @@ Every test's lab has a name of its own (``lab_name``), never the default one, so
 leave a lab that someone works in alone and can run side by side. The namespaces, the
 bridge and the controller's ports come from the lab's state (``gw.client(i)``,
 ``gw.server``, ``gw.state``); the addresses are the same in every lab.
+
+A lab of several bridges has a handle per gateway (``gw.gateway("g2")``, ``gw.gateways``),
+each a :class:`GatewayLab` of that gateway's namespaces, bridge and REST paths
+(``/pptp-alg/gateways/g2/...``); the lab's handle is gateway 1's. What a test starts
+through any of them is stopped by the lab's ``cleanup``.
 """
 
 from __future__ import annotations
@@ -214,30 +219,71 @@ class Repl:
 
 
 class GatewayLab:
-    """A running lab and what the test started in it."""
+    """A running lab and what the test started in it, seen from one of its gateways.
 
-    def __init__(self, state: lab.LabState, run_dir: Path):
+    Args:
+        state: The lab.
+        run_dir: Where the test's files go.
+        gateway: The gateway (``g<j>``) this handle is of; gateway 1 by default.
+        parent: The lab's handle, whose lists of what was started this one shares.
+    """
+
+    def __init__(self, state: lab.LabState, run_dir: Path, gateway: str | None = None,
+                 parent: GatewayLab | None = None):
         self.state = state
         self.run_dir = run_dir
-        self.peers: list[PeerProcess] = []
-        self.procs: list[subprocess.Popen[Any]] = []
-        self.captures: list[Capture] = []
-        self.repls: list[Repl] = []
+        self.unit = state.gateway(gateway or 1)
+        self.peers: list[PeerProcess] = parent.peers if parent is not None else []
+        self.procs: list[subprocess.Popen[Any]] = parent.procs if parent is not None else []
+        self.captures: list[Capture] = parent.captures if parent is not None else []
+        self.repls: list[Repl] = parent.repls if parent is not None else []
+        self._handles: dict[str, GatewayLab] = (
+            parent._handles if parent is not None else {self.unit.name: self})
+
+    @property
+    def name(self) -> str:
+        """The gateway's name (``g1`` .. ``g9``)."""
+        return self.unit.name
+
+    @property
+    def bridge(self) -> str:
+        """The gateway's bridge."""
+        return self.unit.bridge
+
+    def gateway(self, which: str | int) -> GatewayLab:
+        """The handle of gateway ``which`` (``g<j>`` or its number) of the same lab.
+
+        Its files go to ``run_dir/g<j>`` (gateway 1's to ``run_dir``).
+        """
+        unit = self.state.gateway(which)
+        if unit.name not in self._handles:
+            first = self._handles[self.state.gateway(1).name]
+            folder = first.run_dir / unit.name
+            folder.mkdir(parents=True, exist_ok=True)
+            self._handles[unit.name] = GatewayLab(self.state, folder, unit.name, first)
+        return self._handles[unit.name]
+
+    @property
+    def gateways(self) -> list[GatewayLab]:
+        """The handles of every gateway of the lab, ``g1`` first."""
+        return [self.gateway(unit.name) for unit in self.state.all_gateways]
 
     @property
     def server(self) -> str:
         """The server's namespace."""
-        return self.state.server_namespace
+        return self.unit.server_namespace
 
     def client(self, index: int) -> str:
         """The namespace of client ``index`` (1-based)."""
-        return self.state.client(index)
+        return self.unit.client(index)
 
     # REST and the switch ------------------------------------------------------------
 
     def rest(self, path: str) -> Any:
-        """GET a REST path of the app and decode its JSON."""
-        with urllib.request.urlopen(self.state.rest_url + path, timeout=5) as resp:
+        """GET a REST path of the app (``/pptp-alg/...``, the gateway's) and decode its
+        JSON."""
+        url = self.state.rest_url + self.unit.rest_path(path)
+        with urllib.request.urlopen(url, timeout=5) as resp:
             return json.loads(resp.read())
 
     def counters(self) -> dict[str, int]:
@@ -269,7 +315,7 @@ class GatewayLab:
 
     def flows(self, kind: EntryKind | None = None) -> list[str]:
         """``ovs-ofctl dump-flows`` lines, only those of one kind of entry if given."""
-        argv = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.state.bridge]
+        argv = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.unit.bridge]
         if kind is not None:
             argv.append(switch.kind_filter(kind))
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
@@ -356,16 +402,18 @@ class GatewayLab:
     # Diagnostics and cleanup --------------------------------------------------------
 
     def diagnostics(self) -> str:
-        """What to look at when a test fails."""
+        """What to look at when a test fails (of every gateway of a lab of several)."""
         parts: list[str] = []
-        for what, fetch in (("counters", lambda: self.rest("/pptp-alg/counters")),
-                            ("calls", self.calls), ("sessions", self.sessions)):
-            try:
-                parts.append(f"--- {what}\n{json.dumps(fetch(), indent=1)}")
-            except Exception as exc:  # the controller may be gone
-                parts.append(f"--- {what}: {exc}")
-        with contextlib.suppress(Exception):
-            parts.append("--- flows\n" + "\n".join(self.flows()))
+        for handle in self.gateways if self.state.gateways else [self]:
+            where = f" of {handle.name}" if self.state.gateways else ""
+            for what, fetch in (("counters", lambda h=handle: h.rest("/pptp-alg/counters")),
+                                ("calls", handle.calls), ("sessions", handle.sessions)):
+                try:
+                    parts.append(f"--- {what}{where}\n{json.dumps(fetch(), indent=1)}")
+                except Exception as exc:  # the controller may be gone
+                    parts.append(f"--- {what}{where}: {exc}")
+            with contextlib.suppress(Exception):
+                parts.append(f"--- flows{where}\n" + "\n".join(handle.flows()))
         for peer in self.peers:
             parts += [f"--- {peer.name} output", peer.output()[-2000:],
                       f"--- {peer.name} syslog", peer.syslog()[-3000:]]

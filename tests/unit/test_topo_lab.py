@@ -600,6 +600,8 @@ def test_gateways_of_a_lab_have_names_of_their_own_and_today_s_for_gateway_1() -
     assert [g.rest_prefix for g in (g1, g2)] == ["/pptp-alg/gateways/g1",
                                                   "/pptp-alg/gateways/g2"]
     assert g2.rest_path("/pptp-alg/counters") == "/pptp-alg/gateways/g2/counters"
+    assert g2.rest_path("/pptp-alg/gateways") == "/pptp-alg/gateways"
+    assert g2.rest_path("/metrics") == "/metrics"
     # The fields of the lab that name a gateway's part are gateway 1's.
     assert (state.namespaces, state.ports, state.bridge, state.datapath_id) == (
         g1.namespaces, g1.ports, g1.bridge, g1.datapath_id)

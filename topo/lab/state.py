@@ -150,7 +150,12 @@ class GatewayState:
         return self.client_namespaces[index - 1]
 
     def rest_path(self, path: str) -> str:
-        """``path`` of the app's REST API (``/pptp-alg/...``) for this gateway."""
+        """``path`` of the app's REST API (``/pptp-alg/...``) for this gateway; a path
+        under ``/pptp-alg/gateways`` (the process's list, or a gateway's already) and one
+        outside ``/pptp-alg`` stay as they are."""
+        gateways = f"{REST_PREFIX}/gateways"
+        if path == gateways or path.startswith(gateways + "/"):
+            return path
         if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
             return self.rest_prefix + path[len(REST_PREFIX):]
         return path
