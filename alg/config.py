@@ -12,6 +12,7 @@ Each option states its rule in words too (:func:`rule`), from the same bounds;
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,13 @@ from typing import Any, Literal
 from alg.errors import ConfigError
 
 GROUP = "nat"
+GATEWAY_SECTION = "gateway:"
+"""A gateway's section is ``[gateway:NAME]``."""
+GATEWAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+DEFAULT_GATEWAY = "default"
+"""The name of the one gateway of a file without ``[gateway:NAME]`` sections."""
+PER_PROCESS = ("rest_host", "rest_port", "rest_token")
+"""Options of the process (its HTTP API), not of a gateway: only in ``[nat]``."""
 POLICIES = ("open", "strict")
 ORDINARY_NAT = ("controller", "conntrack")
 """Where TCP and UDP of inside hosts are translated: by the controller's sessions, or
@@ -505,6 +513,20 @@ def markdown() -> str:
         "`true` or `false`",
         "(`yes`/`no`, `on`/`off` and `1`/`0` too).",
         "",
+        "**Several gateways.** One process serves one gateway per `[gateway:NAME]` "
+        "section (NAME:",
+        "1 to 32 of a-z, 0-9, `_` and `-`), each bound to its own bridge; an option a "
+        "section does not",
+        f"set takes `[{GROUP}]`'s value. {', '.join(f'`{n}`' for n in PER_PROCESS)} are "
+        "the process's (its HTTP API)",
+        f"and only in `[{GROUP}]`. Without a `[gateway:NAME]` section, `[{GROUP}]` alone "
+        f"is the one gateway, named",
+        f"`{DEFAULT_GATEWAY}`. Two gateways sharing a bridge or datapath ID, a port, a "
+        "state file, a demultiplexer",
+        "or (with `ordinary_nat = conntrack`) a zone stop the start, naming the section "
+        "and the key, for",
+        "example `gateway:edge2.bridge: br-edge is gateway edge1's bridge too`.",
+        "",
         "| option | default | rule | what |",
         "|---|---|---|---|",
     ]
@@ -539,16 +561,83 @@ def _datapath_id(value: object) -> int | None:
     return int(digits, 16)
 
 
-def load(values: Mapping[str, Any]) -> GatewayConfig:
+def load(values: Mapping[str, Any], section: str = GROUP) -> GatewayConfig:
     """Validate raw option values (by option name) into a :class:`GatewayConfig`.
 
     Raises:
-        ConfigError: naming ``nat.<option>`` for the first bad or missing value.
+        ConfigError: naming ``<section>.<option>`` for the first bad or missing value.
     """
     try:
         return _load(values)
     except ConfigError as exc:
-        raise ConfigError(f"{GROUP}.{exc.key}", exc.reason) from exc
+        raise ConfigError(f"{section}.{exc.key}", exc.reason) from exc
+
+
+def load_gateways(nat: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, GatewayConfig]:
+    """The gateways of one process, by name, in the file's order.
+
+    Without a ``[gateway:NAME]`` section, ``[nat]`` alone is the one gateway, named
+    :data:`DEFAULT_GATEWAY`. Otherwise each section is a gateway, whose options default
+    to ``[nat]``'s; the options of :data:`PER_PROCESS` are the process's and only in
+    ``[nat]``.
+
+    Args:
+        nat: the ``[nat]`` values by option name.
+        sections: each gateway's name -> the values its section sets (None or absent:
+            not set).
+
+    Raises:
+        ConfigError: naming ``gateway:NAME.<option>`` (or ``nat.<option>``) for the
+            first bad value, or two gateways that would share a switch, a port, a zone
+            of the connection tracker, a state file or a demultiplexer.
+    """
+    if not sections:
+        return {DEFAULT_GATEWAY: load(nat)}
+    gateways: dict[str, GatewayConfig] = {}
+    for name, values in sections.items():
+        section = f"{GATEWAY_SECTION}{name}"
+        if not GATEWAY_NAME.fullmatch(name):
+            raise ConfigError(section, "a gateway's name is 1 to 32 of a-z, 0-9, _ and -, "
+                              "starting with a letter or digit")
+        for key, value in values.items():
+            if key in PER_PROCESS and value is not None:
+                raise ConfigError(f"{section}.{key}", "is the process's: set it in "
+                                  f"[{GROUP}]")
+        gateways[name] = load({**nat, **{key: value for key, value in values.items()
+                                         if value is not None}}, section)
+    _apart(gateways)
+    return gateways
+
+
+def _apart(gateways: Mapping[str, GatewayConfig]) -> None:
+    """Refuse what two gateways of one process would share."""
+    seen: dict[tuple[str, object], str] = {}
+
+    def claim(name: str, key: str, value: object, what: str) -> None:
+        other = seen.setdefault((what, value), name)
+        if other != name:
+            raise ConfigError(f"{GATEWAY_SECTION}{name}.{key}", f"{value} is gateway "
+                              f"{other}'s {what} too")
+
+    for name, config in gateways.items():
+        if config.datapath_id is None and not config.bridge:
+            raise ConfigError(f"{GATEWAY_SECTION}{name}.bridge", "missing: with several "
+                              "gateways, each binds its switch by bridge or datapath_id")
+        if config.bridge:
+            claim(name, "bridge", config.bridge, "bridge")
+        if config.datapath_id is not None:
+            claim(name, "datapath_id", f"{config.datapath_id:016x}", "datapath")
+        for port in config.inside_ports:
+            claim(name, "inside_ports", port, "port")
+        claim(name, "outside_port", config.outside_port, "port")
+        if config.gre_demux_port:
+            claim(name, "gre_demux_port", config.gre_demux_port, "port")
+            claim(name, "gre_demux_dir", config.gre_demux_dir, "demultiplexer folder")
+        if config.state_file:
+            claim(name, "state_file", config.state_file, "state file")
+        if config.alg.ordinary_nat == "conntrack":
+            claim(name, "ct_zone", config.alg.ct_zone, "zone of the connection tracker")
 
 
 def _load(values: Mapping[str, Any]) -> GatewayConfig:

@@ -50,6 +50,7 @@ from ryu_apps.http import Query, Response, Router, View, json_response, text_res
 
 if TYPE_CHECKING:
     from ryu_apps.nat_gateway import NatGateway
+    from ryu_apps.unit import GatewayUnit
 
 
 DEFAULT_PAGE = 1000
@@ -112,7 +113,7 @@ def _verbose(query: Query) -> bool:
     return any(v.lower() in ("1", "true", "yes") for v in query.get("verbose", []))
 
 
-def snapshot_counters(app: NatGateway) -> dict[str, Any]:
+def snapshot_counters(app: GatewayUnit) -> dict[str, Any]:
     """The core's and the shim's counters, plus derived gauges."""
     core = app.core
     gre: dict[GrePath, dict[str, dict[str, int]]] = {}
@@ -129,7 +130,7 @@ def snapshot_counters(app: NatGateway) -> dict[str, Any]:
     }
 
 
-def snapshot_calls(app: NatGateway, part: slice = slice(None)) -> list[dict[str, Any]]:
+def snapshot_calls(app: GatewayUnit, part: slice = slice(None)) -> list[dict[str, Any]]:
     """The live calls (``part`` of them, oldest first) with their Call IDs and data-path
     mode."""
     core = app.core
@@ -156,7 +157,7 @@ def snapshot_calls(app: NatGateway, part: slice = slice(None)) -> list[dict[str,
     return out
 
 
-def snapshot_sessions(app: NatGateway, part: slice = slice(None),
+def snapshot_sessions(app: GatewayUnit, part: slice = slice(None),
                       datapath: Table | None = None) -> list[dict[str, Any]]:
     """The NAT sessions (``part`` of them: the controller's by id, the control connections
     included, then the connections of ``datapath``, the connection table's reading)."""
@@ -193,7 +194,7 @@ def _datapath_session(c: Connection) -> dict[str, Any]:
     }
 
 
-def session_table(app: NatGateway, part: slice = slice(None),
+def session_table(app: GatewayUnit, part: slice = slice(None),
                   datapath: Table | None = None) -> list[display.SessionEntry]:
     """The session table's rows (``part`` of its items: ``display.session_table``'s,
     then the connections of ``datapath``), in the seed's layout."""
@@ -216,7 +217,7 @@ def _green_wait(fds: Sequence[int], seconds: float) -> list[int]:
     return ready
 
 
-def datapath_reader(app: NatGateway) -> Callable[[], Table] | None:
+def datapath_reader(app: GatewayUnit) -> Callable[[], Table] | None:
     """The reader of the gateway's zone in the datapath's connection table (green, each
     reading kept ``DATAPATH_FRESH`` seconds); None with ``ordinary_nat = controller``."""
     alg = app.config.alg
@@ -228,16 +229,59 @@ def datapath_reader(app: NatGateway) -> Callable[[], Table] | None:
 
 
 def router(app: NatGateway, datapath: Callable[[], Table] | None = None) -> Router:
-    """Every view of the running ``app``, by path.
+    """Every view of the running ``app``, by path: each gateway's under
+    ``/pptp-alg/gateways/NAME``, the only one's also under ``/pptp-alg`` (with several,
+    those paths answer 404 naming them), ``/pptp-alg/gateways`` and ``/metrics``.
 
     Args:
-        datapath: reads the datapath's connection table (:func:`datapath_reader` of
-            ``app`` by default).
+        datapath: reads the first gateway's zone of the datapath's connection table
+            (:func:`datapath_reader` of each gateway by default).
     """
-    registry = metrics.registry(app)
+    gateways = app.gateways
+    registry = metrics.registry(gateways, app.process_counters)
     routes = Router(app.config.rest_token or None)
+    for name, unit in gateways.items():
+        read = datapath if datapath is not None and unit is app.unit else datapath_reader(unit)
+        prefixes = [f"{GATEWAYS}/{name}"] + (["/pptp-alg"] if len(gateways) == 1 else [])
+        for prefix in prefixes:
+            _gateway_views(routes, prefix, unit, read)
+    if len(gateways) > 1:
+        several = json_response({"error": f"several gateways ({', '.join(gateways)}): ask "
+                                          f"{GATEWAYS}/NAME/..."}, 404)
+        for suffix in VIEWS:
+            routes.get(f"/pptp-alg{suffix}", lambda _q: several)
+    routes.get(GATEWAYS, lambda _q: json_response(snapshot_gateways(app)))
+    routes.get("/metrics", lambda _q: Response(metrics.exposition(registry),
+                                                metrics.CONTENT_TYPE))
+    return routes
+
+
+GATEWAYS = "/pptp-alg/gateways"
+VIEWS = ("/counters", "/datapath", "/calls", "/sessions", "/session-table", "/server-map",
+         "/display/session-table", "/display/server-map")
+"""Each gateway's views, after its prefix."""
+
+
+def snapshot_gateways(app: NatGateway) -> dict[str, Any]:
+    """The gateways, their switches, and the switches no gateway binds."""
+    return {
+        "gateways": [{
+            "name": name,
+            "bridge": unit.switch.bridge or unit.config.bridge or None,
+            "datapath_id": (f"{unit.datapath.id:016x}" if unit.datapath is not None
+                            else f"{unit.config.datapath_id:016x}"
+                            if unit.config.datapath_id is not None else None),
+            "connected": unit.datapath is not None,
+            "ready": unit.ready,
+        } for name, unit in app.gateways.items()],
+        **app.process_counters.as_dict(),
+    }
+
+
+def _gateway_views(routes: Router, prefix: str, app: GatewayUnit,
+                   read: Callable[[], Table] | None) -> None:
+    """One gateway's views under ``prefix``."""
     core = app.core
-    read = datapath or datapath_reader(app)
 
     def table_now() -> Table | None:
         return read() if read is not None else None
@@ -271,21 +315,18 @@ def router(app: NatGateway, datapath: Callable[[], Table] | None = None) -> Rout
         })
 
     views: dict[str, tuple[Callable[[slice, Query], Response], Callable[[], int]]] = {
-        "/pptp-alg/calls": (lambda p, _q: json_response(snapshot_calls(app, p)), calls),
-        "/pptp-alg/sessions": (lambda p, _q: json_response(
+        "/calls": (lambda p, _q: json_response(snapshot_calls(app, p)), calls),
+        "/sessions": (lambda p, _q: json_response(
             snapshot_sessions(app, p, table_now())), sessions),
-        "/pptp-alg/session-table": (lambda p, _q: json_response(
+        "/session-table": (lambda p, _q: json_response(
             display.as_json(session_table(app, p, table_now()))), table),
-        "/pptp-alg/server-map": (lambda p, _q: json_response(
+        "/server-map": (lambda p, _q: json_response(
             display.as_json(display.server_map(core, app.now(), p))), calls),
-        "/pptp-alg/display/session-table": (table_text, table),
-        "/pptp-alg/display/server-map": (lambda p, q: text_response(display.render(
+        "/display/session-table": (table_text, table),
+        "/display/server-map": (lambda p, q: text_response(display.render(
             display.server_map(core, app.now(), p), _verbose(q))), calls),
     }
-    routes.get("/pptp-alg/counters", lambda _q: json_response(snapshot_counters(app)))
-    routes.get("/pptp-alg/datapath", status)
-    for path, (build, total) in views.items():
-        routes.get(path, paged(path, build, total))
-    routes.get("/metrics", lambda _q: Response(metrics.exposition(registry),
-                                                metrics.CONTENT_TYPE))
-    return routes
+    routes.get(f"{prefix}/counters", lambda _q: json_response(snapshot_counters(app)))
+    routes.get(f"{prefix}/datapath", status)
+    for suffix, (build, total) in views.items():
+        routes.get(f"{prefix}{suffix}", paged(f"{prefix}{suffix}", build, total))

@@ -34,7 +34,7 @@ def test_a_second_bridge_pointed_at_the_controller_gets_nothing(gateway: Factory
               "fail_mode=secure", "protocols=OpenFlow13",
               "other-config:disable-in-band=true", "--", "set-controller", other,
               gw.state.controller)
-        wait_for(lambda: gw.rest("/pptp-alg/counters")["app"]["switches_refused"] >= 1, 10,
+        wait_for(lambda: gw.rest("/pptp-alg/gateways")["switches_refused"] >= 1, 10,
                  "the second bridge refused")
         flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", other],
                                capture_output=True, text=True, timeout=20, check=True).stdout
@@ -50,7 +50,7 @@ def test_a_second_bridge_pointed_at_the_controller_gets_nothing(gateway: Factory
         result = json.loads(out.splitlines()[0])
         assert result["tcp"]["data"] == "tcp-b"
         assert result["tcp"]["peer"].rsplit(":", 1)[0] == PUBLIC_IP
-        assert gw.rest("/pptp-alg/counters")["app"]["switches_refused"] == 1
+        assert gw.rest("/pptp-alg/gateways")["switches_refused"] == 1
     finally:
         subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", other],
                        capture_output=True, timeout=20, check=False)

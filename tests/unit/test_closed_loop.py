@@ -223,7 +223,7 @@ def test_a_switch_the_gateway_does_not_bind_gets_nothing_and_takes_nothing_over(
     other.connect(lab.app)
     assert [type(m).__name__ for m in other.sent] == ["OFPPortDescStatsRequest"]
     assert other.table == [] and other.meters == {}
-    assert lab.app.counters.switches_refused == 1
+    assert lab.app.process_counters.switches_refused == 1
     assert lab.app.datapath is lab.switch
     d = lab.dial(lab.client1, 4242)
     assert d.server_call.peer_call_id == 4242

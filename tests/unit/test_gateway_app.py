@@ -31,7 +31,7 @@ from alg.events import (
     TcpSegment,
 )
 from alg.neighbours import L2, Side
-from ryu_apps import flowmods, nat_gateway, packets, switch
+from ryu_apps import flowmods, nat_gateway, packets, switch, unit
 from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.app_env import (
@@ -424,8 +424,8 @@ def test_spent_ttl_packet_ins_beyond_the_rate_are_dropped_before_decoding(
     for _ in range(250):
         app._packet_in(SimpleNamespace(msg=msg))
     assert app.counters.ttl_expired_on_flow == 250
-    assert app.counters.ttl_expired_dropped == 250 - nat_gateway.EXPIRED_PER_SECOND
-    assert len(expired) == nat_gateway.EXPIRED_PER_SECOND
+    assert app.counters.ttl_expired_dropped == 250 - unit.EXPIRED_PER_SECOND
+    assert len(expired) == unit.EXPIRED_PER_SECOND
 
 
 def test_the_stats_request_goes_after_the_ageings_deletions(
@@ -553,27 +553,32 @@ def test_metrics_show_the_counters_and_gauges_of_the_running_app(
     app.core.counters.malformed_messages = 3
     app.counters.bad_checksums = 2
     metrics = scrape(app)
-    assert metrics[("pptp_alg_calls_in_progress", ())] == 1
-    assert metrics[("pptp_alg_calls_set_up_total", ())] == 1
-    assert metrics[("pptp_alg_call_ids_translated_total", ())] == (
+
+    def g(*labels: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """The labels of a sample of the one gateway, ``default``."""
+        return tuple(sorted((("gateway", "default"), *labels)))
+
+    assert metrics[("pptp_alg_calls_in_progress", g())] == 1
+    assert metrics[("pptp_alg_calls_set_up_total", g())] == 1
+    assert metrics[("pptp_alg_call_ids_translated_total", g())] == (
         app.core.counters.call_ids_translated)
-    assert metrics[("pptp_alg_errors_total", (("kind", "malformed_messages"),))] == 3
-    assert metrics[("pptp_alg_errors_total", (("kind", "bad_checksums"),))] == 2
-    assert metrics[("pptp_alg_packet_outs_total", ())] == app.counters.packet_outs
-    assert metrics[("pptp_alg_nat_sessions", (("proto", "tcp"),))] == 1
-    assert metrics[("pptp_alg_nat_sessions", (("proto", "udp"),))] == 1
-    assert metrics[("pptp_alg_public_address_hosts", (("public_ip", str(PUBLIC)),))] == 1
-    assert metrics[("pptp_alg_gre_demux_up", ())] == 0
+    assert metrics[("pptp_alg_errors_total", g(("kind", "malformed_messages")))] == 3
+    assert metrics[("pptp_alg_errors_total", g(("kind", "bad_checksums")))] == 2
+    assert metrics[("pptp_alg_packet_outs_total", g())] == app.counters.packet_outs
+    assert metrics[("pptp_alg_nat_sessions", g(("proto", "tcp")))] == 1
+    assert metrics[("pptp_alg_nat_sessions", g(("proto", "udp")))] == 1
+    assert metrics[("pptp_alg_public_address_hosts", g(("public_ip", str(PUBLIC))))] == 1
+    assert metrics[("pptp_alg_gre_demux_up", g())] == 0
     for path in ("flow", "demux", "controller"):
         for direction in ("outbound", "inbound"):
-            labels = (("direction", direction), ("path", path))
+            labels = g(("direction", direction), ("path", path))
             assert metrics[("pptp_alg_gre_packets_total", labels)] == 0
     names = {name for name, _labels in metrics}
     every = {*app.core.counters.as_dict(), *app.counters.as_dict(),
              *app.neighbours.counters.as_dict(), *app.demux.counters.as_dict()}
     for name in every:
         assert f"pptp_alg_{name}_total" in names or (
-            ("pptp_alg_errors_total", (("kind", name),)) in metrics), name
+            ("pptp_alg_errors_total", g(("kind", name))) in metrics), name
 
 
 def test_the_http_api_answers_what_it_does_not_serve_with_an_error(app: NatGateway) -> None:
