@@ -216,9 +216,9 @@ def processes_of(name: str) -> list[int]:
 def name() -> Iterator[str]:
     """A lab name of the test's own; whatever is left under it is removed at the end.
 
-    That is the processes whose command line names the lab's folder, the bridge
-    ``br-NAME``, interfaces ``NAME-*``, the decoy bridge ``br-NAMEk`` and the lab's
-    folder: names no one else uses.
+    That is the processes whose command line names the lab's folder, the bridges
+    ``br-NAME`` and ``br-NAME-<j>``, interfaces ``NAME-*``, the decoy bridge ``br-NAMEk``
+    and the lab's folder: names no one else uses.
     """
     name = f"mn{uuid.uuid4().hex[:6]}"
     try:
@@ -227,7 +227,8 @@ def name() -> Iterator[str]:
         for pid in processes_of(name):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for bridge in (f"br-{name}", f"br-{name}k"):
+        more = [f"br-{name}-{j}" for j in range(2, lab.MAX_BRIDGES + 1)]
+        for bridge in (f"br-{name}", f"br-{name}k", *more):
             sh("ovs-vsctl", "--timeout=10", "--if-exists", "del-br", bridge, check=False)
         for ifname in interfaces(f"{name}-"):
             sh("ip", "link", "del", ifname, check=False)
@@ -442,3 +443,39 @@ def test_the_students_commands(name: str, decoys: Callable[[], list[str]]) -> No
     assert f"br-{name}" not in bridges()
     assert interfaces(f"{name}-") == {f"{name}-eth9", f"{name}-eth8"}
     assert not decoys(), decoys()
+
+
+def test_two_switches_one_app_on_mininet(
+    runner: Callable[..., Runner], name: str, decoys: Callable[[], list[str]], tmp_path: Path
+) -> None:
+    """``--bridges 2``: two switches with the same addresses behind each, one app for
+    both (a stand-in that installs a pipeline flow on every switch), and everything gone
+    afterwards."""
+    from tests.e2e.test_lab import STAND_IN_APP
+
+    app = tmp_path / "stand_in_gateway.py"
+    app.write_text(STAND_IN_APP)
+    mn = runner("--clients", "1", "--bridges", "2", "--app", str(app))
+    ready = mn.wait_ready()
+    switches = [f"br-{name}", f"br-{name}-2"]
+    assert [(g["name"], g["bridge"], g["ports"], g["hosts"]) for g in ready["gateways"]] == [
+        ("g1", switches[0], {f"{name}-c1": 1, f"{name}-srv": 100}, ["c1", "srv"]),
+        ("g2", switches[1], {f"{name}-2c1": 1, f"{name}-2srv": 100}, ["g2c1", "g2srv"])]
+    assert ready["bridge"] == switches[0]
+    for j, bridge in enumerate(switches, start=1):
+        assert sh("ovs-vsctl", "get", "bridge", bridge, "other-config:datapath-id") == (
+            f'"{lab.datapath_id(name, j):016x}"')
+        assert sh("ovs-vsctl", "get", "controller", bridge, "target") == (
+            f'"tcp:127.0.0.1:{ready["openflow_port"]}"')
+        assert sh("ovs-vsctl", "get", "controller", bridge, "is_connected") == "true"
+    for host, ip in (("c1", CLIENT_IP), ("g2c1", CLIENT_IP), ("srv", SERVER_IP),
+                     ("g2srv", SERVER_IP)):
+        assert ready["hosts"][host]["ip"] == ip and ready["hosts"][host]["intf"] == "eth0"
+    config = Path(ready["config_path"]).read_text()
+    assert "[gateway:g2]" in config and f"bridge = br-{name}-2\n" in config
+    assert mn.finish() == 0, mn.stderr()
+    assert not mn.still_running(), mn.still_running()
+    assert not set(switches) & bridges()
+    assert interfaces(f"{name}-") == {f"{name}-eth9", f"{name}-eth8"}
+    assert not decoys(), decoys()
+    assert "stopping:" not in mn.stderr(), mn.stderr()

@@ -1,7 +1,8 @@
 """The lab on Mininet: ``MininetLab`` runs the app, the Mininet network and the peers.
 
 The network is ``topo.mininet_lab.PptpLab``, built through Mininet's Python API (switch
-``br-NAME`` on the userspace datapath, OpenFlow 1.3, the app as its remote controller);
+``br-NAME``, and one more per gateway of a lab of several bridges, on the userspace
+datapath, OpenFlow 1.3, the app as their remote controller);
 the app is started and stopped as ``topo.lab`` starts and stops it
 (``topo.lab.controller``). Peers run in the Mininet hosts through a helper
 (``python -m topo.mininet_run peer``, ``topo.lab.mininet_cli.peer_main``) started with
@@ -12,6 +13,7 @@ cannot enter. Mininet itself is imported only when the network is built.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import select
@@ -35,7 +37,7 @@ from topo.lab.names import (
     mininet_run_dir,
 )
 from topo.lab.ports import check_free, pick_ports, taken_ports
-from topo.lab.state import LabState, clear_gateway_state, locked, render_config, zone_of
+from topo.lab.state import LabState, clear_gateway_state, locked, render_config
 
 #: The Python that Debian's ``mininet`` package is installed for.
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -194,12 +196,14 @@ class MininetLab:
         # root namespace's TCP buffers) for every process on the machine; a lab of a few
         # hosts needs none of it, and root was checked by ``main``.
         Mininet.inited = True
+        gateways = state.all_gateways
         topo = mininet_lab.PptpLab(state.clients, name=state.name,
-                                   dpid=f"{state.datapath_id:016x}")
+                                   dpid=f"{state.datapath_id:016x}", bridges=len(gateways),
+                                   dpids=[f"{g.datapath_id:016x}" for g in gateways[1:]])
         self.net = Mininet(topo=topo, switch=OVSSwitch, controller=remote, build=False,
                            cleanup=False, autoSetMacs=False, listenPort=None)
         self.net.build()
-        for port in state.ports:
+        for port in (port for g in gateways for port in g.ports):
             subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{port}.disable_ipv6=1"],
                            capture_output=True, check=False, timeout=10)
         self.net.start()
@@ -241,7 +245,9 @@ class MininetLab:
             self.controller = controller.start(state)
             state.controller_pid = self.controller.pid
             controller.wait_listening(state, self.controller, deadline, _failure)
-        self._say(f"building {state.bridge} and {state.clients + 1} hosts with Mininet")
+        gateways = state.all_gateways
+        self._say(f"building {', '.join(g.bridge for g in gateways)} and "
+                  f"{(state.clients + 1) * len(gateways)} hosts with Mininet")
         self._build_net()
         controller.wait_ready(state, self.controller, deadline, fail=_failure)
         state.phase = "up"
@@ -250,7 +256,8 @@ class MininetLab:
     # ------------------------------------------------------------------------- use
 
     def host(self, name: str) -> Any:
-        """The Mininet host ``name`` (``c<i>`` or ``srv``).
+        """The Mininet host ``name`` (``c<i>`` or ``srv``; ``g<j>c<i>``, ``g<j>srv`` of
+        gateway ``j`` >= 2).
 
         Raises:
             RunError: When there is no such host.
@@ -260,7 +267,12 @@ class MininetLab:
         return self.net.get(name)
 
     def describe(self) -> dict[str, Any]:
-        """What runs, where: for the caller of ``serve`` and for people."""
+        """What runs, where: for the caller of ``serve`` and for people.
+
+        The keys name gateway 1's parts (``bridge``, ``ports`` ...); a lab of several
+        bridges also has ``gateways``: each gateway's name, bridge, datapath ID, ports,
+        hosts and REST prefix.
+        """
         state = self.state
         hosts = {}
         for host in (self.net.hosts if self.net is not None else []):
@@ -276,6 +288,13 @@ class MininetLab:
             "public_ips": state.public_ips, "server_ip": state.server_ip, "hosts": hosts,
             "peers": {peer_id: {"kind": p.kind, "host": p.host, "helper_pid": p.popen.pid,
                                 **p.info} for peer_id, p in self.peers.items()},
+            **({"gateways": [{
+                "name": g.name, "bridge": g.bridge, "datapath_id": g.datapath_id,
+                "ports": g.ports, "rest_prefix": g.rest_prefix,
+                "hosts": [mininet_lab.host_name(host, g.number)
+                          for host in [f"c{i}" for i in range(1, g.clients + 1)]
+                          + [mininet_lab.SERVER_HOST]],
+            } for g in state.gateways]} if state.gateways else {}),
         }
 
     def run(self, host: str, argv: Sequence[str], timeout: float = 30.0) -> dict[str, Any]:
@@ -349,9 +368,9 @@ class MininetLab:
         """Stop everything this lab started, each step even when an earlier one failed.
 
         Order: the peers (by PID), the network (``net.stop()``, then the shell of its
-        remote-controller node, which ``net.stop()`` leaves), the app. Should the bridge
-        or a port of the lab still exist, it is removed: the lab made sure neither
-        existed before it started.
+        remote-controller node, which ``net.stop()`` leaves), the app. Should a bridge
+        or a port of the lab still exist, it is removed: the lab made sure none existed
+        before it started. Then the settings of the gateways' zones are removed.
 
         Returns:
             What failed, for people (empty when everything went).
@@ -380,10 +399,11 @@ class MininetLab:
                  lambda: controller.stop(app.pid, self.state.config_path, True))
             Path(self.state.pid_path).unlink(missing_ok=True)
         if net is not None or app is not None:
-            step("removing what is left of the bridge",
-                 lambda: ovs.remove(self.state.bridge, self.state.ports))
-            step("forgetting the lab's zone of the connection tracker",
-                 lambda: ovs.forget_zone(zone_of(self.state.name, self.state)))
+            for gateway in self.state.all_gateways:
+                step(f"removing what is left of {gateway.bridge}",
+                     functools.partial(ovs.remove, gateway.bridge, gateway.ports))
+                step(f"forgetting the zone of {gateway.bridge} in the connection tracker",
+                     functools.partial(ovs.forget_zone, gateway.ct_zone))
         return problems
 
 

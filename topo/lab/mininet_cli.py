@@ -3,8 +3,8 @@
 Run it with the system Python, which Debian's ``mininet`` package is installed for (the
 project's ``.venv`` does not see it), from the repo root, as root::
 
-    sudo /usr/bin/python3 -m topo.mininet_run --clients 3 [--name NAME] [--pptp]
-        [--policy open|strict] [--public-ips K] [--no-alg] [--app PATH]
+    sudo /usr/bin/python3 -m topo.mininet_run --clients 3 [--name NAME] [--bridges K]
+        [--pptp] [--policy open|strict] [--public-ips K] [--no-alg] [--app PATH]
         [--option NAME=VALUE] [--openflow-port P --rest-port Q] [--timeout S] [--serve]
 
 It writes the app's configuration for lab ``NAME`` (``topo.lab.render_config``: the
@@ -21,6 +21,11 @@ connected and the app's pipeline is installed. Then:
 - with ``--pptp`` it first starts pptpd (with the pppd stand-in) in ``srv`` and
   pptp-linux in every client, through the host objects (``host.popen``): Mininet's hosts
   live in unnamed namespaces, which ``ip netns exec`` cannot enter.
+
+With ``--bridges K`` (2 .. 9) there are K switches, one gateway each, all driven by the
+one app: gateway ``j`` >= 2 has hosts ``g<j>c1`` .. ``g<j>cN`` and ``g<j>srv`` with the
+same addresses, switch ``br-NAME-<j>`` and ports ``NAME-<j>c<i>``, ``NAME-<j>srv``, as
+``topo.lab`` names them; ``--pptp`` starts the peers of every gateway.
 
 The default lab, ``lab``, uses ``topo.lab``'s default names and ports (``br-lab``,
 ``lab-c1`` .., OpenFlow on 127.0.0.1:6653, REST on 127.0.0.1:8080), so the commands of
@@ -57,6 +62,7 @@ from topo.lab.mininet_backend import MininetLab, RunError, place
 from topo.lab.names import (
     DEFAULT_APP,
     DEFAULT_NAME,
+    MAX_BRIDGES,
     MAX_NAME_LENGTH,
     POLICIES,
     SERVER_HOST,
@@ -155,11 +161,15 @@ def interact(mlab: MininetLab) -> None:
 
     state = mlab.state
     display = (f".venv/bin/python -m topo.display --rest {state.rest_url}")
+    bridges = [g.bridge for g in state.all_gateways]
+    views = "server-map | session-table | counters"
+    if state.gateways:
+        views += f" --gateway g1 .. g{len(bridges)}"
     print("\n".join([
-        f"lab {state.name} is up on Mininet: switch {state.bridge}, hosts "
-        f"{', '.join(h.name for h in mlab.net.hosts)}",
+        f"lab {state.name} is up on Mininet: switch{'es' if len(bridges) > 1 else ''} "
+        f"{', '.join(bridges)}, hosts {', '.join(h.name for h in mlab.net.hosts)}",
         f"  the gateway app: ryu-manager pid {state.controller_pid}, log {state.log_path}",
-        f"  its display, from another shell: {display} server-map | session-table | counters",
+        f"  its display, from another shell: {display} {views}",
         "  try: c1 ping -c 2 srv    (exit or Ctrl-D stops the lab)",
     ]), flush=True)
     CLI(mlab.net)
@@ -241,7 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return peer_main(argv[1:])
     parser = argparse.ArgumentParser(prog="/usr/bin/python3 -m topo.mininet_run",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=3, help="1 .. 64 (default 3)")
+    parser.add_argument("--clients", type=int, default=3,
+                        help="1 .. 64, of each gateway (default 3)")
+    parser.add_argument("--bridges", type=int, default=1,
+                        help=f"1 .. {MAX_BRIDGES} switches, each a gateway with the same "
+                             f"addresses, one app for all (default 1)")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help=f"the lab's name (default {DEFAULT_NAME}): 1 to "
                              f"{MAX_NAME_LENGTH} of a-z 0-9")
@@ -257,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for the app and the switch (default 30)")
     parser.add_argument("--pptp", action="store_true",
-                        help="start pptpd in srv and pptp-linux in every client")
+                        help="start pptpd in srv and pptp-linux in every client (of every "
+                             "gateway)")
     parser.add_argument("--serve", action="store_true",
                         help="JSON commands on stdin, answers on stdout, instead of the CLI")
     args = parser.parse_args(argv)
@@ -280,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         state = place(plan(args.clients, args.policy, args.public_ips, not args.no_alg,
                            args.app, name=args.name,
-                           options=dict(o.partition("=")[::2] for o in args.option)))
+                           options=dict(o.partition("=")[::2] for o in args.option),
+                           bridges=args.bridges))
     except (ValueError, ConfigError) as exc:
         print(f"topo.mininet_run: {exc}", file=sys.stderr)
         return 1
@@ -292,10 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         mlab.start(args.timeout)
         if args.pptp:
-            mlab.start_peer("pptpd", SERVER_HOST, SERVER_HOST, ["--listen", SERVER_IP])
-            for i in range(1, state.clients + 1):
-                mlab.start_peer("pptp", f"c{i}", f"c{i}", ["--server", SERVER_IP,
-                                                          "--tag", f"c{i}"])
+            for gateway in state.all_gateways:
+                server = mininet_lab.host_name(SERVER_HOST, gateway.number)
+                mlab.start_peer("pptpd", server, server, ["--listen", SERVER_IP])
+                for i in range(1, state.clients + 1):
+                    client = mininet_lab.host_name(f"c{i}", gateway.number)
+                    mlab.start_peer("pptp", client, client, ["--server", SERVER_IP,
+                                                            "--tag", client])
         if args.serve:
             serve(mlab, sys.stdin, protocol_out)
         else:
