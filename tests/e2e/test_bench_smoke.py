@@ -68,3 +68,19 @@ def test_the_bench_measures_gre_and_scale_through_the_gateway(
                for r in data["scale"]), data["scale"]
     assert "| server -> client | 1400 | gateway, shared pair |" in table
     assert "| gateway | 4 | 200 | 200 |" in table
+
+
+def test_the_two_bridges_bench_measures_each_way(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import bridges
+
+    assert bridges.main(["--calls", "10", "--rounds", "1", "--rate", "5000",
+                         "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads((tmp_path / "bridges.json").read_text())
+    assert set(result["ways"]) == {"quiet", "flood on g1", "flood on g1, through g1"}
+    assert all(way["failed"] == 0 and way["median_us"] > 0 for way in result["ways"].values())
+    assert result["ways"]["quiet"]["ratio_to_quiet"] == 1.0
+    assert result["g1_packet_ins_per_second"] > 0
+    assert "| flood on g1 |" in table
+    assert (tmp_path / "bridges.md").read_text().strip() == table.strip()
