@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from alg.config import load
+from alg.config import load, load_gateways
 from alg.errors import ConfigError
 from alg.events import EntryKind
 from ryu_apps import switch
@@ -680,17 +680,23 @@ def test_config_file_of_two_bridges_has_a_section_per_gateway() -> None:
     for section in (g1, g2):  # each gateway is one the app loads
         config = load({**sections["nat"], **section})
         assert config.alg.policy == "strict" and config.alg.gre_idle == 60.0
+    loaded = load_gateways(sections["nat"], {"g1": g1, "g2": g2})
+    assert [c.bridge for c in loaded.values()] == ["br-t7", "br-t7-2"]
 
 
 def test_options_a_gateway_must_not_share_are_refused_with_several_bridges() -> None:
     for key, value in (("ct_zone", "77"), ("state_file", "/tmp/one.sqlite"),
-                       ("bridge", "br-x")):
-        with pytest.raises(ConfigError) as info:
+                       ("bridge", "br-x"), ("inside_ports", "x")):
+        with pytest.raises(ConfigError, match="each gateway of a lab of several") as info:
             lab.plan(1, name="t7", bridges=2, options={key: value})
-        assert info.value.key == f"gateway:g2.{key}", info.value
+        assert info.value.key == f"nat.{key}", info.value
+        assert lab.plan(1, name="t7", options={key: value}).options == {key: value}
+    with pytest.raises(ConfigError) as info:  # the app's rule between gateways
+        lab.plan(1, name="t7", bridges=2, options={"datapath_id": "5"})
+    assert info.value.key == "gateway:g2.datapath_id"
     with pytest.raises(ConfigError) as info:
         lab.plan(1, name="t7", bridges=2, options={"gre_idle": "0"})
-    assert info.value.key == "nat.gre_idle"
+    assert info.value.key.endswith(".gre_idle")
 
 
 def test_state_of_two_bridges_round_trips_and_one_bridge_writes_today_s_keys() -> None:

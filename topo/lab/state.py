@@ -71,8 +71,6 @@ from topo.lab.names import (
 #: The REST paths of the only gateway of a process; ``/pptp-alg/gateways/<name>`` with
 #: several (``ryu_apps``).
 REST_PREFIX = "/pptp-alg"
-#: The start of a gateway's section in the app's configuration file (``[gateway:NAME]``).
-GATEWAY_SECTION = "gateway:"
 #: The options that the lab writes in each ``[gateway:g<j>]`` section (the others, common
 #: to every gateway, go to ``[nat]``).
 GATEWAY_OPTIONS = ("inside_ports", "outside_port", "bridge", "state_file", "ct_zone",
@@ -512,22 +510,6 @@ def _gateway_values(gateway: GatewayState) -> dict[str, str]:
     return values
 
 
-def _check_apart(sections: dict[str, dict[str, str]]) -> None:
-    """Refuse two gateways that would share a bridge, a port, a zone, a store or a
-    demultiplexer (as the app would, naming ``gateway:g<j>.<option>``)."""
-    seen: dict[tuple[str, str], str] = {}
-    for gateway, values in sections.items():
-        for key in GATEWAY_OPTIONS:
-            what = "port" if key in ("inside_ports", "outside_port", "gre_demux_port") else key
-            for value in str(values.get(key, "")).split(","):
-                if not value.strip():
-                    continue
-                other = seen.setdefault((what, value.strip()), gateway)
-                if other != gateway:
-                    raise ConfigError(f"{GATEWAY_SECTION}{gateway}.{key}",
-                                      f"{value.strip()} is gateway {other}'s {what} too")
-
-
 def render_config(
     state: LabState, header: str = "Written by topo.lab; rewritten on every `up`."
 ) -> str:
@@ -536,7 +518,8 @@ def render_config(
     A lab of one bridge has group ``[nat]`` alone. A lab of several has ``[nat]`` with
     the options common to every gateway (the REST address, the addresses, the policy,
     ``options``) and one section ``[gateway:g<j>]`` per gateway with its own (its
-    bridge, ports, store, zone and demultiplexer: ``GATEWAY_OPTIONS``).
+    bridge, ports, store, zone and demultiplexer: ``GATEWAY_OPTIONS``, which
+    ``options`` may then not give).
     ``next_hop`` is left out: in the lab the outside subnet is on-link.
 
     Args:
@@ -547,7 +530,8 @@ def render_config(
         The file's text.
 
     Raises:
-        ConfigError: On an option the app would refuse, naming it.
+        ConfigError: On an option the app would refuse (``alg.config.load``,
+            ``load_gateways``), naming it.
     """
     common = {
         "inside_subnet": state.inside_subnet,
@@ -573,23 +557,15 @@ def render_config(
         options.load(values)  # the app's own rules: a lab never writes a file the app refuses
         groups = {options.GROUP: values}
     else:
-        nat = {**common, **{k: v for k, v in state.options.items()
-                            if k not in GATEWAY_OPTIONS}}
-        sections = {}
-        for gateway in state.gateways:
-            values = _gateway_values(gateway)
-            values.update({k: v for k, v in state.options.items() if k in GATEWAY_OPTIONS})
-            sections[gateway.name] = values
-            section = f"{GATEWAY_SECTION}{gateway.name}"
-            try:
-                options.load({**nat, **values})
-            except ConfigError as exc:
-                key = exc.key.removeprefix(f"{options.GROUP}.")
-                raise ConfigError(f"{section}.{key}" if key in values else exc.key,
-                                  exc.reason) from exc
-        _check_apart(sections)
+        given = sorted(set(state.options) & set(GATEWAY_OPTIONS))
+        if given:
+            raise ConfigError(f"{options.GROUP}.{given[0]}", "each gateway of a lab of "
+                              "several bridges has its own, which the lab sets")
+        nat = {**common, **state.options}
+        sections = {gateway.name: _gateway_values(gateway) for gateway in state.gateways}
+        options.load_gateways(nat, sections)  # the app's own rules, those between gateways too
         groups = {options.GROUP: nat} | {
-            f"{GATEWAY_SECTION}{gateway}": values
+            f"{options.GATEWAY_SECTION}{gateway}": values
             for gateway, values in sections.items()}
     lines = [f"# {header}"]
     for group, values in groups.items():
