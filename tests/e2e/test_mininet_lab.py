@@ -479,3 +479,29 @@ def test_two_switches_one_app_on_mininet(
     assert interfaces(f"{name}-") == {f"{name}-eth9", f"{name}-eth8"}
     assert not decoys(), decoys()
     assert "stopping:" not in mn.stderr(), mn.stderr()
+
+
+def test_two_switches_with_the_same_addresses_each_nat_their_own_ping(
+    runner: Callable[..., Runner], name: str
+) -> None:
+    """The real app on two Mininet switches: c1 and g2c1 (both 192.168.1.1) ping their own
+    servers (both 203.0.113.1), each through its own gateway, whose REST shows that echo
+    alone."""
+    mn = runner("--clients", "1", "--bridges", "2")
+    ready = mn.wait_ready()
+    url = ready["rest_url"]
+    listed = rest(url, "/pptp-alg/gateways")["gateways"]
+    assert [(g["name"], g["bridge"], g["ready"]) for g in listed] == [
+        ("g1", f"br-{name}", True), ("g2", f"br-{name}-2", True)]
+    for client, server, gateway in (("c1", "srv", "g1"), ("g2c1", "g2srv", "g2")):
+        ping = mn("run", host=client, argv=["ping", "-c", "2", "-W", "2", SERVER_IP])
+        assert ping["code"] == 0, ping
+        neighbours = mn("run", host=server, argv=["ip", "neigh", "show"])["stdout"]
+        assert PUBLIC_IP in neighbours and CLIENT_IP not in neighbours, neighbours
+        icmp = [(s["inside"].split(":")[0], s["public"].split(":")[0])
+                for s in rest(url, f"/pptp-alg/gateways/{gateway}/sessions")
+                if s["proto"] == "icmp"]
+        assert icmp == [(CLIENT_IP, PUBLIC_IP)], (gateway, icmp)
+    assert mn.finish() == 0, mn.stderr()
+    assert not mn.still_running(), mn.still_running()
+    assert not {f"br-{name}", f"br-{name}-2"} & bridges()

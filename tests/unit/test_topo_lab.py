@@ -782,3 +782,28 @@ def test_mininet_topology_of_two_bridges_matches_the_lab() -> None:
         ("c1", "br-t7", 1, "t7-c1"), ("srv", "br-t7", 100, "t7-srv"),
         ("g2c1", "br-t7-2", 1, "t7-2c1"), ("g2srv", "br-t7-2", 100, "t7-2srv")]
     assert set(topo.links[2][2].values()) >= set(state.gateway(2).ports) - {"t7-2srv"}
+
+
+def test_display_of_a_gateway_reads_its_prefix(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from topo import display
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(display, "main", lambda argv: seen.append(list(argv)) or 0)
+    several = lab.plan(1, name="t7", bridges=2)
+    several.use_ports(40001, 40002)
+    Path(several.run_dir).mkdir(parents=True, exist_ok=True)
+    lab.write_state(several)
+    assert lab.main(["display", "--name", "t7", "--gateway", "g2", "counters"]) == 0
+    assert lab.main(["display", "--name", "t7", "counters", "-v"]) == 0
+    assert seen == [["--rest", "http://127.0.0.1:40002", "counters", "--gateway", "g2"],
+                    ["--rest", "http://127.0.0.1:40002", "counters", "--verbose"]]
+    assert lab.main(["display", "--name", "t7", "--gateway", "g3", "counters"]) == 1
+    assert "gateways g1 .. g2" in capsys.readouterr().err
+    one = write_up_state("t8")
+    assert lab.main(["display", "--name", "t8", "--gateway", "g1", "counters"]) == 0
+    assert seen[-1] == ["--rest", one.rest_url, "counters"]  # its one gateway: /pptp-alg
+    assert display.prefix("g2") == "/pptp-alg/gateways/g2" and display.prefix() == "/pptp-alg"
+    with pytest.raises(ValueError, match="not a gateway's name"):
+        display.prefix("../x")
