@@ -36,8 +36,13 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 def start(tmp_path: Path, options: dict[str, str], framework: str
           ) -> subprocess.CompletedProcess[str]:
+    return start_file(tmp_path, "[nat]\n" + "".join(f"{k} = {v}\n"
+                                                    for k, v in options.items()), framework)
+
+
+def start_file(tmp_path: Path, text: str, framework: str) -> subprocess.CompletedProcess[str]:
     conf = tmp_path / "gateway.conf"
-    conf.write_text("[nat]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    conf.write_text(text)
     manager = str(Path(sys.executable).with_name(MANAGERS[framework]))
     return subprocess.run(
         [manager, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
@@ -102,3 +107,30 @@ def test_a_rest_host_not_of_this_machine_stops_the_start_naming_the_option(
     output = proc.stdout + proc.stderr
     assert "refusing to start: nat.rest_host: cannot listen on 192.0.2.55:8080" in output, (
         output[-2000:])
+
+
+@pytest.mark.parametrize(
+    ("second", "option"),
+    [
+        ("bridge = br-one\ninside_ports = two-c1\noutside_port = two-srv\nct_zone = 12\n",
+         "gateway:g2.bridge: br-one is gateway g1's bridge too"),
+        ("bridge = br-two\ninside_ports = one-c1\noutside_port = two-srv\nct_zone = 12\n",
+         "gateway:g2.inside_ports: one-c1 is gateway g1's port too"),
+        ("bridge = br-two\ninside_ports = two-c1\noutside_port = two-srv\nct_zone = 11\n",
+         "gateway:g2.ct_zone: 11 is gateway g1's zone of the connection tracker too"),
+        ("bridge = br-two\ninside_ports = two-c1\noutside_port = two-srv\nct_zone = 12\n"
+         "rest_port = 9999\n", "gateway:g2.rest_port: is the process's"),
+    ],
+)
+def test_two_gateways_that_would_share_something_stop_the_start_naming_it(
+    tmp_path: Path, second: str, option: str, framework: str
+) -> None:
+    shared = {k: v for k, v in GOOD.items()
+              if k not in ("bridge", "inside_ports", "outside_port")}
+    proc = start_file(tmp_path, "[nat]\n" + "".join(f"{k} = {v}\n" for k, v in shared.items())
+                      + "[gateway:g1]\nbridge = br-one\ninside_ports = one-c1\n"
+                      "outside_port = one-srv\nct_zone = 11\n[gateway:g2]\n" + second,
+                      framework)
+    assert proc.returncode != 0
+    assert f"configuration error: {option}" in proc.stdout + proc.stderr, (
+        (proc.stdout + proc.stderr)[-2000:])

@@ -1,6 +1,7 @@
 """One controller, two bridges, the same addresses and Call IDs on both: real pptp-linux
 and the project's PNS driver through each gateway, each real pptpd seeing only its own
-gateway's calls, and one bridge restarting while the other carries its calls."""
+gateway's calls through its own GRE demultiplexer, and one bridge restarting while the
+other carries its calls."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def received(server: PptpServer, client: PptpClient) -> tuple[int, int]:
 
 def test_two_bridges_with_the_same_addresses_and_call_ids_stay_apart(
         gateway: Factory) -> None:
-    gw = gateway(2, bridges=2)
+    gw = gateway(2, bridges=2, gre_demux=True)
     g1, g2 = gw.gateways
     assert (g1.name, g2.name) == ("g1", "g2") and g1.bridge != g2.bridge
     captures = {g.name: g.capture(g.server, f"{g.name}srv", PPTP_BPF) for g in (g1, g2)}
@@ -66,6 +67,11 @@ def test_two_bridges_with_the_same_addresses_and_call_ids_stay_apart(
         ((call_id, _peer),) = linux[g.name].calls()
         assert next(c for c in calls if c["client"] == client_ip(1))[
             "client_call_id"] == call_id
+        # Two calls on one (server, public address) pair: each gateway's own
+        # demultiplexer takes the server's GRE.
+        assert {c["inbound_gre_path"] for c in calls} == {"demux"}, calls
+        demux = g.rest("/pptp-alg/counters")["demux"]
+        assert demux["up"] and demux["program"]["demuxed"] > 0, demux
 
     # Each real server saw its own gateway's calls and no other.
     public_ids = {g.name: sorted(c["public_call_id"] for c in g.calls()) for g in (g1, g2)}
