@@ -53,6 +53,8 @@ SERVER_IP = lab.SERVER_IP
 PUBLIC_IP = lab.public_addresses(1)[0]
 
 OCRQ, OCRP, CCRQ, CDN = 7, 8, 12, 13
+#: A capture filter for PPTP: the control connections and GRE.
+PPTP_BPF = ["tcp", "port", "1723", "or", "ip", "proto", "47"]
 #: Control message types with a Call ID field, and with a Peer's Call ID field.
 _HAS_CALL_ID = (7, 8, 9, 10, 12, 13)
 _HAS_PEER_CALL_ID = (8, 10, 11, 14, 15)

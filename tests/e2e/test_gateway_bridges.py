@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.gateway_lab import (
     OCRQ,
+    PPTP_BPF,
     PUBLIC_IP,
     GatewayLab,
     client_ip,
@@ -27,7 +28,6 @@ pytestmark = [
 ]
 
 Factory = Callable[..., GatewayLab]
-PPTP_BPF = ["tcp", "port", "1723", "or", "ip", "proto", "47"]
 CALL_ID = 4242
 
 

@@ -20,6 +20,7 @@ from alg.events import EntryKind
 from tests.e2e.gateway_lab import (
     OCRP,
     OCRQ,
+    PPTP_BPF,
     PUBLIC_IP,
     SERVER_IP,
     GatewayLab,
@@ -35,7 +36,6 @@ pytestmark = [
 ]
 
 Factory = Callable[..., GatewayLab]
-PPTP_BPF = ["tcp", "port", "1723", "or", "ip", "proto", "47"]
 
 
 def driver_result(proc: subprocess.Popen[str], timeout: float = 30

@@ -319,23 +319,21 @@ class LabState:
 
     @property
     def client_namespaces(self) -> list[str]:
-        """The client namespaces, in order."""
-        return [ns for ns in self.namespaces if ns != self.server_namespace]
+        """Gateway 1's client namespaces, in order."""
+        return self.gateway(1).client_namespaces
 
     @property
     def server_ip(self) -> str:
-        """The server's address."""
-        return self.addresses[self.server_namespace]
+        """Gateway 1's server's address."""
+        return self.gateway(1).server_ip
 
     def client(self, index: int) -> str:
-        """The namespace of client ``index`` (1-based).
+        """The namespace of gateway 1's client ``index`` (1-based).
 
         Raises:
-            ValueError: When the lab has no such client.
+            ValueError: When the gateway has no such client.
         """
-        if not 1 <= index <= self.clients:
-            raise ValueError(f"lab {self.name} has clients 1 .. {self.clients}, not {index}")
-        return self.client_namespaces[index - 1]
+        return self.gateway(1).client(index)
 
     def use_ports(self, openflow_port: int, rest_port: int) -> None:
         """Set the controller's TCP ports and what follows from them."""
