@@ -1,122 +1,16 @@
-"""Attach the GRE demultiplexer (``demux.program``) to an OVS bridge, or detach it.
+"""The GRE demultiplexer's port on a bridge, for the lab and the tests: ``demux.attach``
+(the ``pptp-alg-demux`` command), whose functions this module names.
 
-``attach`` makes a veth pair, adds one end to the bridge as the demultiplexer's port,
-mounts a BPF filesystem at the pin directory (unless one is there), loads the program
-and its table and pins them there, and attaches the program at TC ingress of the other
-end (``tc qdisc clsact`` and ``tc filter ... bpf direct-action object-pinned``). Then the
-app's ``[nat] gre_demux_port`` and ``gre_demux_dir`` name the port and the directory.
-``detach`` undoes it: deleting the veth removes the filter, unmounting the directory
-frees the program and the table.
-
-For a bridge of your own (as root)::
-
-    python -m topo.gre_demux attach --bridge br0 --port pptp-dmx --dir /run/pptp-alg-dmx
-    python -m topo.gre_demux detach --bridge br0 --port pptp-dmx --dir /run/pptp-alg-dmx
-
-The program sees only a veth, so this is the same under Open vSwitch's userspace
-(``netdev``) and kernel datapaths.
+``python -m topo.gre_demux attach|detach ...`` is ``pptp-alg-demux attach|detach ...``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-from demux.table import Demux
-from topo.netns import run
+from demux.attach import attach, detach, main, peer_name, start_program, stop_program
 
-BPF_MAGIC = "bpf"
-
-
-def peer_name(port: str) -> str:
-    """The veth end the program runs on (``<port>p``, cut to 15 characters)."""
-    return (port[:14] + "p") if len(port) >= 15 else port + "p"
-
-
-def _is_bpffs(directory: str) -> bool:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == os.path.realpath(directory):
-            return fields[2] == BPF_MAGIC
-    return False
-
-
-def attach(bridge: str, port: str, directory: str, ofport: int | None = None) -> None:
-    """Create the demultiplexer's port on ``bridge`` and start its program.
-
-    Raises:
-        topo.netns.CommandError: a command failed (what was made stays for
-            :func:`detach`).
-        alg.errors.BpfError: the kernel refused the program or its maps.
-    """
-    peer = peer_name(port)
-    run(["ip", "link", "add", port, "type", "veth", "peer", "name", peer])
-    for end in (port, peer):
-        run(["sysctl", "-q", "-w", f"net.ipv6.conf.{end}.disable_ipv6=1"], check=False)
-        run(["ethtool", "-K", end, "tx", "off"], check=False)
-        run(["ip", "link", "set", end, "up"])
-    argv = ["ovs-vsctl", "--", "add-port", bridge, port]
-    if ofport is not None:
-        argv += ["--", "set", "interface", port, f"ofport_request={ofport}"]
-    run(argv)
-    os.makedirs(directory, exist_ok=True)
-    if not _is_bpffs(directory):
-        run(["mount", "-t", "bpf", "bpf", directory])
-    demux = Demux.load()
-    try:
-        demux.pin(directory)
-    finally:
-        demux.close()
-    run(["tc", "qdisc", "add", "dev", peer, "clsact"])
-    run(["tc", "filter", "add", "dev", peer, "ingress", "bpf", "direct-action",
-         "object-pinned", f"{directory}/program"])
-
-
-def detach(bridge: str, port: str, directory: str) -> None:
-    """Remove what :func:`attach` made; what is not there is skipped."""
-    run(["ovs-vsctl", "--if-exists", "del-port", bridge, port], check=False)
-    if Path("/sys/class/net", port).exists():
-        run(["ip", "link", "del", port], check=False)
-    if os.path.isdir(directory):
-        if _is_bpffs(directory):
-            run(["umount", directory], check=False)
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
-
-
-def stop_program(port: str) -> None:
-    """Take the program off the port's veth (the component "dies": packets sent to the
-    port are lost until it is attached again). For tests."""
-    run(["tc", "qdisc", "del", "dev", peer_name(port), "clsact"], check=False)
-
-
-def start_program(port: str, directory: str) -> None:
-    """Attach the pinned program again after :func:`stop_program`."""
-    peer = peer_name(port)
-    run(["tc", "qdisc", "add", "dev", peer, "clsact"])
-    run(["tc", "filter", "add", "dev", peer, "ingress", "bpf", "direct-action",
-         "object-pinned", f"{directory}/program"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m topo.gre_demux")
-    parser.add_argument("action", choices=("attach", "detach"))
-    parser.add_argument("--bridge", required=True)
-    parser.add_argument("--port", default="pptp-dmx", help="the OVS port to create")
-    parser.add_argument("--dir", default="/run/pptp-alg-dmx",
-                        help="where to mount a BPF filesystem and pin the program")
-    args = parser.parse_args(argv)
-    if args.action == "attach":
-        attach(args.bridge, args.port, args.dir)
-        print(f"[nat] gre_demux_port = {args.port}\n[nat] gre_demux_dir = {args.dir}")
-    else:
-        detach(args.bridge, args.port, args.dir)
-    return 0
-
+__all__ = ["attach", "detach", "main", "peer_name", "start_program", "stop_program"]
 
 if __name__ == "__main__":
     sys.exit(main())

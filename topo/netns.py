@@ -26,43 +26,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from demux.attach import CommandError as CommandError
+from demux.attach import run as run
+
 IFNAMSIZ = 15
-
-
-class CommandError(RuntimeError):
-    """A command exited with a non-zero status.
-
-    Attributes:
-        argv: The command.
-        returncode: Its exit status.
-        stderr: What it wrote on stderr.
-    """
-
-    def __init__(self, argv: Sequence[str], returncode: int, stderr: str):
-        super().__init__(f"{' '.join(argv)} failed ({returncode}): {stderr.strip()}")
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-
-
-def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> str:
-    """Run a command and return its stdout.
-
-    Args:
-        argv: The command and its arguments.
-        check: Raise ``CommandError`` when the command fails.
-        timeout: Seconds before the command is killed.
-
-    Returns:
-        The command's standard output.
-
-    Raises:
-        CommandError: When ``check`` is set and the command exits non-zero.
-    """
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, proc.stderr)
-    return proc.stdout
 
 
 def ns_argv(netns: str | None, argv: Sequence[str]) -> list[str]:
