@@ -31,6 +31,10 @@ deletes nothing: it reads the switch's entries of its own (by cookie), gives the
 the store's records to the core, carries out what comes back, and only then handles
 packets; packet-ins before that are dropped and counted (``packet_ins_before_ready``),
 for their senders to repeat.
+
+**Service manager.** Started with ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), the
+app says which gateways' switches are ready and, once all are, ``READY=1``
+(``ryu_apps.notify``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from alg.errors import ConfigError, StoreError
 from alg.events import Output
 from demux.link import HEARTBEAT
 from ryu_apps import config as options
-from ryu_apps import flowmods, http, packets, rest
+from ryu_apps import flowmods, http, notify, packets, rest
 from ryu_apps.binding import Binder, Claim, bridge_name, describe_switch
 from ryu_apps.framework import (
     CONFIG_DISPATCHER,
@@ -141,6 +145,11 @@ class NatGateway(App):  # type: ignore[misc]
         for claim in self.binder.claims:
             LOG.info("gateway %s configured: %s; binds to %s", claim.name,
                      self.gateways[claim.name].config.describe(), claim.describe())
+        self.readiness = notify.Readiness(notify.Notifier.from_environment(), {
+            claim.name: f"{claim.name} ({claim.describe()})" for claim in self.binder.claims})
+        if self.readiness.notifier.enabled:
+            notify.stopping_on_sigterm(self.readiness.notifier)
+        self.tell_readiness()
 
     @staticmethod
     def now() -> float:
@@ -158,6 +167,11 @@ class NatGateway(App):  # type: ignore[misc]
             return None
         unit = self._bound.get(dp.id)
         return unit if unit is not None and unit.datapath is dp else None
+
+    def tell_readiness(self) -> None:
+        """Tell the service manager which gateways' switches are READY
+        (``ryu_apps.notify``: STATUS= on a change, READY=1 once all are)."""
+        self.readiness.update({name: unit.ready for name, unit in self.gateways.items()})
 
     # The first gateway's parts, by the names of the one-bridge app.
 
@@ -237,6 +251,7 @@ class NatGateway(App):  # type: ignore[misc]
         unit = self.unit_of(ev.datapath)
         if unit is not None:
             unit.gone()
+            self.tell_readiness()
 
     @on(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev: Any) -> None:
@@ -254,6 +269,7 @@ class NatGateway(App):  # type: ignore[misc]
         self._bound = {k: v for k, v in self._bound.items() if v is not unit}
         self._bound[dp.id] = unit
         unit.connected(dp, numbers, bridge)
+        self.tell_readiness()
 
     @on(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:
@@ -272,6 +288,7 @@ class NatGateway(App):  # type: ignore[misc]
         unit = self.unit_of(ev.msg.datapath)
         if unit is not None:
             unit.flow_stats(ev.msg)
+            self.tell_readiness()
 
     @on(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev: Any) -> None:
