@@ -5,15 +5,17 @@ instead of ``ryu``, the application base class named ``OSKenApp`` instead of ``R
 and ``osken-manager`` instead of ``ryu-manager``. Everything the app and its tests take
 from the framework is imported from this module, so that they run unchanged on either.
 
-The framework is chosen in this order:
+The framework is chosen in this order (``ryu_apps.managers.choose``):
 
-1. The manager that is running. ``ryu-manager`` and ``osken-manager`` import their
-   framework's ``base.app_manager`` before they load the app, and a manager only loads
-   application classes derived from its own base class (from the other framework's, it
-   silently loads nothing), so the framework already imported is the only right one.
-   :data:`ENV` naming the other one then is an error.
+1. The manager that is running. ``ryu-manager``, ``osken-manager`` and
+   ``pptp-alg-gateway`` (``ryu_apps.command``, which runs either framework's manager in
+   its process) import the framework's ``base.app_manager`` before they load the app,
+   and a manager only loads application classes derived from its own base class (from
+   the other framework's, it silently loads nothing), so the framework already imported
+   is the only right one. :data:`ENV` naming the other one then is an error.
 2. :data:`ENV` (``PPTP_ALG_FRAMEWORK``), ``ryu`` or ``os-ken``: for a process without a
-   manager (the unit tests, tools) in an environment that has both installed.
+   manager (the unit tests, tools) in an environment that has both installed, and for
+   ``pptp-alg-gateway``, which chooses the manager to run by it.
 3. Otherwise Ryu when it is installed, else os-ken.
 
 Example::
@@ -28,81 +30,25 @@ Example::
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
-import os
-import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, Final, TypeVar, cast
 
-from ryu_apps.managers import ENV, MANAGERS, Name
-
-PACKAGES: Final[Mapping[Name, str]] = {"ryu": "ryu", "os-ken": "os_ken"}
-"""Framework -> its top-level Python package."""
+from ryu_apps.managers import (
+    DEFAULT,
+    ENV,
+    MANAGERS,
+    PACKAGES,
+    FrameworkError,
+    Name,
+    choose,
+)
 
 APP_CLASSES: Final[Mapping[Name, str]] = {"ryu": "RyuApp", "os-ken": "OSKenApp"}
 """Framework -> the name of its application base class in ``base.app_manager``."""
 
-DEFAULT: Final[Name] = "ryu"
-"""The framework chosen when both are installed and nothing else decides."""
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class FrameworkError(ImportError):
-    """No framework can be chosen: none is installed, or the choices disagree."""
-
-
-def _installed(package: str) -> bool:
-    """Tell whether ``package`` can be imported, without importing it."""
-    return importlib.util.find_spec(package) is not None
-
-
-def choose(
-    environ: Mapping[str, str] | None = None,
-    loaded: Collection[str] | None = None,
-    installed: Callable[[str], bool] = _installed,
-) -> Name:
-    """Choose the framework (see the module's docstring for the order).
-
-    Args:
-        environ: The environment (default ``os.environ``).
-        loaded: The names of the modules imported so far (default ``sys.modules``).
-        installed: Tells whether a top-level package can be imported.
-
-    Returns:
-        ``"ryu"`` or ``"os-ken"``.
-
-    Raises:
-        FrameworkError: :data:`ENV` has a value other than ``ryu`` or ``os-ken``, names a
-            framework other than the running manager's or one that is not installed, or
-            neither framework is installed.
-    """
-    environ = os.environ if environ is None else environ
-    loaded = sys.modules if loaded is None else loaded
-    wanted = environ.get(ENV, "").strip()
-    if wanted and wanted not in PACKAGES:
-        raise FrameworkError(f"{ENV}={wanted!r}: expected one of {', '.join(PACKAGES)}")
-    running = [
-        name for name, package in PACKAGES.items() if f"{package}.base.app_manager" in loaded
-    ]
-    if len(running) == 1:
-        if wanted and wanted != running[0]:
-            raise FrameworkError(
-                f"{ENV}={wanted} but this process runs {running[0]} "
-                f"(started by {MANAGERS[running[0]]}?)"
-            )
-        return running[0]
-    if wanted:
-        chosen = cast(Name, wanted)
-        if not installed(PACKAGES[chosen]):
-            raise FrameworkError(f"{ENV}={chosen} but {PACKAGES[chosen]} is not installed")
-        return chosen
-    for name in (DEFAULT, *(n for n in PACKAGES if n != DEFAULT)):
-        if installed(PACKAGES[name]):
-            return name
-    raise FrameworkError("neither ryu nor os_ken is installed")
 
 
 NAME: Final[Name] = choose()

@@ -34,8 +34,17 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$s
   .venv/bin/python scripts/patch_ryu.py
   echo "$stamp_src" > .venv/.setup-stamp
 fi
-# The repo root on the venv's path (what an editable install does), so that
-# `ryu-manager ryu_apps/nat_gateway.py` imports alg/, demux/ and ryu_apps/ from any directory.
+# The project itself, editable: the commands pptp-alg-gateway and pptp-alg-demux in
+# .venv/bin, with alg/, demux/ and ryu_apps/ imported from this tree (pip builds it with
+# setuptools>=77 in an isolated environment; again only when pyproject.toml changes).
+project_stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/pptp-alg-gateway ] || [ "$(cat .venv/.project-stamp 2>/dev/null)" != "$project_stamp" ]; then
+  log "installing the project into .venv (editable)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  echo "$project_stamp" > .venv/.project-stamp
+fi
+# The repo root on the venv's path, so that topo/, bench/ and tests/ import from any
+# directory too.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$PWD" > "$site/pptp_alg_repo.pth"
 
