@@ -33,8 +33,9 @@ packets; packet-ins before that are dropped and counted (``packet_ins_before_rea
 for their senders to repeat.
 
 **Service manager.** Started with ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), the
-app says which gateways' switches are ready and, once all are, ``READY=1``
-(``ryu_apps.notify``).
+app says which gateways are ready and, once all are, ``READY=1`` (``ryu_apps.notify``):
+a gateway is ready when its switch is READY and has confirmed that the pipeline is in
+its tables (a barrier, then a configuration request whose reply the app awaits).
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class NatGateway(App):  # type: ignore[misc]
                      self.gateways[claim.name].config.describe(), claim.describe())
         self.readiness = notify.Readiness(notify.Notifier.from_environment(), {
             claim.name: f"{claim.name} ({claim.describe()})" for claim in self.binder.claims})
+        self._asked: dict[str, Any] = {}
+        self._confirmed: dict[str, Any] = {}
         if self.readiness.notifier.enabled:
             notify.stopping_on_sigterm(self.readiness.notifier)
         self.tell_readiness()
@@ -169,9 +172,29 @@ class NatGateway(App):  # type: ignore[misc]
         return unit if unit is not None and unit.datapath is dp else None
 
     def tell_readiness(self) -> None:
-        """Tell the service manager which gateways' switches are READY
-        (``ryu_apps.notify``: STATUS= on a change, READY=1 once all are)."""
-        self.readiness.update({name: unit.ready for name, unit in self.gateways.items()})
+        """Tell the service manager which gateways are ready (``ryu_apps.notify``:
+        STATUS= on a change, READY=1 once all are); nothing without one.
+
+        A gateway is ready once its switch is READY and has answered a configuration
+        request sent after the pipeline and a barrier: the switch does everything before
+        a barrier before anything after it, so the pipeline is then in its tables (the
+        framework only queues what the app sends). The app asks only to tell a service
+        manager, and for nothing else: no other configuration reply comes.
+        """
+        if not self.readiness.notifier.enabled:
+            return
+        for name, unit in self.gateways.items():
+            dp = unit.datapath
+            if not unit.ready:
+                self._asked.pop(name, None)
+                self._confirmed.pop(name, None)
+            elif dp not in (self._confirmed.get(name), self._asked.get(name)):
+                self._asked[name] = dp
+                parser = dp.ofproto_parser
+                dp.send_msg(parser.OFPBarrierRequest(dp))
+                dp.send_msg(parser.OFPGetConfigRequest(dp))
+        self.readiness.update({name: unit.ready and self._confirmed.get(name) is unit.datapath
+                               for name, unit in self.gateways.items()})
 
     # The first gateway's parts, by the names of the one-bridge app.
 
@@ -289,6 +312,15 @@ class NatGateway(App):  # type: ignore[misc]
         if unit is not None:
             unit.flow_stats(ev.msg)
             self.tell_readiness()
+
+    @on(ofp_event.EventOFPGetConfigReply, MAIN_DISPATCHER)
+    def _config_reply(self, ev: Any) -> None:
+        """The switch answered :meth:`tell_readiness`' request: its pipeline is in."""
+        dp = ev.msg.datapath
+        for name, asked in self._asked.items():
+            if asked is dp:
+                self._confirmed[name] = dp
+        self.tell_readiness()
 
     @on(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev: Any) -> None:

@@ -7,8 +7,9 @@ name starts with ``@``. The service sends it datagrams of newline-separated
 ``systemctl status``, ``STOPPING=1`` when it begins to stop.
 
 The app (``ryu_apps.nat_gateway``) keeps a :class:`Readiness` of its gateways: each
-change of which gateways' switches are READY (``ryu_apps.lifecycle``) is a ``STATUS=``
-line, and the first time every gateway's switch is READY, ``READY=1`` goes with it. With
+change of which gateways are ready (the switch READY, ``ryu_apps.lifecycle``, and the
+pipeline confirmed in its tables) is a ``STATUS=`` line, and the first time every
+gateway is ready, ``READY=1`` goes with it. With
 the variable set, SIGTERM first sends ``STOPPING=1`` (:func:`stopping_on_sigterm`), then
 does what it did before. Without the variable nothing is sent; a datagram that cannot be
 sent is logged, never raised: the gateway works the same whether a service manager

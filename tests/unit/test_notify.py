@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from alg.events import EntryKind
 from ryu_apps import nat_gateway, notify, switch
 from ryu_apps.framework import hub
+from ryu_apps.framework import ofproto_v1_3_parser as parser
 from ryu_apps.nat_gateway import NatGateway
 from tests.unit.fake_switch import FakeSwitch
 from tests.unit.test_closed_loop import Clock
@@ -191,27 +193,43 @@ def test_sigterm_still_ends_the_process_after_stopping(listener: Listener) -> No
 
 # The app.
 
-class Recorder(notify.Notifier):
-    """A notifier that also notes, at each send, which fake switches have the pipeline."""
+class AnsweringSwitch(FakeSwitch):
+    """A fake switch that answers a configuration request when the test says so (a real
+    switch answers after everything before the barrier sent ahead of it)."""
 
-    def __init__(self, target: str, switches: dict[str, FakeSwitch]) -> None:
-        super().__init__(target)
-        self.switches = switches
-        self.sent: list[tuple[tuple[str, ...], set[str]]] = []
+    def __init__(self, tag: str, datapath_id: int, clock: Clock) -> None:
+        super().__init__({f"{tag}1": 1, f"{tag}2": 2, f"{tag}out": 100}, clock,
+                         bridge=f"br-{tag}", datapath_id=datapath_id)
+        self.asked: list[type] = []
 
-    def send(self, *lines: str) -> bool:
-        pipeline = switch.cookie(EntryKind.PIPELINE)
-        self.sent.append((lines, {name for name, fake in self.switches.items()
-                                  if any(e.cookie == pipeline for e in fake.table)}))
-        return super().send(*lines)
+    def send_msg(self, msg: Any) -> None:
+        if isinstance(msg, parser.OFPBarrierRequest | parser.OFPGetConfigRequest):
+            self.asked.append(type(msg))
+        if not isinstance(msg, parser.OFPGetConfigRequest):
+            super().send_msg(msg)
+
+    def answer(self) -> None:
+        """Answer the configuration request."""
+        assert self.asked == [parser.OFPBarrierRequest, parser.OFPGetConfigRequest]
+        self.asked = []
+        self._to_app(parser.OFPGetConfigReply(self, flags=0, miss_send_len=0xFFFF))
+        self.run()
+
+    def pipeline(self) -> bool:
+        """True when a pipeline entry is in the table."""
+        return any(e.cookie == switch.cookie(EntryKind.PIPELINE) for e in self.table)
 
 
-def test_the_app_is_ready_once_both_switches_have_the_pipeline(
-    listener: Listener, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def two_gateways(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nat_gateway, "CONF", FakeConf(NAT, {
         "a": gateway_options("a"), "b": gateway_options("b", ct_zone=2)}))
     monkeypatch.setattr(hub, "spawn", lambda *_a, **_k: None)
+
+
+def test_the_app_is_ready_once_both_switches_confirm_the_pipeline(
+    listener: Listener, monkeypatch: pytest.MonkeyPatch, two_gateways: None
+) -> None:
     monkeypatch.setenv(notify.ENV, listener.path)
     installed: list[notify.Notifier] = []
     monkeypatch.setattr(notify, "stopping_on_sigterm", installed.append)
@@ -221,30 +239,38 @@ def test_the_app_is_ready_once_both_switches_have_the_pipeline(
     assert [n.target for n in installed] == [listener.path]
     assert listener.next() == {"STATUS": "0 of 2 gateways ready; waiting for the switch of "
                                           "a (bridge br-a), b (bridge br-b)"}
-    fakes = {tag: FakeSwitch({f"{tag}1": 1, f"{tag}2": 2, f"{tag}out": 100}, clock,
-                             bridge=f"br-{tag}", datapath_id=dpid)
-             for tag, dpid in (("a", 0xA), ("b", 0xB))}
-    recorder = Recorder(listener.path, fakes)
-    app.readiness.notifier = recorder
-    fakes["a"].connect(app)
-    assert recorder.sent == [(("STATUS=1 of 2 gateways ready: a (bridge br-a); waiting for "
-                               "the switch of b (bridge br-b)",), {"a"})]
-    fakes["b"].connect(app)
-    assert recorder.sent[1:] == [(("READY=1", "STATUS=2 of 2 gateways ready: a (bridge br-a), "
-                                   "b (bridge br-b)"), {"a", "b"})]
-    app._switch_gone(type("Ev", (), {"datapath": fakes["b"]})())
-    assert recorder.sent[2][0] == ("STATUS=1 of 2 gateways ready: a (bridge br-a); waiting "
-                                   "for the switch of b (bridge br-b)",)
-    assert [m.get("READY") for m in listener.messages()] == [None, "1", None]
+    a, b = AnsweringSwitch("a", 0xA, clock), AnsweringSwitch("b", 0xB, clock)
+    a.connect(app)
+    assert a.pipeline() and app.gateways["a"].ready
+    assert listener.messages() == []  # not before the switch answered
+    a.answer()
+    assert listener.next() == {"STATUS": "1 of 2 gateways ready: a (bridge br-a); waiting "
+                                          "for the switch of b (bridge br-b)"}
+    b.connect(app)
+    assert listener.messages() == []
+    b.answer()
+    assert listener.next() == {"READY": "1", "STATUS": "2 of 2 gateways ready: a (bridge "
+                                                       "br-a), b (bridge br-b)"}
+    app._switch_gone(SimpleNamespace(datapath=b))
+    assert listener.next() == {"STATUS": "1 of 2 gateways ready: a (bridge br-a); waiting "
+                                          "for the switch of b (bridge br-b)"}
+    b.connect(app)
+    b.answer()
+    assert listener.next() == {"STATUS": "2 of 2 gateways ready: a (bridge br-a), b (bridge "
+                                          "br-b)"}
+    assert listener.messages() == [] and a.asked == []
 
 
-def test_without_the_variable_the_app_installs_no_handler(
-    monkeypatch: pytest.MonkeyPatch,
+def test_without_the_variable_the_app_asks_the_switch_nothing_more(
+    monkeypatch: pytest.MonkeyPatch, two_gateways: None
 ) -> None:
-    monkeypatch.setattr(nat_gateway, "CONF", FakeConf(NAT, {"a": gateway_options("a")}))
-    monkeypatch.setattr(hub, "spawn", lambda *_a, **_k: None)
     monkeypatch.delenv(notify.ENV, raising=False)
     installed: list[Any] = []
     monkeypatch.setattr(notify, "stopping_on_sigterm", installed.append)
+    clock = Clock()
     app = NatGateway()
+    app.now = clock  # type: ignore[method-assign]
+    a = AnsweringSwitch("a", 0xA, clock)
+    a.connect(app)
+    assert app.gateways["a"].ready and a.asked == []
     assert not app.readiness.notifier.enabled and installed == []
