@@ -62,6 +62,9 @@ class Call:
             keeps off the flow path (``alg.servermap``).
         demux_packets, demux_bytes: the GRE demultiplexer's last counts for the call's
             table entry (already added to the inbound counts).
+        requested: when its Outgoing-Call-Request or Incoming-Call-Request passed (None
+            for a call made otherwise: restored, or answered for an unknown server Call
+            ID); its reply's time less this is the call's setup time.
     """
 
     index: int
@@ -86,6 +89,7 @@ class Call:
     reserved: bool = False
     demux_packets: int = 0
     demux_bytes: int = 0
+    requested: float | None = None
 
     @property
     def client_id(self) -> int:

@@ -54,6 +54,7 @@ from alg.events import (
     TcpSegment,
     UdpDatagram,
 )
+from alg.histogram import Histogram
 from alg.hostnat import HostBindings
 from alg.icmp import IcmpErrors, Martians
 from alg.napt import Napt, SessionStats
@@ -146,6 +147,12 @@ class Gateway:
     def calls_in_progress(self) -> int:
         """Calls whose data channel is open."""
         return sum(1 for c in self.calls() if c.state is CallState.ESTABLISHED)
+
+    @property
+    def call_setup_seconds(self) -> Mapping[str, Histogram]:
+        """Call setup times by direction, ``outgoing`` and ``incoming``
+        (:attr:`alg.pptp.CallControl.setup_seconds`)."""
+        return self.call_control.setup_seconds
 
     def is_control_session(self, session_id: int) -> bool:
         """True when NAT session ``session_id`` is a PPTP control connection."""

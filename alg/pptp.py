@@ -60,11 +60,17 @@ from alg.config import AlgConfig
 from alg.counters import Counters
 from alg.errors import AllocationError, LimitError, ProtocolError
 from alg.events import CallLog, Direction, Output
+from alg.histogram import Histogram
 from alg.servermap import ServerMap
 from alg.snapshot import CallRecord
 
 INCOMING_CALL_ACCEPT = 1
 """Incoming-Call-Reply Result Code: Connect (RFC 2637 section 2.10)."""
+
+CALL_SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0)
+"""Upper bounds (seconds) of the call setup time's buckets: from a reply on the same
+machine to a server that dials out before it answers."""
 
 Handler = Callable[[ConnectionCalls, Any, float, Output], ControlMessage]
 
@@ -117,6 +123,12 @@ class CallControl:
         self._ids = ids
         self._live = 0
         self._per_host: dict[IPv4Address, int] = {}
+        self.setup_seconds = {"outgoing": Histogram(CALL_SETUP_BUCKETS),
+                              "incoming": Histogram(CALL_SETUP_BUCKETS)}
+        """Call setup times by the call's direction: from its Outgoing-Call-Request to
+        the Outgoing-Call-Reply, or from its Incoming-Call-Request to the
+        Incoming-Call-Reply, whatever the reply's result (a call refused at its request,
+        or whose request the gateway did not see, has none)."""
         self._handlers: dict[tuple[type[ControlMessage], Direction], Handler] = {
             (StartControlConnectionRequest, OUT): self._pass,
             (StartControlConnectionRequest, IN): self._pass,
@@ -271,6 +283,7 @@ class CallControl:
             call.call_serial_number = message.call_serial_number
             calls.name_id(call, "client")
             self._allocate(call, now, out)
+            call.requested = now
         return self._translated(replace(message, call_id=call.public_id))
 
     def _incoming_call_reply(
@@ -289,6 +302,7 @@ class CallControl:
         calls.name_id(call, "client")
         call.state = CallState.ANSWERED
         self._allocate(call, now, out)
+        self._replied(call, now)
         translated = self._translated(replace(message, call_id=call.public_id))
         if message.result_code != INCOMING_CALL_ACCEPT:
             self.close(call, now, "Incoming-Call-Reply refused", out)
@@ -314,6 +328,7 @@ class CallControl:
             return message
         reply = self._translated(replace(message, peer_call_id=call.client_id))
         if call.state is CallState.REQUESTED:
+            self._replied(call, now)
             call.server_call_id = message.call_id
             calls.name_id(call, "server")
             if message.result_code == OutgoingCallResult.CONNECTED:
@@ -330,6 +345,7 @@ class CallControl:
             call.server_call_id = message.call_id
             call.call_serial_number = message.call_serial_number
             calls.name_id(call, "server")
+            call.requested = now
         return message
 
     def _incoming_call_connected(
@@ -417,6 +433,13 @@ class CallControl:
         if public_id != call.client_call_id:
             self._counters.call_ids_changed += 1
         self._server_map.reserve(call, now, out)
+
+    def _replied(self, call: Call, now: float) -> None:
+        """The reply to the call's request passed: its setup time, if its request was
+        seen."""
+        if call.requested is not None:
+            direction = "outgoing" if call.outgoing else "incoming"
+            self.setup_seconds[direction].observe(max(0.0, now - call.requested))
 
     def _establish(self, call: Call, now: float, out: Output) -> None:
         call.state = CallState.ESTABLISHED
