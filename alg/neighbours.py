@@ -63,7 +63,7 @@ from ipaddress import IPv4Address
 from typing import Generic, TypeVar
 
 from alg.config import GatewayConfig
-from alg.counters import CounterSet
+from alg.counters import CounterSet, counter
 
 ARP_REQUEST = 1
 ARP_REPLY = 2
@@ -174,18 +174,29 @@ class Route(enum.Enum):
 class NeighbourCounters(CounterSet):
     """What the table counts."""
 
-    arp_requests_sent: int = 0
-    arp_replies_sent: int = 0
-    arp_queue_drops: int = 0
-    spoofed_drops: int = 0
-    neighbours_refused: int = 0
-    pins_refused: int = 0
-    arp_unsolicited_ignored: int = 0
+    arp_requests_sent: int = counter("ARP requests the gateway sent to resolve a neighbour")
+    arp_replies_sent: int = counter("ARP replies the gateway sent for its own addresses")
+    arp_queue_drops: int = counter(
+        "Packets waiting for a neighbour's address dropped: the queue was full, or the address "
+        "was never resolved")
+    spoofed_drops: int = counter(
+        "Packets and ARP from an inside address held by another port, or claiming the gateway's "
+        "own, dropped")
+    neighbours_refused: int = counter("Neighbours not learnt because the neighbour table was full")
+    pins_refused: int = counter(
+        "Inside addresses not learnt because their port holds max_pins_per_port addresses")
+    arp_unsolicited_ignored: int = counter(
+        "Unsolicited ARP from outside claiming another MAC or port for a known neighbour, "
+        "ignored")
     """Unsolicited ARP from outside claiming another MAC or port for a known neighbour."""
-    neighbours_expired: int = 0
+    neighbours_expired: int = counter(
+        "Outside neighbours forgotten after neither a confirmation nor a packet sent to them for "
+        "a while")
     """Outside neighbours forgotten after :data:`FORGET_SECONDS` with neither a
     confirmation nor an item sent to them."""
-    neighbours_evicted: int = 0
+    neighbours_evicted: int = counter(
+        "Outside neighbours learnt from unsolicited ARP and never confirmed, forgotten to make "
+        "room for one the gateway asked for")
     """Outside neighbours learnt from an unsolicited ARP and never confirmed, forgotten to
     make room for one the gateway asked for."""
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from alg.config import GatewayConfig
-from alg.counters import CounterSet
+from alg.counters import CounterSet, counter
 from alg.errors import BpfError
 from alg.events import Decision, DemuxEntry, DemuxForget
 from demux.program import TABLE_KEY, gre_frame
@@ -59,13 +59,19 @@ LINK_DOWN = 1 << 0
 class DemuxCounters(CounterSet):
     """What the app counts of the demultiplexer."""
 
-    demux_probes_sent: int = 0
-    demux_probes_answered: int = 0
-    demux_up_events: int = 0
-    demux_down_events: int = 0
-    demux_table_writes: int = 0
-    demux_errors: int = 0
-    demux_unexpected_frames: int = 0
+    demux_probes_sent: int = counter("Heartbeat probes sent to the GRE demultiplexer")
+    demux_probes_answered: int = counter("Heartbeat probes the GRE demultiplexer sent back")
+    demux_up_events: int = counter(
+        "Times the GRE demultiplexer started answering its heartbeat (shared pairs move to it)")
+    demux_down_events: int = counter(
+        "Times the GRE demultiplexer stopped answering its heartbeat (shared pairs move to the "
+        "controller)")
+    demux_table_writes: int = counter(
+        "Entries written to or deleted from the GRE demultiplexer's table")
+    demux_errors: int = counter(
+        "Failures to open or use the GRE demultiplexer's pinned program or table")
+    demux_unexpected_frames: int = counter(
+        "Frames from the GRE demultiplexer's port that were not a heartbeat's answer")
 
 
 class DemuxLink:

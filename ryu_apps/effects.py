@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from alg.config import GatewayConfig
-from alg.counters import CounterSet
+from alg.counters import CounterSet, counter
 from alg.engine import Gateway
 from alg.errors import StoreError
 from alg.events import Decision, DemuxEntry, DemuxForget, Direction, Output
@@ -44,25 +44,39 @@ Send = Callable[[L2], None]
 class AppCounters(CounterSet):
     """What the shim counts (the core counts the rest)."""
 
-    packet_ins: int = 0
-    undecodable_frames: int = 0
-    flows_installed: int = 0
-    flows_removed: int = 0
-    entries_not_installed: int = 0
-    packet_outs: int = 0
-    ttl_expired: int = 0
-    ttl_expired_on_flow: int = 0
-    ttl_expired_dropped: int = 0
-    fragments_dropped: int = 0
-    bad_checksums: int = 0
-    packet_ins_before_ready: int = 0
-    store_writes: int = 0
-    store_errors: int = 0
-    restores: int = 0
-    reconciliations: int = 0
-    ct_limit_errors: int = 0
-    switches_refused: int = 0
-    ct_policy_errors: int = 0
+    packet_ins: int = counter("Packet-ins the switch sent the gateway")
+    undecodable_frames: int = counter(
+        "TCP or UDP packets from the switch that could not be decoded, dropped")
+    flows_installed: int = counter("Flow entries the gateway added to its switch")
+    flows_removed: int = counter(
+        "Flow entries the switch reported removed (idle or hard timeout, or deleted)")
+    entries_not_installed: int = counter(
+        "Flow entries not installed because their neighbour's address was not resolved (the core "
+        "decides again)")
+    packet_outs: int = counter("Packets the gateway sent out through its switch (packet-outs)")
+    ttl_expired: int = counter("Packets the gateway did not forward because their TTL ran out")
+    ttl_expired_on_flow: int = counter("Packet-ins of packets whose TTL a flow entry found spent")
+    ttl_expired_dropped: int = counter(
+        "Packet-ins of packets whose TTL a flow entry found spent, dropped past their rate limit "
+        "(200 a second)")
+    fragments_dropped: int = counter(
+        "IP fragments dropped that are neither GRE nor PPTP control segments")
+    bad_checksums: int = counter("Packets from the switch with a bad checksum, dropped")
+    packet_ins_before_ready: int = counter(
+        "Packet-ins dropped because they came before the gateway had restored or reconciled its "
+        "switch's entries")
+    store_writes: int = counter("Writes of state changes to the state file")
+    store_errors: int = counter(
+        "State file writes or clears that failed (the gateway goes on without the guarantee "
+        "across a restart)")
+    restores: int = counter("Restores from the state file (the first connection of the switch)")
+    reconciliations: int = counter(
+        "Reconciliations with the switch's entries (each reconnection of the switch)")
+    ct_limit_errors: int = counter(
+        "Failures to set the connection tracker's limit of the gateway's zone (max_sessions)")
+    ct_policy_errors: int = counter(
+        "Failures to set the connection tracker's timeout policy of the gateway's zone "
+        "(ct_time_wait)")
 
 
 class Effects:

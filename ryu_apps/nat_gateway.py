@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from alg.config import GatewayConfig, load_gateways
-from alg.counters import CounterSet
+from alg.counters import CounterSet, counter
 from alg.errors import ConfigError, StoreError
 from alg.events import Output
 from demux.link import HEARTBEAT
@@ -82,7 +82,8 @@ POLL_SECONDS = 1.0
 class ProcessCounters(CounterSet):
     """What the process counts, apart from its gateways."""
 
-    switches_refused: int = 0
+    switches_refused: int = counter(
+        "Switches that connected and that no gateway binds (nothing installed)")
 
 
 @dataclass
