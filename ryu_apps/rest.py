@@ -44,7 +44,7 @@ from alg import display
 from alg.errors import RequestError
 from alg.nat import Proto
 from alg.servermap import GrePath
-from ryu_apps import conntrack_view, metrics
+from ryu_apps import conntrack_view, framework, metrics
 from ryu_apps.conntrack_view import Connection, Table
 from ryu_apps.http import Query, Response, Router, View, json_response, text_response
 
@@ -238,7 +238,8 @@ def router(app: NatGateway, datapath: Callable[[], Table] | None = None) -> Rout
             (:func:`datapath_reader` of each gateway by default).
     """
     gateways = app.gateways
-    registry = metrics.registry(gateways, app.process_counters)
+    registry = metrics.registry(gateways, app.process_counters,
+                                metrics.build_info(framework.NAME))
     routes = Router(app.config.rest_token or None)
     for name, unit in gateways.items():
         read = datapath if datapath is not None and unit is app.unit else datapath_reader(unit)

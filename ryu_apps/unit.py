@@ -12,12 +12,14 @@ addresses) with plain facts and the time, and hand what comes back to
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from alg.config import GatewayConfig
 from alg.engine import Gateway
 from alg.events import Output
+from alg.histogram import Histogram
 from alg.icmp import TokenBucket
 from alg.neighbours import NeighbourTable, Side
 from demux.link import DemuxLink
@@ -35,6 +37,9 @@ EXPIRED_PER_SECOND = 200.0
 """Packet-ins of packets whose TTL a flow entry found spent, taken each second at most
 (burst as many): OpenFlow 1.3 cannot match the TTL, so no meter holds them on the
 switch; beyond this the app drops them before decoding (``ttl_expired_dropped``)."""
+PACKET_IN_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                     0.05, 0.1, 0.25, 1.0)
+"""Upper bounds (seconds) of the packet-in handling time's buckets."""
 
 
 class GatewayUnit:
@@ -67,6 +72,10 @@ class GatewayUnit:
         self.expired_packet_ins = TokenBucket(EXPIRED_PER_SECOND, EXPIRED_PER_SECOND)
         self.flow_entries = 0
         self.next_stats = 0.0
+        self.packet_in_seconds = Histogram(PACKET_IN_BUCKETS)
+        """The time each packet-in took (:meth:`packet_in`), by :attr:`timer`."""
+        self.timer: Callable[[], float] = time.perf_counter
+        """A monotonic clock of the host's, for :attr:`packet_in_seconds`."""
 
     @property
     def store(self) -> Store | None:
@@ -133,7 +142,15 @@ class GatewayUnit:
                 self.demux_side.port_moved()
 
     def packet_in(self, msg: Any) -> None:
-        """A packet-in of its switch."""
+        """A packet-in of its switch; the time it takes goes into
+        :attr:`packet_in_seconds`."""
+        started = self.timer()
+        try:
+            self._packet_in(msg)
+        finally:
+            self.packet_in_seconds.observe(self.timer() - started)
+
+    def _packet_in(self, msg: Any) -> None:
         self.counters.packet_ins += 1
         if not self.ready:
             self.counters.packet_ins_before_ready += 1

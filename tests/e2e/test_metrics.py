@@ -1,5 +1,5 @@
 """Prometheus metrics of the live lab: ``/metrics`` on the REST address agrees with the
-REST counters and views."""
+REST counters and views, and has the histograms, the build's and the process's metrics."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ pytestmark = [
 Factory = Callable[..., GatewayLab]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 CALL_ID = 4242
+PROCESS_OWN = {"pptp_alg_switches_refused_total", "pptp_alg_build_info"}
+"""The process's own samples named ``pptp_alg_``: no ``gateway`` label (nor have the
+``process_`` and ``python_`` ones)."""
 
 
 def scrape(gw: GatewayLab) -> Samples:
@@ -34,8 +37,10 @@ def scrape(gw: GatewayLab) -> Samples:
         for sample in family.samples:
             labels = dict(sample.labels)
             # The lab's one gateway, [nat] alone: every sample of it says so.
-            if sample.name != "pptp_alg_switches_refused_total":
+            if sample.name.startswith("pptp_alg_") and sample.name not in PROCESS_OWN:
                 assert labels.pop("gateway", None) == "default", sample
+            else:
+                assert "gateway" not in labels, sample
             samples[(sample.name, tuple(sorted(labels.items())))] = sample.value
     return samples
 
@@ -88,3 +93,16 @@ def test_metrics_agree_with_the_rest_counters_of_a_lab_with_two_calls(gateway: F
     assert samples[("pptp_alg_flow_entries", ())] in (
         before["switch"]["flow_entries"], after["switch"]["flow_entries"])
     assert after["switch"]["flow_entries"] > 0
+    outgoing = (("direction", "outgoing"),)
+    assert samples[("pptp_alg_call_setup_seconds_count", outgoing)] == 2
+    assert 0 < samples[("pptp_alg_call_setup_seconds_sum", outgoing)] < 10
+    assert samples[("pptp_alg_call_setup_seconds_count", (("direction", "incoming"),))] == 0
+    assert samples[("pptp_alg_packet_in_handling_seconds_count", ())] == samples[
+        ("pptp_alg_packet_ins_total", ())] > 0
+    assert samples[("pptp_alg_switch_connected", ())] == 1
+    assert samples[("pptp_alg_switch_ready", ())] == 1
+    info = [labels for name, labels in samples if name == "pptp_alg_build_info"]
+    assert len(info) == 1 and dict(info[0])["framework"] in ("ryu", "os-ken")
+    assert samples[("process_open_fds", ())] > 0
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert samples[("process_cpu_seconds_total", ())] > 0
