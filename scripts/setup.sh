@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch pptpd pptp-linux socat iproute2 ethtool iptables
               tcpdump tshark procps make iputils-ping netsniff-ng traceroute
-              mininet)
+              mininet prometheus)  # prometheus: promtool, for dashboards/ in the tests
 
 log() { printf '[setup] %s\n' "$*"; }
 
