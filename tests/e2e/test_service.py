@@ -1,11 +1,12 @@
 """The controller as a service (docs/service.md), on real OVS.
 
-``pptp-alg-gateway`` (the unit's command) with two gateways on two bridges made here,
-``NOTIFY_SOCKET`` naming a datagram socket of the test (a stand-in for systemd): the app
-says ``READY=1`` only once both bridges have the pipeline, ``STATUS=`` on each change,
-``STOPPING=1`` on SIGTERM. And the app's side of the GRE demultiplexer (opening the
-pinned program and table, writing the table) works without any capability, while
-loading the program does not.
+``pptp-alg-gateway`` (the unit's command) as the unit runs it, root's user ID without
+any capability, with two gateways on two bridges made here and ``NOTIFY_SOCKET`` naming a
+datagram socket of the test (a stand-in for systemd): the app says ``READY=1`` only once
+both bridges have the pipeline, ``STATUS=`` on each change, ``STOPPING=1`` on SIGTERM,
+and sets its zones' limits in the connection tracker. And the app's side of the GRE
+demultiplexer (opening the pinned program and table, writing the table) works without
+any capability, while loading the program does not.
 """
 
 from __future__ import annotations
@@ -94,11 +95,17 @@ def connect(bridge: str, port: int) -> None:
               "max_backoff=1000")
 
 
-def configuration(bridges: dict[str, str]) -> str:
+MAX_SESSIONS = 4321
+NO_CAPABILITY = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+"""As the unit: ``CapabilityBoundingSet=`` (empty), root's user ID."""
+
+
+def configuration(bridges: dict[str, str], first_zone: int) -> str:
+    """Two gateways with the connection tracker's NAT (the default), a zone each."""
     text = ("[nat]\ninside_subnet = 192.168.1.0/24\ninside_gateway = 192.168.1.254\n"
             "outside_subnet = 203.0.113.0/24\npublic_ips = 203.0.113.2\nrest_port = 0\n"
-            "ordinary_nat = controller\n")
-    for zone, (name, bridge) in enumerate(bridges.items(), start=1):
+            f"max_sessions = {MAX_SESSIONS}\n")
+    for zone, (name, bridge) in enumerate(bridges.items(), start=first_zone):
         text += (f"[gateway:{name}]\nbridge = {bridge}\ninside_ports = {bridge}i\n"
                  f"outside_port = {bridge}o\nct_zone = {zone}\n")
     return text
@@ -109,8 +116,9 @@ def test_ready_comes_once_both_bridges_have_the_pipeline_and_stopping_on_sigterm
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     bridges = {"a": f"sv{tag}a", "b": f"sv{tag}b"}
+    zone = 61000 + int(tag, 16) % 4000  # above the labs' zones (topo.lab.state.lab_zone)
     conf = tmp_path / "gateway.conf"
-    conf.write_text(configuration(bridges))
+    conf.write_text(configuration(bridges, zone))
     log_path = tmp_path / "controller.log"
     port = free_tcp_port()
     proc: subprocess.Popen[bytes] | None = None
@@ -119,8 +127,8 @@ def test_ready_comes_once_both_bridges_have_the_pipeline_and_stopping_on_sigterm
             make_bridge(bridge)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(COMMAND), "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
-                 str(port), "--config-file", str(conf)],
+                [*NO_CAPABILITY, str(COMMAND), "--ofp-listen-host", "127.0.0.1",
+                 "--ofp-tcp-listen-port", str(port), "--config-file", str(conf)],
                 cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, "PYTHONPATH": str(REPO), "PPTP_ALG_FRAMEWORK": FRAMEWORK,
@@ -143,6 +151,12 @@ def test_ready_comes_once_both_bridges_have_the_pipeline_and_stopping_on_sigterm
         assert message == {"READY": "1",
                            "STATUS": f"2 of 2 gateways ready: a (bridge {a}), b (bridge {b})"}
 
+        for gateway_zone in (zone, zone + 1):
+            limits = ovs.appctl("dpctl/ct-get-limits", f"zone={gateway_zone}")
+            assert f"zone={gateway_zone},limit={MAX_SESSIONS}," in limits, limits
+        log_text = log_path.read_text()
+        assert "pipeline installed" in log_text and "cannot be set here" not in log_text
+
         proc.send_signal(signal.SIGTERM)
         assert manager.next(10) == {"STOPPING": "1", "STATUS": "stopping (SIGTERM)"}
         assert proc.wait(10) == -signal.SIGTERM
@@ -155,6 +169,8 @@ def test_ready_comes_once_both_bridges_have_the_pipeline_and_stopping_on_sigterm
             proc.wait(10)
         for bridge in bridges.values():
             ovs.delete_bridge(bridge)
+        for gateway_zone in (zone, zone + 1):
+            ovs.forget_zone(gateway_zone)
 
 
 def _kernel() -> tuple[int, int]:
