@@ -7,13 +7,15 @@ checked the same way however the object is made; a bad or missing value raises
 :class:`~alg.errors.ConfigError` naming the option (``nat.<name>`` from :func:`load`).
 Each option states its rule in words too (:func:`rule`), from the same bounds;
 ``python -m alg.config --markdown`` renders the table as ``docs/options.md``
-(:func:`markdown`).
+(:func:`markdown`), ``python -m alg.config --sample`` as ``etc/gateway.conf.sample``
+(:func:`sample`).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
@@ -244,8 +246,10 @@ class AlgConfig:
                               f"port_min..port_max), got {self.ct_ports_per_host}")
 
 
-DEFAULT_REST_PORT = 8080
-"""The HTTP API's port by default."""
+DEFAULT_REST_PORT = 8723
+"""The HTTP API's port by default: not 8080, which Ryu's and os-ken's REST apps
+(``ofctl_rest`` and others) take when they run in the same manager, nor one of the
+9100-9999 that Prometheus has handed out to exporters."""
 
 
 @dataclass(frozen=True)
@@ -535,6 +539,44 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+SAMPLE_WIDTH = 88
+"""The width the sample configuration's comments are wrapped to."""
+
+
+def sample() -> str:
+    """``etc/gateway.conf.sample``: a ``[nat]`` section with every option commented out at
+    its default, each after its help text and its rule."""
+    lines = [
+        "# pptp-alg-gateway's configuration: one gateway, the [nat] section alone.",
+        "# Generated from the option table in alg/config.py:",
+        "#   python -m alg.config --sample > etc/gateway.conf.sample",
+        "# Every option is commented out at its default, after what it does and its rule.",
+        "# Set the required ones (inside_ports, outside_port, inside_subnet,",
+        "# inside_gateway, outside_subnet, public_ips) and the bridge to bind to (bridge",
+        "# or datapath_id); a bad or missing value stops the start, naming the option.",
+        "# Several gateways in one process: [gateway:NAME] sections (docs/options.md).",
+        "",
+        f"[{GROUP}]",
+    ]
+    for option in OPTIONS:
+        text = option.help + (f". Rule: {rule(option)}." if rule(option) else ".")
+        lines += ["", *textwrap.wrap(text, SAMPLE_WIDTH - 2, initial_indent="# ",
+                                     subsequent_indent="# ")]
+        value = _sample_value(option.default)
+        lines.append(f"#{option.name} = {value}" if value else f"#{option.name} =")
+    return "\n".join(lines) + "\n"
+
+
+def _sample_value(default: object) -> str:
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    if isinstance(default, list | tuple):
+        return ",".join(str(item) for item in default)
+    return str(default)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -731,6 +773,10 @@ def _is_hex(text: str) -> bool:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m alg.config --markdown > docs/options.md")
-    sys.stdout.write(markdown())
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown())
+    elif sys.argv[1:] == ["--sample"]:
+        sys.stdout.write(sample())
+    else:
+        sys.exit("usage: python -m alg.config --markdown > docs/options.md\n"
+                 "       python -m alg.config --sample > etc/gateway.conf.sample")

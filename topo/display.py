@@ -1,6 +1,6 @@
 """Print the gateway's display commands from a running controller, over its REST API.
 
-    python -m topo.display [--rest http://127.0.0.1:8080] session-table [--verbose]
+    python -m topo.display [--rest http://127.0.0.1:8723] session-table [--verbose]
     python -m topo.display [--rest URL] server-map [--verbose]
     python -m topo.display [--rest URL] counters
     python -m topo.display [--rest URL] sessions

@@ -38,7 +38,7 @@ list them and ``ip netns exec`` cannot enter them. Run commands through the host
      ``br-NAME``, whoever made it, so ``topo.mininet_run`` refuses to start while that
      bridge or a port name of the lab exists (``topo.lab``'s lab of the same name, for
      instance); the default name ``lab`` is also ``topo.lab``'s default (same bridge,
-     ports and controller ports 6653 and 8080), so only one of them runs at a time. Give
+     ports and controller ports 6653 and 8723), so only one of them runs at a time. Give
      every lab that runs beside others a name of its own (``--name``).
    - Not safe: the ``mn`` command and ``mn -c``. ``mn`` runs the cleanup of ``mn -c``
      when it exits on an error or on Ctrl-C, and that cleanup deletes **every** OVS

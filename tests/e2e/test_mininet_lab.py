@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from ryu_apps import switch
 from topo import lab
 from topo.lab.mininet_backend import SYSTEM_PYTHON
 from topo.lab.names import mininet_run_dir as run_dir
@@ -304,7 +305,8 @@ def check_switch(ready: dict[str, Any], name: str) -> None:
     assert sh("ovs-vsctl", "get", "controller", bridge, "target") == (
         f'"tcp:127.0.0.1:{ready["openflow_port"]}"')
     assert sh("ovs-vsctl", "get", "controller", bridge, "is_connected") == "true"
-    assert {ready["openflow_port"], ready["rest_port"]}.isdisjoint({6653, 8080})
+    assert {ready["openflow_port"], ready["rest_port"]}.isdisjoint(
+        {switch.OPENFLOW_PORT, switch.REST_PORT})
     config = Path(ready["config_path"]).read_text()
     assert f"inside_ports = {name}-c1\n" in config and f"outside_port = {name}-srv\n" in config
     # The hosts are in namespaces of their own, which `ip netns` does not know.
@@ -415,7 +417,7 @@ def test_refuses_a_name_in_use(name: str, decoys: Callable[[], list[str]]) -> No
 def test_the_students_commands(name: str, decoys: Callable[[], list[str]]) -> None:
     """The documented way (docs/lab.md): the Mininet CLI with ``--pptp``, fed from a
     pipe, then ``exit``."""
-    taken = {6653, 8080}
+    taken = {switch.OPENFLOW_PORT, switch.REST_PORT}
     for other in lab.labs():
         recorded = lab.read_state(other)
         if recorded is not None:
