@@ -2,11 +2,11 @@
 
 Run::
 
-    ryu-manager --ofp-listen-host 127.0.0.1 --ofp-tcp-listen-port 6653 \\
-        --config-file gateway.conf ryu_apps/nat_gateway.py
+    pptp-alg-gateway --ofp-listen-host 127.0.0.1 --ofp-tcp-listen-port 6653 \\
+        --config-file gateway.conf
 
 The HTTP API (REST views and Prometheus ``/metrics``, ``ryu_apps.rest``) listens on
-``[nat] rest_host`` and ``rest_port`` (127.0.0.1:8080 by default), served by the app
+``[nat] rest_host`` and ``rest_port`` (127.0.0.1:8723 by default), served by the app
 itself (``ryu_apps.http``), not by the framework's WSGI module.
 
 **Gateways.** One process serves one gateway per ``[gateway:NAME]`` section (or the one

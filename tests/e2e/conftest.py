@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import installed as installing
 from tests.e2e.gateway_lab import GatewayLab, lab_name
 
 #: The framework of the labs of the ``gateway`` fixture: ``PPTP_ALG_FRAMEWORK`` (CI runs
-#: one PPTP call under ``os-ken``), else Ryu.
+#: one PPTP call under ``os-ken``), else Ryu; ``pptp-alg-gateway`` runs its manager.
 FRAMEWORK = os.environ.get("PPTP_ALG_FRAMEWORK", "ryu")
 
 
@@ -54,8 +55,10 @@ def gateway(
         state = lab.up(clients, policy, public_ips, alg, name=name, options=options,
                        gre_demux=gre_demux, framework=FRAMEWORK, bridges=bridges)
         assert state.controller_pid is not None
-        manager = [Path(arg).name for arg in process.cmdline(state.controller_pid)]
-        assert lab.MANAGERS[FRAMEWORK] in manager, manager  # the framework asked for runs
+        argv = [Path(arg).name for arg in process.cmdline(state.controller_pid)]
+        assert lab.GATEWAY_COMMAND in argv, argv  # what an installation runs
+        first = (lab.run_dir(name) / lab.LOG_FILE).read_text().partition("\n")[0]
+        assert f" ({FRAMEWORK} " in first, first  # the framework asked for runs
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw
@@ -74,3 +77,17 @@ def gateway(
                 with contextlib.suppress(OSError):
                     shutil.copy(lab.run_dir(name) / lab.LOG_FILE, tmp_path / "ryu.log")
             lab.down(name=name, purge=True)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A factory: ``installed(profile)`` is the ``bin`` folder of a fresh venv with the
+    package built from this tree (``tests/e2e/installed.py``), made once per test run and
+    shared by its workers."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "installed"
+
+    def make(profile: str) -> Path:
+        return installing.venv(folder, profile)
+
+    return make

@@ -1,5 +1,5 @@
-"""The real app under ryu-manager and under osken-manager refuses a bad configuration,
-naming the option."""
+"""The real app under ``pptp-alg-gateway``, on Ryu's manager and on os-ken's, refuses a
+bad configuration, naming the option."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ GOOD = {
 
 @pytest.fixture(params=sorted(MANAGERS))
 def framework(request: pytest.FixtureRequest) -> str:
-    """Each test once under each framework's manager."""
+    """Each test once under each framework's manager (``PPTP_ALG_FRAMEWORK``)."""
     name: str = request.param
     return name
 
@@ -43,12 +43,12 @@ def start(tmp_path: Path, options: dict[str, str], framework: str
 def start_file(tmp_path: Path, text: str, framework: str) -> subprocess.CompletedProcess[str]:
     conf = tmp_path / "gateway.conf"
     conf.write_text(text)
-    manager = str(Path(sys.executable).with_name(MANAGERS[framework]))
+    gateway = str(Path(sys.executable).with_name(lab.GATEWAY_COMMAND))
     return subprocess.run(
-        [manager, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
-         str(free_tcp_port()), "--config-file", str(conf), "ryu_apps/nat_gateway.py"],
+        [gateway, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
+         str(free_tcp_port()), "--config-file", str(conf)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
-        # this tree, whatever the venv points to; ryu_apps.framework as the manager
+        # this tree, whatever the venv points to; the framework whose manager runs
         env={**os.environ, "PYTHONPATH": str(REPO), "PPTP_ALG_FRAMEWORK": framework},
     )
 

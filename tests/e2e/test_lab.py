@@ -116,7 +116,7 @@ def controller_runs(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return b"ryu-manager" in cmdline and stat.rpartition(")")[2].split()[0] != "Z"
+    return lab.GATEWAY_COMMAND.encode() in cmdline and stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def listeners(port: int) -> list[str]:

@@ -1,6 +1,6 @@
 """The lab's pure parts: its names, plan, the app's configuration, the state file, Mininet.
 
-The restarts are checked here with OVS and ryu-manager replaced by recorders (the lab's
+The restarts are checked here with OVS and pptp-alg-gateway replaced by recorders (the lab's
 folder is a temporary one); ``tests/e2e/test_lab_restart.py`` runs them for real.
 """
 
@@ -76,7 +76,7 @@ def test_config_file_has_exactly_the_nat_options() -> None:
         "bridge": "br-lab",
         "state_file": "/run/pptp-alg-lab/gateway-state.sqlite",
         "rest_host": "127.0.0.1",
-        "rest_port": "8080",
+        "rest_port": str(switch.REST_PORT),
         "ct_zone": str(lab_zone("lab")),
     }
 
@@ -354,7 +354,7 @@ def test_a_restart_of_a_lab_that_is_not_up_is_refused_with_why(
     with pytest.raises(lab.LabError) as info:
         restart(name="t7", timeout=1)
     message = str(info.value)
-    assert "lab t7 is not up (bridge br-t7 does not exist; ryu-manager (pid None)" in message
+    assert "lab t7 is not up (bridge br-t7 does not exist; pptp-alg-gateway (pid None)" in message
     assert "python -m topo.lab status --name t7" in message
     assert lab.read_state("t7") == state  # nothing was recorded
 

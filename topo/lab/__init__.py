@@ -14,8 +14,9 @@ Layout of lab ``NAME`` (see the design's "The lab" section):
   100; its datapath ID is 1 for ``lab`` and derived from the name otherwise; with
   ``gre_demux``, the GRE demultiplexer's port ``NAME-dmx`` is port 99 (``topo.gre_demux``,
   its BPF filesystem in the lab's folder);
-- the controller: ``ryu-manager`` running the gateway app, listening for the switch on
-  ``127.0.0.1:6653`` and serving REST on ``127.0.0.1:8080`` for ``lab``; any other lab
+- the controller: ``pptp-alg-gateway`` (the command an installation has) running the
+  gateway app, listening for the switch on ``127.0.0.1:6653`` and serving REST on
+  ``127.0.0.1:8723`` for ``lab``; any other lab
   gets two free ports of 127.0.0.1, picked at ``up`` and recorded in its state.
 
 The addresses are the same in every lab: each lab has its own namespaces and bridge.
@@ -42,7 +43,7 @@ serialises ``up``, ``down`` and the restarts of that lab. ``/run/pptp-alg-lab.lo
 serialises the choice of ports between labs.
 
 Two commands make a running lab live through what a gateway in service does:
-``restart-controller`` stops the lab's ``ryu-manager`` and starts it again with the same
+``restart-controller`` stops the lab's ``pptp-alg-gateway`` and starts it again with the same
 configuration (the bridges keep their flows meanwhile: ``fail-mode=secure``);
 ``restart-switch`` makes one bridge of the lab alone (gateway 1's, or ``--gateway
 g<j>``'s) look like an ``ovs-vswitchd`` restart without saved flows (its controller
@@ -79,7 +80,7 @@ The modules, by concern: ``names`` (names, folders, fixed addresses), ``state``
 
 from ryu_apps.managers import MANAGERS
 from topo.lab.cli import main
-from topo.lab.controller import manager
+from topo.lab.controller import gateway_command
 from topo.lab.health import describe, status
 from topo.lab.names import (
     CONFIG_FILE,
@@ -90,6 +91,7 @@ from topo.lab.names import (
     DEMUX_OFPORT,
     EXIT_NOT_UP,
     FRAMEWORKS,
+    GATEWAY_COMMAND,
     GATEWAY_STATE_FILES,
     INSIDE_GATEWAY,
     INSIDE_SUBNET,
@@ -154,6 +156,7 @@ __all__ = [
     "DEMUX_OFPORT",
     "EXIT_NOT_UP",
     "FRAMEWORKS",
+    "GATEWAY_COMMAND",
     "GATEWAY_STATE_FILES",
     "INSIDE_GATEWAY",
     "INSIDE_SUBNET",
@@ -187,6 +190,7 @@ __all__ = [
     "demux_port_name",
     "describe",
     "down",
+    "gateway_command",
     "gateway_name",
     "gateway_number",
     "gateway_state_file",
@@ -194,7 +198,6 @@ __all__ = [
     "lab_zone",
     "labs",
     "main",
-    "manager",
     "mininet_run_dir",
     "namespace",
     "namespace_pattern",

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--no-gre-demux", action="store_true",
                       help="no GRE demultiplexer: shared pairs' GRE through the controller")
     p_up.add_argument("--framework", choices=FRAMEWORKS, default=DEFAULT_FRAMEWORK,
-                      help=f"run the app under ryu-manager or osken-manager "
+                      help=f"the framework pptp-alg-gateway runs the app on "
                            f"(default {DEFAULT_FRAMEWORK})")
     p_up.add_argument("--app", default=DEFAULT_APP,
                       help=f"the Ryu app (default {DEFAULT_APP}, relative to the repo root)")
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also delete the lab's folder with its logs")
     p_restart_controller = sub.add_parser(
         "restart-controller", parents=[named],
-        help="stop a running lab's ryu-manager and start it again with the same "
+        help="stop a running lab's pptp-alg-gateway and start it again with the same "
              "configuration; the bridge keeps its flows")
     p_restart_switch = sub.add_parser(
         "restart-switch", parents=[named, one_gateway],

@@ -1,6 +1,7 @@
-"""The lab's controller: the gateway app under ``ryu-manager`` or ``osken-manager``.
+"""The lab's controller: the gateway app under ``pptp-alg-gateway``, the command an
+installation has (``ryu_apps.command``), on Ryu or os-ken (``PPTP_ALG_FRAMEWORK``).
 
-``start`` runs the manager with the lab's configuration (its log in the lab's folder, its
+``start`` runs the command with the lab's configuration (its log in the lab's folder, its
 PID in the PID file); ``stop`` stops it by PID, and only when that process is the lab's
 controller; the waits poll until the switch is connected and the app's pipeline is
 installed, and fail with the log's tail when the controller dies or time is up.
@@ -22,8 +23,8 @@ from ryu_apps.managers import ENV
 from topo import process
 from topo.lab import ovs, ports
 from topo.lab.names import (
-    DEFAULT_FRAMEWORK,
-    MANAGER_COMMANDS,
+    DEFAULT_APP,
+    GATEWAY_COMMAND,
     OFP_HOST,
     REPO,
     LabError,
@@ -41,12 +42,13 @@ Failure = Callable[[LabState, str], Exception]
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def manager(framework: str = DEFAULT_FRAMEWORK) -> Path:
-    """The manager command of ``framework``: beside this Python, else in ``.venv``."""
-    beside = Path(sys.executable).with_name(MANAGER_COMMANDS[framework])
+def gateway_command() -> Path:
+    """``pptp-alg-gateway``: beside this Python, else in ``.venv`` (``scripts/setup.sh``
+    installs it there)."""
+    beside = Path(sys.executable).with_name(GATEWAY_COMMAND)
     if beside.exists():
         return beside
-    return REPO / ".venv" / "bin" / MANAGER_COMMANDS[framework]
+    return REPO / ".venv" / "bin" / GATEWAY_COMMAND
 
 
 def child(pid: int) -> subprocess.Popen[bytes] | None:
@@ -63,13 +65,11 @@ def running(pid: int) -> bool:
 
 
 def is_controller(pid: int, config_path: str) -> bool:
-    """Tell whether ``pid`` is a live ``ryu-manager`` or ``osken-manager`` started with
-    ``config_path``."""
+    """Tell whether ``pid`` is a live ``pptp-alg-gateway`` started with ``config_path``."""
     if not running(pid):
         return False
     argv = process.cmdline(pid)
-    managers = set(MANAGER_COMMANDS.values())
-    return any(Path(arg).name in managers for arg in argv) and config_path in argv
+    return any(Path(arg).name == GATEWAY_COMMAND for arg in argv) and config_path in argv
 
 
 def log_tail(log_path: str, lines: int = 40) -> str:
@@ -100,14 +100,15 @@ def start(state: LabState) -> subprocess.Popen[bytes]:
     if log_path.exists():
         log_path.replace(log_path.with_name(log_path.name + ".1"))
     argv = [
-        str(manager(state.framework)),
+        str(gateway_command()),
         "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(state.openflow_port),
         "--config-file", state.config_path,
-        state.app,
     ]
-    # ryu-manager loads the app from its file: the app's own imports need the repo root.
+    if state.app != DEFAULT_APP:
+        argv += ["--app", state.app]
+    # This tree's alg/, demux/ and ryu_apps/, whatever the command's environment has.
     env = repo_environment()
-    env[ENV] = state.framework  # ryu_apps.framework: as the manager
+    env[ENV] = state.framework  # the command runs this framework's manager
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "wb") as log:
         started = subprocess.Popen(
@@ -130,9 +131,9 @@ def stop(pid: int, config_path: str, quiet: bool) -> None:
         if started is not None:
             started.poll()
         return
-    say(quiet, f"lab: stopping ryu-manager (pid {pid})")
+    say(quiet, f"lab: stopping {GATEWAY_COMMAND} (pid {pid})")
     if not process.terminate(pid, STOP_GRACE, STOP_GRACE, popen=started):
-        raise LabError(f"ryu-manager (pid {pid}) does not stop")
+        raise LabError(f"{GATEWAY_COMMAND} (pid {pid}) does not stop")
 
 
 def connected_to(state: LabState, bridges: Sequence[str] | None = None) -> bool:
@@ -170,10 +171,11 @@ def wait_until(state: LabState, started: subprocess.Popen[bytes] | None, deadlin
     """
     while True:
         if started is not None and started.poll() is not None:
-            raise fail(state, f"ryu-manager exited with status {started.returncode} ({what})")
+            raise fail(state, f"{GATEWAY_COMMAND} exited with status {started.returncode} "
+                              f"({what})")
         pid = state.controller_pid
         if started is None and (pid is None or not is_controller(pid, state.config_path)):
-            raise fail(state, f"ryu-manager (pid {pid}) is not running ({what})")
+            raise fail(state, f"{GATEWAY_COMMAND} (pid {pid}) is not running ({what})")
         if ready():
             return
         if time.monotonic() >= deadline:
@@ -185,7 +187,7 @@ def wait_listening(state: LabState, started: subprocess.Popen[bytes], deadline: 
                    fail: Failure = lab_failure) -> None:
     """Wait until the controller listens for the switch."""
     wait_until(state, started, deadline,
-               f"ryu-manager to listen on {OFP_HOST}:{state.openflow_port}",
+               f"{GATEWAY_COMMAND} to listen on {OFP_HOST}:{state.openflow_port}",
                lambda: ports.listening(state.openflow_port), fail)
 
 

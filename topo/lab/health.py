@@ -8,8 +8,8 @@ from topo import netns
 from topo.lab import controller, ovs, ports
 from topo.lab.names import (
     DEFAULT_NAME,
+    GATEWAY_COMMAND,
     LOG_FILE,
-    MANAGER_COMMANDS,
     STATE_FILE,
     bridge_name,
     command,
@@ -42,7 +42,7 @@ def problems(state: LabState, gateway: str | None = None) -> list[str]:
             found.append(f"{chosen.bridge} is not connected to {state.controller}")
     pid = state.controller_pid
     if pid is None or not controller.is_controller(pid, state.config_path):
-        found.append(f"ryu-manager (pid {pid}) is not running")
+        found.append(f"{GATEWAY_COMMAND} (pid {pid}) is not running")
     if state.phase != "up":
         found.append(f"`up` or a restart did not finish (phase {state.phase})")
     return found
@@ -52,7 +52,7 @@ def status(name: str = DEFAULT_NAME, gateway: str | None = None) -> LabState | N
     """Return the state of lab ``name`` when it is up, else None.
 
     Up means: a state file, every bridge (or gateway ``gateway``'s alone), a live
-    ``ryu-manager`` with the recorded PID, and the switches connected to it.
+    ``pptp-alg-gateway`` with the recorded PID, and the switches connected to it.
 
     Raises:
         ValueError: When the lab has no gateway ``gateway``.
@@ -119,9 +119,8 @@ def describe(name: str = DEFAULT_NAME, gateway: str | None = None) -> tuple[bool
         lines += _gateway_lines(state, one, existing)
     pid = state.controller_pid
     running = pid is not None and controller.is_controller(pid, state.config_path)
-    manager = MANAGER_COMMANDS.get(state.framework, "controller")
-    lines.append(f"  controller: {manager} pid {pid} {'running' if running else 'not running'}"
-                 f", app {state.app}")
+    lines.append(f"  controller: {GATEWAY_COMMAND} ({state.framework}) pid {pid} "
+                 f"{'running' if running else 'not running'}, app {state.app}")
     lines.append(f"  REST: {state.rest_url} "
                  f"({'listening' if ports.listening(state.rest_port) else 'not listening'})")
     lines.append(f"  log: {state.log_path}")

@@ -31,6 +31,7 @@ from topo import mininet_lab, process
 from topo.lab import controller, ovs
 from topo.lab.names import (
     DEFAULT_NAME,
+    GATEWAY_COMMAND,
     OFP_HOST,
     PORTS_LOCK_PATH,
     REPO,
@@ -236,12 +237,12 @@ class MininetLab:
             self._use_ports()
             Path(state.config_path).write_text(render_config(
                 state, f"Written by topo.mininet_run for Mininet lab {state.name}."))
-            self._say(f"starting ryu-manager with {state.app} (OpenFlow "
+            self._say(f"starting {GATEWAY_COMMAND} with {state.app} (OpenFlow "
                       f"{state.openflow_port}, REST {state.rest_port})")
             deadline = time.monotonic() + timeout
-            manager = controller.manager(state.framework)
-            if not manager.exists():
-                raise RunError(f"{manager} does not exist: run `bash scripts/setup.sh` first")
+            gateway = controller.gateway_command()
+            if not gateway.exists():
+                raise RunError(f"{gateway} does not exist: run `bash scripts/setup.sh` first")
             self.controller = controller.start(state)
             state.controller_pid = self.controller.pid
             controller.wait_listening(state, self.controller, deadline, _failure)
@@ -394,8 +395,8 @@ class MininetLab:
             self.net = None
         app = self.controller
         if app is not None:
-            self._say(f"stopping ryu-manager (pid {app.pid})")
-            step("stopping ryu-manager",
+            self._say(f"stopping {GATEWAY_COMMAND} (pid {app.pid})")
+            step(f"stopping {GATEWAY_COMMAND}",
                  lambda: controller.stop(app.pid, self.state.config_path, True))
             Path(self.state.pid_path).unlink(missing_ok=True)
         if net is not None or app is not None:

@@ -9,7 +9,7 @@ project's ``.venv`` does not see it), from the repo root, as root::
 
 It writes the app's configuration for lab ``NAME`` (``topo.lab.render_config``: the
 inside ports ``NAME-c<i>``, the outside port ``NAME-srv``), starts the app as
-``topo.lab`` starts it (the ``.venv``'s ``ryu-manager``), builds
+``topo.lab`` starts it (the ``.venv``'s ``pptp-alg-gateway``), builds
 ``topo.mininet_lab.PptpLab`` with Mininet (switch ``br-NAME`` on the userspace datapath,
 OpenFlow 1.3, the app as its remote controller), and waits until the switch is
 connected and the app's pipeline is installed. Then:
@@ -28,7 +28,7 @@ same addresses, switch ``br-NAME-<j>`` and ports ``NAME-<j>c<i>``, ``NAME-<j>srv
 ``topo.lab`` names them; ``--pptp`` starts the peers of every gateway.
 
 The default lab, ``lab``, uses ``topo.lab``'s default names and ports (``br-lab``,
-``lab-c1`` .., OpenFlow on 127.0.0.1:6653, REST on 127.0.0.1:8080), so the commands of
+``lab-c1`` .., OpenFlow on 127.0.0.1:6653, REST on 127.0.0.1:8723), so the commands of
 docs/lab.md (``python -m topo.display server-map``) work unchanged; any other name gets
 two free ports of 127.0.0.1, picked as ``topo.lab`` picks them. Nothing starts while the
 bridge ``br-NAME``, a port name of the lab or a chosen TCP port is in use: Mininet
@@ -62,6 +62,7 @@ from topo.lab.mininet_backend import MininetLab, RunError, place
 from topo.lab.names import (
     DEFAULT_APP,
     DEFAULT_NAME,
+    GATEWAY_COMMAND,
     MAX_BRIDGES,
     MAX_NAME_LENGTH,
     POLICIES,
@@ -168,7 +169,8 @@ def interact(mlab: MininetLab) -> None:
     print("\n".join([
         f"lab {state.name} is up on Mininet: switch{'es' if len(bridges) > 1 else ''} "
         f"{', '.join(bridges)}, hosts {', '.join(h.name for h in mlab.net.hosts)}",
-        f"  the gateway app: ryu-manager pid {state.controller_pid}, log {state.log_path}",
+        f"  the gateway app: {GATEWAY_COMMAND} pid {state.controller_pid}, log "
+        f"{state.log_path}",
         f"  its display, from another shell: {display} {views}",
         "  try: c1 ping -c 2 srv    (exit or Ctrl-D stops the lab)",
     ]), flush=True)

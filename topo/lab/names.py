@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from alg import config as options
-from ryu_apps.managers import MANAGERS
+from ryu_apps.managers import COMMAND, MANAGERS
 from topo.netns import IFNAMSIZ
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,8 +39,10 @@ DEFAULT_DATAPATH_ID = 1
 OFP_HOST = "127.0.0.1"
 REST_HOST = "127.0.0.1"
 DEFAULT_APP = "ryu_apps/nat_gateway.py"
-#: The OpenFlow frameworks the lab runs the app on, and the manager command of each
-#: (``ryu_apps.managers``).
+#: The command the lab runs the app with: the one an installation has (``ryu_apps.command``).
+GATEWAY_COMMAND = COMMAND
+#: The OpenFlow frameworks the lab runs the app on (``PPTP_ALG_FRAMEWORK`` of the command),
+#: and the manager command of each (``ryu_apps.managers``).
 MANAGER_COMMANDS: dict[str, str] = dict(MANAGERS.items())
 FRAMEWORKS = tuple(MANAGER_COMMANDS)
 DEFAULT_FRAMEWORK = "ryu"

@@ -22,8 +22,8 @@ from topo.lab.names import (
     DEFAULT_FRAMEWORK,
     DEFAULT_NAME,
     DEMUX_OFPORT,
+    GATEWAY_COMMAND,
     LOCK_FILE,
-    MANAGER_COMMANDS,
     MAX_BRIDGES,
     PID_FILE,
     PORTS_LOCK_PATH,
@@ -206,8 +206,8 @@ def up(
         except (CommandError, BpfError) as exc:
             raise LabError(f"building the lab failed: {exc}\n"
                            f"`{command('down', name)}` removes what was built") from exc
-        manager = MANAGER_COMMANDS[state.framework]
-        say(quiet, f"lab {name}: starting {manager} with {state.app}")
+        say(quiet, f"lab {name}: starting {GATEWAY_COMMAND} ({state.framework}) with "
+                   f"{state.app}")
         started = controller.start(state)
         state.controller_pid = started.pid
         state.phase = "starting"
@@ -269,7 +269,7 @@ def down(quiet: bool = True, *, name: str = DEFAULT_NAME, purge: bool = False) -
     ``g<j>c<digits>``/``g<j>srv`` in the default lab, the same after ``NAME-`` else). The
     zones' settings of every gateway are removed (``ovs.forget_zone``). The controller
     is killed by the PID in the PID file or the state, and only if that process is a
-    ``ryu-manager`` started with this lab's configuration file.
+    ``pptp-alg-gateway`` started with this lab's configuration file.
 
     Args:
         quiet: Do not print progress on stderr.

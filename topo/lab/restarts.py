@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from topo.lab import controller, health, ovs
 from topo.lab.names import (
     DEFAULT_NAME,
+    GATEWAY_COMMAND,
     LOCK_FILE,
-    MANAGER_COMMANDS,
     STATE_FILE,
     LabError,
     command,
@@ -78,7 +78,7 @@ def restart_controller(
 
     The bridges and their flows are left alone: with ``fail-mode=secure`` a switch keeps
     its flows while no controller is connected, and reconnects by itself (the controller
-    target stays set, retried at least every second). The old ``ryu-manager`` is stopped
+    target stays set, retried at least every second). The old ``pptp-alg-gateway`` is stopped
     by the PID the lab recorded, and only if that process is this lab's controller, as in
     ``down``. Returns when the new controller listens, the switch is connected to it (a
     TCP connection on the lab's OpenFlow port, since OVSDB reports the old connection as
@@ -102,14 +102,14 @@ def restart_controller(
     with _restarting(name, "restart") as state:
         old = state.controller_pid
         bridges = [g.bridge for g in state.all_gateways]
-        say(quiet, f"lab {name}: restarting ryu-manager (pid {old}); {', '.join(bridges)} "
+        say(quiet, f"lab {name}: restarting {GATEWAY_COMMAND} (pid {old}); {', '.join(bridges)} "
                    f"{'keeps its' if len(bridges) == 1 else 'keep their'} flows")
         for pid in controller_pids(name, state):
             controller.stop(pid, state.config_path, quiet)
         state.controller_pid = None
         write_state(state)
-        manager = MANAGER_COMMANDS[state.framework]
-        say(quiet, f"lab {name}: starting {manager} with {state.app}")
+        say(quiet, f"lab {name}: starting {GATEWAY_COMMAND} ({state.framework}) with "
+                   f"{state.app}")
         started = time.monotonic()
         child = controller.start(state)
         state.controller_pid = child.pid

@@ -220,10 +220,10 @@ class LabState:
             picks it, in a lab other than the default).
         rest_port: The REST API's port on 127.0.0.1 (likewise).
         controller: The bridge's controller target (empty until the port is known).
-        controller_pid: PID of ``ryu-manager``, None before it was started.
+        controller_pid: PID of ``pptp-alg-gateway``, None before it was started.
         rest_url: Base URL of the app's REST API (empty until the port is known).
         app: Path of the Ryu application that runs.
-        framework: ``ryu`` or ``os-ken``: which manager runs the app.
+        framework: ``ryu`` or ``os-ken``: whose manager ``pptp-alg-gateway`` runs.
         phase: ``building``, ``starting`` or ``up`` (how far ``up`` got), or
             ``restarting`` while ``restart_controller`` or ``restart_switch`` runs.
         created: When ``up`` started (seconds since the epoch).
