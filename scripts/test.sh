@@ -18,7 +18,8 @@ if [ "$rc" -eq 5 ]; then
 fi
 [ "$rc" -eq 0 ] || exit "$rc"
 
-# The app unchanged under os-ken (osken-manager): real pptp-linux clients through the lab.
+# The app unchanged under os-ken (pptp-alg-gateway runs os-ken's manager): real pptp-linux
+# clients through the lab.
 PPTP_ALG_FRAMEWORK=os-ken .venv/bin/python -m pytest -p no:cacheprovider -q \
     tests/e2e/test_gateway_pptp.py::test_four_pptp_linux_clients_pass_ppp_both_ways
 rc=$?
