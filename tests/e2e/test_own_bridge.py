@@ -1,8 +1,9 @@
 """docs/own-bridge.md, followed as it is written: its shell commands and its configuration,
 read from the page's code blocks with the example names, ports and folders replaced by
 the test's own, on a bridge the test makes (not ``topo.lab``), with the console script
-of the package installed into a fresh venv (``installed``), and a real PPTP call
-(pptpd and pptp-linux with the pppd stand-in, in namespaces of the test's) through it.
+of the package installed into a fresh venv (``installed``: os-ken 3.1.1 as pinned, and
+os-ken 4.2.2), and a real PPTP call (pptpd and pptp-linux with the pppd stand-in, in
+namespaces of the test's) through it.
 
 Everything the test makes (namespaces, veths, the bridge, the demultiplexer, the zone's
 settings, the processes) it removes at the end, whatever happens, by name or PID.
@@ -62,11 +63,12 @@ def sh(command: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.parametrize("profile", ["pinned", "os-ken-4"])
 def test_the_page_s_steps_pass_a_pptp_call(installed: Callable[[str], Path],
-                                          tmp_path: Path) -> None:
+                                          tmp_path: Path, profile: str) -> None:
     tag = uuid.uuid4().hex[:5]
     zone = 61000 + zlib.crc32(tag.encode()) % 4000  # past the labs' zones (1,000..60,999)
-    bin_dir = installed("pinned")
+    bin_dir = installed(profile)
     names = {
         "/opt/pptp-alg/bin": str(bin_dir),
         "/etc/pptp-alg": str(tmp_path / "etc"),
