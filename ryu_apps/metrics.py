@@ -43,13 +43,10 @@ Outgoing-Call-Reply; ``incoming``: Incoming-Call-Request to Incoming-Call-Reply;
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
@@ -70,6 +67,7 @@ from prometheus_client.registry import Collector
 from alg.counters import CounterSet
 from alg.histogram import Histogram
 from alg.nat import Proto
+from ryu_apps.command import DISTRIBUTION, version
 
 if TYPE_CHECKING:
     from alg.engine import Gateway
@@ -143,32 +141,10 @@ class BuildInfo:
     framework_version: str
 
 
-def project_version() -> str:
-    """This project's version: from the ``pyproject.toml`` beside its packages (a
-    checkout), else from the installed distribution that has them, else ``unknown``."""
-    try:
-        with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as file:
-            version = tomllib.load(file).get("project", {}).get("version")
-        if isinstance(version, str):
-            return version
-    except (OSError, tomllib.TOMLDecodeError):
-        pass
-    for distribution in importlib.metadata.packages_distributions().get(__package__ or "", []):
-        try:
-            return importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
-
-
 def build_info(framework: str) -> BuildInfo:
     """The build information of this process, which runs on ``framework`` (``ryu`` or
     ``os-ken``, also the name of its distribution)."""
-    try:
-        framework_version = importlib.metadata.version(framework)
-    except importlib.metadata.PackageNotFoundError:
-        framework_version = "unknown"
-    return BuildInfo(project_version(), framework, framework_version)
+    return BuildInfo(version(DISTRIBUTION), framework, version(framework))
 
 
 class GatewayCollector(Collector):
