@@ -17,14 +17,13 @@ Profiles: ``pinned`` installs the dependencies at the versions of ``requirements
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+
+from topo.lab.state import locked
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "alg", "demux", "ryu_apps")
@@ -43,17 +42,6 @@ def _run(argv: list[str], timeout: float = 600) -> None:
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def wheelhouse_key() -> str:
     """What the wheelhouse depends on, hashed."""
     digest = hashlib.sha256()
@@ -65,7 +53,7 @@ def wheelhouse_key() -> str:
 
 def build_wheel(folder: Path) -> Path:
     """The package's wheel, built from a copy of ``PACKAGE_FILES`` into ``folder``."""
-    with _locked(folder / "lock"):
+    with locked(folder / "lock"):
         built = sorted((folder / "dist").glob("pptp_alg_ovs-*.whl"))
         if built:
             return built[0]
@@ -85,7 +73,7 @@ def build_wheel(folder: Path) -> Path:
 def wheelhouse(profile: str, wheel: Path) -> Path:
     """The dependencies' wheels of ``profile``, made once for the key."""
     house = REPO / ".venv" / "wheelhouse" / wheelhouse_key() / profile
-    with _locked(house.with_name(f"{profile}.lock")):
+    with locked(house.with_name(f"{profile}.lock")):
         done = house / ".complete"
         if not done.exists():
             shutil.rmtree(house, ignore_errors=True)
@@ -102,7 +90,7 @@ def venv(folder: Path, profile: str) -> Path:
     wheel = build_wheel(folder / "wheel")
     house = wheelhouse(profile, wheel)
     target = folder / f"venv-{profile}"
-    with _locked(folder / f"venv-{profile}.lock"):
+    with locked(folder / f"venv-{profile}.lock"):
         if not (target / ".complete").exists():
             shutil.rmtree(target, ignore_errors=True)
             base = getattr(sys, "_base_executable", sys.executable)
