@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch pptpd pptp-linux socat iproute2 ethtool iptables
               tcpdump tshark procps make iputils-ping netsniff-ng traceroute
-              mininet prometheus)  # prometheus: promtool, for dashboards/ in the tests
+              mininet prometheus etcd-server etcd-client)  # prometheus: promtool, for dashboards/ in the tests; etcd: the store on etcd
 
 log() { printf '[setup] %s\n' "$*"; }
 
