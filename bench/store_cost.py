@@ -6,12 +6,16 @@ Start-Control-Connection-Request and -Reply, Outgoing-Call-Request and -Reply: s
 segments through :meth:`alg.engine.Gateway.handle`), from 100 inside addresses to one
 server through one public address. The *store* peer also writes each output's
 ``records`` to a :class:`ryu_apps.store.Store` (WAL mode, ``synchronous=NORMAL``), as the
-app does before it sends anything. Each peer runs ``--rounds`` times, alternating; the
-medians are reported with their ratio. Nothing here touches a network.
+app does before it sends anything. With ``--etcd``, the *etcd store* peer writes them to
+a :class:`ryu_apps.etcd_store.EtcdStore` on the cluster of those client URLs instead (one
+transaction per output, under a prefix of its own that it clears after each round). Each
+peer runs ``--rounds`` times, alternating; the medians are reported with their ratio.
+Nothing here touches a network but the etcd members named.
 
 Run::
 
     .venv/bin/python -m bench.store_cost [--calls 2000] [--rounds 5] [--dir /tmp]
+        [--etcd http://127.0.0.1:2379,...]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from alg.codec import (
 from alg.config import AlgConfig
 from alg.engine import Gateway
 from alg.events import TCP_ACK, TCP_PSH, TCP_SYN, Direction, Output, SendTcp, TcpSegment
+from ryu_apps.etcd_store import EtcdStore
 from ryu_apps.store import Store
 
 SERVER = IPv4Address("203.0.113.1")
@@ -121,19 +126,36 @@ def run_store(calls: int, folder: Path) -> tuple[float, int, int]:
     return took, writes, records
 
 
+def run_etcd(calls: int, endpoints: list[str]) -> float:
+    store = EtcdStore(endpoints, "bench", f"store-cost-{os.getpid()}")
+    store.clear()
+    gw = Gateway(_config(calls))
+    started = time.perf_counter()
+    set_up_calls(gw, calls, lambda out: store.write(out.records))
+    took = time.perf_counter() - started
+    store.clear()
+    store.close()
+    return took
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.store_cost")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--etcd", default="", help="etcd client URLs, comma-separated")
     args = parser.parse_args(argv)
+    endpoints = [e for e in args.etcd.split(",") if e]
     core: list[float] = []
     store: list[float] = []
+    etcd: list[float] = []
     writes = records = 0
     for _ in range(args.rounds):
         core.append(run_core(args.calls))
         took, writes, records = run_store(args.calls, args.dir)
         store.append(took)
+        if endpoints:
+            etcd.append(run_etcd(args.calls, endpoints))
     per_core = statistics.median(core) / args.calls * 1e6
     per_store = statistics.median(store) / args.calls * 1e6
     print(f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
@@ -144,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|")
     print(f"| core alone | {per_core:.1f} | 1.00 |")
     print(f"| core + store | {per_store:.1f} | {per_store / per_core:.2f} |")
+    if etcd:
+        per_etcd = statistics.median(etcd) / args.calls * 1e6
+        print(f"| core + etcd store ({len(endpoints)} members) | {per_etcd:.1f} | "
+              f"{per_etcd / per_core:.2f} |")
     print(f"store: {writes / args.calls:.1f} transactions and {records / args.calls:.1f} "
           f"records per call setup; {per_store - per_core:.1f} us added per call setup")
     return 0

@@ -326,3 +326,17 @@ def test_writes_go_on_through_the_others_when_a_member_stops() -> None:
 def _lists(records: list[Record]) -> list[list[Any]]:
     tables = ("session", "connection", "call", "held", "plain", "host")
     return [[r for r in records if record_key(r)[0] == t] for t in tables]
+
+
+@needs_etcd
+def test_the_store_cost_bench_reports_the_etcd_store(
+        cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import store_cost
+
+    argv = ["--calls", "5", "--rounds", "1", "--dir", str(tmp_path),
+            "--etcd", ",".join(cluster.endpoints)]
+    assert store_cost.main(argv) == 0
+    assert "| core + etcd store (3 members) |" in capsys.readouterr().out
+    host, port = cluster.endpoints[1].removeprefix("http://").split(":")
+    client = etcd3gw.client(host=host, port=int(port), api_path="/v3/", timeout=5.0)
+    assert client.get("/pptp-alg/bench/", range_end="/pptp-alg/bench0") == []
