@@ -48,12 +48,16 @@ from typing import Any, ClassVar
 
 from alg.config import GatewayConfig, load_gateways
 from alg.counters import CounterSet, counter
+from alg.engine import Gateway
 from alg.errors import ConfigError, StoreError
 from alg.events import Output
-from demux.link import HEARTBEAT
+from alg.neighbours import NeighbourTable
+from demux.link import HEARTBEAT, DemuxLink
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, notify, packets, rest
 from ryu_apps.binding import Binder, Claim, bridge_name, describe_switch
+from ryu_apps.effects import AppCounters, Effects, Send
+from ryu_apps.fragments import FragmentPath
 from ryu_apps.framework import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
@@ -66,7 +70,7 @@ from ryu_apps.framework import (
     ofproto_v1_3,
     on,
 )
-from ryu_apps.lifecycle import port_numbers
+from ryu_apps.lifecycle import Switch, port_numbers
 from ryu_apps.outbox import Outbox
 from ryu_apps.packet_in import use_fast_packet_in
 from ryu_apps.store import Store
@@ -205,37 +209,37 @@ class NatGateway(App):  # type: ignore[misc]
         return self.unit.config
 
     @property
-    def core(self) -> Any:
+    def core(self) -> Gateway:
         """The first gateway's core."""
         return self.unit.core
 
     @property
-    def switch(self) -> Any:
+    def switch(self) -> Switch:
         """The first gateway's switch."""
         return self.unit.switch
 
     @property
-    def counters(self) -> Any:
+    def counters(self) -> AppCounters:
         """The first gateway's counters."""
         return self.unit.counters
 
     @property
-    def neighbours(self) -> Any:
+    def neighbours(self) -> NeighbourTable[Send]:
         """The first gateway's neighbour table."""
         return self.unit.neighbours
 
     @property
-    def demux(self) -> Any:
+    def demux(self) -> DemuxLink:
         """The first gateway's demultiplexer link."""
         return self.unit.demux
 
     @property
-    def fragments(self) -> Any:
+    def fragments(self) -> FragmentPath:
         """The first gateway's fragment path."""
         return self.unit.fragments
 
     @property
-    def effects(self) -> Any:
+    def effects(self) -> Effects:
         """The first gateway's effects."""
         return self.unit.effects
 
