@@ -21,10 +21,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # Debian's prometheus starts a server (port 9090) when systemd runs; the tests want only
-  # its promtool, so a server this setup installed is stopped and left disabled.
-  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # Debian's prometheus and etcd-server start a server each (ports 9090, 2379) when
+  # systemd runs; the tests want only promtool and the etcd binary (they start their own
+  # clusters), so a server this setup installed is stopped and left disabled.
+  if [ -d /run/systemd/system ]; then
+    for unit in prometheus:prometheus etcd-server:etcd; do
+      if [[ " ${missing[*]} " == *" ${unit%%:*} "* ]]; then
+        systemctl disable --now "${unit#*:}" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 
