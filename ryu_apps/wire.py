@@ -6,7 +6,8 @@ few shapes it needs (flow-mods of its entries, packet-outs, barriers) encoded he
 one buffer per event (:func:`send`). Only what OpenFlow 1.3 (version 4) defines is used:
 OXM matches (section 7.2.3), set-field, output and dec-nw-ttl actions (7.2.5),
 apply-actions and meter instructions (7.2.4), FLOW_MOD (7.3.4.1), PACKET_OUT (7.3.7),
-BARRIER_REQUEST (7.3.8). The unit tests parse every message back with Ryu's own parser.
+BARRIER_REQUEST (7.3.8), ROLE_REQUEST (7.3.9). The unit tests parse every message back
+with Ryu's own parser.
 
 The other way, :func:`decode_packet_in` reads what the app needs of a PACKET_IN
 (7.4.1): Ryu's parser builds every OXM field of its match as objects, which cost more
@@ -27,6 +28,12 @@ VERSION = 4
 OFPT_FLOW_MOD = 14
 OFPT_PACKET_OUT = 13
 OFPT_BARRIER_REQUEST = 20
+OFPT_ROLE_REQUEST = 24
+OFPT_ROLE_REPLY = 25
+OFPCR_ROLE_NOCHANGE = 0
+OFPCR_ROLE_EQUAL = 1
+OFPCR_ROLE_MASTER = 2
+OFPCR_ROLE_SLAVE = 3
 OFPFC_ADD = 0
 OFPFC_DELETE = 3
 OFPFC_DELETE_STRICT = 4
@@ -53,6 +60,8 @@ _OUTPUT = struct.Struct("!HHIH6x")
 _DEC_NW_TTL = struct.Struct("!HH4x")
 _SET_FIELD = struct.Struct("!HH")
 _PACKET_OUT = struct.Struct("!IIH6x")
+_ROLE = struct.Struct("!I4xQ")
+_ROLE_MESSAGE = _HEADER.size + _ROLE.size
 _PACKET_IN = struct.Struct("!IHBBQ")
 _PACKET_IN_MATCH = _HEADER.size + _PACKET_IN.size
 _U32 = struct.Struct("!I")
@@ -284,6 +293,26 @@ def packet_out(port: int, data: bytes, in_port: int = OFPP_CONTROLLER) -> Messag
 def barrier() -> Message:
     """A BARRIER_REQUEST."""
     return Message(_header(OFPT_BARRIER_REQUEST, b""))
+
+
+def role_request(role: int, generation_id: int) -> Message:
+    """A ROLE_REQUEST (section 7.3.9): ``role`` one of ``OFPCR_ROLE_*``; the switch
+    refuses a master or slave request whose ``generation_id`` is below the highest it
+    accepted (``OFPRRFC_STALE``, section 6.3.5)."""
+    return Message(_header(OFPT_ROLE_REQUEST, _ROLE.pack(role, generation_id)))
+
+
+def decode_role(buf: bytes) -> tuple[int, int]:
+    """The role and generation id of a ROLE_REPLY, or of the ROLE_REQUEST an error
+    message quotes (both have one layout; header included in ``buf``).
+
+    Raises:
+        WireError: fewer bytes than a role message.
+    """
+    if len(buf) < _ROLE_MESSAGE:
+        raise WireError(f"role message of {len(buf)} bytes")
+    role, generation_id = _ROLE.unpack_from(buf, _HEADER.size)
+    return role, generation_id
 
 
 class Xids:
