@@ -48,16 +48,12 @@ from typing import Any, ClassVar
 
 from alg.config import GatewayConfig, load_gateways
 from alg.counters import CounterSet, counter
-from alg.engine import Gateway
 from alg.errors import ConfigError, StoreError
 from alg.events import Output
-from alg.neighbours import NeighbourTable
-from demux.link import HEARTBEAT, DemuxLink
+from demux.link import HEARTBEAT
 from ryu_apps import config as options
 from ryu_apps import flowmods, http, notify, packets, rest
 from ryu_apps.binding import Binder, Claim, bridge_name, describe_switch
-from ryu_apps.effects import AppCounters, Effects, Send
-from ryu_apps.fragments import FragmentPath
 from ryu_apps.framework import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
@@ -70,11 +66,11 @@ from ryu_apps.framework import (
     ofproto_v1_3,
     on,
 )
-from ryu_apps.lifecycle import Switch, port_numbers
+from ryu_apps.lifecycle import port_numbers
 from ryu_apps.outbox import Outbox
 from ryu_apps.packet_in import use_fast_packet_in
 from ryu_apps.store import Store
-from ryu_apps.unit import GatewayUnit
+from ryu_apps.unit import FirstGateway, GatewayUnit
 
 LOG = logging.getLogger("pptp_alg.gateway")
 CONF = cfg.CONF
@@ -113,7 +109,7 @@ def _store(config: GatewayConfig, section: str) -> Store | None:
                       "state)", section, exc) from exc
 
 
-class NatGateway(App):  # type: ignore[misc]
+class NatGateway(App, FirstGateway):  # type: ignore[misc]
     """Ryu or os-ken application: OVS bridges as NAT firewalls with a PPTP ALG, one
     gateway per bridge."""
 
@@ -151,23 +147,14 @@ class NatGateway(App):  # type: ignore[misc]
         for claim in self.binder.claims:
             LOG.info("gateway %s configured: %s; binds to %s", claim.name,
                      self.gateways[claim.name].config.describe(), claim.describe())
-        self.readiness = notify.Readiness(notify.Notifier.from_environment(), {
+        self.readiness = notify.ServiceReadiness.from_environment({
             claim.name: f"{claim.name} ({claim.describe()})" for claim in self.binder.claims})
-        self._asked: dict[str, Any] = {}
-        self._confirmed: dict[str, Any] = {}
-        if self.readiness.notifier.enabled:
-            notify.stopping_on_sigterm(self.readiness.notifier)
         self.tell_readiness()
 
     @staticmethod
     def now() -> float:
         """The cores' clock: seconds, monotonic."""
         return time.monotonic()
-
-    @property
-    def unit(self) -> GatewayUnit:
-        """The first gateway (the only one of a one-bridge process)."""
-        return next(iter(self.gateways.values()))
 
     def unit_of(self, dp: Any) -> GatewayUnit | None:
         """The gateway bound to ``dp``, None for a switch no gateway has now."""
@@ -177,91 +164,8 @@ class NatGateway(App):  # type: ignore[misc]
         return unit if unit is not None and unit.datapath is dp else None
 
     def tell_readiness(self) -> None:
-        """Tell the service manager which gateways are ready (``ryu_apps.notify``:
-        STATUS= on a change, READY=1 once all are); nothing without one.
-
-        A gateway is ready once its switch is READY and has answered a configuration
-        request sent after the pipeline and a barrier: the switch does everything before
-        a barrier before anything after it, so the pipeline is then in its tables (the
-        framework only queues what the app sends). The app asks only to tell a service
-        manager, and for nothing else: no other configuration reply comes.
-        """
-        if not self.readiness.notifier.enabled:
-            return
-        for name, unit in self.gateways.items():
-            dp = unit.datapath
-            if not unit.ready:
-                self._asked.pop(name, None)
-                self._confirmed.pop(name, None)
-            elif dp not in (self._confirmed.get(name), self._asked.get(name)):
-                self._asked[name] = dp
-                parser = dp.ofproto_parser
-                dp.send_msg(parser.OFPBarrierRequest(dp))
-                dp.send_msg(parser.OFPGetConfigRequest(dp))
-        self.readiness.update({name: unit.ready and self._confirmed.get(name) is unit.datapath
-                               for name, unit in self.gateways.items()})
-
-    # The first gateway's parts, by the names of the one-bridge app.
-
-    @property
-    def config(self) -> GatewayConfig:
-        """The first gateway's configuration."""
-        return self.unit.config
-
-    @property
-    def core(self) -> Gateway:
-        """The first gateway's core."""
-        return self.unit.core
-
-    @property
-    def switch(self) -> Switch:
-        """The first gateway's switch."""
-        return self.unit.switch
-
-    @property
-    def counters(self) -> AppCounters:
-        """The first gateway's counters."""
-        return self.unit.counters
-
-    @property
-    def neighbours(self) -> NeighbourTable[Send]:
-        """The first gateway's neighbour table."""
-        return self.unit.neighbours
-
-    @property
-    def demux(self) -> DemuxLink:
-        """The first gateway's demultiplexer link."""
-        return self.unit.demux
-
-    @property
-    def fragments(self) -> FragmentPath:
-        """The first gateway's fragment path."""
-        return self.unit.fragments
-
-    @property
-    def effects(self) -> Effects:
-        """The first gateway's effects."""
-        return self.unit.effects
-
-    @property
-    def store(self) -> Store | None:
-        """The first gateway's store, None without one."""
-        return self.unit.store
-
-    @property
-    def datapath(self) -> Any:
-        """The first gateway's datapath, None while it is not connected."""
-        return self.unit.datapath
-
-    @property
-    def ready(self) -> bool:
-        """True when the first gateway's switch is ready."""
-        return self.unit.ready
-
-    @property
-    def flow_entries(self) -> int:
-        """The first gateway's entries at its switch's last report."""
-        return self.unit.flow_entries
+        """Tell the service manager which gateways are ready (``ryu_apps.notify``)."""
+        self.readiness.tell(self.gateways)
 
     # The switches.
 
@@ -321,11 +225,7 @@ class NatGateway(App):  # type: ignore[misc]
     @on(ofp_event.EventOFPGetConfigReply, MAIN_DISPATCHER)
     def _config_reply(self, ev: Any) -> None:
         """The switch answered :meth:`tell_readiness`' request: its pipeline is in."""
-        dp = ev.msg.datapath
-        for name, asked in self._asked.items():
-            if asked is dp:
-                self._confirmed[name] = dp
-        self.tell_readiness()
+        self.readiness.answered(ev.msg.datapath, self.gateways)
 
     @on(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev: Any) -> None:

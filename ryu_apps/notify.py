@@ -24,7 +24,7 @@ import signal
 import socket
 from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Final
+from typing import Any, Final, Protocol
 
 LOG = logging.getLogger("pptp_alg.notify")
 
@@ -178,3 +178,71 @@ def stopping_on_sigterm(notifier: Notifier) -> bool:
         return False
     signal.signal(signal.SIGTERM, on_sigterm(notifier, previous))
     return True
+
+
+class Gatewayish(Protocol):
+    """What :class:`ServiceReadiness` reads of a gateway (``ryu_apps.unit.GatewayUnit``)."""
+
+    @property
+    def datapath(self) -> Any: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+
+class ServiceReadiness:
+    """The gateways' readiness as the service manager hears it.
+
+    A gateway is ready once its switch is READY and has answered a configuration request
+    sent after the pipeline and a barrier: the switch does everything before a barrier
+    before anything after it, so the pipeline is then in its tables (the framework only
+    queues what the app sends). The app asks only to tell a service manager, and for
+    nothing else: no other configuration reply comes.
+
+    Args:
+        readiness: what the service manager is told.
+    """
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+        self._asked: dict[str, Any] = {}
+        self._confirmed: dict[str, Any] = {}
+
+    @classmethod
+    def from_environment(cls, labels: Mapping[str, str]) -> ServiceReadiness:
+        """From :data:`ENV`; with a socket there, SIGTERM sends ``STOPPING=1`` first."""
+        notifier = Notifier.from_environment()
+        if notifier.enabled:
+            stopping_on_sigterm(notifier)
+        return cls(Readiness(notifier, labels))
+
+    @property
+    def notifier(self) -> Notifier:
+        """Where the lines go."""
+        return self.readiness.notifier
+
+    def tell(self, gateways: Mapping[str, Gatewayish]) -> None:
+        """Ask each newly READY switch to confirm its pipeline; tell which gateways are
+        ready (``STATUS=`` on a change, ``READY=1`` once all are); nothing without a
+        socket."""
+        if not self.notifier.enabled:
+            return
+        for name, unit in gateways.items():
+            dp = unit.datapath
+            if not unit.ready:
+                self._asked.pop(name, None)
+                self._confirmed.pop(name, None)
+            elif dp not in (self._confirmed.get(name), self._asked.get(name)):
+                self._asked[name] = dp
+                parser = dp.ofproto_parser
+                dp.send_msg(parser.OFPBarrierRequest(dp))
+                dp.send_msg(parser.OFPGetConfigRequest(dp))
+        self.readiness.update({name: unit.ready and self._confirmed.get(name) is unit.datapath
+                               for name, unit in gateways.items()})
+
+    def answered(self, dp: Any, gateways: Mapping[str, Gatewayish]) -> None:
+        """Switch ``dp`` answered the configuration request: its pipeline is in."""
+        for name, asked in self._asked.items():
+            if asked is dp:
+                self._confirmed[name] = dp
+        self.tell(gateways)

@@ -263,3 +263,75 @@ class GatewayUnit:
             self.effects.apply(self.core.tick(now))
             self.switch.stats.clear()
             self.switch.outbox.request(flowmods.stats_request(dp))
+
+
+class FirstGateway:
+    """The first gateway's parts, by the names of the one-bridge app (its HTTP views of
+    one gateway, its tests): a mixin of the process, whose ``gateways`` it reads."""
+
+    gateways: dict[str, GatewayUnit]
+
+    @property
+    def unit(self) -> GatewayUnit:
+        """The first gateway (the only one of a one-bridge process)."""
+        return next(iter(self.gateways.values()))
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The first gateway's configuration."""
+        return self.unit.config
+
+    @property
+    def core(self) -> Gateway:
+        """The first gateway's core."""
+        return self.unit.core
+
+    @property
+    def switch(self) -> Switch:
+        """The first gateway's switch."""
+        return self.unit.switch
+
+    @property
+    def counters(self) -> AppCounters:
+        """The first gateway's counters."""
+        return self.unit.counters
+
+    @property
+    def neighbours(self) -> NeighbourTable[Send]:
+        """The first gateway's neighbour table."""
+        return self.unit.neighbours
+
+    @property
+    def demux(self) -> DemuxLink:
+        """The first gateway's demultiplexer link."""
+        return self.unit.demux
+
+    @property
+    def fragments(self) -> FragmentPath:
+        """The first gateway's fragment path."""
+        return self.unit.fragments
+
+    @property
+    def effects(self) -> Effects:
+        """The first gateway's effects."""
+        return self.unit.effects
+
+    @property
+    def store(self) -> Store | None:
+        """The first gateway's store, None without one."""
+        return self.unit.store
+
+    @property
+    def datapath(self) -> Any:
+        """The first gateway's datapath, None while it is not connected."""
+        return self.unit.datapath
+
+    @property
+    def ready(self) -> bool:
+        """True when the first gateway's switch is ready."""
+        return self.unit.ready
+
+    @property
+    def flow_entries(self) -> int:
+        """The first gateway's entries at its switch's last report."""
+        return self.unit.flow_entries
