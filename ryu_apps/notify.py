@@ -6,7 +6,7 @@ name starts with ``@``. The service sends it datagrams of newline-separated
 ``KEY=VALUE`` lines: ``READY=1`` when it has started, ``STATUS=`` text for
 ``systemctl status``, ``STOPPING=1`` when it begins to stop.
 
-The app (``ryu_apps.nat_gateway``) keeps a :class:`Readiness` of its gateways: each
+The app (``ryu_apps.nat_gateway``) keeps a :class:`ServiceReadiness` of its gateways: each
 change of which gateways are ready (the switch READY, ``ryu_apps.lifecycle``, and the
 pipeline confirmed in its tables) is a ``STATUS=`` line, and the first time every
 gateway is ready, ``READY=1`` goes with it. With
