@@ -72,6 +72,15 @@ def client_ip(index: int) -> str:
     return lab.client_address(index)
 
 
+def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
+    """The lines of ``serve.log`` in the test's folder (``gw_tools serve --log``), decoded;
+    none before the listener wrote one."""
+    path = gw.run_dir / "serve.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str = "condition",
              interval: float = 0.1) -> T:
     """Poll ``predicate`` until it returns something true (see ``topo.peers.wait_for``)."""

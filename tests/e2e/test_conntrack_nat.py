@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from alg.events import EntryKind
-from tests.e2e.gateway_lab import PUBLIC_IP, SERVER_IP, GatewayLab, wait_for
+from tests.e2e.gateway_lab import PUBLIC_IP, SERVER_IP, GatewayLab, log_records, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -26,13 +26,6 @@ N = 3
 BLOCK = 512
 PORT_MIN = 1024
 CONNTRACK = {"ordinary_nat": "conntrack"}
-
-
-def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
-    path = gw.run_dir / "serve.log"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def exchange(gw: GatewayLab, bind_port: int, tag: str) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from tests.e2e.gateway_lab import (
     PUBLIC_IP,
     SERVER_IP,
     GatewayLab,
+    log_records,
     wait_for,
 )
 
@@ -29,13 +29,6 @@ PORT = 8000
 SAME_PORT = 40000
 N = 3
 CONTROLLER = {"ordinary_nat": "controller"}
-
-
-def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
-    path = gw.run_dir / "serve.log"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_tcp_and_udp_from_several_clients_with_the_same_source_port(gateway: Factory) -> None:

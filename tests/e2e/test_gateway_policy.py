@@ -11,7 +11,6 @@ import json
 import os
 import random
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from tests.e2e.gateway_lab import (
     PUBLIC_IP,
     SERVER_IP,
     GatewayLab,
+    log_records,
     wait_for,
 )
 from topo.netns import ns_run
@@ -34,13 +34,6 @@ PORT = 8000
 #: A second outside host, as an extra address of ``srv``.
 STRANGER_IP = "203.0.113.9"
 GRE = ["ip", "proto", "47"]
-
-
-def log_records(gw: GatewayLab) -> list[dict[str, Any]]:
-    path = gw.run_dir / "serve.log"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_strict_policy(gateway: Factory) -> None:
