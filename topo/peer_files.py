@@ -71,9 +71,14 @@ def read_status(path: Path) -> dict[str, Any] | None:
 
 
 def read_status_dir(directory: Path) -> list[dict[str, Any]]:
-    """Read every ``standin-*.json`` in a directory, oldest start first."""
+    """Read every ``standin-*.json`` in a directory, in the order they were launched.
+
+    Every peer runs in a PID namespace of its own, so its children's PIDs rise in the
+    order they were forked. The ``started`` time does not give that order: two stand-ins
+    forked a moment apart race through the interpreter's start-up.
+    """
     found = [read_status(p) for p in sorted(directory.glob("standin-*.json"))]
-    return sorted((s for s in found if s is not None), key=lambda s: float(s["started"]))
+    return sorted((s for s in found if s is not None), key=lambda s: int(s["pid"]))
 
 
 class SyslogSink:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from topo.peer_files import STANDIN_FILE, read_status, write_standin_wrapper
+from topo.peer_files import STANDIN_FILE, read_status, read_status_dir, write_standin_wrapper
 from topo.standin_ppp import (
     FCS_GOOD,
     FCS_INIT,
@@ -212,3 +212,12 @@ def test_wrapper_on_a_pty_like_pptpd_with_pppd_arguments(tmp_path: Path) -> None
     assert state["argv"][-2:] == ["ipparam", "203.0.113.2"]
     final = read_status(status_file)
     assert final is not None and final["state"] == "done:SIGTERM"
+
+
+def test_status_dir_lists_stand_ins_in_launch_order_not_start_up_order(tmp_path: Path) -> None:
+    """pptpd forks a second stand-in a moment after the first; the second can finish the
+    interpreter's start-up first (seen: 0.17 ms ahead), so the launch order is the PIDs'."""
+    for pid, started in ((27, 1000.0002), (28, 1000.0000), (103, 999.0)):
+        (tmp_path / f"standin-{pid}.json").write_text(
+            json.dumps({"pid": pid, "tag": f"srv{pid}", "started": started}))
+    assert [s["pid"] for s in read_status_dir(tmp_path)] == [27, 28, 103]
