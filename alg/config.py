@@ -29,8 +29,15 @@ GATEWAY_SECTION = "gateway:"
 GATEWAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 DEFAULT_GATEWAY = "default"
 """The name of the one gateway of a file without ``[gateway:NAME]`` sections."""
-PER_PROCESS = ("rest_host", "rest_port", "rest_token")
-"""Options of the process (its HTTP API), not of a gateway: only in ``[nat]``."""
+PER_PROCESS = ("rest_host", "rest_port", "rest_token", "store", "etcd_endpoints",
+               "etcd_cluster", "controller_id")
+"""Options of the process (its HTTP API, its store, its name among the controllers), not
+of a gateway: only in ``[nat]``."""
+STORES = ("sqlite", "etcd")
+"""Where the records go: one SQLite file per gateway (``state_file``), or an etcd cluster
+shared by every controller of the same bridges (``ryu_apps.etcd_store``)."""
+CONTROLLER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}/?")
 POLICIES = ("open", "strict")
 ORDINARY_NAT = ("controller", "conntrack")
 """Where TCP and UDP of inside hosts are translated: by the controller's sessions, or
@@ -277,6 +284,12 @@ class GatewayConfig:
             0 for no HTTP API.
         rest_token: the bearer token every HTTP request must carry (empty: none); a
             ``rest_host`` that is not a loopback address needs one.
+        store: ``sqlite`` (``state_file``) or ``etcd`` (``etcd_endpoints``): see
+            :data:`STORES`.
+        etcd_endpoints: the etcd cluster's client URLs.
+        etcd_cluster: the controllers' cluster name, the first part of their keys.
+        controller_id: this process's name among the controllers (empty: the host's
+            name and the process's ID).
     """
 
     alg: AlgConfig
@@ -296,6 +309,10 @@ class GatewayConfig:
     rest_host: str = "127.0.0.1"
     rest_port: int = DEFAULT_REST_PORT
     rest_token: str = field(default="", repr=False)
+    store: str = "sqlite"
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_cluster: str = "pptp-alg"
+    controller_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.inside_ports:
@@ -329,6 +346,28 @@ class GatewayConfig:
             raise ConfigError("rest_port", f"must be in 0..{PORT_MAX} (0: no HTTP API), got "
                               f"{self.rest_port}")
         check_rest_token(self.rest_token, self.rest_host, self.rest_port)
+        self._check_store()
+
+    def _check_store(self) -> None:
+        if self.store not in STORES:
+            raise ConfigError("store", f"must be one of {', '.join(STORES)}, got "
+                              f"{self.store!r}")
+        for endpoint in self.etcd_endpoints:
+            if not ENDPOINT.fullmatch(endpoint):
+                raise ConfigError("etcd_endpoints", f"not a client URL "
+                                  f"(http://host:port): {endpoint!r}")
+        if not GATEWAY_NAME.fullmatch(self.etcd_cluster):
+            raise ConfigError("etcd_cluster", "1 to 32 of a-z, 0-9, _ and -, starting with "
+                              f"a letter or digit, got {self.etcd_cluster!r}")
+        if self.controller_id and not CONTROLLER_ID.fullmatch(self.controller_id):
+            raise ConfigError("controller_id", "1 to 64 of A-Z, a-z, 0-9, _, . and -, "
+                              f"starting with a letter or digit, got {self.controller_id!r}")
+        if self.store == "etcd":
+            if not self.etcd_endpoints:
+                raise ConfigError("etcd_endpoints", "missing (required with store = etcd)")
+            if self.state_file:
+                raise ConfigError("state_file", "must be empty with store = etcd (the "
+                                  "records are in etcd)")
 
     def describe(self) -> str:
         """One line for the log: addresses, policy and the ALG switch."""
@@ -482,6 +521,19 @@ OPTIONS: tuple[Option, ...] = (
            rule=f"empty, or at least {REST_TOKEN_MIN} printable ASCII characters without "
            "spaces; required when rest_host is not a loopback address and rest_port is "
            "not 0"),
+    Option("store", "str", "sqlite", "where the records that outlive the controller go: "
+           "sqlite (state_file, one controller) or etcd (etcd_endpoints, shared by every "
+           "controller of the same bridges; one is master of each bridge, the others "
+           "standbys)", rule="sqlite or etcd"),
+    Option("etcd_endpoints", "list", "", "client URLs of the etcd cluster's members, "
+           "comma separated (store = etcd)",
+           rule="http://host:port URLs; required with store = etcd"),
+    Option("etcd_cluster", "str", "pptp-alg", "name of the controllers' cluster, the "
+           "first part of their keys in etcd: the same for every controller of the same "
+           "bridges", rule="1 to 32 of a-z, 0-9, _ and -"),
+    Option("controller_id", "str", "", "this controller's name among the controllers "
+           "(empty: the host's name and the process's ID)",
+           rule="empty, or 1 to 64 of A-Z, a-z, 0-9, _, . and -"),
 )
 
 
@@ -718,6 +770,10 @@ def _load(values: Mapping[str, Any]) -> GatewayConfig:
         rest_host=str(_address("rest_host", raw["rest_host"] or "127.0.0.1")),
         rest_port=_number(_option("rest_port"), raw["rest_port"]),
         rest_token=str(raw["rest_token"] or "").strip(),
+        store=str(raw["store"] or "sqlite").strip(),
+        etcd_endpoints=tuple(_list(raw["etcd_endpoints"])),
+        etcd_cluster=str(raw["etcd_cluster"] or "pptp-alg").strip(),
+        controller_id=str(raw["controller_id"] or "").strip(),
     )
 
 
