@@ -3,7 +3,7 @@ for the same changes, one transaction per write, idempotent, guarded by the writ
 lease or election revision, and failing over between members within a bounded time.
 
 The tests marked with a cluster run a real three-member etcd cluster on loopback
-(``tests/etcd_cluster.py``); they skip where the ``etcd`` binary is not installed.
+(``topo/etcd_cluster.py``); they skip where the ``etcd`` binary is not installed.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from ryu_apps.etcd_store import (
     records_prefix,
 )
 from ryu_apps.store import Store
-from tests.etcd_cluster import Cluster, etcd_binary, etcd_cluster, free_port
+from topo.etcd_cluster import Cluster, etcd_binary, etcd_cluster, free_port
 
 A, A2 = IPv4Address("192.168.1.1"), IPv4Address("192.168.1.2")
 B, S = IPv4Address("203.0.113.2"), IPv4Address("203.0.113.1")
