@@ -89,6 +89,10 @@ class Counters(CounterSet):
     refused_calls: int = counter(
         "PPTP calls refused at a limit (max_calls, max_calls_per_host, max_calls_per_connection, "
         "a host's share of the Call IDs); the control connection is reset")
+    calls_refused_cut_off: int = counter(
+        "PPTP calls refused because new calls are stopped: the controller is master but "
+        "its store (etcd) does not answer, so nothing may be handed out unrecorded; the "
+        "control connection is reset")
     refused_connections: int = counter(
         "PPTP control connections refused at a limit (per host, unfinished handshakes, NAT "
         "sessions)")

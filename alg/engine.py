@@ -429,6 +429,16 @@ class Gateway:
         """
         return self._noted(restore.reconcile(self, installed))
 
+    def stop_new_calls(self) -> None:
+        """Refuse every new call until :meth:`resume_new_calls` (the store does not
+        answer: nothing may be handed out that it has not recorded); the calls set up
+        go on."""
+        self.call_control.new_calls = False
+
+    def resume_new_calls(self) -> None:
+        """Set up new calls again."""
+        self.call_control.new_calls = True
+
     def start_empty(self) -> None:
         """Forget everything and set every counter to zero (a restore that failed); the
         counters stay the same object (the app's fragment path counts in it too)."""

@@ -22,8 +22,8 @@ Policies (also in docs/design.md):
   another's ``b`` ends the call whose ``c`` it is.
 * Call ID exhaustion on a (public IP, server) pair, or a new call beyond
   ``max_calls_per_connection``, ``max_calls_per_host``, ``max_calls`` or its host's share
-  of the pair's Call IDs (``max_call_ids_per_host``, :mod:`alg.callid`): counted, the
-  connection is reset.
+  of the pair's Call IDs (``max_call_ids_per_host``, :mod:`alg.callid`), or while new
+  calls are stopped (:attr:`CallControl.new_calls`): counted, the connection is reset.
 """
 
 from __future__ import annotations
@@ -123,6 +123,9 @@ class CallControl:
         self._ids = ids
         self._live = 0
         self._per_host: dict[IPv4Address, int] = {}
+        self.new_calls = True
+        """False while new calls are stopped (:meth:`alg.engine.Gateway.stop_new_calls`):
+        a new call is refused as a call beyond a limit is."""
         self.setup_seconds = {"outgoing": Histogram(CALL_SETUP_BUCKETS),
                               "incoming": Histogram(CALL_SETUP_BUCKETS)}
         """Call setup times by the call's direction: from its Outgoing-Call-Request to
@@ -393,6 +396,9 @@ class CallControl:
     def _new_call(
         self, calls: ConnectionCalls, outgoing: bool, state: CallState, now: float
     ) -> Call:
+        if not self.new_calls:
+            self._counters.calls_refused_cut_off += 1
+            raise LimitError("store", "new calls are stopped: the store does not answer")
         limit = self._config.max_calls_per_connection
         if len(calls) >= limit:
             raise LimitError(

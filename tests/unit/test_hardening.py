@@ -569,3 +569,20 @@ def test_a_reopened_connection_leaves_no_record_of_its_old_calls() -> None:
     assert gw.counters.connections_reopened == 1 and stored.calls == []
     assert gw.call_ids.held_down(PUBLIC, SERVER, b, 1.0)
     assert [c.session_id for c in stored.connections] == [gw.connections()[0].session.id]
+
+
+def test_while_new_calls_are_stopped_a_new_call_is_refused_and_nothing_is_handed_out() -> None:
+    gw = gateway()
+    other = ControlLink(gw, C1, 40001).start()
+    other.outgoing_call(100, 700)
+    gw.stop_new_calls()
+    link = ControlLink(gw, C1, 40000).start()
+    out = link.client_send(ocrq(200))
+    assert gw.counters.calls_refused_cut_off == 1 and gw.counters.refused_calls == 1
+    assert any("new calls are stopped" in e for e in out.errors)
+    assert [len(c.calls) for c in gw.connections()] == [1]  # the call set up stays
+    assert gw.call_ids.count_in_use() == 1
+    gw.resume_new_calls()
+    again = ControlLink(gw, C1, 40002).start()
+    again.outgoing_call(201, 701)
+    assert gw.call_ids.count_in_use() == 2 and gw.counters.calls_refused_cut_off == 1
