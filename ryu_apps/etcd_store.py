@@ -13,7 +13,10 @@ array, its values in the records' field order (the SQLite store's row), read bac
 **Writes.** :meth:`EtcdStore.write` validates every record (:func:`alg.snapshot.validated`)
 and writes one event's changes as one etcd transaction of puts and deletes by key (the net
 effect of the changes in their order: a key at most once, as etcd requires), so a write is
-all or nothing and writing the same changes again changes nothing. A session's or
+all or nothing and writing the same changes again changes nothing. An event of more than
+``max_ops`` puts and deletes (etcd's ``--max-txn-ops``) is written as several
+transactions of independent operations, each guarded: a failure between two leaves the
+first written, and writing the event again completes it. A session's or
 connection's removal deletes the range of its calls' keys. With a ``guard``, the
 transaction compares the guard's election key with what the writer holds (its lease, its
 create or mod revision) and does nothing when that no longer holds:
@@ -67,6 +70,8 @@ DEADLINE = 2.0
 """Seconds one call of the store may take over all members before it fails."""
 PAGE = 1000
 """Keys per range request of :meth:`EtcdStore.load`."""
+MAX_TXN_OPS = 128
+"""Operations per transaction: etcd's ``--max-txn-ops`` default, which refuses more."""
 
 _TABLES: tuple[Table, ...] = ("session", "connection", "call", "held", "plain", "host")
 
@@ -291,6 +296,8 @@ class EtcdStore:
             (:class:`StoreFencedError`: this controller holds nothing).
         request_timeout: seconds for one request on one member.
         deadline: seconds for one call of the store over every member.
+        max_ops: the most operations one transaction holds (the cluster's
+            ``--max-txn-ops``).
 
     Raises:
         ValueError: no endpoint, or one that is not a client URL.
@@ -299,7 +306,8 @@ class EtcdStore:
     def __init__(self, endpoints: Sequence[str], cluster: str, gateway: str, *,
                  guard: Callable[[], Guard | None] | None = None,
                  request_timeout: float = REQUEST_TIMEOUT, deadline: float = DEADLINE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_ops: int = MAX_TXN_OPS) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.path = ",".join(endpoints)
@@ -313,6 +321,7 @@ class EtcdStore:
         self._timeout = request_timeout
         self._deadline = deadline
         self._clock = clock
+        self._max_ops = max_ops
         self._current = 0
         self._calls: dict[int, int] = {}
         self.writes = 0
@@ -325,7 +334,7 @@ class EtcdStore:
         for client in self._clients:
             client.session.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any]) -> Any:
         """The answer of the first member that answers ``body`` at ``/v3/<path>``.
 
         Raises:
@@ -372,7 +381,7 @@ class EtcdStore:
         if self._guard is not None and guard is None:
             raise StoreFencedError(f"etcd {self.path}: no guard held, nothing written")
         compares = [] if guard is None else guard.compares()
-        answer = self._post("kv/txn", {"compare": compares, "success": requests,
+        answer = self.post("kv/txn", {"compare": compares, "success": requests,
                                        "failure": []})
         if not isinstance(answer, dict):
             raise StoreError(f"etcd {self.path}: a transaction's answer is not an object")
@@ -394,7 +403,9 @@ class EtcdStore:
         if not changes:
             return
         txn = plan(changes, self._calls)
-        self._txn(txn.requests(self.prefix))
+        requests = txn.requests(self.prefix)
+        for start in range(0, len(requests), self._max_ops):
+            self._txn(requests[start:start + self._max_ops])
         self._calls = txn.calls
         self.writes += 1
         self.records_written += len(changes)
@@ -419,7 +430,7 @@ class EtcdStore:
             body: dict[str, Any] = {"key": _b64(start), "range_end": end, "limit": PAGE}
             if revision:
                 body["revision"] = revision
-            answer = self._post("kv/range", body)
+            answer = self.post("kv/range", body)
             try:
                 revision = revision or int(answer["header"]["revision"])
                 kvs = answer.get("kvs", [])
@@ -461,8 +472,9 @@ class EtcdStore:
             if isinstance(record, CallRecord):
                 calls[record.index] = record.session_id
             lists[record_key(record)[0]].append(record)
-        if bad:
+        for start in range(0, len(bad), self._max_ops):
             with contextlib.suppress(StoreFencedError):
-                self._txn([{"request_delete_range": {"key": _b64(key)}} for key in bad])
+                self._txn([{"request_delete_range": {"key": _b64(key)}}
+                           for key in bad[start:start + self._max_ops]])
         self._calls = calls
         return snapshot

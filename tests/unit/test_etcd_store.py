@@ -340,3 +340,17 @@ def test_the_store_cost_bench_reports_the_etcd_store(
     host, port = cluster.endpoints[1].removeprefix("http://").split(":")
     client = etcd3gw.client(host=host, port=int(port), api_path="/v3/", timeout=5.0)
     assert client.get("/pptp-alg/bench/", range_end="/pptp-alg/bench0") == []
+
+
+@needs_etcd
+def test_an_event_beyond_the_clusters_operations_per_transaction_is_written_whole(
+        cluster: Cluster) -> None:
+    """etcd refuses a transaction of more than ``--max-txn-ops`` (128) operations; an
+    expiry that ends 300 sessions at once is still written, in several."""
+    store = new_store(cluster)
+    sessions = [SessionRecord(i, 17, A, 1000 + i, B, 1000 + i, S, 53) for i in range(1, 301)]
+    store.write(sessions)
+    assert len(store.load().sessions) == 300
+    store.write([Forget("session", i) for i in range(1, 301)])
+    assert len(store.load()) == 0
+    store.close()
