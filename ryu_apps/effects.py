@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -26,18 +27,22 @@ from alg.counters import CounterSet, counter
 from alg.engine import Gateway
 from alg.errors import StoreError
 from alg.events import Decision, DemuxEntry, DemuxForget, Direction, Output
+from alg.histogram import Histogram
 from alg.neighbours import L2, NeighbourOutput, NeighbourTable, Side
 from alg.snapshot import Change
 from demux.link import DemuxLink
 from ryu_apps import ctflows, ctlimits, flowmods, packets, wire
 from ryu_apps.fragments import FragmentPath
 from ryu_apps.outbox import Outbox
-from ryu_apps.store import Store
+from ryu_apps.store import RecordStore
 
 LOG = logging.getLogger("pptp_alg.gateway")
 
 Send = Callable[[L2], None]
 """What waits in the neighbour table for an address: sends a packet to it."""
+STORE_WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                       0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the store write time's buckets."""
 
 
 @dataclass
@@ -65,10 +70,13 @@ class AppCounters(CounterSet):
     packet_ins_before_ready: int = counter(
         "Packet-ins dropped because they came before the gateway had restored or reconciled its "
         "switch's entries")
-    store_writes: int = counter("Writes of state changes to the state file")
+    store_writes: int = counter("Writes of state changes to the store")
     store_errors: int = counter(
-        "State file writes or clears that failed (the gateway goes on without the guarantee "
-        "across a restart)")
+        "Store writes or clears that failed (with the SQLite store the gateway goes on without "
+        "the guarantee across a restart; with etcd the controller ends)")
+    store_writes_deferred: int = counter(
+        "Events whose state changes were deferred because the master was cut off from etcd "
+        "(written when it answers again)")
     restores: int = counter("Restores from the state file (the first connection of the switch)")
     reconciliations: int = counter(
         "Reconciliations with the switch's entries (each reconnection of the switch)")
@@ -92,11 +100,18 @@ class Effects:
         store: the store of the core's records, None without one.
         counters: the app's counters.
         clock: the core's clock.
+
+    Attributes:
+        deferred: while the master is cut off from etcd, the changes not yet written, in
+            order (None: writes go to the store at once).
+        write_failed: called with the error when a write fails (None: logged and
+            counted, and the gateway goes on).
+        store_write_seconds: the time each write took.
     """
 
     def __init__(self, core: Gateway, config: GatewayConfig, outbox: Outbox,
                  neighbours: NeighbourTable[Send], fragments: FragmentPath, demux: DemuxLink,
-                 store: Store | None, counters: AppCounters, clock: Callable[[], float]
+                 store: RecordStore | None, counters: AppCounters, clock: Callable[[], float]
                  ) -> None:
         self.core = core
         self.config = config
@@ -107,6 +122,10 @@ class Effects:
         self.store = store
         self.counters = counters
         self.clock = clock
+        self.deferred: list[Change] | None = None
+        self.write_failed: Callable[[StoreError], None] | None = None
+        self.store_write_seconds = Histogram(STORE_WRITE_BUCKETS)
+        self.timer: Callable[[], float] = time.perf_counter
 
     def apply(self, output: Output, original: packets.Ipv4 | None = None,
               frame: tuple[int, bytes] | None = None) -> None:
@@ -125,17 +144,50 @@ class Effects:
             LOG.info("%s", log)
 
     def write(self, changes: list[Change]) -> None:
-        """Write state changes to the store; a failure is logged and counted, and the
+        """Write state changes to the store (or defer them, see :attr:`deferred`); a
+        failure is logged and counted, then handed to :attr:`write_failed`, else the
         gateway goes on (without the guarantee across a restart)."""
         if self.store is None or not changes:
             return
+        if self.deferred is not None:
+            self.deferred.extend(changes)
+            self.counters.store_writes_deferred += 1
+            return
+        started = self.timer()
         try:
             self.store.write(changes)
         except StoreError as exc:
             self.counters.store_errors += 1
-            LOG.error("nat.state_file: %s", exc)
+            LOG.error("store %s: %s", self.store.path, exc)
+            if self.write_failed is not None:
+                self.write_failed(exc)
             return
+        self.store_write_seconds.observe(self.timer() - started)
         self.counters.store_writes += 1
+
+    def defer_writes(self) -> None:
+        """Keep the changes from now on in :attr:`deferred` instead of writing them."""
+        if self.deferred is None:
+            self.deferred = []
+
+    def write_deferred(self) -> bool:
+        """Write what was deferred, in order, and write at once again: False (and still
+        deferring, nothing lost) when the store does not take it."""
+        if self.store is None:
+            self.deferred = None
+            return True
+        while self.deferred:
+            batch, self.deferred = self.deferred, []
+            try:
+                self.store.write(batch)
+            except StoreError as exc:
+                self.deferred = batch + self.deferred
+                self.counters.store_errors += 1
+                LOG.error("store %s: the deferred writes: %s", self.store.path, exc)
+                return False
+            self.counters.store_writes += 1
+        self.deferred = None
+        return True
 
     def clear_store(self) -> None:
         """Remove every record from the store (they could not be read)."""

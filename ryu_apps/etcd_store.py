@@ -317,7 +317,7 @@ class EtcdStore:
             protocol, host, port = parse_endpoint(endpoint)
             self._clients.append(etcd3gw.client(host=host, port=port, protocol=protocol,
                                                 timeout=request_timeout, api_path="/v3/"))
-        self._guard = guard
+        self.guard = guard
         self._timeout = request_timeout
         self._deadline = deadline
         self._clock = clock
@@ -377,8 +377,8 @@ class EtcdStore:
             StoreFencedError: the guard no longer holds (nothing written).
             StoreError: the transaction was not carried out.
         """
-        guard = None if self._guard is None else self._guard()
-        if self._guard is not None and guard is None:
+        guard = None if self.guard is None else self.guard()
+        if self.guard is not None and guard is None:
             raise StoreFencedError(f"etcd {self.path}: no guard held, nothing written")
         compares = [] if guard is None else guard.compares()
         answer = self.post("kv/txn", {"compare": compares, "success": requests,

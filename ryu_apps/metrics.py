@@ -26,7 +26,11 @@ under their own names with ``_total``. Gauges:
   reconciled, the pipeline installed);
 * ``pptp_alg_gre_demux_configured``: 1 when the gateway has a GRE demultiplexer
   (``gre_demux_port``);
-* ``pptp_alg_gre_demux_up``: 1 while the GRE demultiplexer answers its heartbeat.
+* ``pptp_alg_gre_demux_up``: 1 while the GRE demultiplexer answers its heartbeat;
+* ``pptp_alg_role{role}``: 1 for this controller's role for the gateway's switch
+  (:data:`ROLES`; ``single`` without an election);
+* ``pptp_alg_lease_age_seconds``: seconds since the etcd lease was last kept alive,
+  while this controller holds the gateway's election key.
 
 Counters by label: ``pptp_alg_gre_packets_total`` and ``pptp_alg_gre_bytes_total`` with
 ``path`` (:class:`alg.servermap.GrePath`: flow, demux, controller) and ``direction``
@@ -38,7 +42,8 @@ to its reply as the gateway sees them (``outgoing``: Outgoing-Call-Request to
 Outgoing-Call-Reply; ``incoming``: Incoming-Call-Request to Incoming-Call-Reply;
 :attr:`alg.pptp.CallControl.setup_seconds`), and
 ``pptp_alg_packet_in_handling_seconds``, the app's time per packet-in
-(``ryu_apps.unit.GatewayUnit.packet_in``).
+(``ryu_apps.unit.GatewayUnit.packet_in``), and ``pptp_alg_store_write_seconds``, the
+time of each write of an event's records to the store (``ryu_apps.effects``).
 """
 
 from __future__ import annotations
@@ -86,9 +91,11 @@ ERROR_KINDS = frozenset({
     "packet_ins_before_ready", "store_errors", "ttl_expired_dropped", "arp_queue_drops",
     "spoofed_drops", "neighbours_refused", "pins_refused", "arp_unsolicited_ignored",
     "demux_errors",
-    "demux_unexpected_frames",
+    "demux_unexpected_frames", "calls_refused_cut_off",
 })
 """Counters that count something refused, dropped or lost."""
+ROLES = ("master", "master cut off", "elected", "candidate", "standby", "single")
+"""The values of ``pptp_alg_role``'s ``role`` label."""
 
 
 class _Counted(Protocol):
@@ -130,6 +137,14 @@ class GatewayApp(Protocol):
 
     @property
     def packet_in_seconds(self) -> Histogram: ...
+
+    @property
+    def store_write_seconds(self) -> Histogram: ...
+
+    @property
+    def role(self) -> str: ...
+
+    def lease_age(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,16 @@ class GatewayCollector(Collector):
               "(gre_demux_port)").add_metric([gateway], int(app.demux.enabled))
         gauge("gre_demux_up", "1 while the GRE demultiplexer answers its heartbeat"
               ).add_metric([gateway], int(app.demux.up))
+        roles = gauge("role", "1 for this controller's role for the gateway's switch: "
+                      "master, master cut off (from etcd), elected, candidate, standby; "
+                      "single without an election (store = sqlite)", "role")
+        for role in ROLES:
+            roles.add_metric([gateway, role], int(app.role == role))
+        age = app.lease_age()
+        if age is not None:
+            gauge("lease_age_seconds", "Seconds since this controller last kept its etcd "
+                  "lease for the gateway alive (only while it holds the election key)"
+                  ).add_metric([gateway], age)
         packets = counter("gre_packets", "The calls' GRE packets by path and direction",
                           "path", "direction")
         octets = counter("gre_bytes", "The calls' GRE frame bytes by path and direction",
@@ -266,6 +291,10 @@ class GatewayCollector(Collector):
                              "each packet-in of the gateway's switch")
         times = app.packet_in_seconds
         handling.add_metric([gateway], _buckets(times), times.sum)
+        writes = histogram("store_write_seconds", "Seconds each write of an event's "
+                           "records to the store took (SQLite or etcd)")
+        times = app.store_write_seconds
+        writes.add_metric([gateway], _buckets(times), times.sum)
 
 
 def _buckets(times: Histogram) -> list[tuple[str, float]]:

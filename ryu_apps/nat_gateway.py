@@ -41,18 +41,19 @@ its tables (a barrier, then a configuration request whose reply the app awaits).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from alg.config import GatewayConfig, load_gateways
+from alg.config import load_gateways
 from alg.counters import CounterSet, counter
 from alg.errors import ConfigError, StoreError
 from alg.events import Output
 from demux.link import HEARTBEAT
 from ryu_apps import config as options
-from ryu_apps import flowmods, http, notify, packets, rest
+from ryu_apps import flowmods, http, notify, packets, rest, stores, wire
 from ryu_apps.binding import Binder, Claim, bridge_name, describe_switch
 from ryu_apps.framework import (
     CONFIG_DISPATCHER,
@@ -67,9 +68,9 @@ from ryu_apps.framework import (
     on,
 )
 from ryu_apps.lifecycle import port_numbers
+from ryu_apps.mastership import TICK
 from ryu_apps.outbox import Outbox
 from ryu_apps.packet_in import use_fast_packet_in
-from ryu_apps.store import Store
 from ryu_apps.unit import FirstGateway, GatewayUnit
 
 LOG = logging.getLogger("pptp_alg.gateway")
@@ -99,14 +100,11 @@ def _refuse(message: str, *args: object) -> SystemExit:
     return SystemExit(2)
 
 
-def _store(config: GatewayConfig, section: str) -> Store | None:
-    if not config.state_file:
-        return None
-    try:
-        return Store(config.state_file)
-    except StoreError as exc:
-        raise _refuse("%s.state_file: %s (move the file away to start without the saved "
-                      "state)", section, exc) from exc
+def _end(status: int, reason: str) -> None:
+    """Fail-stop (``ryu_apps.mastership``): nothing more of this process reaches a switch."""
+    LOG.critical("ending the controller: %s", reason)
+    logging.shutdown()
+    os._exit(status)
 
 
 class NatGateway(App, FirstGateway):  # type: ignore[misc]
@@ -126,8 +124,11 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
         self.gateways: dict[str, GatewayUnit] = {}
         for name, config in configs.items():
             section = "nat" if len(configs) == 1 else f"gateway:{name}"
-            self.gateways[name] = GatewayUnit(name, config, _store(config, section),
-                                              lambda: self.now())
+            try:
+                self.gateways[name] = stores.gateway_unit(name, config, section,
+                                                          lambda: self.now(), _end)
+            except StoreError as exc:
+                raise _refuse("%s", exc) from exc
         self.binder = Binder(Claim(name, unit.config.datapath_id, unit.config.bridge)
                              for name, unit in self.gateways.items())
         self._bound: dict[int, GatewayUnit] = {}
@@ -141,6 +142,8 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
             self.threads.append(hub.spawn(http.serve, self.http, rest.router(self)))
         self.threads.append(hub.spawn(every, POLL_SECONDS, "periodic work",
                                       lambda: self.periodic(self.now())))
+        if any(unit.mastership for unit in self.gateways.values()):
+            self.threads.append(hub.spawn(every, TICK, "elections", self.elections))
         if any(unit.demux.enabled for unit in self.gateways.values()):
             self.threads.append(hub.spawn(every, HEARTBEAT, "GRE demultiplexer heartbeat",
                                           self.heartbeat))
@@ -233,10 +236,18 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
         if unit is not None:
             unit.flow_removed(ev.msg)
 
+    @on(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def _role_reply(self, ev: Any) -> None:
+        unit = self.unit_of(ev.msg.datapath)
+        if unit is not None:
+            unit.role_reply(bytes(ev.msg.buf))
+
     @on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         expected = flowmods.expected_error(ev.msg.type, ev.msg.code)
         unit = self.unit_of(getattr(ev.msg, "datapath", None))
+        if unit is not None and ev.msg.type == wire.OFPET_ROLE_REQUEST_FAILED:
+            unit.role_refused(bytes(ev.msg.data))
         LOG.log(logging.DEBUG if expected else logging.ERROR,
                 "gateway %s: switch reported error type=%s code=%s",
                 unit.name if unit is not None else "none", ev.msg.type, ev.msg.code)
@@ -260,6 +271,12 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
         """Each gateway's demultiplexer probe."""
         for unit in self.gateways.values():
             self._each(unit, unit.heartbeat)
+
+    def elections(self) -> None:
+        """Each gateway's election (``ryu_apps.mastership``)."""
+        for unit in self.gateways.values():
+            if unit.mastership is not None:
+                self._each(unit, unit.mastership.tick)
 
     def periodic(self, now: float) -> None:
         """Each gateway's periodic work (``GatewayUnit.periodic``)."""

@@ -81,6 +81,10 @@ class Outbox:
         self._queue.append(wire.packet_out(wire.OFPP_TABLE, frame, port))
         self._counters.packet_outs += 1
 
+    def messages(self, messages: Iterable[wire.Message]) -> None:
+        """Queue messages of the app's own encoding that are not flow-mods."""
+        self._queue.extend(messages)
+
     def request(self, msg: Any) -> None:
         """Queue one of the framework's message objects."""
         self._queue.append(msg)

@@ -44,7 +44,7 @@ from alg import display
 from alg.errors import RequestError
 from alg.nat import Proto
 from alg.servermap import GrePath
-from ryu_apps import conntrack_view, framework, metrics
+from ryu_apps import conntrack_view, framework, metrics, stores
 from ryu_apps.conntrack_view import Connection, Table
 from ryu_apps.http import Query, Response, Router, View, json_response, text_response
 
@@ -264,8 +264,12 @@ VIEWS = ("/counters", "/datapath", "/calls", "/sessions", "/session-table", "/se
 
 
 def snapshot_gateways(app: NatGateway) -> dict[str, Any]:
-    """The gateways, their switches, and the switches no gateway binds."""
+    """The gateways, their switches, this controller's role for each (``single``
+    without an election), and the switches no gateway binds."""
+    config = app.config
     return {
+        "controller_id": stores.controller_id(config),
+        "store": config.store,
         "gateways": [{
             "name": name,
             "bridge": unit.switch.bridge or unit.config.bridge or None,
@@ -274,6 +278,7 @@ def snapshot_gateways(app: NatGateway) -> dict[str, Any]:
                             if unit.config.datapath_id is not None else None),
             "connected": unit.datapath is not None,
             "ready": unit.ready,
+            "role": unit.role,
         } for name, unit in app.gateways.items()],
         **app.process_counters.as_dict(),
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alg.errors import RecordError, StoreError
 from alg.snapshot import (
@@ -78,6 +78,27 @@ _SAVE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
 _SAVE_HELD = "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?, ?)"
 _SAVE_PLAIN = "INSERT OR REPLACE INTO plain VALUES (?, ?, ?, ?, ?, ?)"
 _SAVE_HOST = "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?, ?)"
+
+
+class RecordStore(Protocol):
+    """What the app needs of a store of the core's records (:class:`Store`, and
+    ``ryu_apps.etcd_store.EtcdStore``)."""
+
+    path: str
+    writes: int
+    records_written: int
+
+    def load(self) -> Snapshot:
+        """Every valid record."""
+
+    def write(self, changes: Iterable[Change]) -> None:
+        """Write one event's changes."""
+
+    def clear(self) -> None:
+        """Remove every record."""
+
+    def close(self) -> None:
+        """Let go of the store."""
 
 
 class Store:

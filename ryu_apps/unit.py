@@ -17,20 +17,23 @@ from collections.abc import Callable
 from typing import Any
 
 from alg.config import GatewayConfig
+from alg.election import Election
 from alg.engine import Gateway
 from alg.events import Output
 from alg.histogram import Histogram
 from alg.icmp import TokenBucket
 from alg.neighbours import NeighbourTable, Side
 from demux.link import DemuxLink
-from ryu_apps import flowmods, ingress, packets, switch
+from ryu_apps import flowmods, ingress, packets, switch, wire
 from ryu_apps.demux_side import DemuxSide
 from ryu_apps.effects import AppCounters, Effects, Send
+from ryu_apps.etcd_election import ElectionKey
 from ryu_apps.fragments import FragmentPath
 from ryu_apps.framework import ofproto_v1_3
-from ryu_apps.lifecycle import Switch, port_name, resolve_ports
+from ryu_apps.lifecycle import Ports, Switch, port_name, resolve_ports
+from ryu_apps.mastership import Mastership
 from ryu_apps.recovery import recover
-from ryu_apps.store import Store
+from ryu_apps.store import RecordStore
 
 LOG = logging.getLogger("pptp_alg.gateway")
 EXPIRED_PER_SECOND = 200.0
@@ -50,10 +53,15 @@ class GatewayUnit:
         config: its configuration.
         store: its store, None without one.
         now: the process's clock.
+        election: with ``store = etcd``, its switch's election key (the gateway takes
+            its switch over only once elected master, ``ryu_apps.mastership``); None:
+            it takes it over when it connects.
+        end: ends the process (fail-stop) with a status and a reason.
     """
 
-    def __init__(self, name: str, config: GatewayConfig, store: Store | None,
-                 now: Callable[[], float]) -> None:
+    def __init__(self, name: str, config: GatewayConfig, store: RecordStore | None,
+                 now: Callable[[], float], election: ElectionKey | None = None,
+                 end: Callable[[int, str], None] | None = None) -> None:
         self.name = name
         self.config = config
         self.now = now
@@ -76,9 +84,31 @@ class GatewayUnit:
         """The time each packet-in took (:meth:`packet_in`), by :attr:`timer`."""
         self.timer: Callable[[], float] = time.perf_counter
         """A monotonic clock of the host's, for :attr:`packet_in_seconds`."""
+        self.ports: Ports | None = None
+        self.mastership: Mastership | None = None
+        if election is not None:
+            assert end is not None
+            self.mastership = Mastership(Election(election.controller_id), election, self,
+                                         now, end)
+            self.effects.write_failed = self.mastership.write_failed
 
     @property
-    def store(self) -> Store | None:
+    def role(self) -> str:
+        """Its controller's role for its switch: the election's state (``master``,
+        ``standby``...), ``single`` without an election."""
+        return self.mastership.role if self.mastership is not None else "single"
+
+    @property
+    def store_write_seconds(self) -> Histogram:
+        """The time each write of an event's records took."""
+        return self.effects.store_write_seconds
+
+    def lease_age(self) -> float | None:
+        """Seconds since its etcd lease was last kept alive, None while it holds none."""
+        return None if self.mastership is None else self.mastership.lease_age(self.now())
+
+    @property
+    def store(self) -> RecordStore | None:
         """The store of the core's records, None without one."""
         return self.effects.store
 
@@ -95,7 +125,8 @@ class GatewayUnit:
     # The switch.
 
     def connected(self, dp: Any, numbers: dict[str, int], bridge: str | None) -> None:
-        """Its switch connected and described its ports: read its entries of ours."""
+        """Its switch connected and described its ports: take it over (read its entries
+        of ours), or with an election ask for slave first."""
         self.switch.connected(dp)
         self.switch.bridge = bridge
         ports = resolve_ports(numbers, self.config.inside_ports, self.config.outside_port)
@@ -103,8 +134,19 @@ class GatewayUnit:
             LOG.error("gateway %s: the switch has no port named %s; pipeline not "
                       "installed", self.name, ", ".join(ports))
             return
+        self.ports = ports
         self.neighbours.set_ports(ports.inside, ports.outside)
         self.demux.find_port(ports.numbers)
+        if self.mastership is None:
+            self.take_over()
+        else:
+            self.mastership.switch_connected()
+
+    def take_over(self) -> None:
+        """Set the switch up and read its entries of ours (then :meth:`reconcile`)."""
+        dp, ports = self.datapath, self.ports
+        if dp is None or ports is None:
+            return
         with self.switch.outbox:
             for msg in flowmods.switch_setup(dp, self.config.alg, ports.inside):
                 self.switch.outbox.request(msg)
@@ -115,6 +157,37 @@ class GatewayUnit:
         LOG.warning("gateway %s: switch disconnected; waiting for it to come back",
                     self.name)
         self.switch.gone()
+        if self.mastership is not None:
+            self.mastership.switch_disconnected()
+
+    # The election (``ryu_apps.mastership``).
+
+    def send_roles(self, messages: list[wire.Message]) -> None:
+        """Send the switch role requests."""
+        with self.switch.outbox:
+            self.switch.outbox.messages(messages)
+
+    def role_reply(self, buf: bytes) -> None:
+        """The switch granted a role request."""
+        if self.mastership is not None:
+            self.mastership.role_reply(buf)
+
+    def role_refused(self, request: bytes) -> None:
+        """The switch refused a role request (its error quotes the request)."""
+        if self.mastership is not None:
+            self.mastership.role_refused(request)
+
+    def stop_new_calls(self) -> None:
+        """Refuse new calls and defer the records' writes (cut off from the store)."""
+        self.core.stop_new_calls()
+        self.effects.defer_writes()
+
+    def resume_new_calls(self) -> bool:
+        """Write the deferred records; if the store took them, set up new calls again."""
+        if not self.effects.write_deferred():
+            return False
+        self.core.resume_new_calls()
+        return True
 
     def reconcile(self, dp: Any) -> None:
         """The switch's entries are known: restore or reconcile, then the pipeline."""
@@ -317,7 +390,7 @@ class FirstGateway:
         return self.unit.effects
 
     @property
-    def store(self) -> Store | None:
+    def store(self) -> RecordStore | None:
         """The first gateway's store, None without one."""
         return self.unit.store
 

@@ -34,6 +34,9 @@ OFPCR_ROLE_NOCHANGE = 0
 OFPCR_ROLE_EQUAL = 1
 OFPCR_ROLE_MASTER = 2
 OFPCR_ROLE_SLAVE = 3
+OFPET_ROLE_REQUEST_FAILED = 11
+"""The error type of a refused role request (its code OFPRRFC_STALE: a generation below
+the highest the switch accepted)."""
 OFPFC_ADD = 0
 OFPFC_DELETE = 3
 OFPFC_DELETE_STRICT = 4
