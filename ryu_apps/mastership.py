@@ -105,6 +105,13 @@ class Mastership:
         """The election's state by name (``master``, ``standby``...)."""
         return self.election.state.value
 
+    @property
+    def standing_by(self) -> bool:
+        """True while a standby whose switch granted it the slave role."""
+        election = self.election
+        return (election.connected and election.switch_role is SwitchRole.SLAVE
+                and election.state in (State.STANDBY, State.CANDIDATE))
+
     def lease_age(self, now: float) -> float | None:
         """Seconds since the lease was last kept alive, None while not holding."""
         if self.election.state in (State.STANDBY, State.CANDIDATE) or self.kept_alive_at is None:

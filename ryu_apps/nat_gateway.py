@@ -241,6 +241,7 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
         unit = self.unit_of(ev.msg.datapath)
         if unit is not None:
             unit.role_reply(bytes(ev.msg.buf))
+            self.tell_readiness()
 
     @on(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:

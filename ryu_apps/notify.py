@@ -189,6 +189,9 @@ class Gatewayish(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def standing_by(self) -> bool: ...
+
 
 class ServiceReadiness:
     """The gateways' readiness as the service manager hears it.
@@ -197,7 +200,9 @@ class ServiceReadiness:
     sent after the pipeline and a barrier: the switch does everything before a barrier
     before anything after it, so the pipeline is then in its tables (the framework only
     queues what the app sends). The app asks only to tell a service manager, and for
-    nothing else: no other configuration reply comes.
+    nothing else: no other configuration reply comes. A standby controller's gateway
+    (``store = etcd``) is ready once its switch granted it the slave role: it installs
+    nothing until it is master.
 
     Args:
         readiness: what the service manager is told.
@@ -229,6 +234,8 @@ class ServiceReadiness:
             return
         for name, unit in gateways.items():
             dp = unit.datapath
+            if unit.standing_by:
+                continue
             if not unit.ready:
                 self._asked.pop(name, None)
                 self._confirmed.pop(name, None)
@@ -237,8 +244,9 @@ class ServiceReadiness:
                 parser = dp.ofproto_parser
                 dp.send_msg(parser.OFPBarrierRequest(dp))
                 dp.send_msg(parser.OFPGetConfigRequest(dp))
-        self.readiness.update({name: unit.ready and self._confirmed.get(name) is unit.datapath
-                               for name, unit in gateways.items()})
+        self.readiness.update({
+            name: unit.standing_by or (unit.ready and self._confirmed.get(name) is unit.datapath)
+            for name, unit in gateways.items()})
 
     def answered(self, dp: Any, gateways: Mapping[str, Gatewayish]) -> None:
         """Switch ``dp`` answered the configuration request: its pipeline is in."""

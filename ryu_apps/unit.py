@@ -99,6 +99,11 @@ class GatewayUnit:
         return self.mastership.role if self.mastership is not None else "single"
 
     @property
+    def standing_by(self) -> bool:
+        """True while its controller is a standby the switch made slave."""
+        return self.mastership is not None and self.mastership.standing_by
+
+    @property
     def store_write_seconds(self) -> Histogram:
         """The time each write of an event's records took."""
         return self.effects.store_write_seconds

@@ -272,3 +272,13 @@ def test_other_grants_take_nothing_over(clock: Clock, role: SwitchRole) -> None:
     value = {SwitchRole.SLAVE: wire.OFPCR_ROLE_SLAVE, SwitchRole.EQUAL: wire.OFPCR_ROLE_EQUAL}
     ship.role_reply(reply(value[role], 0))
     assert unit.taken_over == 0 and ship.election.switch_role is role
+
+
+def test_a_standby_stands_by_once_the_switch_made_it_slave(clock: Clock) -> None:
+    ship, _key, _unit = mastership(clock, FakeKey(holder=Holder("c2", 9), revision=9))
+    ship.switch_connected()
+    assert not ship.standing_by
+    ship.role_reply(reply(wire.OFPCR_ROLE_SLAVE, 0))
+    assert ship.standing_by
+    ship.switch_disconnected()
+    assert not ship.standing_by

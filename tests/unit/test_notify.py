@@ -274,3 +274,17 @@ def test_without_the_variable_the_app_asks_the_switch_nothing_more(
     a.connect(app)
     assert app.gateways["a"].ready and a.asked == []
     assert not app.readiness.notifier.enabled and installed == []
+
+
+class Standby:
+    """A gateway whose controller is a standby the switch made slave."""
+
+    datapath = object()
+    ready = False
+    standing_by = True
+
+
+def test_a_standby_is_ready_once_slave_and_asks_the_switch_nothing(listener: Listener) -> None:
+    service = notify.ServiceReadiness(notify.Readiness(notify.Notifier(listener.path), {}))
+    service.tell({"a": Standby()})
+    assert listener.next() == {"READY": "1", "STATUS": "1 of 1 gateway ready: a"}
