@@ -574,7 +574,7 @@ def markdown() -> str:
         "1 to 32 of a-z, 0-9, `_` and `-`), each bound to its own bridge; an option a "
         "section does not",
         f"set takes `[{GROUP}]`'s value. {', '.join(f'`{n}`' for n in PER_PROCESS)} are "
-        "the process's (its HTTP API)",
+        "the process's (its HTTP API, its store, its name among the controllers)",
         f"and only in `[{GROUP}]`. Without a `[gateway:NAME]` section, `[{GROUP}]` alone "
         f"is the one gateway, named",
         f"`{DEFAULT_GATEWAY}`. Two gateways sharing a bridge or datapath ID, a port, a "
