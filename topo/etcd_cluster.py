@@ -1,12 +1,17 @@
-"""A real etcd cluster for tests: members on loopback, each with free ports and its own
-data folder, stopped by PID.
+"""A real etcd cluster on loopback, for the tests and the lab: members each with their
+own ports and data folder, stopped by PID.
 
 The ``etcd`` binary is Debian's ``etcd-server`` (scripts/setup.sh installs it). Tests
 take :func:`etcd_binary` to skip, with that reason, where it is missing.
+:func:`etcd_cluster` gives a test a cluster on free ports for the length of a ``with``
+block. The lab (``topo.lab.standbys``) builds its :class:`Cluster` on ports it picked,
+in its own folder, with PID files and the members in sessions of their own, so that they
+outlive the command that started them; its ``down`` stops them with :func:`stop_pid`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -20,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from topo import process as processes
 
 HEALTHY_WITHIN = 30.0
 """Seconds for every member to answer ``/health`` with a leader."""
@@ -41,7 +48,8 @@ def free_port() -> int:
 
 @dataclass
 class Member:
-    """One member: its name, client and peer URLs, data folder and process."""
+    """One member: its name, client and peer URLs, data folder, log and process, and the
+    file its PID goes to at start (None: no file)."""
 
     name: str
     client_url: str
@@ -49,6 +57,7 @@ class Member:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    pid_file: Path | None = None
 
     def healthy(self) -> bool:
         """Whether the member answers ``/health`` with ``true`` (it has a leader)."""
@@ -73,11 +82,13 @@ class Member:
 
 @dataclass
 class Cluster:
-    """The members of one cluster."""
+    """The members of one cluster; with ``own_session``, each member starts in a session
+    of its own (a signal to the starter's process group does not reach it)."""
 
     members: list[Member]
     folder: Path
     token: str = field(default="")
+    own_session: bool = False
 
     @property
     def endpoints(self) -> list[str]:
@@ -100,7 +111,10 @@ class Cluster:
                  "--initial-cluster", initial, "--initial-cluster-state", state,
                  "--initial-cluster-token", self.token,
                  "--heartbeat-interval", "50", "--election-timeout", "500"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=self.own_session)
+        if member.pid_file is not None:
+            member.pid_file.write_text(f"{member.process.pid}\n")
 
     def wait_healthy(self, members: list[Member] | None = None,
                      within: float = HEALTHY_WITHIN) -> None:
@@ -127,6 +141,27 @@ class Cluster:
         """Stop every member by PID."""
         for member in self.members:
             member.stop()
+
+
+def is_member(pid: int, data_dir: Path | str) -> bool:
+    """Whether ``pid`` is a live ``etcd`` whose data folder is ``data_dir``."""
+    if not processes.alive(pid):
+        return False
+    argv = processes.cmdline(pid)
+    return (bool(argv) and Path(argv[0]).name == "etcd"
+            and any(a == "--data-dir" and b == str(data_dir)
+                    for a, b in itertools.pairwise(argv)))
+
+
+def stop_pid(pid: int, data_dir: Path | str) -> bool:
+    """Stop ``pid`` (SIGTERM, then SIGKILL) if it is the member of ``data_dir``.
+
+    Returns:
+        Whether no such member runs any longer.
+    """
+    if not is_member(pid, data_dir):
+        return True
+    return processes.terminate(pid, STOP_WITHIN, STOP_WITHIN)
 
 
 @contextmanager

@@ -51,9 +51,27 @@ connection, every flow and every meter are removed, then the controller is set a
 leaving other bridges and the OVS daemons alone. Both return when the switches are
 connected again and the app's pipeline is installed.
 
+With ``--controllers N --store etcd`` the lab runs N controller processes (1 .. 9,
+``c1`` .. ``cN``) for all its bridges, each with an OpenFlow port and a REST port of its
+own, and a local etcd cluster of three members on 127.0.0.1 (data and logs in ``etcd/``
+of the lab's folder). Each controller has its file ``gateway-c<I>.conf``: ``[nat]`` with
+its ``rest_port``, ``store = etcd``, ``etcd_cluster`` the lab's name, ``controller_id``
+``c<I>`` and ``etcd_endpoints`` the ports of its own etcd proxy (``topo.etcd_proxy``),
+which forwards to the members, so that one controller can be cut from etcd while it
+keeps its switch connections; no gateway has a ``state_file``. Every bridge has every
+controller as a target. Each controller runs under ``topo.watch``, which records its exit
+status (``ryu-c<I>.exit``; its log is ``ryu-c<I>.log``). Every port of such a lab is
+picked free at ``up`` (the default lab's too). ``status`` shows one line per controller
+(``controller 1 (pid 1234, c1): default master``; ``not running (exited 3)`` for one that
+ended after losing its mastership); ``kill-controller``, ``start-controller``,
+``cut-controller``, ``uncut-controller`` and ``wait-master`` act on them
+(``topo.lab.standbys``); ``restart-controller`` is refused there, ``restart-switch``
+gives the bridge every controller again.
+
 Command line, from the repo root, as root::
 
     .venv/bin/python -m topo.lab up --clients 3 [--name NAME] [--bridges K] [--replace]
+                                    [--controllers N --store etcd]
                                     [--policy open|strict] [--public-ips K]
                                     [--no-alg] [--app PATH] [--timeout SECONDS]
     .venv/bin/python -m topo.lab status [--name NAME] [--gateway g<j>]  # exit 0 when up, 3 when not
@@ -62,19 +80,28 @@ Command line, from the repo root, as root::
     .venv/bin/python -m topo.lab restart-controller [--name NAME] [--timeout SECONDS]
     .venv/bin/python -m topo.lab restart-switch [--name NAME] [--gateway g<j>]
                                                 [--timeout SECONDS]
+    .venv/bin/python -m topo.lab kill-controller [--name NAME] (--index I | --master)
+                                                 [--gateway g<j>]
+    .venv/bin/python -m topo.lab start-controller [--name NAME] --index I [--timeout SECONDS]
+    .venv/bin/python -m topo.lab cut-controller [--name NAME] --index I
+    .venv/bin/python -m topo.lab uncut-controller [--name NAME] --index I
+    .venv/bin/python -m topo.lab wait-master [--name NAME] [--gateway g<j>] [--timeout SECONDS]
     .venv/bin/python -m topo.lab list
 
 The same from Python: ``up``, ``down``, ``restart_controller``, ``restart_switch``,
 ``status``, ``describe``, ``read_state`` and ``labs``, each with the keyword ``name``
-(``up`` with ``bridges``; ``status``, ``describe`` and ``restart_switch`` with
-``gateway``); ``LabState.gateway("g2")`` and ``LabState.all_gateways`` give the
-gateways (``GatewayState``).
+(``up`` with ``bridges``, ``controllers`` and ``store``; ``status``, ``describe`` and
+``restart_switch`` with ``gateway``); ``LabState.gateway("g2")`` and
+``LabState.all_gateways`` give the gateways (``GatewayState``); ``kill_controller``,
+``start_controller``, ``cut_controller``, ``current_master`` and ``wait_master`` the
+controllers of a lab on etcd (``LabState.controller_at(i)``: ``ControllerState``).
 
 The modules, by concern: ``names`` (names, folders, fixed addresses), ``state``
 (``LabState``, ``plan``, the app's configuration file), ``ovs`` (the bridge), ``ports``
 (the controller's TCP ports), ``controller`` (the app's process), ``health``
-(``status``, ``describe``), ``netns_backend`` (``up``, ``down``), ``restarts``, ``cli``;
-``mininet_backend`` and ``mininet_cli`` run the same lab on Mininet
+(``status``, ``describe``), ``netns_backend`` (``up``, ``down``), ``restarts``,
+``standbys`` (the etcd cluster, the proxies and the controllers of a lab on etcd),
+``cli``; ``mininet_backend`` and ``mininet_cli`` run the same lab on Mininet
 (``topo.mininet_run``).
 """
 
@@ -98,6 +125,7 @@ from topo.lab.names import (
     LOG_FILE,
     MAX_BRIDGES,
     MAX_CLIENTS,
+    MAX_CONTROLLERS,
     MAX_NAME_LENGTH,
     MAX_PUBLIC_IPS,
     MININET_RUN_DIR,
@@ -111,6 +139,7 @@ from topo.lab.names import (
     SERVER_HOST,
     SERVER_IP,
     STATE_FILE,
+    STORES,
     LabError,
     bridge_name,
     check_name,
@@ -134,7 +163,16 @@ from topo.lab.names import (
 from topo.lab.netns_backend import down, up
 from topo.lab.ports import pick_ports
 from topo.lab.restarts import restart_controller, restart_switch
+from topo.lab.standbys import (
+    current_master,
+    cut_controller,
+    kill_controller,
+    start_controller,
+    wait_master,
+)
 from topo.lab.state import (
+    ControllerState,
+    EtcdMemberState,
     GatewayState,
     LabState,
     gateway_zone,
@@ -164,6 +202,7 @@ __all__ = [
     "MANAGERS",
     "MAX_BRIDGES",
     "MAX_CLIENTS",
+    "MAX_CONTROLLERS",
     "MAX_NAME_LENGTH",
     "MAX_PUBLIC_IPS",
     "MININET_RUN_DIR",
@@ -177,6 +216,9 @@ __all__ = [
     "SERVER_HOST",
     "SERVER_IP",
     "STATE_FILE",
+    "STORES",
+    "ControllerState",
+    "EtcdMemberState",
     "GatewayState",
     "LabError",
     "LabState",
@@ -185,6 +227,8 @@ __all__ = [
     "client_address",
     "client_namespace",
     "command",
+    "current_master",
+    "cut_controller",
     "datapath_id",
     "demux_dir",
     "demux_port_name",
@@ -195,6 +239,7 @@ __all__ = [
     "gateway_number",
     "gateway_state_file",
     "gateway_zone",
+    "kill_controller",
     "lab_zone",
     "labs",
     "main",
@@ -212,7 +257,9 @@ __all__ = [
     "restart_controller",
     "restart_switch",
     "run_dir",
+    "start_controller",
     "status",
     "up",
+    "wait_master",
     "write_state",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from alg.errors import ConfigError
 from topo import display
-from topo.lab import health, netns_backend, restarts
+from topo.lab import health, netns_backend, restarts, standbys
 from topo.lab.names import (
     DEFAULT_APP,
     DEFAULT_FRAMEWORK,
@@ -21,8 +21,10 @@ from topo.lab.names import (
     FRAMEWORKS,
     MAX_BRIDGES,
     MAX_CLIENTS,
+    MAX_CONTROLLERS,
     MAX_NAME_LENGTH,
     POLICIES,
+    STORES,
     LabError,
     check_name,
     command,
@@ -58,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--bridges", type=int, default=1,
                       help=f"1 .. {MAX_BRIDGES} bridges, each a gateway with the same "
                            f"addresses, one controller for all (default 1)")
+    p_up.add_argument("--controllers", type=int, default=1,
+                      help=f"1 .. {MAX_CONTROLLERS} controller processes, each connected to "
+                           f"every bridge, one master of each (default 1; more need "
+                           f"--store etcd)")
+    p_up.add_argument("--store", choices=STORES, default="sqlite",
+                      help="where the app's records go: a SQLite file per gateway (default), "
+                           "or the lab's own etcd cluster of three members, which every "
+                           "controller reaches through a proxy of its own")
     p_up.add_argument("--replace", action="store_true",
                       help="take the lab of this name down first (otherwise `up` refuses)")
     p_up.add_argument("--policy", choices=POLICIES, default="open")
@@ -92,6 +102,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--timeout", type=float, default=30.0,
             help="seconds to wait until the switch is connected and the pipeline is back "
                  "(default 30)")
+    p_kill = sub.add_parser(
+        "kill-controller", parents=[named, one_gateway],
+        help="kill one controller of a lab on etcd with SIGKILL: --index I, or --master "
+             "(of gateway g1, or of --gateway)")
+    which = p_kill.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int, help="the controller's index (1 .. N)")
+    which.add_argument("--master", action="store_true", help="the master of the gateway")
+    p_start = sub.add_parser(
+        "start-controller", parents=[named],
+        help="start a controller of a lab on etcd that no longer runs (a standby when "
+             "another is master); returns when it is connected to every bridge")
+    p_start.add_argument("--index", type=int, required=True, help="the controller's index")
+    p_start.add_argument("--timeout", type=float, default=30.0,
+                         help="seconds to wait until it is connected (default 30)")
+    for verb, what in (("cut-controller", "cut a controller of a lab on etcd from etcd (its "
+                                          "proxy closes and refuses its connections); its "
+                                          "switch connections stay"),
+                       ("uncut-controller", "connect a controller that was cut to etcd "
+                                            "again")):
+        p_cut = sub.add_parser(verb, parents=[named], help=what)
+        p_cut.add_argument("--index", type=int, required=True,
+                           help="the controller's index")
+    p_wait = sub.add_parser(
+        "wait-master", parents=[named, one_gateway],
+        help="wait until some controller of a lab on etcd is master of gateway g1 (or "
+             "--gateway); print its index")
+    p_wait.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait (default 30)")
     sub.add_parser("status", parents=[named, one_gateway],
                    help="show a lab (or one gateway); exit 0 when up, 3 when not")
     sub.add_parser("list", help="the labs that have a state file, and whether they are up")
@@ -112,6 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = read_state(name)
         if state is not None:
             rest = state.rest_url
+            if state.controllers:
+                try:
+                    index = standbys.current_master(state, gateway)
+                except ValueError as exc:
+                    print(f"topo.lab: {exc}", file=sys.stderr)
+                    return 1
+                rest = state.controller_at(index or 1).rest_url
         elif name == DEFAULT_NAME and gateway is None:
             rest = display.DEFAULT_REST
         else:
@@ -138,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              timeout=args.timeout, app=args.app, quiet=False, name=name,
                              replace=args.replace, options=extra,
                              gre_demux=not args.no_gre_demux, framework=args.framework,
-                             bridges=args.bridges)
+                             bridges=args.bridges, controllers=args.controllers,
+                             store=args.store)
             print(health.describe(name)[1])
             return 0
         if args.command == "down":
@@ -154,6 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                            else restarts.restart_switch)
                 restart(name=name, timeout=args.timeout, quiet=False)
             print(health.describe(name)[1])
+            return 0
+        if args.command == "kill-controller":
+            standbys.kill_controller(name, index=args.index, master=args.master,
+                                     gateway=gateway, quiet=False)
+            return 0
+        if args.command == "start-controller":
+            standbys.start_controller(name, args.index, timeout=args.timeout, quiet=False)
+            print(health.describe(name)[1])
+            return 0
+        if args.command in ("cut-controller", "uncut-controller"):
+            standbys.cut_controller(name, args.index, cut=args.command == "cut-controller",
+                                    quiet=False)
+            return 0
+        if args.command == "wait-master":
+            print(standbys.wait_master(name, gateway, timeout=args.timeout))
             return 0
         if args.command == "list":
             for other in labs():

@@ -90,6 +90,34 @@ def repo_environment() -> dict[str, str]:
     return env
 
 
+def command_line(state: LabState, openflow_port: int, config_path: str) -> list[str]:
+    """``pptp-alg-gateway`` listening for the switch on ``openflow_port`` with the
+    configuration ``config_path`` (and the lab's app, when it is not the default)."""
+    argv = [
+        str(gateway_command()),
+        "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(openflow_port),
+        "--config-file", config_path,
+    ]
+    if state.app != DEFAULT_APP:
+        argv += ["--app", state.app]
+    return argv
+
+
+def environment(state: LabState) -> dict[str, str]:
+    """The controller's environment: this tree's ``alg/``, ``demux/`` and ``ryu_apps/``
+    whatever the command's environment has, the lab's framework, unbuffered output."""
+    env = repo_environment()
+    env[ENV] = state.framework  # the command runs this framework's manager
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def keep_previous_log(log_path: Path) -> None:
+    """Move ``log_path`` to ``<log_path>.1`` (over the one before), if it exists."""
+    if log_path.exists():
+        log_path.replace(log_path.with_name(log_path.name + ".1"))
+
+
 def start(state: LabState) -> subprocess.Popen[bytes]:
     """Start the lab's controller; the log of its previous run is kept as ``ryu.log.1``.
 
@@ -97,19 +125,9 @@ def start(state: LabState) -> subprocess.Popen[bytes]:
         The manager's process (its PID also goes to the lab's PID file).
     """
     log_path = Path(state.log_path)
-    if log_path.exists():
-        log_path.replace(log_path.with_name(log_path.name + ".1"))
-    argv = [
-        str(gateway_command()),
-        "--ofp-listen-host", OFP_HOST, "--ofp-tcp-listen-port", str(state.openflow_port),
-        "--config-file", state.config_path,
-    ]
-    if state.app != DEFAULT_APP:
-        argv += ["--app", state.app]
-    # This tree's alg/, demux/ and ryu_apps/, whatever the command's environment has.
-    env = repo_environment()
-    env[ENV] = state.framework  # the command runs this framework's manager
-    env["PYTHONUNBUFFERED"] = "1"
+    keep_previous_log(log_path)
+    argv = command_line(state, state.openflow_port, state.config_path)
+    env = environment(state)
     with open(log_path, "wb") as log:
         started = subprocess.Popen(
             argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,

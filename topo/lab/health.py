@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from topo import netns
-from topo.lab import controller, ovs, ports
+from topo.lab import controller, ovs, ports, standbys
 from topo.lab.names import (
     DEFAULT_NAME,
     GATEWAY_COMMAND,
@@ -35,14 +35,17 @@ def problems(state: LabState, gateway: str | None = None) -> list[str]:
         ValueError: When the lab has no gateway ``gateway``.
     """
     found = []
-    for chosen in _chosen(state, gateway):
-        if not ovs.bridge_exists(chosen.bridge):
-            found.append(f"bridge {chosen.bridge} does not exist")
-        elif not ovs.is_connected(chosen.bridge):
-            found.append(f"{chosen.bridge} is not connected to {state.controller}")
-    pid = state.controller_pid
-    if pid is None or not controller.is_controller(pid, state.config_path):
-        found.append(f"{GATEWAY_COMMAND} (pid {pid}) is not running")
+    if state.store == "etcd":
+        found += standbys.problems(state, _chosen(state, gateway))
+    else:
+        for chosen in _chosen(state, gateway):
+            if not ovs.bridge_exists(chosen.bridge):
+                found.append(f"bridge {chosen.bridge} does not exist")
+            elif not ovs.is_connected(chosen.bridge):
+                found.append(f"{chosen.bridge} is not connected to {state.controller}")
+        pid = state.controller_pid
+        if pid is None or not controller.is_controller(pid, state.config_path):
+            found.append(f"{GATEWAY_COMMAND} (pid {pid}) is not running")
     if state.phase != "up":
         found.append(f"`up` or a restart did not finish (phase {state.phase})")
     return found
@@ -68,8 +71,9 @@ def _gateway_lines(state: LabState, gateway: GatewayState, existing: Collection[
     """What ``describe`` says of one gateway."""
     lines = []
     if state.gateways:
+        store = gateway.state_file if state.store != "etcd" else "etcd"
         lines.append(f"  gateway {gateway.name}: REST {state.rest_url}{gateway.rest_prefix}/, "
-                     f"zone {gateway.ct_zone}, store {gateway.state_file}")
+                     f"zone {gateway.ct_zone}, store {store}")
     width = max(len(ns) for ns in gateway.namespaces)
     for ns in gateway.namespaces:
         port = gateway.namespace_ports[ns]
@@ -78,6 +82,9 @@ def _gateway_lines(state: LabState, gateway: GatewayState, existing: Collection[
             f"  {role} {ns:<{width}} {gateway.addresses[ns]:<15} {state.ns_ifname} <-> "
             f"{port} (OpenFlow port {gateway.ports[port]})"
             + ("" if ns in existing else "  [namespace missing]"))
+    if state.store == "etcd":
+        lines.append(standbys.bridge_line(state, gateway.bridge, gateway.datapath_id))
+        return lines
     connected = ovs.is_connected(gateway.bridge) if ovs.bridge_exists(gateway.bridge) else False
     lines.append(f"  bridge {gateway.bridge} (datapath ID {gateway.datapath_id:#x}): "
                  f"controller {state.controller} "
@@ -117,6 +124,13 @@ def describe(name: str = DEFAULT_NAME, gateway: str | None = None) -> tuple[bool
                  f"public IPs {', '.join(state.public_ips)}")
     for one in chosen:
         lines += _gateway_lines(state, one, existing)
+    if state.store == "etcd":
+        lines.append(f"  controllers: {len(state.controllers)} {GATEWAY_COMMAND} "
+                     f"({state.framework}), app {state.app}, store etcd (etcd_cluster "
+                     f"{state.name})")
+        lines += standbys.describe(state)
+        lines.append(f"  state: {state.state_path}")
+        return not wrong, "\n".join(lines)
     pid = state.controller_pid
     running = pid is not None and controller.is_controller(pid, state.config_path)
     lines.append(f"  controller: {GATEWAY_COMMAND} ({state.framework}) pid {pid} "

@@ -33,6 +33,13 @@ GATEWAY_STATE_FILES = (GATEWAY_STATE_FILE, f"{GATEWAY_STATE_FILE}-wal",
                        f"{GATEWAY_STATE_FILE}-shm")
 #: The most bridges (gateways) of one lab: a gateway's number is one digit of its names.
 MAX_BRIDGES = 9
+#: Where the app's records go (``[nat] store``): SQLite files, or the lab's etcd cluster.
+STORES = options.STORES
+#: The most controller processes of a lab on etcd.
+MAX_CONTROLLERS = 9
+#: The members of a lab's etcd cluster, and their folder in the lab's folder.
+ETCD_MEMBERS = 3
+ETCD_DIR = "etcd"
 
 #: The default lab's fixed datapath ID (otherwise OVS derives one from a random MAC).
 DEFAULT_DATAPATH_ID = 1
@@ -202,6 +209,26 @@ def gateway_state_files(gateway: int = 1) -> tuple[str, str, str]:
     """Gateway ``gateway``'s store and the two files SQLite keeps beside it."""
     store = gateway_state_file(gateway)
     return (store, f"{store}-wal", f"{store}-shm")
+
+
+def controller_files(index: int) -> dict[str, str]:
+    """The file names of controller ``index`` of a lab on etcd, in the lab's folder, by
+    what each holds: ``config`` (``gateway-c<index>.conf``), ``log``, ``pid``, ``exit``
+    (its exit status), and its etcd proxy's ``proxy_state``, ``proxy_log`` and
+    ``proxy_pid``.
+
+    Raises:
+        ValueError: When ``index`` is not 1 .. ``MAX_CONTROLLERS``.
+    """
+    if isinstance(index, bool) or not isinstance(index, int) or not (
+            1 <= index <= MAX_CONTROLLERS):
+        raise ValueError(f"a lab's controllers are numbered 1 .. {MAX_CONTROLLERS}, "
+                         f"not {index!r}")
+    stem, proxy = f"ryu-c{index}", f"etcd-proxy-c{index}"
+    return {"config": CONFIG_FILE.replace(".conf", f"-c{index}.conf"),
+            "log": f"{stem}.log", "pid": f"{stem}.pid", "exit": f"{stem}.exit",
+            "proxy_state": f"{proxy}.json", "proxy_log": f"{proxy}.log",
+            "proxy_pid": f"{proxy}.pid"}
 
 
 def port_name(host: str, name: str = DEFAULT_NAME, gateway: int = 1) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from alg.errors import BpfError
 from topo import gre_demux as demux_component
 from topo import netns
-from topo.lab import controller, health, ovs, ports
+from topo.lab import controller, health, ovs, ports, standbys
 from topo.lab.names import (
     CONFIG_FILE,
     DEFAULT_APP,
@@ -55,11 +55,16 @@ from topo.netns import CommandError
 def _assign_ports(state: LabState) -> None:
     """Give the lab its TCP ports: the default's fixed ones, or free ones no lab recorded.
 
-    Must run with ``PORTS_LOCK_PATH`` held until the state file records the ports.
+    Must run with ``PORTS_LOCK_PATH`` held until the state file records the ports. A lab
+    on etcd, the default one too, gets free ports for everything (``use_etcd_ports``).
 
     Raises:
         LabError: When a port of the default lab is taken, or no free ones are found.
     """
+    if state.store == "etcd":
+        state.use_etcd_ports(ports.pick_ports(ports.taken_ports(but=state.name),
+                                              state.etcd_port_count()))
+        return
     if state.name == DEFAULT_NAME:
         ports.check_free(state)
         return
@@ -99,6 +104,7 @@ def _remains(name: str) -> list[str]:
     config_path = str(run_dir(name) / CONFIG_FILE)
     found += [f"its controller (pid {pid})" for pid in controller_pids(name, state)
               if controller.is_controller(pid, config_path)]
+    found += standbys.remains(name, state)
     bridges = [bridge for bridge in lab_bridges(name, state) if ovs.bridge_exists(bridge)]
     found += [f"its bridge {bridge}" for bridge in bridges]
     spaces, links = owned(name, state, bridges)
@@ -130,11 +136,17 @@ def up(
     gre_demux: bool = True,
     framework: str = DEFAULT_FRAMEWORK,
     bridges: int = 1,
+    controllers: int = 1,
+    store: str = "sqlite",
 ) -> LabState:
     """Build lab ``name``, start its controller and wait until it is ready.
 
     Ready means every switch reports the controller connected and has a flow with the
-    app's pipeline cookie (kind 1). No other lab is touched.
+    app's pipeline cookie (kind 1). No other lab is touched. With ``store`` ``etcd``,
+    the lab's etcd cluster, a proxy per controller and the ``controllers`` start
+    (``topo.lab.standbys.start``), and ready means some controller is master of every
+    gateway, every bridge has the pipeline and every controller is connected to every
+    bridge.
 
     Args:
         clients: Number of client namespaces (1 .. 64) of each gateway.
@@ -154,7 +166,10 @@ def up(
             has its own (``NAME-<j>dmx``, ``bpf-g<j>``).
         framework: ``ryu`` or ``os-ken``.
         bridges: Number of bridges (1 .. 9), each a gateway of its own with the same
-            addresses, all driven by the one controller.
+            addresses, all driven by the one controller (or by each of ``controllers``).
+        controllers: Number of controller processes (1 .. 9); more than one needs
+            ``store`` ``etcd``.
+        store: ``sqlite`` or ``etcd``.
 
     Returns:
         The lab's state (also in ``lab.json``).
@@ -166,9 +181,12 @@ def up(
             controller dies or is not ready in time. What was built stays for ``down``.
     """
     state = plan(clients, policy, public_ips, alg, app, name=name, options=options,
-                 gre_demux=gre_demux, framework=framework, bridges=bridges)
+                 gre_demux=gre_demux, framework=framework, bridges=bridges,
+                 controllers=controllers, store=store)
     if not Path(state.app).is_file():
         raise LabError(f"the Ryu app {state.app} does not exist")
+    if state.store == "etcd":
+        standbys.check_etcd()
     with locked(Path(state.run_dir) / LOCK_FILE):
         if replace:
             _down_locked(name, quiet)
@@ -176,8 +194,11 @@ def up(
             running = health.status(name)
             found = _remains(name) if running is None else []
             if running is not None or found:
+                pids = (", ".join(str(one.pid) for one in running.controllers)
+                        if running is not None and running.controllers else
+                        running.controller_pid if running is not None else None)
                 what = (f"is up (bridge {running.bridge}, controller pid "
-                        f"{running.controller_pid})" if running is not None else
+                        f"{pids})" if running is not None else
                         f"is not up, but parts of it exist ({'; '.join(found)})")
                 raise LabError(
                     f"lab {name} {what}: `{command('down', name)}` removes it, or "
@@ -201,11 +222,19 @@ def up(
                 if gateway.gre_demux_port:
                     demux_component.attach(gateway.bridge, gateway.gre_demux_port,
                                            gateway.gre_demux_dir, DEMUX_OFPORT)
-            Path(state.config_path).write_text(render_config(state))
+            if state.store == "sqlite":
+                Path(state.config_path).write_text(render_config(state))
             clear_gateway_state(Path(state.run_dir))
         except (CommandError, BpfError) as exc:
             raise LabError(f"building the lab failed: {exc}\n"
                            f"`{command('down', name)}` removes what was built") from exc
+        if state.store == "etcd":
+            standbys.start(state, timeout, quiet)
+            state.phase = "up"
+            write_state(state)
+            say(quiet, f"lab {name}: up ({len(state.controllers)} controllers, "
+                       f"`{command('status', name)}` shows them)")
+            return state
         say(quiet, f"lab {name}: starting {GATEWAY_COMMAND} ({state.framework}) with "
                    f"{state.app}")
         started = controller.start(state)
@@ -229,6 +258,7 @@ def _down_locked(name: str, quiet: bool) -> None:
     state = read_state(name)
     for pid in controller_pids(name, state):
         controller.stop(pid, str(folder / CONFIG_FILE), quiet)
+    standbys.stop(name, state, quiet)
 
     bridges = lab_bridges(name, state)
     found = [bridge for bridge in bridges if ovs.bridge_exists(bridge)]
@@ -269,7 +299,9 @@ def down(quiet: bool = True, *, name: str = DEFAULT_NAME, purge: bool = False) -
     ``g<j>c<digits>``/``g<j>srv`` in the default lab, the same after ``NAME-`` else). The
     zones' settings of every gateway are removed (``ovs.forget_zone``). The controller
     is killed by the PID in the PID file or the state, and only if that process is a
-    ``pptp-alg-gateway`` started with this lab's configuration file.
+    ``pptp-alg-gateway`` started with this lab's configuration file. A lab on etcd's
+    controllers, proxies and members are stopped likewise (``standbys.stop``, from the
+    state file and their PID files), and the members' data removed.
 
     Args:
         quiet: Do not print progress on stderr.

@@ -6,10 +6,12 @@ daemon is touched.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from alg.events import EntryKind
@@ -134,6 +136,56 @@ def set_controller(state: LabState, bridge: str | None = None) -> None:
     vsctl("set-controller", bridge, state.controller,
           "--", "set", "controller", bridge, "connection_mode=out-of-band",
           "max_backoff=1000")
+
+
+def set_controllers(bridge: str, targets: Sequence[str]) -> None:
+    """Point ``bridge`` at every one of ``targets`` (a lab's several controllers), each
+    out-of-band and retried at least every second, in one OVSDB transaction.
+
+    Raises:
+        CommandError: When OVS refuses.
+    """
+    argv: list[str] = []
+    for number, target in enumerate(targets):
+        argv += ["--", f"--id=@c{number}", "create", "controller", f'target="{target}"',
+                 "connection_mode=out-of-band", "max_backoff=1000"]
+    refs = ",".join(f"@c{number}" for number in range(len(targets)))
+    vsctl(*argv, "--", "set", "bridge", bridge, f"controller=[{refs}]")
+
+
+@dataclass(frozen=True)
+class ControllerLink:
+    """One controller target of a bridge as OVSDB reports it (updated by
+    ``ovs-vswitchd`` every few seconds).
+
+    Attributes:
+        target: E.g. ``tcp:127.0.0.1:6653``.
+        connected: Whether the switch is connected to it.
+        role: ``master``, ``slave`` or ``other`` as the switch sees it; empty when not
+            connected.
+    """
+
+    target: str
+    connected: bool
+    role: str
+
+
+def controller_links(bridge: str) -> list[ControllerLink]:
+    """The controller targets of ``bridge``, with their connection and role (empty when
+    the bridge has none or OVS cannot be asked)."""
+    uuids = vsctl("get", "bridge", bridge, "controller", check=False)
+    ids = uuids.strip().strip("[]").replace(",", " ").split()
+    if not ids:
+        return []
+    out = vsctl("--format=json", "--columns=target,is_connected,role", "list", "controller",
+                *ids, check=False)
+    try:
+        rows = json.loads(out)["data"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [ControllerLink(str(target), connected is True,
+                           role if isinstance(role, str) else "")
+            for target, connected, role in rows]
 
 
 def delete_bridge(bridge: str) -> None:

@@ -57,12 +57,13 @@ def check_free(state: LabState) -> None:
 
 
 def taken_ports(but: str | None = None) -> set[int]:
-    """The default lab's ports and those every lab recorded (but lab ``but``'s)."""
+    """The default lab's ports and those every lab recorded (but lab ``but``'s): its
+    controllers', and with etcd its members' and proxies'."""
     taken = {switch.OPENFLOW_PORT, switch.REST_PORT}
     for other in lab_state.labs():
         recorded = lab_state.read_state(other)
         if other != but and recorded is not None:
-            taken |= {recorded.openflow_port, recorded.rest_port}
+            taken |= recorded.tcp_ports()
     return taken
 
 

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from topo.lab import controller, health, ovs
+from topo.lab import controller, health, ovs, standbys
 from topo.lab.names import (
     DEFAULT_NAME,
     GATEWAY_COMMAND,
@@ -96,9 +96,17 @@ def restart_controller(
 
     Raises:
         ValueError: On a bad name.
-        LabError: When the lab is not up, the old controller does not stop, or the new
-            one dies or is not ready in time (the lab is then left as it is).
+        LabError: When the lab is not up or is on etcd (``kill-controller`` and
+            ``start-controller`` restart one of its controllers), the old controller
+            does not stop, or the new one dies or is not ready in time (the lab is then
+            left as it is).
     """
+    recorded = read_state(name)
+    if recorded is not None and recorded.store == "etcd":
+        raise LabError(
+            f"lab {name} has {len(recorded.controllers)} controller(s) on etcd: "
+            f"`{command('kill-controller', name, '--index I')}` and "
+            f"`{command('start-controller', name, '--index I')}` restart one")
     with _restarting(name, "restart") as state:
         old = state.controller_pid
         bridges = [g.bridge for g in state.all_gateways]
@@ -133,7 +141,8 @@ def restart_switch(
     controller connection is removed (``ovs-vsctl del-controller``), then every flow and
     every meter (``ovs-ofctl del-flows``, ``del-meters``), and the controller is set again
     as ``up`` sets it. The running controller sees the switch leave and come back empty,
-    and installs its pipeline again. Returns when the switch is connected and a flow with
+    and installs its pipeline again (in a lab on etcd, the bridge gets every controller
+    again, and the master installs it). Returns when the switch is connected and a flow with
     the pipeline cookie is installed again (OVSDB reports the new connection about 5 s
     after it is made, at worst).
 
@@ -171,13 +180,19 @@ def restart_switch(
                                f"after del-flows and del-meters")
             say(quiet, f"lab {name}: {bridge} is empty; connecting it to "
                        f"{state.controller} again")
-            ovs.set_controller(state, bridge)
+            if state.store == "etcd":
+                ovs.set_controllers(bridge, [one.target for one in state.controllers])
+            else:
+                ovs.set_controller(state, bridge)
         except CommandError as exc:
             raise LabError(f"emptying {bridge} failed: {exc}\nthe lab is left as it is; "
                            f"`{command('down', name)}` removes it") from exc
         pid = state.controller_pid
-        controller.wait_ready(state, controller.child(pid) if pid is not None else None,
-                              emptied + timeout, since=emptied, bridges=[bridge])
+        if state.store == "etcd":
+            standbys.wait_pipeline(state, bridge, emptied, emptied + timeout)
+        else:
+            controller.wait_ready(state, controller.child(pid) if pid is not None else None,
+                                  emptied + timeout, since=emptied, bridges=[bridge])
         # Packets that arrived while the bridge was empty left datapath flows that drop;
         # a restarted ovs-vswitchd would have none. Wait (read-only) for the revalidators
         # to bring them in line with the entries the app put back.

@@ -2,8 +2,9 @@
 
 ``plan`` describes a lab without building anything; ``render_config`` writes the app's
 options for it (``[nat]``, and a ``[gateway:g<j>]`` section per gateway of a lab of
-several bridges), refusing what the app would refuse; ``write_state``, ``read_state``,
-``read_pid`` and ``locked`` work on the files in the lab's folder.
+several bridges; for each controller of a lab on etcd, its own file), refusing what the
+app would refuse; ``write_state``, ``read_state``, ``read_pid`` and ``locked`` work on
+the files in the lab's folder.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from topo.lab.names import (
     DEFAULT_FRAMEWORK,
     DEFAULT_NAME,
     DEFAULT_RUN_DIR,
+    ETCD_DIR,
+    ETCD_MEMBERS,
     FRAMEWORKS,
     INSIDE_GATEWAY,
     INSIDE_SUBNET,
     LOG_FILE,
     MAX_BRIDGES,
     MAX_CLIENTS,
+    MAX_CONTROLLERS,
     MAX_PUBLIC_IPS,
     NAME_PATTERN,
     NS_IFNAME,
@@ -50,9 +54,11 @@ from topo.lab.names import (
     SERVER_IP,
     SERVER_OFPORT,
     STATE_FILE,
+    STORES,
     bridge_name,
     check_name,
     client_address,
+    controller_files,
     datapath_id,
     demux_dir,
     demux_port_name,
@@ -75,6 +81,130 @@ REST_PREFIX = "/pptp-alg"
 #: to every gateway, go to ``[nat]``).
 GATEWAY_OPTIONS = ("inside_ports", "outside_port", "bridge", "state_file", "ct_zone",
                    "gre_demux_port", "gre_demux_dir")
+#: The options that the lab writes for each controller of a lab on etcd.
+CONTROLLER_OPTIONS = ("rest_port", "state_file", "store", "etcd_endpoints", "etcd_cluster",
+                      "controller_id")
+
+
+@dataclass
+class EtcdMemberState:
+    """One member of a lab's etcd cluster (``topo.etcd_cluster``), on 127.0.0.1.
+
+    Attributes:
+        name: ``m1`` .. ``m3``.
+        client_port: The port its clients (the controllers' proxies) connect to (0 until
+            ``up`` picks it).
+        peer_port: The port the other members connect to (likewise).
+        data_dir: Its data folder, in the lab's folder.
+        log_path: Its output.
+        pid_path: Its PID file.
+        pid: Its PID, None before it was started.
+    """
+
+    name: str
+    client_port: int = 0
+    peer_port: int = 0
+    data_dir: str = ""
+    log_path: str = ""
+    pid_path: str = ""
+    pid: int | None = None
+
+    @property
+    def client_url(self) -> str:
+        """``http://127.0.0.1:<client_port>``."""
+        return f"http://{OFP_HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        """``http://127.0.0.1:<peer_port>``."""
+        return f"http://{OFP_HOST}:{self.peer_port}"
+
+    def place(self, folder: Path) -> None:
+        """Put the member's files in ``folder``'s etcd folder."""
+        self.data_dir = str(folder / ETCD_DIR / f"{self.name}.etcd")
+        self.log_path = str(folder / ETCD_DIR / f"{self.name}.log")
+        self.pid_path = str(folder / ETCD_DIR / f"{self.name}.pid")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EtcdMemberState:
+        """Build a member from ``dataclasses.asdict`` output (unknown keys are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in _field_names(cls)})
+
+
+@dataclass
+class ControllerState:
+    """One controller process of a lab on etcd, and its etcd proxy (``topo.etcd_proxy``).
+
+    Attributes:
+        index: 1 .. N.
+        controller_id: Its ``controller_id``: ``c<index>``.
+        openflow_port: Its OpenFlow port on 127.0.0.1 (0 until ``up`` picks it).
+        rest_port: Its REST port on 127.0.0.1 (likewise).
+        proxy_ports: Its proxy's ports on 127.0.0.1, one per etcd member in the members'
+            order (likewise): its ``etcd_endpoints``.
+        pid: Its PID, None before it was started.
+        proxy_pid: Its proxy's PID, likewise.
+        config_path: Its configuration file.
+        log_path: Its stdout and stderr (the previous run's kept as ``.1``).
+        pid_path: Its PID file.
+        exit_path: Where its exit status goes when it ends (``topo.watch``).
+        proxy_state_path: The proxy's state file (its ports, whether it is cut).
+        proxy_log_path: The proxy's output.
+        proxy_pid_path: The proxy's PID file.
+    """
+
+    index: int
+    controller_id: str
+    openflow_port: int = 0
+    rest_port: int = 0
+    proxy_ports: list[int] = field(default_factory=list)
+    pid: int | None = None
+    proxy_pid: int | None = None
+    config_path: str = ""
+    log_path: str = ""
+    pid_path: str = ""
+    exit_path: str = ""
+    proxy_state_path: str = ""
+    proxy_log_path: str = ""
+    proxy_pid_path: str = ""
+
+    @property
+    def target(self) -> str:
+        """The bridges' controller target for it: ``tcp:127.0.0.1:<openflow_port>``."""
+        return f"tcp:{OFP_HOST}:{self.openflow_port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL of its REST API."""
+        return f"http://{REST_HOST}:{self.rest_port}"
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """Its ``etcd_endpoints``: its proxy's ports."""
+        return [f"http://{OFP_HOST}:{port}" for port in self.proxy_ports]
+
+    def place(self, folder: Path) -> None:
+        """Put the controller's and its proxy's files in ``folder``."""
+        files = controller_files(self.index)
+        self.config_path = str(folder / files["config"])
+        self.log_path = str(folder / files["log"])
+        self.pid_path = str(folder / files["pid"])
+        self.exit_path = str(folder / files["exit"])
+        self.proxy_state_path = str(folder / files["proxy_state"])
+        self.proxy_log_path = str(folder / files["proxy_log"])
+        self.proxy_pid_path = str(folder / files["proxy_pid"])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ControllerState:
+        """Build a controller from ``dataclasses.asdict`` output (unknown keys are
+        ignored)."""
+        known = {k: v for k, v in data.items() if k in _field_names(cls)}
+        known["proxy_ports"] = [int(port) for port in known.get("proxy_ports") or []]
+        return cls(**known)
+
+
+def _field_names(cls: type[Any]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 @dataclass
@@ -243,6 +373,14 @@ class LabState:
             fields above that name a gateway's part (``namespaces`` .. ``datapath_id``)
             are gateway 1's in every lab. ``to_dict`` leaves the key out when it is
             empty, so that the state file of a lab of one bridge has today's keys.
+        store: ``sqlite`` (one controller, ``controller_pid`` and the files above) or
+            ``etcd``: ``controllers`` and ``etcd`` then say what runs; the ports and
+            ``rest_url`` above are controller 1's, ``controller`` every controller's
+            target, and ``controller_pid`` stays None.
+        controllers: With ``etcd``, every controller (index 1 first), else empty.
+        etcd: With ``etcd``, the members of the lab's etcd cluster, else empty.
+            ``to_dict`` leaves ``store``, ``controllers`` and ``etcd`` out with
+            ``sqlite``.
         extra: Keys of the state file that this version does not know.
     """
 
@@ -281,6 +419,9 @@ class LabState:
     options: dict[str, str] = field(default_factory=dict)
     gre_demux: bool = False
     gateways: list[GatewayState] = field(default_factory=list)
+    store: str = "sqlite"
+    controllers: list[ControllerState] = field(default_factory=list)
+    etcd: list[EtcdMemberState] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -342,6 +483,54 @@ class LabState:
         self.controller = f"tcp:{OFP_HOST}:{openflow_port}"
         self.rest_url = f"http://{REST_HOST}:{rest_port}"
 
+    def use_etcd_ports(self, ports: list[int]) -> None:
+        """Give a lab on etcd its TCP ports, in this order: each member's client and peer
+        port, then each controller's OpenFlow and REST port and its proxy's, one per
+        member; and set what follows from them (the lab's ports are controller 1's,
+        ``controller`` every controller's target).
+
+        Raises:
+            ValueError: When ``ports`` is not :meth:`etcd_port_count` long.
+        """
+        if len(ports) != self.etcd_port_count():
+            raise ValueError(f"a lab of {len(self.controllers)} controllers on etcd needs "
+                             f"{self.etcd_port_count()} ports, not {len(ports)}")
+        left = iter(ports)
+        for member in self.etcd:
+            member.client_port, member.peer_port = next(left), next(left)
+        for one in self.controllers:
+            one.openflow_port, one.rest_port = next(left), next(left)
+            one.proxy_ports = [next(left) for _ in self.etcd]
+        first = self.controllers[0]
+        self.use_ports(first.openflow_port, first.rest_port)
+        self.controller = " ".join(one.target for one in self.controllers)
+
+    def etcd_port_count(self) -> int:
+        """How many TCP ports a lab on etcd uses (none with ``sqlite``)."""
+        return 2 * len(self.etcd) + len(self.controllers) * (2 + len(self.etcd))
+
+    def tcp_ports(self) -> set[int]:
+        """Every TCP port of 127.0.0.1 that the lab recorded (0 for those not picked)."""
+        return ({self.openflow_port, self.rest_port}
+                | {p for m in self.etcd for p in (m.client_port, m.peer_port)}
+                | {p for c in self.controllers
+                   for p in (c.openflow_port, c.rest_port, *c.proxy_ports)})
+
+    def controller_at(self, index: int) -> ControllerState:
+        """Controller ``index`` of a lab on etcd.
+
+        Raises:
+            ValueError: When the lab has no such controller.
+        """
+        if not self.controllers:
+            raise ValueError(f"lab {self.name} has one controller, with store sqlite: "
+                             f"`up --controllers N --store etcd` builds a lab of several")
+        if isinstance(index, bool) or not isinstance(index, int) or not (
+                1 <= index <= len(self.controllers)):
+            raise ValueError(f"lab {self.name} has controllers 1 .. {len(self.controllers)}, "
+                             f"not {index!r}")
+        return self.controllers[index - 1]
+
     def place(self, folder: Path) -> None:
         """Put the lab's files (state, configuration, log, PID file, the gateways' stores)
         in ``folder``."""
@@ -352,12 +541,20 @@ class LabState:
         self.pid_path = str(folder / PID_FILE)
         for gateway in self.gateways:
             gateway.state_file = str(folder / gateway_state_file(gateway.number))
+        for one in self.controllers:
+            one.place(folder)
+        for member in self.etcd:
+            member.place(folder)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the state as plain JSON-able data (without ``gateways`` when empty)."""
+        """Return the state as plain JSON-able data (without ``gateways`` when empty, and
+        without ``store``, ``controllers`` and ``etcd`` with ``sqlite``)."""
         data = dataclasses.asdict(self)
         if not self.gateways:
             del data["gateways"]
+        if self.store == "sqlite" and not self.controllers and not self.etcd:
+            for key in ("store", "controllers", "etcd"):
+                del data[key]
         return data
 
     @classmethod
@@ -376,6 +573,9 @@ class LabState:
         extra.update(data.get("extra") or {})
         known["ports"] = {str(k): int(v) for k, v in known.get("ports", {}).items()}
         known["gateways"] = [GatewayState.from_dict(g) for g in known.get("gateways") or []]
+        known["controllers"] = [ControllerState.from_dict(c)
+                                for c in known.get("controllers") or []]
+        known["etcd"] = [EtcdMemberState.from_dict(m) for m in known.get("etcd") or []]
         return cls(**known, extra=extra)
 
 
@@ -391,6 +591,8 @@ def plan(
     gre_demux: bool = False,
     framework: str = DEFAULT_FRAMEWORK,
     bridges: int = 1,
+    controllers: int = 1,
+    store: str = "sqlite",
 ) -> LabState:
     """Describe a lab without building anything.
 
@@ -402,11 +604,15 @@ def plan(
         app: The Ryu application, absolute or relative to the repo root.
         name: The lab's name.
         bridges: Number of bridges, each a gateway of its own (1 .. 9), all driven by
-            the one controller.
+            the one controller (or by each of ``controllers``).
+        controllers: Number of controller processes (1 .. 9); more than one needs
+            ``store`` ``etcd``.
+        store: ``sqlite`` (a file per gateway) or ``etcd`` (the lab's cluster of three
+            members, each controller through a proxy of its own).
 
     Returns:
         The planned state (phase ``building``, no controller yet; the TCP ports of a lab
-        other than the default are 0 until ``up`` picks them).
+        other than the default, and of every lab on etcd, are 0 until ``up`` picks them).
 
     Raises:
         ValueError: On an argument out of range or a bad name.
@@ -424,6 +630,14 @@ def plan(
     if isinstance(bridges, bool) or not isinstance(bridges, int) or not (
             1 <= bridges <= MAX_BRIDGES):
         raise ValueError(f"bridges must be 1 .. {MAX_BRIDGES}, not {bridges!r}")
+    if store not in STORES:
+        raise ValueError(f"store must be one of {', '.join(STORES)}, not {store!r}")
+    if isinstance(controllers, bool) or not isinstance(controllers, int) or not (
+            1 <= controllers <= MAX_CONTROLLERS):
+        raise ValueError(f"controllers must be 1 .. {MAX_CONTROLLERS}, not {controllers!r}")
+    if controllers > 1 and store != "etcd":
+        raise ValueError(f"{controllers} controllers need store etcd (--store etcd): "
+                         f"with sqlite each would keep records of its own")
     app_path = Path(app)
     if not app_path.is_absolute():
         app_path = REPO / app_path
@@ -452,9 +666,14 @@ def plan(
         gre_demux=gre_demux,
         gateways=gateways if bridges > 1 else [],
     )
+    if store == "etcd":
+        state.store = store
+        state.controllers = [ControllerState(i, f"c{i}", proxy_ports=[0] * ETCD_MEMBERS)
+                             for i in range(1, controllers + 1)]
+        state.etcd = [EtcdMemberState(f"m{i}") for i in range(1, ETCD_MEMBERS + 1)]
     state.place(run_dir(name))
     render_config(state)  # refuses options the app would refuse, before anything is built
-    if name == DEFAULT_NAME:
+    if name == DEFAULT_NAME and store == "sqlite":
         state.use_ports(switch.OPENFLOW_PORT, switch.REST_PORT)
     else:
         state.openflow_port = state.rest_port = 0
@@ -493,8 +712,9 @@ def zones_of(name: str, state: LabState | None, bridges: Collection[str] = ()) -
                                      if bridge_name(name, j) in bridges]
 
 
-def _gateway_values(gateway: GatewayState) -> dict[str, str]:
-    """The options of ``gateway`` that the lab writes in its section."""
+def _gateway_values(gateway: GatewayState, state_file: bool = True) -> dict[str, str]:
+    """The options of ``gateway`` that the lab writes in its section (``state_file``
+    only when ``state_file``)."""
     values = {
         "inside_ports": ",".join(gateway.inside_ports),
         "outside_port": gateway.outside_port,
@@ -502,14 +722,27 @@ def _gateway_values(gateway: GatewayState) -> dict[str, str]:
         "state_file": gateway.state_file,
         "ct_zone": str(gateway.ct_zone),
     }
+    if not state_file:
+        del values["state_file"]
     if gateway.gre_demux_port:
         values["gre_demux_port"] = gateway.gre_demux_port
         values["gre_demux_dir"] = gateway.gre_demux_dir
     return values
 
 
+def _controller_values(state: LabState, controller: ControllerState) -> dict[str, str]:
+    """The options of ``controller`` of a lab on etcd, the process's (``[nat]``)."""
+    return {
+        "store": "etcd",
+        "etcd_endpoints": ",".join(controller.etcd_endpoints),
+        "etcd_cluster": state.name,
+        "controller_id": controller.controller_id,
+    }
+
+
 def render_config(
-    state: LabState, header: str = "Written by topo.lab; rewritten on every `up`."
+    state: LabState, header: str = "Written by topo.lab; rewritten on every `up`.",
+    controller: ControllerState | None = None,
 ) -> str:
     """Return the app's configuration file (oslo.config INI).
 
@@ -519,10 +752,15 @@ def render_config(
     bridge, ports, store, zone and demultiplexer: ``GATEWAY_OPTIONS``, which
     ``options`` may then not give).
     ``next_hop`` is left out: in the lab the outside subnet is on-link.
+    In a lab on etcd, each controller has a file of its own: ``rest_port`` is its own,
+    ``[nat]`` also has ``store = etcd``, ``etcd_endpoints`` (its proxy's ports),
+    ``etcd_cluster`` (the lab's name) and ``controller_id`` (``c<index>``), no gateway
+    has a ``state_file``, and ``options`` may not give any of ``CONTROLLER_OPTIONS``.
 
     Args:
         state: The lab.
         header: The file's first line, a comment.
+        controller: In a lab on etcd, whose file (default: controller 1's).
 
     Returns:
         The file's text.
@@ -544,12 +782,22 @@ def render_config(
     unknown = sorted(set(state.options) - {o.name for o in options.OPTIONS})
     if unknown:
         raise ConfigError(f"{options.GROUP}.{unknown[0]}", "no such option")
+    on_etcd = state.store == "etcd"
+    if on_etcd:
+        given = sorted(set(state.options) & set(CONTROLLER_OPTIONS))
+        if given:
+            raise ConfigError(f"{options.GROUP}.{given[0]}", "each controller of a lab on "
+                              "etcd has its own, which the lab sets")
+        chosen = state.controllers[0] if controller is None else controller
+        common["rest_port"] = str(chosen.rest_port)
+        common.update(_controller_values(state, chosen))
     if not state.gateways:
         (gateway,) = state.all_gateways
-        values = {**common, **_gateway_values(gateway)}
+        values = {**common, **_gateway_values(gateway, state_file=not on_etcd)}
         order = ("inside_ports", "outside_port", "inside_subnet", "inside_gateway",
                  "outside_subnet", "public_ips", "policy", "alg", "bridge", "state_file",
-                 "rest_host", "rest_port", "ct_zone", "gre_demux_port", "gre_demux_dir")
+                 "rest_host", "rest_port", "ct_zone", "gre_demux_port", "gre_demux_dir",
+                 "store", "etcd_endpoints", "etcd_cluster", "controller_id")
         values = {key: values[key] for key in order if key in values}
         values.update(state.options)
         options.load(values)  # the app's own rules: a lab never writes a file the app refuses
@@ -560,7 +808,8 @@ def render_config(
             raise ConfigError(f"{options.GROUP}.{given[0]}", "each gateway of a lab of "
                               "several bridges has its own, which the lab sets")
         nat = {**common, **state.options}
-        sections = {gateway.name: _gateway_values(gateway) for gateway in state.gateways}
+        sections = {gateway.name: _gateway_values(gateway, state_file=not on_etcd)
+                    for gateway in state.gateways}
         options.load_gateways(nat, sections)  # the app's own rules, those between gateways too
         groups = {options.GROUP: nat} | {
             f"{options.GATEWAY_SECTION}{gateway}": values
