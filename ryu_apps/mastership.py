@@ -127,7 +127,17 @@ class Mastership:
     # Events.
 
     def switch_connected(self) -> None:
-        """The switch connected: ask for slave before anything else."""
+        """The switch connected: learn the key's generation, then ask for slave with it
+        before anything else (the switch refuses a generation below the highest it
+        accepted as stale)."""
+        try:
+            seen = self.key.observe()
+        except StoreError:
+            self.failures += 1
+        else:
+            if seen.holder is not None:
+                self._run(self.election.holder_changed(
+                    seen.holder.name, seen.holder.generation, self.clock()))
         self._run(self.election.switch_connected(self.clock()))
 
     def switch_disconnected(self) -> None:
@@ -144,8 +154,9 @@ class Mastership:
         """The switch refused a role request (the error quotes it)."""
         answer = self._decode(request)
         if answer is not None:
-            LOG.warning("gateway %s: the switch refused %s with generation %d as stale",
-                        self.unit.name, answer[0].value, answer[1])
+            LOG.log(logging.WARNING if answer[0] is SwitchRole.MASTER else logging.INFO,
+                    "gateway %s: the switch refused %s with generation %d as stale",
+                    self.unit.name, answer[0].value, answer[1])
             self._run(self.election.role_refused(*answer, self.clock()))
 
     def write_failed(self, exc: StoreError) -> None:

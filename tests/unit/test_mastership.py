@@ -136,7 +136,7 @@ def test_a_connection_asks_for_slave_before_anything_else(clock: Clock) -> None:
     ship, key, unit = mastership(clock)
     ship.switch_connected()
     assert unit.roles == [(wire.OFPCR_ROLE_SLAVE, 0)]
-    assert key.requests == [] and unit.taken_over == 0
+    assert key.requests == ["observe"] and unit.taken_over == 0
 
 
 def test_elected_it_asks_for_master_and_takes_the_switch_over_only_once_granted(
@@ -153,14 +153,21 @@ def test_elected_it_asks_for_master_and_takes_the_switch_over_only_once_granted(
     assert ship.lease_age(clock.now + 0.5) == pytest.approx(0.5)
 
 
-def test_a_standby_learns_the_holders_generation_and_asks_for_slave_with_it(
+def test_a_standby_asks_for_slave_with_the_holders_generation_read_first(
         clock: Clock) -> None:
-    ship, _key, unit = mastership(clock, FakeKey(holder=Holder("c2", 9), revision=9))
+    """The switch refuses a slave request below the generation it accepted as stale."""
+    ship, key, unit = mastership(clock, FakeKey(holder=Holder("c2", 9), revision=9))
     ship.switch_connected()
     ship.tick()
-    assert ship.role == "standby" and unit.roles == [(wire.OFPCR_ROLE_SLAVE, 0),
-                                                     (wire.OFPCR_ROLE_SLAVE, 9)]
+    assert key.requests[0] == "observe"
+    assert ship.role == "standby" and unit.roles == [(wire.OFPCR_ROLE_SLAVE, 9)]
     assert ship.lease_age(clock.now) is None and unit.taken_over == 0
+
+
+def test_a_connection_etcd_does_not_answer_still_asks_for_slave(clock: Clock) -> None:
+    ship, _key, unit = mastership(clock, FakeKey(reachable=False))
+    ship.switch_connected()
+    assert unit.roles == [(wire.OFPCR_ROLE_SLAVE, 0)] and ship.failures == 1
 
 
 def test_a_deleted_key_is_campaigned_for_at_once(clock: Clock) -> None:
