@@ -35,6 +35,7 @@ def gateway(
 
     ``bridges=K`` builds K bridges, one gateway each, all driven by the one controller;
     the handle returned is gateway 1's, ``gw.gateway("g2")`` another's.
+    ``controllers=N, store="etcd"`` runs N controllers on the lab's etcd cluster.
 
     The lab has a name of its own (``lab_name``). At the end, everything the test started
     in it is stopped (by PID) and the lab is removed with its folder (``topo.lab.down``),
@@ -49,16 +50,21 @@ def gateway(
 
     def make(clients: int, policy: str = "open", public_ips: int = 1,
              alg: bool = True, options: dict[str, str] | None = None,
-             gre_demux: bool = False, bridges: int = 1) -> GatewayLab:
+             gre_demux: bool = False, bridges: int = 1, controllers: int = 1,
+             store: str = "sqlite") -> GatewayLab:
         nonlocal started
         started = True
         state = lab.up(clients, policy, public_ips, alg, name=name, options=options,
-                       gre_demux=gre_demux, framework=FRAMEWORK, bridges=bridges)
-        assert state.controller_pid is not None
-        argv = [Path(arg).name for arg in process.cmdline(state.controller_pid)]
-        assert lab.GATEWAY_COMMAND in argv, argv  # what an installation runs
-        first = (lab.run_dir(name) / lab.LOG_FILE).read_text().partition("\n")[0]
-        assert f" ({FRAMEWORK} " in first, first  # the framework asked for runs
+                       gre_demux=gre_demux, framework=FRAMEWORK, bridges=bridges,
+                       controllers=controllers, store=store)
+        runs = ([(c.pid, Path(c.log_path)) for c in state.controllers]
+                or [(state.controller_pid, lab.run_dir(name) / lab.LOG_FILE)])
+        for pid, log in runs:
+            assert pid is not None
+            argv = [Path(arg).name for arg in process.cmdline(pid)]
+            assert lab.GATEWAY_COMMAND in argv, argv  # what an installation runs
+            first = log.read_text().partition("\n")[0]
+            assert f" ({FRAMEWORK} " in first, first  # the framework asked for runs
         gw = GatewayLab(state, tmp_path)
         made.append(gw)
         return gw

@@ -211,8 +211,10 @@ class Repl:
         for raw in self.proc.stdout:
             self.lines.put(raw.decode(errors="replace"))
 
-    def __call__(self, op: str, timeout: float = 15.0, **args: Any) -> dict[str, Any]:
-        """Run one command; return its reply (``ok`` true) or fail the test."""
+    def __call__(self, op: str, timeout: float = 15.0, ok: bool = True,
+                 **args: Any) -> dict[str, Any]:
+        """Run one command; return its reply (``ok`` true), or fail the test; with
+        ``ok`` False, return the reply whatever it is."""
         assert self.proc.stdin is not None
         line = json.dumps({"op": op, **args})
         self.transcript.append("> " + line)
@@ -224,7 +226,7 @@ class Repl:
             raise AssertionError(f"repl: no reply to {line} within {timeout} s") from None
         self.transcript.append("< " + reply_text.strip())
         reply: dict[str, Any] = json.loads(reply_text)
-        if not reply.get("ok"):
+        if ok and not reply.get("ok"):
             raise AssertionError(f"repl: {line} failed: {reply}")
         return reply
 
@@ -290,11 +292,26 @@ class GatewayLab:
 
     # REST and the switch ------------------------------------------------------------
 
-    def rest(self, path: str) -> Any:
+    def rest_url(self) -> str:
+        """The base URL of the app's REST API: in a lab of several controllers on etcd,
+        the one that is master of this gateway now.
+
+        Raises:
+            LookupError: no controller is master of it.
+        """
+        if not self.state.controllers:
+            return self.state.rest_url
+        index = lab.current_master(self.state, self.unit.name)
+        if index is None:
+            raise LookupError(f"no controller is master of {self.unit.name}")
+        return self.state.controller_at(index).rest_url
+
+    def rest(self, path: str, controller: int | None = None) -> Any:
         """GET a REST path of the app (``/pptp-alg/...``, the gateway's) and decode its
-        JSON."""
-        url = self.state.rest_url + self.unit.rest_path(path)
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        JSON; ``controller``: that controller's (a lab on etcd), else the master's."""
+        base = (self.state.controller_at(controller).rest_url if controller is not None
+                else self.rest_url())
+        with urllib.request.urlopen(base + self.unit.rest_path(path), timeout=5) as resp:
             return json.loads(resp.read())
 
     def counters(self) -> dict[str, int]:
@@ -385,9 +402,11 @@ class GatewayLab:
         return self.popen(netns, [sys.executable, "-m", "topo.pns_driver", SERVER_IP, *args],
                           text=True)
 
-    def repl(self, netns: str) -> Repl:
-        """Start the step-by-step PPTP client in a namespace."""
-        proc = self.tool(netns, "repl", SERVER_IP, stdin=subprocess.PIPE)
+    def repl(self, netns: str, timeout: float | None = None) -> Repl:
+        """Start the step-by-step PPTP client in a namespace; ``timeout``: seconds it
+        waits for each reply (its own default without)."""
+        more = () if timeout is None else ("--timeout", str(timeout))
+        proc = self.tool(netns, "repl", SERVER_IP, *more, stdin=subprocess.PIPE)
         repl = Repl(proc)
         self.repls.append(repl)
         return repl
@@ -430,9 +449,12 @@ class GatewayLab:
                       f"--- {peer.name} syslog", peer.syslog()[-3000:]]
         for repl in self.repls:
             parts.append("--- repl\n" + "\n".join(repl.transcript[-40:]))
-        with contextlib.suppress(OSError):
-            log = Path(self.state.log_path).read_text(errors="replace")
-            parts.append("--- ryu.log (tail)\n" + "\n".join(log.splitlines()[-60:]))
+        logs = [(f"controller {c.index}", c.log_path) for c in self.state.controllers] or [
+            ("ryu.log", self.state.log_path)]
+        for what, path in logs:
+            with contextlib.suppress(OSError):
+                log = Path(path).read_text(errors="replace")
+                parts.append(f"--- {what} (tail)\n" + "\n".join(log.splitlines()[-60:]))
         return "\n".join(parts)
 
     def cleanup(self) -> None:
