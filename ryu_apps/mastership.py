@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from alg.election import (
+    HOLDING,
     Action,
     AskMaster,
     AskSlave,
@@ -166,10 +167,12 @@ class Mastership:
                   f"failed ({exc}); nothing of the event was sent")
 
     def tick(self) -> None:
-        """Time passed: the election's moves, and the key as etcd has it now."""
+        """Time passed: the election's moves, and (not holding the key) the key as etcd
+        has it now. A holder learns what it must from its keep-alives: reading the key
+        too would hold a master cut off from etcd a second longer each time."""
         now = self.clock()
         self._run(self.election.tick(now))
-        if not self.election.connected:
+        if not self.election.connected or self.election.state in HOLDING:
             return
         try:
             seen = self.key.observe()

@@ -157,3 +157,29 @@ def test_one_etcd_member_down_changes_nothing(gateway: Factory) -> None:
     assert lab.current_master(gw.state, gw.name) == master
     assert len({c["public_call_id"] for c in gw.wait_established(2)}) == 2
     assert gw.rest("/pptp-alg/counters")["app"]["store_errors"] == 0
+
+
+def test_a_master_cut_briefly_from_etcd_writes_what_it_deferred_and_sets_up_calls_again(
+        gateway: Factory) -> None:
+    """A control connection opened while the master is cut off is recorded when etcd
+    answers again: the standby that later takes over knows it."""
+    gw = two_controllers(gateway, 2)
+    server = gw.pptpd()
+    wait_for(server.listening, 10, "pptpd listening")
+    master = lab.current_master(gw.state, gw.name)
+    assert master is not None
+    pns = gw.repl(gw.client(1), timeout=RETRANSMITTED_WITHIN)
+    lab.cut_controller(gw.state.name, master)
+    wait_for(lambda: role(gw, master) == "master cut off", 5, "the master cut off")
+    pns("start")  # its session and connection records are deferred
+    lab.cut_controller(gw.state.name, master, cut=False)
+    wait_for(lambda: role(gw, master) == "master", 5, "etcd to answer the master again")
+    counters = gw.rest("/pptp-alg/counters", controller=master)
+    assert counters["app"]["store_writes_deferred"] >= 1
+    assert counters["app"]["store_errors"] == 0
+
+    lab.kill_controller(gw.state.name, master)
+    lab.wait_master(gw.state.name, gw.name, FAILOVER_WITHIN, but=[master])
+    assert pns("call", timeout=RETRANSMITTED_WITHIN + 5, call_id=4242)["fields"]["result"] == 1
+    [call] = gw.wait_established(1)
+    assert call["client_call_id"] == 4242

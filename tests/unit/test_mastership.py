@@ -289,3 +289,14 @@ def test_a_standby_stands_by_once_the_switch_made_it_slave(clock: Clock) -> None
     assert ship.standing_by
     ship.switch_disconnected()
     assert not ship.standing_by
+
+
+def test_a_master_does_not_read_the_key_each_tick(clock: Clock) -> None:
+    """Cut from etcd, each read would wait out its deadline: a second more per tick
+    before the next keep-alive, which could bring it back."""
+    ship, key, _unit = master(clock)
+    key.requests.clear()
+    for _ in range(8):
+        clock.now += 0.25
+        ship.tick()
+    assert "observe" not in key.requests and key.requests.count("keep_alive") == 2
