@@ -83,8 +83,7 @@ def _path(state: lab.LabState, rest_url: str, pid: int | None) -> Path:
 
 def one_failover(state: lab.LabState, path: Path) -> dict[str, float]:
     """Kill the master with a call held and a request sent in the gap; the times."""
-    master = lab.current_master(state, state.gateway(1).name)
-    assert master is not None
+    master = lab.wait_master(state.name, state.gateway(1).name, 30)
     others = [c for c in state.controllers if c.index != master]
     out: dict[str, float] = {}
 
@@ -141,12 +140,12 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
                    controllers=2, store="etcd")
     failovers: list[dict[str, float]] = []
     try:
-        master = lab.current_master(state, state.gateway(1).name)
-        assert master is not None
+        master = lab.wait_master(state.name, state.gateway(1).name, 30)
         one = state.controller_at(master)
         setup["etcd"] = _summary(_setup(_path(state, one.rest_url, one.pid), calls, rounds))
-        for _ in range(rounds):
+        for n in range(rounds):
             failovers.append(one_failover(state, _path(state, "", None)))
+            print(f"failover {n + 1}: {failovers[-1]}", file=sys.stderr, flush=True)
     finally:
         lab.down(name=LAB, purge=True)
     return {
