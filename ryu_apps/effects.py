@@ -74,6 +74,9 @@ class AppCounters(CounterSet):
     store_errors: int = counter(
         "Store writes or clears that failed (with the SQLite store the gateway goes on without "
         "the guarantee across a restart; with etcd the controller ends)")
+    election_request_failures: int = counter(
+        "Requests of the election to etcd (campaigns, keep-alives, resignations, reads of the "
+        "key) that got no answer or an unusable one")
     store_writes_deferred: int = counter(
         "Events whose state changes were deferred because the master was cut off from etcd "
         "(written when it answers again)")

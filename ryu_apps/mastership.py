@@ -51,13 +51,19 @@ from alg.election import (
 from alg.errors import StoreError, WireError
 from ryu_apps import roles, wire
 from ryu_apps.etcd_election import ElectionKey
-from ryu_apps.etcd_store import Guard, StoreUnreachableError
+from ryu_apps.etcd_store import Guard
 
 LOG = logging.getLogger("pptp_alg.gateway")
 TICK = 0.25
 """Seconds between two looks at the election: its time, and the key as etcd has it."""
 DEMOTED_EXIT = 3
 """The exit status of a controller that lost the mastership it had."""
+
+
+class ElectionCounters(Protocol):
+    """Where a :class:`Mastership` counts (``ryu_apps.effects.AppCounters``)."""
+
+    election_request_failures: int
 
 
 class Promotable(Protocol):
@@ -87,10 +93,12 @@ class Mastership:
         unit: the gateway.
         clock: the process's monotonic clock.
         end: ends the process (fail-stop) with a status and a reason.
+        counters: where its requests that failed are counted.
     """
 
     def __init__(self, election: Election, key: ElectionKey, unit: Promotable,
-                 clock: Callable[[], float], end: Callable[[int, str], None]) -> None:
+                 clock: Callable[[], float], end: Callable[[int, str], None],
+                 counters: ElectionCounters) -> None:
         self.election = election
         self.key = key
         self.unit = unit
@@ -98,8 +106,7 @@ class Mastership:
         self.end = end
         self.kept_alive_at: float | None = None
         """When the last keep-alive that succeeded was sent (None: none yet)."""
-        self.failures = 0
-        """Requests to etcd of the election that got no answer or a bad one."""
+        self.counters = counters
 
     @property
     def role(self) -> str:
@@ -134,7 +141,7 @@ class Mastership:
         try:
             seen = self.key.observe()
         except StoreError:
-            self.failures += 1
+            self._failed()
         else:
             if seen.holder is not None:
                 self._run(self.election.holder_changed(
@@ -177,7 +184,7 @@ class Mastership:
         try:
             seen = self.key.observe()
         except StoreError:
-            self.failures += 1
+            self._failed()
             return
         now = self.clock()
         if seen.holder is None:
@@ -187,6 +194,9 @@ class Mastership:
                                                    now))
 
     # Actions.
+
+    def _failed(self) -> None:
+        self.counters.election_request_failures += 1
 
     def _run(self, actions: list[Action]) -> None:
         queue = list(actions)
@@ -202,7 +212,7 @@ class Mastership:
                 try:
                     won, holder = self.key.campaign(lease_seconds)
                 except StoreError:
-                    self.failures += 1
+                    self._failed()
                     return election.campaign_failed(ballot, now())
                 if won and holder is not None:
                     self.kept_alive_at = now()
@@ -215,12 +225,9 @@ class Mastership:
             case KeepAlive(at):
                 try:
                     alive = self.key.keep_alive()
-                except StoreUnreachableError:
-                    self.failures += 1
-                    return election.store_unreachable(now())
                 except StoreError:
-                    self.failures += 1
-                    return election.lease_lost(now())
+                    self._failed()
+                    return election.store_unreachable(now())
                 if not alive:
                     return election.lease_lost(now())
                 self.kept_alive_at = at
@@ -229,7 +236,7 @@ class Mastership:
                 try:
                     self.key.resign(generation)
                 except StoreError:
-                    self.failures += 1
+                    self._failed()
             case Restore():
                 LOG.info("gateway %s: master with generation %d; taking the switch over",
                          self.unit.name, election.generation)

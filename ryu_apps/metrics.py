@@ -91,7 +91,7 @@ ERROR_KINDS = frozenset({
     "packet_ins_before_ready", "store_errors", "ttl_expired_dropped", "arp_queue_drops",
     "spoofed_drops", "neighbours_refused", "pins_refused", "arp_unsolicited_ignored",
     "demux_errors",
-    "demux_unexpected_frames", "calls_refused_cut_off",
+    "demux_unexpected_frames", "calls_refused_cut_off", "election_request_failures",
 })
 """Counters that count something refused, dropped or lost."""
 ROLES = ("master", "master cut off", "elected", "candidate", "standby", "single")

@@ -89,7 +89,7 @@ class GatewayUnit:
         if election is not None:
             assert end is not None
             self.mastership = Mastership(Election(election.controller_id), election, self,
-                                         now, end)
+                                         now, end, self.counters)
             self.effects.write_failed = self.mastership.write_failed
 
     @property

@@ -12,6 +12,7 @@ import pytest
 from alg.election import Election, SwitchRole
 from alg.errors import StoreError
 from ryu_apps import wire
+from ryu_apps.effects import AppCounters
 from ryu_apps.etcd_election import Holder, Observation
 from ryu_apps.etcd_store import Guard, StoreUnreachableError
 from ryu_apps.mastership import DEMOTED_EXIT, Mastership
@@ -119,7 +120,8 @@ def mastership(clock: Clock, key: FakeKey | None = None) -> tuple[Mastership, Fa
                                                                    FakeGateway]:
     key = key or FakeKey()
     unit = FakeGateway()
-    return Mastership(Election(key.controller_id), key, unit, clock, end), key, unit
+    return (Mastership(Election(key.controller_id), key, unit, clock, end, AppCounters()),
+            key, unit)
 
 
 def master(clock: Clock) -> tuple[Mastership, FakeKey, FakeGateway]:
@@ -167,7 +169,8 @@ def test_a_standby_asks_for_slave_with_the_holders_generation_read_first(
 def test_a_connection_etcd_does_not_answer_still_asks_for_slave(clock: Clock) -> None:
     ship, _key, unit = mastership(clock, FakeKey(reachable=False))
     ship.switch_connected()
-    assert unit.roles == [(wire.OFPCR_ROLE_SLAVE, 0)] and ship.failures == 1
+    assert unit.roles == [(wire.OFPCR_ROLE_SLAVE, 0)]
+    assert ship.counters.election_request_failures == 1
 
 
 def test_a_deleted_key_is_campaigned_for_at_once(clock: Clock) -> None:
@@ -259,7 +262,7 @@ def test_a_campaign_etcd_does_not_answer_is_counted_and_tried_again(clock: Clock
     ship, key, _unit = mastership(clock, FakeKey(reachable=False))
     ship.switch_connected()
     ship.tick()
-    assert ship.role == "standby" and ship.failures >= 1
+    assert ship.role == "standby" and ship.counters.election_request_failures >= 1
     key.reachable = True
     clock.now += 1.0
     ship.tick()
@@ -300,3 +303,18 @@ def test_a_master_does_not_read_the_key_each_tick(clock: Clock) -> None:
         clock.now += 0.25
         ship.tick()
     assert "observe" not in key.requests and key.requests.count("keep_alive") == 2
+
+
+def test_an_unusable_keep_alive_answer_cuts_off_and_is_counted(clock: Clock) -> None:
+    """Only etcd saying the lease is gone demotes; an error is a cut, bounded by the
+    lease's deadline."""
+    ship, key, unit = master(clock)
+
+    def broken() -> bool:
+        raise StoreError("etcd: a keep-alive's answer: KeyError('TTL')")
+
+    key.keep_alive = broken  # type: ignore[method-assign]
+    clock.now += 1.0
+    ship.tick()
+    assert ship.role == "master cut off" and unit.stopped == 1
+    assert ship.counters.election_request_failures == 1
