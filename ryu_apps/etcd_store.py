@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import etcd3gw
@@ -74,6 +74,20 @@ MAX_TXN_OPS = 128
 """Operations per transaction: etcd's ``--max-txn-ops`` default, which refuses more."""
 
 _TABLES: tuple[Table, ...] = ("session", "connection", "call", "held", "plain", "host")
+
+
+WARM_WAIT = 0.5
+"""Seconds :meth:`EtcdStore.load` waits for its warm copy to reach the generation."""
+
+
+class WarmSource(Protocol):
+    """A copy of the records kept current (``ryu_apps.warm_copy.WarmCopy``)."""
+
+    def current(self, revision: int, wait: float) -> bool:
+        """Whether the copy reached ``revision``, waiting up to ``wait`` seconds."""
+
+    def items(self) -> list[tuple[str, bytes]]:
+        """The records' keys and values."""
 
 
 class StoreFencedError(StoreError):
@@ -146,7 +160,8 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _prefix_end(prefix: str) -> str:
+def prefix_end(prefix: str) -> str:
+    """The end of the range of every key beginning with ``prefix``."""
     """The end of the key range of every key that starts with ``prefix``."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
@@ -235,7 +250,7 @@ class _Txn:
                 out.append({"request_put": {"key": _b64(root + path), "value": _b64(value)}})
         for prefix in sorted(self.ranges):
             out.append({"request_delete_range": {"key": _b64(root + prefix),
-                                                 "range_end": _b64(_prefix_end(root + prefix))}})
+                                                 "range_end": _b64(prefix_end(root + prefix))}})
         return out
 
 
@@ -311,6 +326,7 @@ class EtcdStore:
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.path = ",".join(endpoints)
+        self.endpoints = list(endpoints)
         self.prefix = records_prefix(cluster, gateway)
         self._clients = []
         for endpoint in endpoints:
@@ -328,6 +344,11 @@ class EtcdStore:
         self.records_written = 0
         self.failovers = 0
         """Requests sent to another member after one failed to answer."""
+        self.warm: WarmSource | None = None
+        """A copy of the records kept by a watch (``ryu_apps.warm_copy``), which
+        :meth:`load` takes instead of reading etcd when it is current."""
+        self.loaded_from = ""
+        """Where the last :meth:`load` took the records: ``etcd``, or ``warm copy``."""
 
     def close(self) -> None:
         """Close the members' connections."""
@@ -418,14 +439,18 @@ class EtcdStore:
             StoreError: etcd could not be written.
         """
         self._txn([{"request_delete_range": {
-            "key": _b64(self.prefix), "range_end": _b64(_prefix_end(self.prefix))}}])
+            "key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix))}}])
         self._calls = {}
 
-    def _range(self) -> list[tuple[str, bytes]]:
-        """Every key under the prefix with its value, at one revision, by pages."""
+    def read(self) -> tuple[list[tuple[str, bytes]], int]:
+        """Every key under the prefix with its value, and the revision they were read at.
+
+        Raises:
+            StoreError: etcd could not be read.
+        """
         items: list[tuple[str, bytes]] = []
         start, revision = self.prefix, 0
-        end = _b64(_prefix_end(self.prefix))
+        end = _b64(prefix_end(self.prefix))
         while True:
             body: dict[str, Any] = {"key": _b64(start), "range_end": end, "limit": PAGE}
             if revision:
@@ -440,11 +465,14 @@ class EtcdStore:
             except (KeyError, TypeError, ValueError) as exc:
                 raise StoreError(f"etcd {self.path}: a range's answer: {exc!r}") from exc
             if not answer.get("more", False) or not kvs:
-                return items
+                return items, revision
             start = items[-1][0] + "\0"
 
     def load(self) -> Snapshot:
-        """Every record of the gateway whose values have their types and ranges.
+        """Every record of the gateway whose values have their types and ranges: from
+        :attr:`warm` when it reached the writer's generation within :data:`WARM_WAIT`
+        seconds (every write of an earlier holder is below that revision), else read
+        from etcd.
 
         A key whose value is not such a record (:func:`decode`) is left out, described in
         the snapshot's ``rejected`` and removed in one transaction (left where the guard
@@ -453,6 +481,15 @@ class EtcdStore:
         Raises:
             StoreError: etcd could not be read or written.
         """
+        guard = None if self.guard is None else self.guard()
+        generation = None if guard is None else guard.create_revision
+        if (self.warm is not None and generation is not None
+                and self.warm.current(generation, WARM_WAIT)):
+            self.loaded_from = "warm copy"
+            items = self.warm.items()
+        else:
+            self.loaded_from = "etcd"
+            items, _ = self.read()
         snapshot = Snapshot()
         lists: dict[Table, list[Any]] = {
             "session": snapshot.sessions, "connection": snapshot.connections,
@@ -461,7 +498,7 @@ class EtcdStore:
         }
         bad: list[str] = []
         calls: dict[int, int] = {}
-        for key, value in self._range():
+        for key, value in items:
             path = key[len(self.prefix):]
             try:
                 record = decode(path, value)

@@ -144,6 +144,8 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
                                       lambda: self.periodic(self.now())))
         if any(unit.mastership for unit in self.gateways.values()):
             self.threads.append(hub.spawn(every, TICK, "elections", self.elections))
+            self.threads += [hub.spawn(unit.warm_copy.follow) for unit in
+                             self.gateways.values() if unit.warm_copy is not None]
         if any(unit.demux.enabled for unit in self.gateways.values()):
             self.threads.append(hub.spawn(every, HEARTBEAT, "GRE demultiplexer heartbeat",
                                           self.heartbeat))

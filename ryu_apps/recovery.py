@@ -40,7 +40,9 @@ def recover(core: Gateway, effects: Effects, installed: Installed, restored: boo
             effects.clear_store()
     effects.counters.restores += 1
     output = core.restore(snapshot, installed, now)
-    LOG.info("restored %d sessions, %d control connections, %d calls; %d of the switch's "
-             "entries are the gateway's", len(core.nat), len(core.connections()),
-             len(list(core.calls())), sum(installed.values()))
+    LOG.info("restored %d sessions, %d control connections, %d calls (from %s); %d of the "
+             "switch's entries are the gateway's", len(core.nat), len(core.connections()),
+             len(list(core.calls())),
+             effects.store.loaded_from if effects.store is not None else "no store",
+             sum(installed.values()))
     return output

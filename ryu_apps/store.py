@@ -87,6 +87,7 @@ class RecordStore(Protocol):
     path: str
     writes: int
     records_written: int
+    loaded_from: str
 
     def load(self) -> Snapshot:
         """Every valid record."""
@@ -135,6 +136,7 @@ class Store:
             raise StoreError(f"{self.path}: {exc}") from exc
         self.writes = 0
         self.records_written = 0
+        self.loaded_from = "the state file"
 
     def close(self) -> None:
         """Close the file."""

@@ -14,6 +14,7 @@ from ryu_apps.etcd_election import ElectionKey
 from ryu_apps.etcd_store import EtcdStore
 from ryu_apps.store import Store
 from ryu_apps.unit import GatewayUnit
+from ryu_apps.warm_copy import WarmCopy
 
 ELECTION_REQUEST_TIMEOUT = 0.5
 """Seconds one request of the election may take on one member."""
@@ -44,6 +45,7 @@ def gateway_unit(name: str, config: GatewayConfig, section: str, now: Callable[[
         unit = GatewayUnit(name, config, store, now, key, end)
         assert unit.mastership is not None
         store.guard = unit.mastership.guard
+        store.warm = unit.warm_copy = WarmCopy(store)
         return unit
     if not config.state_file:
         return GatewayUnit(name, config, None, now)

@@ -34,6 +34,7 @@ from ryu_apps.lifecycle import Ports, Switch, port_name, resolve_ports
 from ryu_apps.mastership import Mastership
 from ryu_apps.recovery import recover
 from ryu_apps.store import RecordStore
+from ryu_apps.warm_copy import WarmCopy
 
 LOG = logging.getLogger("pptp_alg.gateway")
 EXPIRED_PER_SECOND = 200.0
@@ -85,6 +86,9 @@ class GatewayUnit:
         self.timer: Callable[[], float] = time.perf_counter
         """A monotonic clock of the host's, for :attr:`packet_in_seconds`."""
         self.ports: Ports | None = None
+        self.warm_copy: WarmCopy | None = None
+        """With an election, the records kept by a watch until it is master
+        (``ryu_apps.warm_copy``; the process follows it)."""
         self.mastership: Mastership | None = None
         if election is not None:
             assert end is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,8 @@ def test_the_master_killed_mid_call_loses_nothing_a_user_would_notice(
     new = lab.wait_master(gw.state.name, gw.name, FAILOVER_WITHIN, but=[master])
 
     assert second["result"] == 1 and answered < RETRANSMITTED_WITHIN
+    log = Path(gw.state.controller_at(new).log_path).read_text()
+    assert "restored 2 sessions, 2 control connections, 2 calls (from warm copy)" in log
     # GRE kept flowing: the flow entries and the demultiplexer carried it throughout.
     assert linux.status()["received"] > heard
     calls = gw.wait_established(3)
