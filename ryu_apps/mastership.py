@@ -8,9 +8,10 @@ master. The process's poller calls :meth:`Mastership.tick` every :data:`TICK` se
 the shim hands it the switch's connection, disconnection and role answers.
 
 **Promotion** (:class:`~alg.election.Restore`): the gateway takes its switch over as a
-restarted controller does: it reads its entries of the switch, loads the records from
-etcd and reconciles (``ryu_apps.recovery``), and only then handles packet-ins. A standby
-reads nothing before: its copy of the records is the one it loads at promotion.
+restarted controller does: it reads its entries of the switch, loads the records and
+reconciles (``ryu_apps.recovery``), and only then handles packet-ins. The records come
+from the warm copy the process keeps by a watch (``ryu_apps.warm_copy``) once it reached
+this controller's generation, else from a read of etcd.
 
 **Demotion** (:class:`~alg.election.Demote`): the process ends (fail-stop, exit status
 :data:`DEMOTED_EXIT`), as Kubernetes' controllers end when they lose their leader
