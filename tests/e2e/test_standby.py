@@ -186,3 +186,30 @@ def test_a_master_cut_briefly_from_etcd_writes_what_it_deferred_and_sets_up_call
     assert pns("call", timeout=RETRANSMITTED_WITHIN + 5, call_id=4242)["fields"]["result"] == 1
     [call] = gw.wait_established(1)
     assert call["client_call_id"] == 4242
+
+
+def test_two_bridges_fail_over_each_on_its_own(gateway: Factory) -> None:
+    """Each gateway has its own election: killing one controller moves the mastership of
+    the gateways it held, and only those; every gateway sets up calls after, with the
+    same Call ID on both (their addresses overlap)."""
+    gw = gateway(1, controllers=2, store="etcd", gre_demux=True, bridges=2)
+    handles = gw.gateways
+    masters = {h.name: lab.current_master(gw.state, h.name) for h in handles}
+    assert None not in masters.values()
+    for handle in handles:
+        handle.pptpd()
+    victim = masters["g1"]
+    assert victim is not None
+    lab.kill_controller(gw.state.name, victim)
+    for handle in handles:
+        now = lab.wait_master(gw.state.name, handle.name, FAILOVER_WITHIN, but=[victim])
+        assert now != victim
+        pns = handle.repl(handle.client(1))
+        pns("start")
+        assert pns("call", call_id=4242)["fields"]["result"] == 1, handle.name
+        [call] = handle.wait_established(1)
+        assert call["client_call_id"] == call["public_call_id"] == 4242
+    survivor = next(c.index for c in gw.state.controllers if c.index != victim)
+    served = gw.rest("/pptp-alg/gateways", controller=survivor)["gateways"]
+    assert sorted((g["name"], g["role"]) for g in served) == [("g1", "master"),
+                                                              ("g2", "master")]
