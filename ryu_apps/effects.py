@@ -192,6 +192,19 @@ class Effects:
         self.deferred = None
         return True
 
+    def store_unreadable(self, exc: StoreError) -> None:
+        """The store's records could not be read at restore. A state file's are removed,
+        and the gateway starts without them; with :attr:`write_failed` (etcd, shared by
+        the controllers, which another may read) nothing is removed and the failure is
+        handed on (the process ends)."""
+        if self.write_failed is not None:
+            self.counters.store_errors += 1
+            self.write_failed(exc)
+            return
+        LOG.error("nat.state_file: %s; its records are removed and the gateway starts "
+                  "without them", exc)
+        self.clear_store()
+
     def clear_store(self) -> None:
         """Remove every record from the store (they could not be read)."""
         assert self.store is not None

@@ -169,10 +169,10 @@ class Mastership:
             self._run(self.election.role_refused(*answer, self.clock()))
 
     def write_failed(self, exc: StoreError) -> None:
-        """A write of the records failed while new calls were set up: end the process
-        before the event's messages leave."""
-        self.end(DEMOTED_EXIT, f"gateway {self.unit.name}: a write of the records "
-                  f"failed ({exc}); nothing of the event was sent")
+        """A write of the records failed while new calls were set up, or they could not
+        be read at promotion: end the process before anything more leaves."""
+        self.end(DEMOTED_EXIT, f"gateway {self.unit.name}: the records in etcd: {exc}; "
+                 "nothing of the event was sent")
 
     def tick(self) -> None:
         """Time passed: the election's moves, and (not holding the key) the key as etcd

@@ -35,9 +35,7 @@ def recover(core: Gateway, effects: Effects, installed: Installed, restored: boo
         try:
             snapshot = effects.store.load()
         except StoreError as exc:
-            LOG.error("nat.state_file: %s; its records are removed and the gateway starts "
-                      "without them", exc)
-            effects.clear_store()
+            effects.store_unreadable(exc)
     effects.counters.restores += 1
     output = core.restore(snapshot, installed, now)
     LOG.info("restored %d sessions, %d control connections, %d calls (from %s); %d of the "

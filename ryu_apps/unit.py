@@ -87,8 +87,8 @@ class GatewayUnit:
         """A monotonic clock of the host's, for :attr:`packet_in_seconds`."""
         self.ports: Ports | None = None
         self.warm_copy: WarmCopy | None = None
-        """With an election, the records kept by a watch until it is master
-        (``ryu_apps.warm_copy``; the process follows it)."""
+        """With an election, the records kept by a watch (``ryu_apps.warm_copy``; the
+        process follows it), which the store takes at promotion."""
         self.mastership: Mastership | None = None
         if election is not None:
             assert end is not None

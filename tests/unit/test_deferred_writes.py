@@ -9,15 +9,19 @@ from typing import Any
 
 import pytest
 
+from alg.config import AlgConfig
+from alg.engine import Gateway
 from alg.errors import StoreError
 from alg.snapshot import Change, Forget, SessionRecord, Snapshot
 from ryu_apps.effects import AppCounters, Effects
+from ryu_apps.recovery import recover
 
 A, B, S = (IPv4Address(a) for a in ("192.168.1.1", "203.0.113.2", "203.0.113.1"))
 
 
 class FakeStore:
     path = "etcd http://127.0.0.1:2379"
+    loaded_from = "etcd"
 
     def __init__(self) -> None:
         self.snapshot = Snapshot()
@@ -96,3 +100,30 @@ def test_a_write_is_timed() -> None:
     fx.write([session(1)])
     assert fx.store_write_seconds.count == 1
     assert fx.store_write_seconds.sum == pytest.approx(0.004)
+
+
+class UnreadableStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot.apply([session(1)])
+        self.cleared = False
+
+    def load(self) -> Snapshot:
+        raise StoreError("etcd: no member answered within 2.0 s")
+
+    def clear(self) -> None:
+        self.cleared = True
+
+
+def test_records_etcd_cannot_give_at_promotion_are_never_removed() -> None:
+    """A state file that cannot be read is started afresh; etcd's records are the other
+    controllers' too: the promoted controller ends instead, and they stay."""
+    store = UnreadableStore()
+    fx = effects(store)
+    failed: list[StoreError] = []
+    fx.write_failed = failed.append
+    recover(Gateway(AlgConfig(public_ips=(B,))), fx, {}, False, 0.0)
+    assert len(failed) == 1 and not store.cleared
+    alone = effects(UnreadableStore())
+    alone.store_unreadable(StoreError("corrupt"))
+    assert alone.store is not None and alone.store.cleared  # type: ignore[attr-defined]
