@@ -32,6 +32,10 @@ the store's records to the core, carries out what comes back, and only then hand
 packets; packet-ins before that are dropped and counted (``packet_ins_before_ready``),
 for their senders to repeat.
 
+**Standbys.** With ``[nat] store = etcd`` every controller of a bridge connects to it;
+each gateway's election (``ryu_apps.mastership``) makes one master, which alone takes
+the switch over, and a controller that loses a mastership it had ends (exit status 3).
+
 **Service manager.** Started with ``NOTIFY_SOCKET`` (systemd's ``Type=notify``), the
 app says which gateways are ready and, once all are, ``READY=1`` (``ryu_apps.notify``):
 a gateway is ready when its switch is READY and has confirmed that the pipeline is in
@@ -251,6 +255,7 @@ class NatGateway(App, FirstGateway):  # type: ignore[misc]
         unit = self.unit_of(getattr(ev.msg, "datapath", None))
         if unit is not None and ev.msg.type == wire.OFPET_ROLE_REQUEST_FAILED:
             unit.role_refused(bytes(ev.msg.data))
+            expected = True
         LOG.log(logging.DEBUG if expected else logging.ERROR,
                 "gateway %s: switch reported error type=%s code=%s",
                 unit.name if unit is not None else "none", ev.msg.type, ev.msg.code)
