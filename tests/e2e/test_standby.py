@@ -20,6 +20,7 @@ import pytest
 from tests.e2e.gateway_lab import OCRQ, GatewayLab, wait_for
 from topo import etcd_cluster, lab
 from topo.lab import standbys
+from topo.peers import PptpClient
 from topo.standin_ppp import StandinConfig
 
 pytestmark = [
@@ -44,6 +45,15 @@ def two_controllers(gateway: Factory, clients: int) -> GatewayLab:
     return gateway(clients, controllers=2, store="etcd", gre_demux=True)
 
 
+def pptp_linux_call(gw: GatewayLab) -> PptpClient:
+    """pptpd in the server's namespace, and pptp-linux's call from ``c1`` to it."""
+    server = gw.pptpd()
+    wait_for(server.listening, 10, "pptpd listening")
+    linux = gw.pptp_client(gw.client(1), "a", standin=LONG_CALL)
+    wait_for(lambda: len(linux.calls()) == 1, 15, "pptp-linux's call")
+    return linux
+
+
 def server_ocrqs(gw: GatewayLab) -> int:
     """Outgoing-Call-Requests pptpd received, by its log."""
     return sum(1 for peer in gw.peers if peer.name.startswith("pptpd")
@@ -63,10 +73,7 @@ def role(gw: GatewayLab, index: int) -> str | None:
 def test_the_master_killed_mid_call_loses_nothing_a_user_would_notice(
         gateway: Factory) -> None:
     gw = two_controllers(gateway, 3)
-    server = gw.pptpd()
-    wait_for(server.listening, 10, "pptpd listening")
-    linux = gw.pptp_client(gw.client(1), "a", standin=LONG_CALL)
-    wait_for(lambda: len(linux.calls()) == 1, 15, "pptp-linux's call")
+    linux = pptp_linux_call(gw)
     pns = gw.repl(gw.client(2), timeout=RETRANSMITTED_WITHIN)
     pns("start")
     first = pns("call", call_id=4242)["fields"]
@@ -113,10 +120,7 @@ def test_the_master_killed_mid_call_loses_nothing_a_user_would_notice(
 def test_a_master_cut_from_etcd_refuses_new_calls_keeps_its_calls_then_yields(
         gateway: Factory) -> None:
     gw = two_controllers(gateway, 3)
-    server = gw.pptpd()
-    wait_for(server.listening, 10, "pptpd listening")
-    linux = gw.pptp_client(gw.client(1), "a", standin=LONG_CALL)
-    wait_for(lambda: len(linux.calls()) == 1, 15, "pptp-linux's call")
+    linux = pptp_linux_call(gw)
     pns = gw.repl(gw.client(2))
     pns("start")
     master = lab.current_master(gw.state, gw.name)

@@ -4,7 +4,6 @@ etcd cluster on loopback; they skip where the ``etcd`` binary is not installed."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 from itertools import count
 
@@ -13,20 +12,12 @@ import pytest
 from alg.snapshot import SessionRecord
 from ryu_apps.etcd_election import ElectionKey, Holder, election_key
 from ryu_apps.etcd_store import EtcdStore, StoreFencedError
-from topo.etcd_cluster import Cluster, etcd_binary, etcd_cluster
+from topo.etcd_cluster import Cluster, etcd_binary
 
 needs_etcd = pytest.mark.skipif(etcd_binary() is None,
                                 reason="no etcd binary (Debian's etcd-server)")
 _names = count()
 A, B, S = (IPv4Address(a) for a in ("192.168.1.1", "203.0.113.2", "203.0.113.1"))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (Debian's etcd-server)")
-    with etcd_cluster(3) as running:
-        yield running
 
 
 def keys(cluster: Cluster, *names: str) -> list[ElectionKey]:

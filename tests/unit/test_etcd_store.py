@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import socket
 import time
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 from itertools import count
 from pathlib import Path
@@ -176,14 +175,6 @@ def test_a_guard_that_holds_nothing_refuses_the_write_before_sending() -> None:
 
 
 # With a real cluster.
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (Debian's etcd-server)")
-    with etcd_cluster(3) as running:
-        yield running
-
 
 @pytest.fixture
 def client(cluster: Cluster) -> etcd3gw.Etcd3Client:

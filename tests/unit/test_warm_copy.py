@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from itertools import count
 
@@ -37,14 +37,6 @@ def test_a_stream_of_json_objects_is_parsed_however_it_is_cut(cuts: list[int]) -
     points = sorted({min(c, len(text)) for c in cuts})
     chunks = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
     assert list(json_objects(chunks)) == OBJECTS
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (Debian's etcd-server)")
-    with etcd_cluster(3) as running:
-        yield running
 
 
 def session(n: int) -> SessionRecord:
