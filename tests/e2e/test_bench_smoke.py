@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
+from topo.etcd_cluster import etcd_binary
 
 pytestmark = [
     pytest.mark.e2e,
@@ -84,3 +85,19 @@ def test_the_two_bridges_bench_measures_each_way(tmp_path: Path,
     assert result["g1_packet_ins_per_second"] > 0
     assert "| flood on g1 |" in table
     assert (tmp_path / "bridges.md").read_text().strip() == table.strip()
+
+
+@pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (Debian's etcd-server)")
+def test_the_failover_bench_measures_both_stores_and_a_failover(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import failover
+
+    assert failover.main(["--calls", "5", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads((tmp_path / "failover.json").read_text())
+    assert set(result["setup"]) == {"sqlite", "etcd"}
+    assert all(s["failed"] == 0 and s["median_us"] > 0 for s in result["setup"].values())
+    [one] = result["failovers"]
+    assert one["result"] == 1 and 0 < one["new_master_s"] <= one["segment_passed_s"]
+    assert result["failed_calls_in_gap"] == 0
+    assert (tmp_path / "failover.md").read_text().strip() == table.strip()
