@@ -18,16 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from alg.errors import StoreError
-from ryu_apps.etcd_store import EtcdStore, Guard, records_prefix
+from ryu_apps.etcd_store import EtcdStore, Guard, b64, records_prefix
 
 
 def election_key(cluster: str, gateway: str) -> str:
     """The election key of a gateway's switch."""
     return records_prefix(cluster, gateway).removesuffix("records/") + "master"
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +70,11 @@ class ElectionKey:
         """
         granted = self.store.post("lease/grant", {"TTL": str(math.ceil(lease_seconds))})
         lease = _int(granted, "ID")
-        key = _b64(self.key)
+        key = b64(self.key)
         answer = self.store.post("kv/txn", {
             "compare": [{"key": key, "target": "CREATE", "result": "EQUAL",
                          "create_revision": "0"}],
-            "success": [{"request_put": {"key": key, "value": _b64(self.controller_id),
+            "success": [{"request_put": {"key": key, "value": b64(self.controller_id),
                                          "lease": str(lease)}}],
             "failure": [{"request_range": {"key": key}}],
         })
@@ -116,7 +112,7 @@ class ElectionKey:
             StoreError: the cluster did not answer (the lease then expires by itself).
         """
         lease, self.lease = self.lease, 0
-        key = _b64(self.key)
+        key = b64(self.key)
         if generation:
             self.store.post("kv/txn", {
                 "compare": [{"key": key, "target": "CREATE", "result": "EQUAL",
@@ -131,7 +127,7 @@ class ElectionKey:
         Raises:
             StoreError: the cluster did not answer, or answered something else.
         """
-        answer = self.store.post("kv/range", {"key": _b64(self.key)})
+        answer = self.store.post("kv/range", {"key": b64(self.key)})
         revision = _int(answer.get("header"), "revision")
         kvs = answer.get("kvs", [])
         return Observation(_holder(kvs[0]) if kvs else None, revision)

@@ -89,6 +89,9 @@ class WarmSource(Protocol):
     def items(self) -> list[tuple[str, bytes]]:
         """The records' keys and values."""
 
+    def stop(self) -> None:
+        """Keep the copy no longer."""
+
 
 class StoreFencedError(StoreError):
     """The writer no longer holds its guard (its lease expired, or another controller's
@@ -118,7 +121,7 @@ class Guard:
 
     def compares(self) -> list[dict[str, Any]]:
         """The transaction's compares (etcd's ``Compare`` messages in JSON)."""
-        key = _b64(self.key)
+        key = b64(self.key)
         out: list[dict[str, Any]] = []
         if self.lease is not None:
             out.append({"key": key, "target": "LEASE", "result": "EQUAL",
@@ -156,7 +159,8 @@ def parse_endpoint(endpoint: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, parts.port
 
 
-def _b64(text: str) -> str:
+def b64(text: str) -> str:
+    """``text`` as etcd's JSON gateway takes keys and values: UTF-8, base64."""
     return base64.b64encode(text.encode()).decode()
 
 
@@ -245,12 +249,12 @@ class _Txn:
         out: list[dict[str, Any]] = []
         for path, value in self.ops.items():
             if value is None:
-                out.append({"request_delete_range": {"key": _b64(root + path)}})
+                out.append({"request_delete_range": {"key": b64(root + path)}})
             else:
-                out.append({"request_put": {"key": _b64(root + path), "value": _b64(value)}})
+                out.append({"request_put": {"key": b64(root + path), "value": b64(value)}})
         for prefix in sorted(self.ranges):
-            out.append({"request_delete_range": {"key": _b64(root + prefix),
-                                                 "range_end": _b64(prefix_end(root + prefix))}})
+            out.append({"request_delete_range": {"key": b64(root + prefix),
+                                                 "range_end": b64(prefix_end(root + prefix))}})
         return out
 
 
@@ -439,7 +443,7 @@ class EtcdStore:
             StoreError: etcd could not be written.
         """
         self._txn([{"request_delete_range": {
-            "key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix))}}])
+            "key": b64(self.prefix), "range_end": b64(prefix_end(self.prefix))}}])
         self._calls = {}
 
     def read(self) -> tuple[list[tuple[str, bytes]], int]:
@@ -450,9 +454,9 @@ class EtcdStore:
         """
         items: list[tuple[str, bytes]] = []
         start, revision = self.prefix, 0
-        end = _b64(prefix_end(self.prefix))
+        end = b64(prefix_end(self.prefix))
         while True:
-            body: dict[str, Any] = {"key": _b64(start), "range_end": end, "limit": PAGE}
+            body: dict[str, Any] = {"key": b64(start), "range_end": end, "limit": PAGE}
             if revision:
                 body["revision"] = revision
             answer = self.post("kv/range", body)
@@ -472,7 +476,7 @@ class EtcdStore:
         """Every record of the gateway whose values have their types and ranges: from
         :attr:`warm` when it reached the writer's generation within :data:`WARM_WAIT`
         seconds (every write of an earlier holder is below that revision), else read
-        from etcd.
+        from etcd. A writer's load stops the warm copy: it is master from then on.
 
         A key whose value is not such a record (:func:`decode`) is left out, described in
         the snapshot's ``rejected`` and removed in one transaction (left where the guard
@@ -490,6 +494,9 @@ class EtcdStore:
         else:
             self.loaded_from = "etcd"
             items, _ = self.read()
+        if self.warm is not None and generation is not None:
+            self.warm.stop()
+            self.warm = None
         snapshot = Snapshot()
         lists: dict[Table, list[Any]] = {
             "session": snapshot.sessions, "connection": snapshot.connections,
@@ -511,7 +518,7 @@ class EtcdStore:
             lists[record_key(record)[0]].append(record)
         for start in range(0, len(bad), self._max_ops):
             with contextlib.suppress(StoreFencedError):
-                self._txn([{"request_delete_range": {"key": _b64(key)}}
+                self._txn([{"request_delete_range": {"key": b64(key)}}
                            for key in bad[start:start + self._max_ops]])
         self._calls = calls
         return snapshot

@@ -13,7 +13,9 @@ one of them is below that revision (``ryu_apps.etcd_store.EtcdStore.load`` waits
 moment for that, and reads etcd instead when the copy is behind).
 
 A broken stream is followed again from the copy's revision on the next member; a
-revision etcd compacted away (the watch says so) is read again whole.
+revision etcd compacted away (the watch says so) is read again whole. Once the copy was
+taken (:meth:`WarmCopy.stop`), the watch ends at its next response: a master has no use
+for a copy of what it writes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import requests
 
 from alg.errors import StoreError
-from ryu_apps.etcd_store import EtcdStore, parse_endpoint, prefix_end
+from ryu_apps.etcd_store import EtcdStore, b64, parse_endpoint, prefix_end
 
 LOG = logging.getLogger("pptp_alg.gateway")
 READ_TIMEOUT = 30.0
@@ -36,10 +38,6 @@ READ_TIMEOUT = 30.0
 revision: nothing is read twice)."""
 RETRY = 0.5
 """Seconds between two attempts after a failure."""
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def json_objects(chunks: Iterable[bytes]) -> Iterator[Any]:
@@ -88,6 +86,7 @@ class WarmCopy:
         self.reads = 0
         """Whole reads of the records (the first, and after a compaction)."""
         self._read_timeout = read_timeout
+        self._stopped = False
         self._next = 0
         self._session = requests.Session()
 
@@ -141,13 +140,15 @@ class WarmCopy:
         endpoint = self.store.endpoints[self._next % len(self.store.endpoints)]
         protocol, host, port = parse_endpoint(endpoint)
         body: dict[str, Any] = {"create_request": {
-            "key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix)),
+            "key": b64(self.prefix), "range_end": b64(prefix_end(self.prefix)),
             "start_revision": str(self.revision + 1), "progress_notify": True}}
         try:
             with self._session.post(f"{protocol}://{host}:{port}/v3/watch", json=body,
                                     stream=True, timeout=(1.0, self._read_timeout)) as answer:
                 answer.raise_for_status()
                 for response in json_objects(answer.iter_content(chunk_size=None)):
+                    if self._stopped:
+                        return
                     self.apply(response)
         except (requests.RequestException, UnicodeDecodeError) as exc:
             raise StoreError(f"etcd {endpoint}: the watch: {exc}") from exc
@@ -157,7 +158,7 @@ class WarmCopy:
         """Read, then follow, until ``stop()``; failures are logged once each, and the
         next member is tried after :data:`RETRY` seconds."""
         last = ""
-        while not stop():
+        while not stop() and not self._stopped:
             try:
                 if not self.revision:
                     self.read()
@@ -172,6 +173,10 @@ class WarmCopy:
                 last = str(exc)
                 self._next += 1
             sleep(RETRY)
+
+    def stop(self) -> None:
+        """Follow no more (the watch ends at its next response)."""
+        self._stopped = True
 
     def current(self, revision: int, wait: float,
                 sleep: Callable[[float], None] = time.sleep) -> bool:

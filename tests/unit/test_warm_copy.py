@@ -109,6 +109,11 @@ def test_a_promoted_controller_loads_the_copy_once_it_reached_its_generation(
         assert standby.loaded_from == "warm copy"
         assert sorted(s.id for s in snapshot.sessions) == [2, 3]
         assert copy.revision >= holder.generation
+        # Master from now on: the copy follows no more, not even what it writes.
+        assert standby.warm is None
+        writer.write([session(4)])
+        time.sleep(1.0)
+        assert not any(key.endswith("session/4") for key, _ in copy.items())
     finally:
         stop()
         for each in (writer, standby, key.store):
