@@ -53,8 +53,13 @@ def ok(*args: str) -> str:
 
 
 def controllers(name: str) -> dict[int, tuple[bool, str]]:
-    """Each controller's index -> (cut from etcd, what ``status`` says of it)."""
-    out = cli("status", "--name", name).stdout
+    """Each controller's index -> (cut from etcd, what ``status`` says of it).
+
+    A standby campaigns every second (``alg.election``): for the few milliseconds of its
+    requests ``status`` may catch it as ``candidate``, which counts as ``standby`` here
+    (seen in CI).
+    """
+    out = cli("status", "--name", name).stdout.replace(" candidate", " standby")
     return {int(m.group(1)): (m.group(3) is not None, m.group(4))
             for m in map(LINE.match, out.splitlines()) if m}
 
